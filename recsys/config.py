@@ -37,7 +37,7 @@ class IngestSettings(BaseModel):
     min_timestamp_ms: int = 631_152_000_000
     max_future_ms: int = Field(86_400_000, ge=0)
     max_quarantine_rate: float = Field(0.05, ge=0.0, le=1.0)
-    lines_per_partition: int = Field(500_000, ge=1_000)
+    max_batch_bytes: int = Field(4 << 30, ge=1)
 
 
 class SynthSettings(BaseModel):

@@ -1,0 +1,61 @@
+# Two commands for a new user: `make demo` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+JARS     := $(VENV)/delta-jars
+LOCK_ID  := $(shell cat requirements.lock pyproject.toml conf/maven/pom.xml | sha256sum | cut -c1-12)
+STAMP    := $(VENV)/.installed-$(LOCK_ID)
+
+SCALE    ?= small
+DATA     ?= data/synthetic
+WAREHOUSE?= warehouse
+ifeq ($(SCALE),appliances)
+  SYNTH_ARGS := --users 1800000 --items 94000 --reviews 2100000
+else
+  SYNTH_ARGS :=
+endif
+
+.PHONY: help install jars demo test synth pipeline tables serve bench clean
+
+help:
+	@echo "make demo   set up .venv + Delta jars, generate the synthetic dump, run the pipeline (SCALE=small|appliances)"
+	@echo "make test   run the test suite (installs first if needed)"
+
+## install: .venv from requirements.lock, the package itself, the Delta jars. Reused while the lock is unchanged.
+install: $(STAMP)
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/python -c "import pyspark, delta, great_expectations, implicit, flask, airflow; print('stack ok: pyspark', pyspark.__version__)"
+	PYTHON=$(BIN)/python bash conf/maven/fetch-jars.sh $(JARS)
+	@rm -f $(VENV)/.installed-* && touch $@
+
+jars:
+	PYTHON=$(BIN)/python bash conf/maven/fetch-jars.sh $(JARS)
+
+synth: install
+	$(BIN)/recsys synth --out $(DATA) $(SYNTH_ARGS)
+
+pipeline: install
+	$(BIN)/recsys pipeline --source $(DATA) --warehouse $(WAREHOUSE)
+
+demo: install synth pipeline
+	@$(BIN)/recsys tables --warehouse $(WAREHOUSE)
+	@echo
+	@echo "Synthetic dump:  $(DATA)/"
+	@echo "Delta tables:    $(WAREHOUSE)/   (list them: $(BIN)/recsys tables --warehouse $(WAREHOUSE))"
+
+tables: install
+	$(BIN)/recsys tables --warehouse $(WAREHOUSE)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(WAREHOUSE) $(DATA) reports .spark-checkpoints spark-warehouse

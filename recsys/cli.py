@@ -1,0 +1,183 @@
+"""``recsys`` command line: one subcommand per step, each a thin call into the library.
+
+Every command exits non-zero with a one-line reason on bad input (missing folder, unreadable file,
+bad flag); tracebacks are shown only with ``RECSYS_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from recsys.config import Settings, load_settings
+from recsys.logs import setup_logging
+
+Command = Callable[[argparse.Namespace, Settings], int]
+_COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        _COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def _spark(settings: Settings):
+    from recsys.spark import get_spark
+
+    return get_spark(settings.spark)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------------------------
+
+@command("synth")
+def _synth(args, settings: Settings) -> int:
+    from recsys.synth import generate
+
+    synth = settings.synth.model_copy(update={k: v for k, v in {
+        "users": args.users, "items": args.items, "reviews": args.reviews, "seed": args.seed,
+        "categories": args.categories.split(",") if args.categories else None,
+    }.items() if v is not None})
+    summary = generate(Path(args.out), synth, bad_line_rate=args.bad_line_rate, progress=not args.quiet)
+    _print_json(summary.to_dict())
+    return 0
+
+
+@command("ingest")
+def _ingest(args, settings: Settings) -> int:
+    from recsys.ingest import ingest
+    from recsys.silver import build_silver
+
+    spark = _spark(settings)
+    report = ingest(spark, settings.source, settings.warehouse, settings.ingest, force=args.force)
+    out = {"ingest": report.to_dict()}
+    if not args.bronze_only:
+        out["silver"] = build_silver(spark, settings.warehouse)
+    _print_json(out)
+    return 1 if report.failed else 0
+
+
+@command("build-silver")
+def _build_silver(args, settings: Settings) -> int:
+    from recsys.silver import build_silver
+
+    _print_json(build_silver(_spark(settings), settings.warehouse))
+    return 0
+
+
+@command("pipeline")
+def _pipeline(args, settings: Settings) -> int:
+    from recsys.pipeline import run_pipeline
+
+    _print_json(run_pipeline(_spark(settings), settings))
+    return 0
+
+
+@command("tables")
+def _tables(args, settings: Settings) -> int:
+    from recsys.tables import describe_table, find_tables
+
+    root = settings.warehouse
+    if not root.is_dir():
+        raise FileNotFoundError(f"warehouse not found: {root}")
+    rows = [{"table": str(p.relative_to(root)), **describe_table(p)} for p in find_tables(root)]
+    if args.json:
+        _print_json(rows)
+    else:
+        print(f"{'table':<28} {'version':>7} {'rows':>12} {'files':>6}")
+        for r in rows:
+            print(f"{r['table']:<28} {r['version']:>7} {r['rows']:>12,} {r['files']:>6}")
+    return 0
+
+
+@command("metrics")
+def _metrics(args, settings: Settings) -> int:
+    from recsys.evaluate.cli_metrics import run_metrics
+
+    result = run_metrics(Path(args.predictions), Path(args.truth), args.k, args.engine)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+@command("serve")
+def _serve(args, settings: Settings) -> int:
+    from recsys.serve.server import run_server
+
+    return run_server(settings.warehouse, port=args.port, workers=args.workers, threads=args.threads) or 0
+
+
+# ----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, warehouse: bool = True, source: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        if warehouse:
+            p.add_argument("--warehouse", type=Path, help="warehouse root (default from conf: ./warehouse)")
+        if source:
+            p.add_argument("--source", type=Path, help="folder laid out like the dump")
+        return p
+
+    p = add("synth", "generate a synthetic dump in the Amazon Reviews 2023 format", warehouse=False)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--users", type=int)
+    p.add_argument("--items", type=int)
+    p.add_argument("--reviews", type=int)
+    p.add_argument("--categories", help="comma-separated, e.g. Appliances,All_Beauty")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--bad-line-rate", type=float, default=0.0, help="share of review lines to break on purpose")
+    p.add_argument("--quiet", action="store_true")
+
+    p = add("ingest", "raw dump → bronze/quarantine → silver", source=True)
+    p.add_argument("--force", action="store_true", help="re-ingest every file, even unchanged ones")
+    p.add_argument("--bronze-only", action="store_true", help="stop after bronze/quarantine")
+    add("build-silver", "bronze → silver (MERGE)")
+    add("pipeline", "every step in order, locally", source=True)
+    p = add("tables", "each Delta table under the warehouse: version, rows, files")
+    p.add_argument("--json", action="store_true")
+
+    p = add("metrics", "ranking metrics of prediction lists against truth lists", warehouse=False)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--engine", choices=("spark", "numpy"), default="numpy")
+    p.add_argument("--json", action="store_true")
+
+    p = add("serve", "serve the published recommendations over HTTP (gunicorn)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=8)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(os.environ.get("RECSYS_LOG_LEVEL", "INFO"))
+    try:
+        settings = load_settings(warehouse=getattr(args, "warehouse", None), source=getattr(args, "source", None))
+        return _COMMANDS[args.command](args, settings)
+    except KeyboardInterrupt:
+        print("recsys: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract is a one-line reason, not a traceback
+        if os.environ.get("RECSYS_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"recsys {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Ranking metrics in Spark, for the full population (1.8M users × K lists and up).
+
+Twin of :mod:`recsys.evaluate.python_metrics`: same function names, same result keys, same numbers
+to 1e-9; definitions and the population rule are in :mod:`recsys.evaluate.definitions`.
+
+Inputs are *list tables*: one row per user, ``user_id`` (any comparable type) and ``items`` (an array,
+best first for predictions), with the same item type on both sides. Nothing is collected to the driver
+but the final means and no Python runs per row: each user's deduplicated top-kmax list is turned into
+the ascending 1-based positions of its hits with built-in higher-order functions, every metric at every
+K is an expression over those positions, and one ``agg`` averages them all (truth left-joined to the
+predictions, so users without a list score 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from functools import reduce
+from operator import add
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType
+
+from recsys.constants import ITEM_ID, USER_ID
+from recsys.evaluate.definitions import (
+    COVERAGE,
+    DEFAULT_CURVE_METRICS,
+    DIVERSITY,
+    HIT_RATE,
+    ITEMS,
+    K,
+    MAP,
+    MRR,
+    NDCG,
+    NOVELTY,
+    PRECISION,
+    RANKING_METRICS,
+    RECALL,
+    USERS,
+    check_ks,
+    check_metric_names,
+    discounts,
+    ideal_dcg,
+    metric_key,
+)
+
+VECTOR = "vector"  # default column of an item-embedding table (one row per item: id, array of numbers)
+
+_HITS = "_hit_positions"  # array<int>: ascending 1-based positions (within the deduped top-kmax) of hits
+_NREL = "_n_relevant"     # int: |R_u|
+_ITEM = "_item"
+
+
+def _array_type(df: DataFrame, column: str, role: str) -> ArrayType:
+    if column not in df.columns:
+        raise ValueError(f"{role} has no column {column!r} (columns: {df.columns})")
+    dtype = df.schema[column].dataType
+    if not isinstance(dtype, ArrayType):
+        raise ValueError(f"{role}.{column} must be an array column, got {dtype.simpleString()}")
+    return dtype
+
+
+def _ranked(items: Column, k: int) -> Column:
+    """Top ``k`` of a ranking as the metrics see it: nulls dropped, repeats kept at first position only."""
+    return F.slice(F.array_distinct(F.filter(items, lambda x: x.isNotNull())), 1, k)
+
+
+def _hit_table(
+    predictions: DataFrame,
+    truth: DataFrame,
+    kmax: int,
+    count_empty_truth: bool,
+    user_col: str,
+    items_col: str,
+) -> DataFrame:
+    """Population rows ``(user, hit positions, |R_u|)``: truth left-joined to predictions."""
+    truth_type = _array_type(truth, items_col, "truth")
+    pred_type = _array_type(predictions, items_col, "predictions")
+    relevant = F.array_distinct(
+        F.filter(F.coalesce(F.col("_truth"), F.array().cast(truth_type)), lambda x: x.isNotNull())
+    )
+    ranked = _ranked(F.coalesce(F.col("_pred"), F.array().cast(pred_type)), kmax)
+    joined = truth.select(F.col(user_col), F.col(items_col).alias("_truth")).join(
+        predictions.select(F.col(user_col), F.col(items_col).alias("_pred")), on=user_col, how="left"
+    )
+    rows = joined.select(F.col(user_col), relevant.alias("_rel"), ranked.alias("_ranked")).select(
+        F.col(user_col),
+        F.filter(
+            F.transform("_ranked", lambda x, i: F.when(F.array_contains(F.col("_rel"), x), i + 1)),
+            lambda p: p.isNotNull(),
+        ).alias(_HITS),
+        F.size("_rel").alias(_NREL),
+    )
+    return rows if count_empty_truth else rows.where(F.col(_NREL) > 0)
+
+
+def _metric(name: str, k: int, kmax: int) -> Column:
+    """One metric at cut-off ``k`` for one user, from the columns of :func:`_hit_table`; 0 if |R_u| = 0."""
+    hits = F.col(_HITS)
+    nrel = F.col(_NREL)
+    ideal_hits = F.least(F.lit(k), nrel)
+    n_hits = F.size(F.filter(hits, lambda p: p <= k))
+    if name == PRECISION:
+        value = n_hits / F.lit(k)
+    elif name == RECALL:
+        value = n_hits / nrel
+    elif name == HIT_RATE:
+        value = (n_hits > 0).cast("double")
+    elif name == MRR:
+        first = F.array_min(hits)
+        value = F.when(first <= k, 1.0 / first).otherwise(F.lit(0.0))
+    elif name == MAP:
+        # The j-th hit (0-based) at position p adds (j + 1) / p; summed left to right like the numpy twin.
+        terms = F.transform(hits, lambda p, j: F.when(p <= k, (j + 1) / p).otherwise(F.lit(0.0)))
+        value = F.aggregate(terms, F.lit(0.0), lambda acc, x: acc + x) / ideal_hits
+    elif name == NDCG:
+        disc = F.lit(discounts(kmax).tolist())
+        dcg = F.aggregate(
+            hits, F.lit(0.0), lambda acc, p: acc + F.when(p <= k, F.element_at(disc, p)).otherwise(F.lit(0.0))
+        )
+        value = dcg / F.element_at(F.lit(ideal_dcg(kmax).tolist()), ideal_hits)
+    else:  # pragma: no cover - names are validated by the callers
+        raise ValueError(name)
+    return F.when(nrel > 0, value).otherwise(F.lit(0.0))
+
+
+def per_user_metrics(
+    predictions: DataFrame,
+    truth: DataFrame,
+    ks: int | Iterable[int],
+    *,
+    count_empty_truth: bool = False,
+    user_col: str = USER_ID,
+    items_col: str = ITEMS,
+) -> DataFrame:
+    """Lazy ``DataFrame[user_col, "map@10", "ndcg@10", …]``: one row per population user (for segment reports).
+
+    Metric columns are named by :func:`~recsys.evaluate.definitions.metric_key`; average them grouped by
+    any segment to get that segment's MAP@K & co.
+    """
+    kk = check_ks(ks)
+    table = _hit_table(predictions, truth, kk[-1], count_empty_truth, user_col, items_col)
+    return table.select(
+        F.col(user_col),
+        *[_metric(name, k, kk[-1]).alias(metric_key(name, k)) for k in kk for name in RANKING_METRICS],
+    )
+
+
+def ranking_metrics(
+    predictions: DataFrame,
+    truth: DataFrame,
+    ks: int | Iterable[int],
+    *,
+    count_empty_truth: bool = False,
+    user_col: str = USER_ID,
+    items_col: str = ITEMS,
+) -> dict[str, float]:
+    """Population means of MAP, NDCG, precision, recall, hit rate and MRR at each K, plus ``users``.
+
+    One aggregation over the per-user rows computes everything for all ``ks``. With an empty population
+    every metric is NaN (undefined) and ``users`` is 0.
+    """
+    kk = check_ks(ks)
+    table = _hit_table(predictions, truth, kk[-1], count_empty_truth, user_col, items_col)
+    keys = [(name, k) for k in kk for name in RANKING_METRICS]
+    row = table.agg(
+        F.count(F.lit(1)).alias(USERS),
+        *[F.avg(_metric(name, k, kk[-1])).alias(metric_key(name, k)) for name, k in keys],
+    ).first()
+    result = {metric_key(name, k): _float(row[metric_key(name, k)]) for name, k in keys}
+    result[USERS] = int(row[USERS])
+    return result
+
+
+def metrics_over_k(
+    predictions: DataFrame,
+    truth: DataFrame,
+    ks: int | Iterable[int] = range(1, 101),
+    *,
+    metrics: Iterable[str] = DEFAULT_CURVE_METRICS,
+    count_empty_truth: bool = False,
+    user_col: str = USER_ID,
+    items_col: str = ITEMS,
+) -> list[dict[str, float]]:
+    """Metric curves in one aggregation: a row ``{"k": k, "map": …, "recall": …}`` per cut-off, ascending k."""
+    kk = check_ks(ks)
+    names = check_metric_names(metrics)
+    table = _hit_table(predictions, truth, kk[-1], count_empty_truth, user_col, items_col)
+    row = table.agg(
+        *[F.avg(_metric(name, k, kk[-1])).alias(metric_key(name, k)) for k in kk for name in names]
+    ).first()
+    return [{K: k, **{name: _float(row[metric_key(name, k)]) for name in names}} for k in kk]
+
+
+def _float(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+# --- list tables ----------------------------------------------------------------------------------------------
+
+
+def to_lists(
+    rows: DataFrame,
+    *,
+    user_col: str = USER_ID,
+    item_col: str = ITEM_ID,
+    rank_col: str | None = None,
+    items_col: str = ITEMS,
+) -> DataFrame:
+    """Long rows (one per user × item) → a list table ``(user_col, items_col)``.
+
+    With ``rank_col`` (e.g. ``gold/recs_user_topk``) the list is ordered by ascending rank, ties broken by
+    item so the order never depends on partitioning; without it (truth) the order is irrelevant and sorted.
+    """
+    if rank_col is None:
+        items = F.array_sort(F.collect_set(F.col(item_col)))
+    else:
+        pairs = F.array_sort(F.collect_list(F.struct(F.col(rank_col).alias("r"), F.col(item_col).alias("i"))))
+        items = F.transform(pairs, lambda s: s["i"])
+    return rows.groupBy(F.col(user_col)).agg(items.alias(items_col))
+
+
+# --- beyond accuracy ----------------------------------------------------------------------------------------
+
+
+def _slots(predictions: DataFrame, k: int, items_col: str) -> DataFrame:
+    """One row per recommended top-K slot of every list: ``(_item)``."""
+    _array_type(predictions, items_col, "predictions")
+    (k,) = check_ks(k)
+    return predictions.select(F.explode(_ranked(F.col(items_col), k)).alias(_ITEM))
+
+
+def catalog_coverage(predictions: DataFrame, k: int, catalog_size: int, *, items_col: str = ITEMS) -> float:
+    """Share of the catalogue that appears in at least one top-K list (all lists given, not a population)."""
+    if catalog_size < 1:
+        raise ValueError(f"catalog_size must be >= 1, got {catalog_size}")
+    distinct = _slots(predictions, k, items_col).agg(F.countDistinct(_ITEM)).first()[0]
+    return int(distinct) / catalog_size
+
+
+def novelty(
+    predictions: DataFrame, train: DataFrame, k: int, *, item_col: str = ITEM_ID, items_col: str = ITEMS
+) -> float:
+    """Mean self-information −log2(share of train interactions) over recommended top-K slots.
+
+    ``train`` has one row per interaction with the item in ``item_col``. Slots whose item never occurs in
+    train are skipped; NaN if none is left.
+    """
+    counts = (
+        train.where(F.col(item_col).isNotNull())
+        .groupBy(F.col(item_col).alias(_ITEM))
+        .agg(F.count(F.lit(1)).alias("_n"))
+    )
+    total = counts.agg(F.sum("_n").alias("_total"))
+    value = (
+        _slots(predictions, k, items_col)
+        .join(counts, on=_ITEM)
+        .crossJoin(total)
+        .agg(F.avg(-F.log2(F.col("_n") / F.col("_total"))))
+        .first()[0]
+    )
+    return _float(value)
+
+
+def intra_list_diversity(
+    predictions: DataFrame,
+    item_vectors: DataFrame,
+    k: int,
+    *,
+    item_col: str = ITEM_ID,
+    vector_col: str = VECTOR,
+    user_col: str = USER_ID,
+    items_col: str = ITEMS,
+) -> float:
+    """Mean over lists of the mean pairwise (1 − cosine) of the top-K items' vectors.
+
+    ``item_vectors``: one row per item, ``vector_col`` an array of numbers (e.g. ALS item factors).
+    Items without a (non-zero) vector are left out; lists with fewer than two vectors are skipped; NaN if
+    no list remains. With unit vectors u_1..u_n the mean pairwise cosine is (‖Σ u‖² − n) / (n(n − 1)), so
+    each user needs only the per-dimension sums, which Spark adds up before the shuffle.
+    """
+    _array_type(item_vectors, vector_col, "item_vectors")
+    vectors = item_vectors.select(F.col(item_col).alias(_ITEM), F.col(vector_col).cast("array<double>").alias("_v"))
+    norm = F.sqrt(F.aggregate("_v", F.lit(0.0), lambda acc, x: acc + x * x))
+    unit = (
+        vectors.select(_ITEM, "_v", norm.alias("_norm"))
+        .where(F.col("_norm") > 0)
+        .select(_ITEM, F.transform("_v", lambda x: x / F.col("_norm")).alias("_u"))
+    )
+    first = unit.select(F.size("_u")).head(1)
+    if not first:
+        return math.nan
+    dim = int(first[0][0])
+    _array_type(predictions, items_col, "predictions")
+    (k,) = check_ks(k)
+    slots = predictions.select(F.col(user_col), F.explode(_ranked(F.col(items_col), k)).alias(_ITEM))
+    per_user = (
+        slots.join(unit, on=_ITEM)
+        .groupBy(user_col)
+        .agg(F.count(F.lit(1)).alias("_n"), *[F.sum(F.col("_u")[d]).alias(f"_s{d}") for d in range(dim)])
+    )
+    n = F.col("_n")
+    squared_norm = reduce(add, [F.col(f"_s{d}") * F.col(f"_s{d}") for d in range(dim)])
+    diversity = 1.0 - (squared_norm - n) / (n * (n - 1))
+    return _float(per_user.where(n >= 2).agg(F.avg(diversity)).first()[0])
+
+
+def beyond_accuracy_metrics(
+    predictions: DataFrame,
+    k: int,
+    *,
+    catalog_size: int | None = None,
+    train: DataFrame | None = None,
+    item_vectors: DataFrame | None = None,
+    item_col: str = ITEM_ID,
+    vector_col: str = VECTOR,
+    user_col: str = USER_ID,
+    items_col: str = ITEMS,
+) -> dict[str, float]:
+    """``coverage@K``, ``novelty@K``, ``diversity@K`` — each only when its input is given (one job each)."""
+    out: dict[str, float] = {}
+    if catalog_size is not None:
+        out[metric_key(COVERAGE, k)] = catalog_coverage(predictions, k, catalog_size, items_col=items_col)
+    if train is not None:
+        out[metric_key(NOVELTY, k)] = novelty(predictions, train, k, item_col=item_col, items_col=items_col)
+    if item_vectors is not None:
+        out[metric_key(DIVERSITY, k)] = intra_list_diversity(
+            predictions, item_vectors, k, item_col=item_col, vector_col=vector_col,
+            user_col=user_col, items_col=items_col,
+        )
+    return out

@@ -1,0 +1,294 @@
+"""Flask app factory of the recommendation API (contract in DESIGN.md, section "API").
+
+Every answer is JSON, errors included (``{"error": {"code", "message"}}`` with a 4xx for bad input); a catch-all
+handler turns an unexpected exception into a JSON 500 that is logged, and the tests fuzz the routes so that no input
+reaches it. Responses are serialised with orjson straight from the memory-mapped arrays (float32 scores included).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from recsys.constants import ITEM_ID, MODEL, RANK, SCORE, USER_ID, VERSION
+from recsys.serve.denylist import DenyList
+from recsys.serve.events import EventError, EventLog, validate_event
+from recsys.serve.metrics import CONTENT_TYPE, Metrics
+from recsys.serve.settings import ServeSettings
+from recsys.serve.snapshot import METHODS, Snapshot
+from recsys.serve.store import ServingState, SnapshotStore
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("recsys.serve.access")
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")   # user ids, asins, categories, request ids, variants
+K_PATTERN = re.compile(r"^[0-9]{1,6}$")
+FALLBACK_MODEL = "popularity"
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class ApiError(Exception):
+    """A client-facing error: HTTP status, a stable machine code and a human message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body, option=_JSON_OPTIONS), status=status, mimetype="application/json")
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json({"error": {"code": code, "message": message}}, status)
+
+
+# --- request parsing -----------------------------------------------------------------------------------------
+
+
+def _check_id(value: str, name: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise ApiError(400, f"invalid_{name}", f"{name} must be 1-64 characters of A-Z a-z 0-9 _ -")
+    return value
+
+
+def _params(allowed: frozenset[str]) -> dict[str, str]:
+    """Query parameters, refusing unknown or repeated ones (a typo must not be silently ignored)."""
+    args = request.args
+    unknown = [key for key in args if key not in allowed]
+    if unknown:
+        raise ApiError(400, "unknown_parameter",
+                       f"unknown query parameter(s); allowed: {', '.join(sorted(allowed)) or 'none'}")
+    for key in args:
+        if len(args.getlist(key)) > 1:
+            raise ApiError(400, "repeated_parameter", f"query parameter {key} given more than once")
+    return args.to_dict()
+
+
+def _k(params: dict[str, str], settings: ServeSettings) -> int:
+    raw = params.get("k")
+    if raw is None:
+        return settings.default_k
+    if not K_PATTERN.match(raw) or not 1 <= int(raw) <= settings.max_k:
+        raise ApiError(400, "invalid_k", f"k must be an integer between 1 and {settings.max_k}")
+    return int(raw)
+
+
+def _category(params: dict[str, str], snapshot: Snapshot) -> int | None:
+    name = params.get("category")
+    if name is None:
+        return None
+    _check_id(name, "category")
+    code = snapshot.category_index(name)
+    if code is None:
+        raise ApiError(404, "unknown_category", "no such category in the published version")
+    return code
+
+
+def _exclude(params: dict[str, str], settings: ServeSettings) -> frozenset[str]:
+    raw = params.get("exclude")
+    if not raw:
+        return frozenset()
+    asins = [a for a in raw.split(",") if a]
+    if len(asins) > settings.max_exclude:
+        raise ApiError(400, "invalid_exclude", f"exclude takes at most {settings.max_exclude} asins")
+    for asin in asins:
+        _check_id(asin, "exclude")
+    return frozenset(asins)
+
+
+def _ready(store: SnapshotStore) -> tuple[Snapshot, DenyList]:
+    state: ServingState = store.state          # read once: a concurrent swap cannot mix two versions
+    if state.snapshot is None:
+        raise ApiError(503, "not_ready", "no published version loaded yet")
+    return state.snapshot, state.denylist
+
+
+# --- ranking helpers -----------------------------------------------------------------------------------------
+
+
+def _pick(snapshot: Snapshot, items: np.ndarray, scores: np.ndarray, k: int, denylist: DenyList,
+          exclude: frozenset[str], category: int | None) -> list[dict[str, Any]]:
+    """The first ``k`` candidates (rank order) that pass the deny-list, ``exclude`` and ``category``; ranks 1..n.
+
+    Candidates beyond k are the spares the publisher keeps, so removals are backfilled. Decoded in chunks: a long
+    popular list costs only what is read.
+    """
+    out: list[dict[str, Any]] = []
+    chunk = max(2 * k, 32)
+    for lo in range(0, len(items), chunk):
+        idx = np.asarray(items[lo:lo + chunk])
+        asins = snapshot.asins(idx)
+        cats = snapshot.item_category[idx] if category is not None else None
+        for pos, asin in enumerate(asins):
+            if asin in denylist.items or asin in exclude or (cats is not None and cats[pos] != category):
+                continue
+            out.append({ITEM_ID: asin, SCORE: scores[lo + pos], RANK: len(out) + 1})
+            if len(out) == k:
+                return out
+    return out
+
+
+def _popular(snapshot: Snapshot, category: int | None, k: int, denylist: DenyList,
+             exclude: frozenset[str]) -> list[dict[str, Any]]:
+    code = snapshot.all_category if category is None else category
+    if code is None:
+        return []
+    items, scores = snapshot.popular_slice(code)
+    return _pick(snapshot, items, scores, k, denylist, exclude, None)
+
+
+# --- the app -------------------------------------------------------------------------------------------------
+
+
+def create_app(warehouse: Path | str, settings: ServeSettings | None = None) -> Flask:
+    """The API over the published version under ``warehouse``; loads (or builds) the snapshot before returning."""
+    settings = (settings or ServeSettings()).resolved(warehouse)
+    store = SnapshotStore(Path(warehouse), settings)
+    store.start()
+    assert settings.events_dir is not None
+    events = EventLog(settings.events_dir)
+    metrics = Metrics()
+
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, PROVIDE_AUTOMATIC_OPTIONS=False)
+    app.url_map.merge_slashes = False          # "//health" is a 404, not an HTML redirect
+    app.extensions["recsys"] = {"store": store, "events": events, "metrics": metrics, "settings": settings}
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        store.tick()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        endpoint = request.endpoint or "unmatched"
+        metrics.observe(endpoint, request.method, response.status_code, elapsed)
+        if settings.access_log:
+            # No path or ids: the path holds user ids, and logs outlive an erasure.
+            access_log.info("request endpoint=%s method=%s status=%d ms=%.3f request_id=%s", endpoint,
+                            request.method, response.status_code, elapsed * 1000.0, g.get("request_id", "-"))
+        return response
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
+        response = _error(status, code, exc.description or exc.name or "error")
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on endpoint=%s", request.endpoint)
+        return _error(500, "internal_error", "internal error; it has been logged")
+
+    def _request_id() -> str:
+        g.request_id = uuid.uuid4().hex
+        return g.request_id
+
+    @app.get("/v1/users/<user_id>/recommendations")
+    def user_recommendations(user_id: str) -> Response:
+        _check_id(user_id, "user_id")
+        params = _params(frozenset({"k", "category", "exclude"}))
+        k = _k(params, settings)
+        snapshot, denylist = _ready(store)
+        category = _category(params, snapshot)
+        exclude = _exclude(params, settings)
+        found = None if denylist.user_erased(user_id) else snapshot.user_slice(user_id)
+        if found is not None:
+            lo, hi, model = found
+            items = _pick(snapshot, snapshot.user_items[lo:hi], snapshot.user_scores[lo:hi], k, denylist, exclude,
+                          category)
+            source = "personalized"
+        else:
+            items = _popular(snapshot, category, k, denylist, exclude)
+            model, source = FALLBACK_MODEL, "popular"
+        return _json({USER_ID: user_id, VERSION: snapshot.version, MODEL: model, "source": source,
+                      "request_id": _request_id(), "items": items})
+
+    @app.get("/v1/items/<parent_asin>/similar")
+    def similar_items(parent_asin: str) -> Response:
+        _check_id(parent_asin, "parent_asin")
+        params = _params(frozenset({"k", "method"}))
+        k = _k(params, settings)
+        method = params.get("method")
+        if method is not None and method not in METHODS:
+            raise ApiError(400, "invalid_method", f"method must be one of {', '.join(METHODS)}")
+        snapshot, denylist = _ready(store)
+        item = snapshot.item_index(parent_asin)
+        if item is None or denylist.item_denied(parent_asin):
+            raise ApiError(404, "unknown_item", "no such item in the published version")
+        items: list[dict[str, Any]] = []
+        for candidate in ([method] if method else list(METHODS)):
+            found = snapshot.similar_slice(candidate, item)
+            if found is not None:
+                items = _pick(snapshot, found[0], found[1], k, denylist, frozenset({parent_asin}), None)
+                if items or method:
+                    method = candidate
+                    break
+        return _json({ITEM_ID: parent_asin, VERSION: snapshot.version, "method": method,
+                      "request_id": _request_id(), "items": items})
+
+    @app.get("/v1/popular")
+    def popular() -> Response:
+        params = _params(frozenset({"k", "category"}))
+        k = _k(params, settings)
+        snapshot, denylist = _ready(store)
+        category = _category(params, snapshot)
+        return _json({VERSION: snapshot.version, "category": params.get("category"), "request_id": _request_id(),
+                      "items": _popular(snapshot, category, k, denylist, frozenset())})
+
+    @app.post("/v1/events")
+    def post_events() -> Response:
+        _params(frozenset())
+        try:
+            body = orjson.loads(request.get_data(cache=False))
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "invalid_json", "the body must be a JSON object or a list of them") from None
+        batch = body if isinstance(body, list) else [body]
+        if not 1 <= len(batch) <= settings.max_event_batch:
+            raise ApiError(400, "invalid_event", f"send 1..{settings.max_event_batch} events per request")
+        now = datetime.now(timezone.utc)
+        try:
+            records = [validate_event(event, ID_PATTERN, settings.max_k, now) for event in batch]
+        except EventError as exc:
+            raise ApiError(400, "invalid_event", str(exc)) from None
+        snapshot = store.state.snapshot
+        ids = events.append(records, snapshot.version if snapshot else None, snapshot.model if snapshot else None)
+        return _json({"accepted": len(ids), "event_ids": ids}, 202)
+
+    @app.get("/health")
+    def health() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/ready")
+    def ready() -> Response:
+        snapshot = store.state.snapshot
+        if snapshot is None:
+            return _error(503, "not_ready", "no published version loaded yet")
+        return _json({"status": "ready", VERSION: snapshot.version, MODEL: snapshot.model,
+                      "published_at": snapshot.published_at.isoformat()})
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.render(store), mimetype=None, content_type=CONTENT_TYPE)
+
+    return app
+

@@ -1,0 +1,170 @@
+"""Feedback events (impressions, clicks, …) appended durably to a local JSONL log, folded into ``ops/events`` later.
+
+Why a local log and not Delta: a Delta commit per event would cost ~10-100 ms and produce a file per event. An
+``O_APPEND`` write plus ``fsync`` before answering 202 makes an accepted event survive a crash or restart; a batch
+job compacts the files into ``ops/events``.
+
+File contract for that job: ``<events_dir>/events-<YYYYMMDD>-<host>-<pid>.jsonl``, one JSON object per line, UTF-8,
+written whole by one ``write`` call; a last line without ``\\n`` is a torn write and must be skipped (see
+:func:`read_events`). Every record has a unique ``event_id``, so MERGE on it makes the compaction idempotent.
+A file of a past UTC day whose mtime is older than a minute is closed for good and can be deleted once merged.
+Record fields: ``event_id``, ``event_type``, ``user_id``, ``parent_asin`` (or null), ``request_id``, ``items``
+(list or null), ``variant`` (or null), ``ts`` (ISO-8601 UTC, client time if sent, else receipt), ``received_at``
+(ISO-8601 UTC), ``version`` and ``model`` (the snapshot current when the event arrived, or null).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from recsys.constants import ITEM_ID, USER_ID
+
+EVENT_TYPES = frozenset({"impression", "click", "add_to_cart", "purchase", "scroll_end"})
+ITEM_REQUIRED = frozenset({"click", "add_to_cart", "purchase"})
+EVENT_TYPE = "event_type"
+REQUEST_ID = "request_id"
+ITEMS = "items"
+VARIANT = "variant"
+TS = "ts"
+FIELDS = frozenset({EVENT_TYPE, USER_ID, ITEM_ID, REQUEST_ID, ITEMS, VARIANT, TS})
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=timezone.utc)
+MAX_CLOCK_SKEW = timedelta(days=1)
+_HOST = re.sub(r"[^A-Za-z0-9_\-]", "_", socket.gethostname())[:32] or "host"
+
+
+class EventError(ValueError):
+    """A client mistake in an event; the message is safe to return."""
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_ts(value: Any, now: datetime) -> datetime:
+    """ISO-8601 string (naive = UTC) or integer epoch milliseconds, between 2000 and now + 1 day."""
+    if isinstance(value, bool):
+        raise EventError("ts must be an ISO-8601 string or epoch milliseconds")
+    try:
+        if isinstance(value, int):
+            moment = datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+        elif isinstance(value, str) and len(value) <= 40:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+        else:
+            raise EventError("ts must be an ISO-8601 string or epoch milliseconds")
+    except (ValueError, OverflowError, OSError) as exc:
+        raise EventError("ts must be an ISO-8601 string or epoch milliseconds") from exc
+    if not EARLIEST_TS <= moment <= now + MAX_CLOCK_SKEW:
+        raise EventError("ts is out of range")
+    return moment
+
+
+def validate_event(body: Any, id_pattern: re.Pattern[str], max_items: int, now: datetime) -> dict[str, Any]:
+    """The normalised record for one event object, or :class:`EventError` saying what is wrong."""
+    if not isinstance(body, dict):
+        raise EventError("an event must be a JSON object")
+    unknown = set(body) - FIELDS
+    if unknown:
+        raise EventError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
+
+    def ident(name: str, required: bool) -> str | None:
+        value = body.get(name)
+        if value is None:
+            if required:
+                raise EventError(f"{name} is required")
+            return None
+        if not isinstance(value, str) or not id_pattern.match(value):
+            raise EventError(f"{name} must match {id_pattern.pattern}")
+        return value
+
+    event_type = body.get(EVENT_TYPE)
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+        raise EventError(f"event_type must be one of {', '.join(sorted(EVENT_TYPES))}")
+    items = body.get(ITEMS)
+    if items is not None:
+        if not isinstance(items, list) or not 0 < len(items) <= max_items or not all(
+                isinstance(i, str) and id_pattern.match(i) for i in items):
+            raise EventError(f"items must be a list of 1..{max_items} parent_asin strings")
+    elif event_type == "impression":
+        raise EventError("items is required for an impression")
+    return {
+        "event_type": event_type,
+        USER_ID: ident(USER_ID, True),
+        ITEM_ID: ident(ITEM_ID, event_type in ITEM_REQUIRED),
+        REQUEST_ID: ident(REQUEST_ID, True),
+        ITEMS: items,
+        VARIANT: ident(VARIANT, False),
+        TS: _iso(_parse_ts(body[TS], now) if body.get(TS) is not None else now),
+    }
+
+
+class EventLog:
+    """Append-only, fsync'd JSONL log of one process; thread-safe; a new file per UTC day."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)           # created on the first event, not before
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._day: str | None = None
+        self.written = 0
+
+    def append(self, records: list[dict[str, Any]], version: str | None, model: str | None) -> list[str]:
+        """Give each record an ``event_id`` and the server fields, write them, fsync; return the ids."""
+        received = _iso(datetime.now(timezone.utc))
+        ids = []
+        lines = []
+        for record in records:
+            event_id = uuid.uuid4().hex
+            ids.append(event_id)
+            lines.append(orjson.dumps({"event_id": event_id, **record, "received_at": received,
+                                       "version": version, "model": model}) + b"\n")
+        payload = b"".join(lines)
+        with self._lock:
+            fd = self._file()
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            self.written += len(records)
+        return ids
+
+    def _file(self) -> int:
+        day = datetime.now(timezone.utc).strftime("%Y%m%d")
+        if self._fd is None or day != self._day:
+            self.close()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f"events-{day}-{_HOST}-{os.getpid()}.jsonl"
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._day = day
+            dir_fd = os.open(self.folder, os.O_RDONLY)   # make the new file's name durable too
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_events(folder: Path) -> Iterator[dict[str, Any]]:
+    """Every complete event line under ``folder`` (torn last lines skipped), file by file in name order."""
+    for path in sorted(Path(folder).glob("events-*.jsonl")):
+        data = path.read_bytes()
+        end = data.rfind(b"\n")
+        for line in data[: end + 1].splitlines():
+            if line.strip():
+                yield orjson.loads(line)

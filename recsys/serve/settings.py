@@ -1,0 +1,59 @@
+"""Settings of the serving process (the ``serve`` section; to move into ``recsys.config`` later).
+
+Paths left at ``None`` are derived from the warehouse, so ``recsys serve --warehouse DIR`` and the jobs that fold
+events into ``ops/events`` agree on where things are without extra flags. Folders whose names start with ``_`` are
+ignored by Delta readers, so they can live beside the tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVING_DIR = "_serving"
+
+
+class ServeSettings(BaseModel):
+    """How the API process serves: bind address, gunicorn shape, limits, reload cadence, local folders."""
+
+    host: str = "127.0.0.1"                     # 0.0.0.0 inside a container
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(2, ge=1)               # gthread workers; measured best on 2 cores: 2 x 8 threads
+    threads: int = Field(8, ge=1)
+    max_k: int = Field(100, ge=1)
+    default_k: int = Field(10, ge=1)
+    max_exclude: int = Field(100, ge=0)         # asins accepted in ?exclude=
+    max_event_batch: int = Field(100, ge=1)     # events accepted in one POST /v1/events
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    reload_interval_s: float = Field(2.0, ge=0.0)   # 0 = check ops/published and ops/deletions on every request
+    build_in_subprocess: bool = True            # keeps the build's peak memory out of the worker's RSS
+    keep_snapshots: int = Field(1, ge=1)        # snapshot folders kept on disk (old ones may hold erased users)
+    access_log: bool = True                     # one key=value line per request (no ids: paths hold user ids)
+    snapshot_dir: Path | None = None            # default <warehouse>/_serving/snapshots
+    events_dir: Path | None = None              # default <warehouse>/_serving/events
+
+    @model_validator(mode="after")
+    def _k_within_bounds(self) -> "ServeSettings":
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        return self
+
+    def resolved(self, warehouse: Path | str) -> "ServeSettings":
+        """A copy whose folders are absolute, filled from ``warehouse`` where unset."""
+        root = Path(warehouse).resolve()
+        return self.model_copy(update={
+            "snapshot_dir": (self.snapshot_dir or root / SERVING_DIR / "snapshots").resolve(),
+            "events_dir": (self.events_dir or root / SERVING_DIR / "events").resolve(),
+        })
+
+
+class ServeEnv(BaseSettings):
+    """What a gunicorn worker reads from its environment: ``RECSYS_WAREHOUSE`` and ``RECSYS_SERVE`` (JSON) or
+    ``RECSYS_SERVE__<FIELD>``, the same keys ``recsys.config.Settings`` uses for its sections."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_nested_delimiter="__", extra="ignore")
+
+    warehouse: Path = Path("./warehouse")
+    serve: ServeSettings = Field(default_factory=ServeSettings)

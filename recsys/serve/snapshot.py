@@ -1,0 +1,440 @@
+"""Serving snapshot: the published version of the gold ``recs_*`` tables as memory-mapped ``.npy`` arrays.
+
+Why this shape: every gunicorn worker maps the same files, so the page cache holds one copy however many workers
+run (measured ~36 MB private per worker at 1.8M users x 20), start-up is a few ``np.load(mmap_mode="r")`` calls,
+and a lookup is a binary search over sorted fixed-width ids (O(log n), no per-request I/O beyond the page cache).
+
+Layout of ``<snapshot_dir>/<version>/`` (CSR = ``offsets[i]:offsets[i+1]`` slices a row's entries, in rank order):
+
+- ``items.npy`` ``S{w}`` sorted parent_asin vocabulary; every other array refers to items by index in it.
+- ``categories.npy`` ``S{w}`` sorted category names (``__all__`` included); ``item_category.npy`` ``int16`` code
+  per item (-1 unknown).
+- ``users.npy`` ``S{w}`` sorted user ids; ``user_offsets.npy`` ``int64[n+1]``; ``user_items.npy`` ``int32``;
+  ``user_scores.npy`` ``float32``; ``user_model.npy`` ``uint8`` code into ``meta.json["models"]``.
+- ``similar_<method>_{offsets,items,scores}.npy``: CSR over the item vocabulary, one set per method.
+- ``popular_{offsets,items,scores}.npy``: CSR over the category vocabulary.
+- ``meta.json``: version, model, run_id, published_at, counts. Written last: a folder without it is incomplete.
+
+A build writes into a temporary folder and renames it into place (atomic on one filesystem), under an exclusive
+``flock`` so that one process builds while the others wait, then points ``current`` at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys.constants import (
+    CATEGORY, ITEM_ID, MODEL, PUBLISHED, RANK, RECS_POPULAR, RECS_SIMILAR_ITEMS, RECS_USER_TOPK, SCORE,
+    SILVER_ITEMS, USER_ID, VERSION,
+)
+from recsys.serve.delta import log_version, read_table
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+META = "meta.json"
+CURRENT = "current"
+LOCK = ".build.lock"
+ALL_CATEGORIES = "__all__"
+METHODS = ("als", "content")          # preference order when a request names none
+SIMILAR_ASIN = "similar_asin"
+METHOD = "method"
+RUN_ID = "run_id"
+PUBLISHED_AT = "published_at"
+K = "k"
+_SAFE_DIR = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,99}$")
+_STRING_BLOCK = 1 << 20               # strings converted per block (bounds the temporary index arrays)
+
+
+class NoPublishedVersion(RuntimeError):
+    """``ops/published`` is missing or empty: there is nothing to serve yet."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """One row of ``ops/published``."""
+
+    version: str
+    model: str
+    run_id: str
+    published_at: datetime
+    k: int
+
+
+def read_published(warehouse: Path, version: str | None = None) -> Published | None:
+    """The current published version (greatest ``published_at``), or the latest row for ``version``."""
+    if published_log_version(warehouse) < 0:
+        return None
+    table = read_table(Path(warehouse) / PUBLISHED, [VERSION, MODEL, RUN_ID, PUBLISHED_AT, K])
+    if version is not None:
+        table = table.filter(pc.equal(table[VERSION], version))
+    table = table.filter(pc.is_valid(table[PUBLISHED_AT]))
+    if table.num_rows == 0:
+        return None
+    # Ties on published_at (same-second republish) go to the greater version string: deterministic in every worker.
+    row = table.take(pc.sort_indices(table, [(PUBLISHED_AT, "descending"), (VERSION, "descending")])[:1])
+    rec = row.to_pylist()[0]
+    published_at = rec[PUBLISHED_AT]
+    if published_at.tzinfo is None:
+        published_at = published_at.replace(tzinfo=timezone.utc)
+    return Published(version=rec[VERSION], model=rec[MODEL] or "", run_id=rec[RUN_ID] or "",
+                     published_at=published_at, k=int(rec[K] or 0))
+
+
+def published_log_version(warehouse: Path) -> int:
+    return log_version(Path(warehouse) / PUBLISHED)
+
+
+def folder_name(version: str) -> str:
+    """The version itself when it is a safe file name, else a stable digest of it."""
+    if _SAFE_DIR.match(version):
+        return version
+    return "v-" + hashlib.sha256(version.encode("utf-8")).hexdigest()[:32]
+
+
+# --- building ------------------------------------------------------------------------------------------------
+
+
+def fixed_width(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Arrow strings (no nulls) as a numpy ``S{w}`` array, ``w`` = longest UTF-8 length, vectorised.
+
+    Copies each string's bytes to ``row * w + position`` of a zeroed buffer in blocks of ``_STRING_BLOCK`` strings,
+    so 1.8M ids take a fraction of a second and no Python object per id.
+    """
+    arr = pc.cast(strings, pa.large_binary())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype="S1")
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    width = max(1, int(lengths.max()))
+    out = np.zeros(n * width, dtype=np.uint8)
+    for lo in range(0, n, _STRING_BLOCK):
+        hi = min(n, lo + _STRING_BLOCK)
+        lens = lengths[lo:hi]
+        shift = np.arange(lo, hi, dtype=np.int64) * width - offsets[lo:hi]
+        src = np.arange(offsets[lo], offsets[hi], dtype=np.int64)
+        out[src + np.repeat(shift, lens)] = data[offsets[lo]:offsets[hi]]
+    return out.view(f"S{width}")
+
+
+class _Vocabulary:
+    """Sorted unique strings as ``S{w}`` plus the Arrow array in the same order, to code columns with ``index_in``."""
+
+    def __init__(self, values: pa.ChunkedArray):
+        unique = pc.unique(pc.cast(values, pa.large_string()).drop_null())
+        fixed = fixed_width(unique)
+        order = np.argsort(fixed, kind="stable")
+        self.fixed: np.ndarray = fixed[order]
+        self._arrow = unique.take(pa.array(order))
+
+    def __len__(self) -> int:
+        return len(self.fixed)
+
+    def codes(self, column: pa.ChunkedArray) -> np.ndarray:
+        """int32 code of every value; -1 where the value is not in the vocabulary (or null)."""
+        coded = pc.index_in(pc.cast(column, pa.large_string()), value_set=self._arrow)
+        return np.asarray(coded.fill_null(-1).to_numpy(), dtype=np.int32)
+
+
+def _csr(keys: np.ndarray, ranks: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, offsets): rows sorted by (key, rank) and the CSR offsets over ``n_keys`` keys."""
+    order = np.argsort((keys.astype(np.int64) << 32) | (ranks.astype(np.int64) & 0xFFFFFFFF), kind="stable")
+    offsets = np.zeros(n_keys + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys, minlength=n_keys), out=offsets[1:])
+    return order, offsets
+
+
+def _np(column: pa.ChunkedArray, dtype: type) -> np.ndarray:
+    return np.asarray(column.to_numpy(), dtype=dtype)
+
+
+def _drop_nulls(table: pa.Table, columns: list[str]) -> pa.Table:
+    mask = None
+    for name in columns:
+        valid = pc.is_valid(table[name])
+        mask = valid if mask is None else pc.and_(mask, valid)
+    return table if mask is None else table.filter(mask)
+
+
+def _read_item_categories(warehouse: Path) -> pa.Table | None:
+    """``silver/items`` (parent_asin, category) when present and readable; optional by design."""
+    path = warehouse / SILVER_ITEMS
+    if log_version(path) < 0:
+        return None
+    try:
+        return _drop_nulls(read_table(path, [ITEM_ID, CATEGORY]), [ITEM_ID, CATEGORY])
+    except Exception as exc:  # noqa: BLE001 - categories then come from recs_popular only
+        log.warning("silver/items unreadable for item categories (%s); using recs_popular", exc)
+        return None
+
+
+def _write_arrays(folder: Path, warehouse: Path, published: Published) -> dict[str, object]:
+    """Read the published version's rows and write every array into ``folder``; returns counts for meta.json."""
+    by_version = [(VERSION, "=", published.version)]
+    topk = _drop_nulls(read_table(warehouse / RECS_USER_TOPK, [USER_ID, RANK, ITEM_ID, SCORE, MODEL], by_version),
+                       [USER_ID, RANK, ITEM_ID])
+    similar = _drop_nulls(read_table(warehouse / RECS_SIMILAR_ITEMS, [ITEM_ID, RANK, SIMILAR_ASIN, SCORE, METHOD],
+                                     by_version), [ITEM_ID, RANK, SIMILAR_ASIN, METHOD])
+    popular = _drop_nulls(read_table(warehouse / RECS_POPULAR, [CATEGORY, RANK, ITEM_ID, SCORE], by_version),
+                          [CATEGORY, RANK, ITEM_ID])
+    silver = _read_item_categories(warehouse)
+
+    def save(name: str, array: np.ndarray) -> None:
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+
+    def scores(table: pa.Table, order: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(_np(table[SCORE].fill_null(0.0), np.float32))[order]
+
+    items = _Vocabulary(pa.chunked_array(
+        [pc.cast(c, pa.large_string()) for c in (topk[ITEM_ID], similar[ITEM_ID], similar[SIMILAR_ASIN],
+                                                 popular[ITEM_ID])
+         for c in c.chunks], type=pa.large_string()))
+    n_items = len(items)
+    save("items", items.fixed)
+
+    category_columns = [popular[CATEGORY]] + ([silver[CATEGORY]] if silver is not None else [])
+    categories = _Vocabulary(pa.chunked_array(
+        [pc.cast(c, pa.large_string()) for col in category_columns for c in col.chunks], type=pa.large_string()))
+    save("categories", categories.fixed)
+    item_category = np.full(n_items, -1, dtype=np.int16)
+    specific = popular.filter(pc.not_equal(popular[CATEGORY], ALL_CATEGORIES))
+    item_category[items.codes(specific[ITEM_ID])] = categories.codes(specific[CATEGORY])
+    if silver is not None:  # silver/items is the authority; recs_popular only fills what it lacks
+        codes = items.codes(silver[ITEM_ID])
+        known = codes >= 0
+        item_category[codes[known]] = categories.codes(silver[CATEGORY])[known]
+    save("item_category", item_category)
+
+    users = _Vocabulary(topk[USER_ID])
+    user_codes = users.codes(topk[USER_ID])
+    order, offsets = _csr(user_codes, _np(topk[RANK], np.int64), len(users))
+    save("users", users.fixed)
+    save("user_offsets", offsets)
+    save("user_items", items.codes(topk[ITEM_ID])[order])
+    save("user_scores", scores(topk, order))
+    models = _Vocabulary(topk[MODEL].fill_null(published.model))
+    model_codes = models.codes(topk[MODEL].fill_null(published.model))[order]
+    save("user_model", model_codes[offsets[:-1]].astype(np.uint8))   # every user has >= 1 row: first row's model
+    user_rows = int(offsets[-1])
+    del topk, user_codes, order
+
+    methods = sorted(set(similar[METHOD].unique().to_pylist()))
+    for method in methods:
+        if not _SAFE_DIR.match(method):
+            log.warning("skipping similar-items method with an unsafe name: %r", method)
+            continue
+        rows = similar.filter(pc.equal(similar[METHOD], method))
+        order, offsets = _csr(items.codes(rows[ITEM_ID]), _np(rows[RANK], np.int64), n_items)
+        save(f"similar_{method}_offsets", offsets)
+        save(f"similar_{method}_items", items.codes(rows[SIMILAR_ASIN])[order])
+        save(f"similar_{method}_scores", scores(rows, order))
+
+    order, offsets = _csr(categories.codes(popular[CATEGORY]), _np(popular[RANK], np.int64), len(categories))
+    save("popular_offsets", offsets)
+    save("popular_items", items.codes(popular[ITEM_ID])[order])
+    save("popular_scores", scores(popular, order))
+
+    return {"users": len(users), "items": n_items, "categories": len(categories), "user_rows": user_rows,
+            "methods": [m for m in methods if _SAFE_DIR.match(m)],
+            "models": [m.decode("utf-8") for m in models.fixed.tolist()]}
+
+
+@contextmanager
+def _locked(snapshot_dir: Path) -> Iterator[None]:
+    """Exclusive ``flock`` on ``<snapshot_dir>/.build.lock``: one builder at a time across processes."""
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    with open(snapshot_dir / LOCK, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / META).is_file()
+
+
+def _point_current(snapshot_dir: Path, name: str) -> None:
+    tmp = snapshot_dir / f".{CURRENT}.{os.getpid()}.tmp"
+    tmp.write_text(name + "\n", encoding="utf-8")
+    os.replace(tmp, snapshot_dir / CURRENT)
+
+
+def _prune(snapshot_dir: Path, keep_name: str, keep: int) -> None:
+    """Remove older snapshot folders (and leftovers of dead builds). Workers still mapping a removed folder keep
+    reading it: on Linux unlinked files live on until unmapped. Old folders can hold since-erased users."""
+    folders = sorted((p for p in snapshot_dir.iterdir() if p.is_dir() and p.name != keep_name),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    kept = 1
+    for path in folders:
+        if path.name.startswith(".tmp-") or kept >= keep or not is_complete(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            kept += 1
+
+
+def build_snapshot(warehouse: Path, snapshot_dir: Path, version: str | None = None, keep: int = 1) -> Path:
+    """Build (once) the snapshot of ``version`` (default: the current published one); return its folder.
+
+    Idempotent and safe to call from several processes at once: the first builds under the lock, the others find
+    the complete folder and return it.
+    """
+    warehouse, snapshot_dir = Path(warehouse), Path(snapshot_dir)
+    published = read_published(warehouse, version)
+    if published is None:
+        raise NoPublishedVersion(f"no published version{'' if version is None else ' ' + repr(version)} "
+                                 f"in {warehouse / PUBLISHED}")
+    name = folder_name(published.version)
+    folder = snapshot_dir / name
+    with _locked(snapshot_dir):
+        if not is_complete(folder):
+            started = time.perf_counter()
+            tmp = snapshot_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir(parents=True)
+            try:
+                counts = _write_arrays(tmp, warehouse, published)
+                meta = {"format": FORMAT, "version": published.version, "model": published.model,
+                        "run_id": published.run_id, "published_at": published.published_at.isoformat(),
+                        "k": published.k, "built_at": datetime.now(timezone.utc).isoformat(),
+                        "build_seconds": round(time.perf_counter() - started, 3), **counts}
+                (tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+                if folder.exists():  # an incomplete folder left by a crash before the rename cannot exist, but
+                    shutil.rmtree(folder)  # a hand-made one could
+                os.rename(tmp, folder)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            log.info("snapshot built version=%s seconds=%.2f users=%s", published.version,
+                     time.perf_counter() - started, counts["users"])
+        _point_current(snapshot_dir, name)
+        _prune(snapshot_dir, name, keep)
+    return folder
+
+
+def build_in_subprocess(warehouse: Path, snapshot_dir: Path, version: str, keep: int = 1) -> Path:
+    """:func:`build_snapshot` in a child interpreter, so a worker's RSS never carries the build's peak memory."""
+    cmd = [sys.executable, "-m", "recsys.serve.snapshot", "--warehouse", str(warehouse),
+           "--snapshot-dir", str(snapshot_dir), "--version", version, "--keep", str(keep)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"snapshot build failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+
+
+class Snapshot:
+    """Read-only, memory-mapped view of one snapshot folder; shared by every thread of a worker."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.meta: dict = json.loads((self.folder / META).read_text(encoding="utf-8"))
+        if self.meta.get("format") != FORMAT:
+            raise ValueError(f"snapshot {folder} has format {self.meta.get('format')}, expected {FORMAT}")
+        self.version: str = self.meta["version"]
+        self.model: str = self.meta["model"]
+        self.published_at = datetime.fromisoformat(self.meta["published_at"])
+        self.models: list[str] = self.meta["models"]
+        self.loaded_at = time.time()
+        load = self._load
+        self.items, self.categories, self.item_category = load("items"), load("categories"), load("item_category")
+        self.users, self.user_offsets = load("users"), load("user_offsets")
+        self.user_items, self.user_scores, self.user_model = load("user_items"), load("user_scores"), \
+            load("user_model")
+        self.similar = {m: (load(f"similar_{m}_offsets"), load(f"similar_{m}_items"), load(f"similar_{m}_scores"))
+                        for m in self.meta["methods"]}
+        self.popular = (load("popular_offsets"), load("popular_items"), load("popular_scores"))
+
+    def _load(self, name: str) -> np.ndarray:
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+    @cached_property
+    def all_category(self) -> int | None:
+        return self.category_index(ALL_CATEGORIES)
+
+    @staticmethod
+    def _find(sorted_ids: np.ndarray, key: str) -> int | None:
+        raw = key.encode("utf-8")
+        if not raw or len(raw) > sorted_ids.dtype.itemsize or len(sorted_ids) == 0:
+            return None
+        probe = np.array(raw, dtype=sorted_ids.dtype)   # same dtype: no copy of the mapped array
+        i = int(np.searchsorted(sorted_ids, probe))
+        return i if i < len(sorted_ids) and sorted_ids[i] == raw else None
+
+    def item_index(self, asin: str) -> int | None:
+        return self._find(self.items, asin)
+
+    def category_index(self, category: str) -> int | None:
+        return self._find(self.categories, category)
+
+    def user_slice(self, user_id: str) -> tuple[int, int, str] | None:
+        """(start, end, model) of the user's rows in ``user_items``/``user_scores``, or None if unknown."""
+        i = self._find(self.users, user_id)
+        if i is None:
+            return None
+        return int(self.user_offsets[i]), int(self.user_offsets[i + 1]), self.models[int(self.user_model[i])]
+
+    def similar_slice(self, method: str, item: int) -> tuple[np.ndarray, np.ndarray] | None:
+        arrays = self.similar.get(method)
+        if arrays is None:
+            return None
+        offsets, items, scores = arrays
+        lo, hi = int(offsets[item]), int(offsets[item + 1])
+        return (items[lo:hi], scores[lo:hi]) if hi > lo else None
+
+    def popular_slice(self, category: int) -> tuple[np.ndarray, np.ndarray]:
+        offsets, items, scores = self.popular
+        lo, hi = int(offsets[category]), int(offsets[category + 1])
+        return items[lo:hi], scores[lo:hi]
+
+    def asins(self, indices: np.ndarray) -> list[str]:
+        return [raw.decode("utf-8") for raw in self.items[indices].tolist()]
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recsys.serve.snapshot",
+                                     description="Build the serving snapshot of a published version.")
+    parser.add_argument("--warehouse", type=Path, required=True)
+    parser.add_argument("--snapshot-dir", type=Path, required=True)
+    parser.add_argument("--version", default=None, help="default: the current published version")
+    parser.add_argument("--keep", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        folder = build_snapshot(args.warehouse, args.snapshot_dir, args.version, args.keep)
+    except NoPublishedVersion as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

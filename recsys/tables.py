@@ -1,0 +1,166 @@
+"""Delta table contracts (schema, partitioning, properties) and the few helpers every job needs.
+
+Every table is created once from its :class:`TableSpec` so the properties that later guarantees rely
+on are there from version 0: no deletion vectors (delta-rs readers and physical erasure stay simple),
+and per-file statistics only on non-identifying columns (``delta.dataSkippingStatsColumns``), because
+Delta keeps min/max string prefixes of the first 32 columns in the log, where an erased user id would
+otherwise survive every DELETE and VACUUM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recsys import constants as C
+
+BASE_PROPERTIES = {
+    "delta.enableDeletionVectors": "false",
+    "delta.checkpointInterval": "10",
+}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    path: str                     # relative to the warehouse root
+    ddl: str                      # Spark SQL column list
+    partition_by: tuple[str, ...] = ()
+    stats_columns: tuple[str, ...] = ()   # the only columns Delta may keep min/max statistics for
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        """Top-level column names, in DDL order (commas inside ``<…>`` are not separators)."""
+        names, depth, current = [], 0, []
+        for ch in self.ddl + ",":
+            depth += (ch == "<") - (ch == ">")
+            if ch == "," and depth == 0:
+                names.append("".join(current).strip().split(" ")[0])
+                current = []
+            else:
+                current.append(ch)
+        return names
+
+    def table_properties(self) -> dict[str, str]:
+        props = dict(BASE_PROPERTIES)
+        # An empty list is not allowed by Delta; default to the lineage line number, never an id.
+        props["delta.dataSkippingStatsColumns"] = ",".join(self.stats_columns or (C.LINE,))
+        props.update(self.properties)
+        return props
+
+
+_LINEAGE = f"{C.CATEGORY} STRING, {C.SOURCE_FILE} STRING, {C.LINE} BIGINT, {C.INGESTED_AT} TIMESTAMP"
+
+BRONZE_REVIEWS = TableSpec(
+    C.BRONZE_REVIEWS,
+    "rating DOUBLE, title STRING, text STRING, images STRING, asin STRING, parent_asin STRING, "
+    f"user_id STRING, timestamp BIGINT, helpful_vote BIGINT, verified_purchase BOOLEAN, {_LINEAGE}",
+    partition_by=(C.CATEGORY,),
+    stats_columns=(C.RATING, C.TIMESTAMP, C.LINE),
+)
+BRONZE_ITEMS = TableSpec(
+    C.BRONZE_ITEMS,
+    "main_category STRING, title STRING, average_rating DOUBLE, rating_number BIGINT, "
+    "features ARRAY<STRING>, description ARRAY<STRING>, price DOUBLE, price_raw STRING, images STRING, "
+    "videos STRING, store STRING, categories ARRAY<STRING>, details STRING, parent_asin STRING, "
+    f"bought_together STRING, {_LINEAGE}",
+    partition_by=(C.CATEGORY,),
+    stats_columns=(C.LINE,),
+)
+_QUARANTINE_DDL = f"{C.RAW} STRING, {C.REASON} STRING, {_LINEAGE}"
+QUARANTINE_REVIEWS = TableSpec(C.QUARANTINE_REVIEWS, _QUARANTINE_DDL, stats_columns=(C.LINE,))
+QUARANTINE_ITEMS = TableSpec(C.QUARANTINE_ITEMS, _QUARANTINE_DDL, stats_columns=(C.LINE,))
+INGESTED_FILES = TableSpec(
+    C.INGESTED_FILES,
+    "path STRING, kind STRING, category STRING, size BIGINT, mtime_ns BIGINT, sha256 STRING, "
+    "lines BIGINT, blank BIGINT, good BIGINT, quarantined BIGINT, status STRING, error STRING, "
+    "ingested_at TIMESTAMP",
+    stats_columns=("size",),
+)
+SILVER_REVIEWS = TableSpec(
+    C.SILVER_REVIEWS,
+    "user_id STRING, parent_asin STRING, asin STRING, rating DOUBLE, timestamp BIGINT, title STRING, "
+    "text STRING, helpful_vote BIGINT, verified_purchase BOOLEAN, category STRING",
+    partition_by=(C.CATEGORY,),
+    stats_columns=(C.RATING, C.TIMESTAMP),
+)
+SILVER_ITEMS = TableSpec(
+    C.SILVER_ITEMS,
+    "parent_asin STRING, category STRING, main_category STRING, title STRING, average_rating DOUBLE, "
+    "rating_number BIGINT, features ARRAY<STRING>, description ARRAY<STRING>, price DOUBLE, "
+    "price_raw STRING, store STRING, categories ARRAY<STRING>, details STRING",
+    stats_columns=("rating_number",),
+)
+
+
+def table_path(warehouse: Path | str, rel: str) -> str:
+    """Absolute path of a table; Spark and delta-rs both take plain local paths."""
+    return str(Path(warehouse).resolve() / rel)
+
+
+def ensure_table(spark, warehouse: Path | str, spec: TableSpec) -> str:
+    """Create the table (empty, with its properties) if it does not exist; return its path."""
+    from delta.tables import DeltaTable
+
+    path = table_path(warehouse, spec.path)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(_struct(spark, spec.ddl))
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    for key, value in spec.table_properties().items():
+        builder = builder.property(key, value)
+    builder.execute()
+    return path
+
+
+def _struct(spark, ddl: str):
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(ddl)
+
+
+def read_table(spark, warehouse: Path | str, rel: str):
+    return spark.read.format("delta").load(table_path(warehouse, rel))
+
+
+def is_delta_table(path: Path) -> bool:
+    return (path / "_delta_log").is_dir()
+
+
+def find_tables(warehouse: Path | str) -> Iterator[Path]:
+    """Every Delta table below the warehouse root, in path order."""
+    root = Path(warehouse)
+    for log_dir in sorted(root.rglob("_delta_log")):
+        if log_dir.is_dir():
+            yield log_dir.parent
+
+
+def describe_table(path: Path) -> dict[str, object]:
+    """Version and live row count from the Delta log (delta-rs: no JVM, no data scan)."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path))
+    actions = table.get_add_actions(flatten=True)
+    rows = actions.column("num_records").to_pylist() if actions.num_rows else []
+    return {
+        "version": table.version(),
+        "rows": int(sum(r or 0 for r in rows)),
+        "files": actions.num_rows,
+    }
+
+
+@contextmanager
+def spark_conf(spark, settings: Mapping[str, str]) -> Iterator[None]:
+    """Set session SQL confs for a block and restore them afterwards (plans read confs at action time)."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
