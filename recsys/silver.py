@@ -9,6 +9,7 @@ delete-not-in-source, so a rerun on unchanged bronze commits no row changes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -55,23 +56,50 @@ def _merge(spark: SparkSession, path: str, source: DataFrame, keys: tuple[str, .
             ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
 
 
-def build_silver(spark: SparkSession, warehouse: Path) -> dict:
-    """Rebuild both silver tables from bronze; returns the MERGE row counts per table."""
-    out = {}
-    with step("build_silver", warehouse=str(warehouse)) as rec:
+def _bronze_versions(warehouse: Path) -> dict[str, int]:
+    from recsys.tables import describe_table
+
+    return {rel: int(describe_table(Path(T.table_path(warehouse, rel)))["version"])
+            for rel in (C.BRONZE_REVIEWS, C.BRONZE_ITEMS) if _exists(warehouse, rel)}
+
+
+def _built_from(spark: SparkSession, path: str) -> dict | None:
+    """Bronze versions recorded in the last commit of a silver table (None if never built)."""
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, path).history(1).select("userMetadata").first()
+    try:
+        return json.loads(row["userMetadata"]) if row and row["userMetadata"] else None
+    except ValueError:
+        return None
+
+
+def build_silver(spark: SparkSession, warehouse: Path, *, force: bool = False) -> dict:
+    """Rebuild both silver tables from bronze; returns the MERGE row counts per table.
+
+    Each MERGE commit records the bronze versions it was built from; when bronze has not changed
+    since, the step is skipped (reruns of the pipeline cost nothing here).
+    """
+    versions = _bronze_versions(warehouse)
+    if not versions:
+        raise FileNotFoundError(f"no bronze tables under {warehouse}: run `recsys ingest` first")
+    out: dict[str, dict] = {}
+    with step("build_silver", warehouse=str(warehouse), bronze_versions=versions) as rec:
         reviews_path = T.ensure_table(spark, warehouse, T.SILVER_REVIEWS)
         items_path = T.ensure_table(spark, warehouse, T.SILVER_ITEMS)
-        bronze_reviews = T.read_table(spark, warehouse, C.BRONZE_REVIEWS) if _exists(warehouse, C.BRONZE_REVIEWS) \
-            else None
-        bronze_items = T.read_table(spark, warehouse, C.BRONZE_ITEMS) if _exists(warehouse, C.BRONZE_ITEMS) else None
-        if bronze_reviews is None and bronze_items is None:
-            raise FileNotFoundError(f"no bronze tables under {warehouse}: run `recsys ingest` first")
-        if bronze_reviews is not None:
-            out[C.SILVER_REVIEWS] = _merge(spark, reviews_path, earliest_reviews(bronze_reviews),
-                                           (C.USER_ID, C.ITEM_ID), REVIEW_COLUMNS)
-        if bronze_items is not None:
-            out[C.SILVER_ITEMS] = _merge(spark, items_path, latest_items(bronze_items), (C.ITEM_ID,),
-                                         ITEM_COLUMNS)
+        built = [p for p, rel in ((reviews_path, C.BRONZE_REVIEWS), (items_path, C.BRONZE_ITEMS)) if rel in versions]
+        if not force and all(_built_from(spark, p) == versions for p in built):
+            rec["skipped"] = "bronze unchanged since the last build"
+            return out
+        with T.spark_conf(spark, {"spark.databricks.delta.commitInfo.userMetadata": json.dumps(versions)}):
+            if C.BRONZE_REVIEWS in versions:
+                out[C.SILVER_REVIEWS] = _merge(spark, reviews_path,
+                                               earliest_reviews(T.read_table(spark, warehouse, C.BRONZE_REVIEWS)),
+                                               (C.USER_ID, C.ITEM_ID), REVIEW_COLUMNS)
+            if C.BRONZE_ITEMS in versions:
+                out[C.SILVER_ITEMS] = _merge(spark, items_path,
+                                             latest_items(T.read_table(spark, warehouse, C.BRONZE_ITEMS)),
+                                             (C.ITEM_ID,), ITEM_COLUMNS)
         rec["merge"] = out
     return out
 

@@ -55,8 +55,7 @@ DEFAULT_CHUNK_SIZE = 100_000          # reviews generated and encoded per step
 
 # --- distributions (fixed: they shape realism, not experiments) ------------------------------------
 ITEM_ZIPF_EXPONENT = 1.0              # popularity weight of the item ranked r is r ** -exponent
-ACTIVITY_CAP_SHARE = 0.01             # no user writes more than ~1 % of all reviews ...
-ACTIVITY_CAP_ITEMS = 0.25             # ... or reviews more than a quarter of the catalogue
+ACTIVITY_CAP_SHARE = 0.01             # no user writes more than ~1 % of all reviews (nor a cluster's worth)
 DEDUPE_ROUNDS = 12                    # resampling rounds (half by popularity, half uniform) before
                                       # an accidental repeat is accepted (and counted)
 EARLY_SHARE = 0.08                    # reviews before 2018
@@ -339,10 +338,12 @@ def _pareto_alpha(mean: float, cap: int) -> float:
     return (lo + hi) / 2
 
 
-def _activity(users: int, reviews: int, items: int, rng: np.random.Generator) -> np.ndarray:
+def _activity(users: int, reviews: int, items: int, clusters: int, rng: np.random.Generator) -> np.ndarray:
     """Reviews per user: a capped discrete power law (most users 1-2) summing exactly to ``reviews``.
 
-    When there are fewer reviews than users, ``reviews`` users get one each and the rest none.
+    The cap (1 % of reviews, at most a cluster's worth of items) keeps a heavy user inside their cluster
+    instead of forcing them out of it for want of unseen items. When there are fewer reviews than users,
+    ``reviews`` users get one each and the rest none.
     """
     counts = np.zeros(users, dtype=np.int64)
     if reviews <= users:
@@ -350,7 +351,7 @@ def _activity(users: int, reviews: int, items: int, rng: np.random.Generator) ->
         return counts
     mean = reviews / users
     cap = int(min(reviews - users + 1, max(10, 4 * mean, ACTIVITY_CAP_SHARE * reviews)))
-    cap = max(int(np.ceil(mean)) + 1, min(cap, max(2, int(ACTIVITY_CAP_ITEMS * items))))
+    cap = max(int(np.ceil(mean)) + 1, min(cap, max(2, items // clusters)))
     alpha = _pareto_alpha(mean, cap)
     counts = np.minimum(np.floor((1.0 - rng.random(users)) ** (-1.0 / alpha)), cap).astype(np.int64)
     diff = reviews - int(counts.sum())
@@ -368,16 +369,23 @@ def _sample(cdf: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right"), len(cdf) - 1)
 
 
-def _draw_items(user_cluster: np.ndarray, catalog: _Catalog, affinity: float,
-                rng: np.random.Generator) -> np.ndarray:
-    """Own-cluster item (by popularity within the cluster) with prob ``affinity``, else a popular one."""
-    items = _sample(catalog.pop_cdf, rng, len(user_cluster))
-    own = np.flatnonzero(rng.random(len(user_cluster)) < affinity)
-    order = own[np.argsort(user_cluster[own], kind="stable")]
-    bounds = np.cumsum(np.bincount(user_cluster[own], minlength=len(catalog.cluster_items)))
+def _draw_items(user_cluster: np.ndarray, own: np.ndarray, catalog: _Catalog, rng: np.random.Generator,
+                uniform: bool = False) -> np.ndarray:
+    """An item of the user's cluster where ``own``, else any item; by popularity, or uniformly (``uniform``).
+
+    The uniform mode serves de-duplication: a user who already took the popular items of their cluster
+    moves on to its tail instead of leaving the cluster, so the planted structure stays sharp.
+    """
+    size = len(user_cluster)
+    items = rng.integers(0, catalog.size, size) if uniform else _sample(catalog.pop_cdf, rng, size)
+    rows_own = np.flatnonzero(own)
+    order = rows_own[np.argsort(user_cluster[rows_own], kind="stable")]
+    bounds = np.cumsum(np.bincount(user_cluster[rows_own], minlength=len(catalog.cluster_items)))
     for k, rows in enumerate(np.split(order, bounds[:-1])):
-        if rows.size and catalog.cluster_items[k].size:
-            items[rows] = catalog.cluster_items[k][_sample(catalog.cluster_cdf[k], rng, rows.size)]
+        pool = catalog.cluster_items[k]
+        if rows.size and pool.size:
+            picks = rng.integers(0, pool.size, rows.size) if uniform else _sample(catalog.cluster_cdf[k], rng, rows.size)
+            items[rows] = pool[picks]
     return items
 
 
@@ -395,15 +403,13 @@ def _draw_pairs(user: np.ndarray, user_cluster: np.ndarray, catalog: _Catalog, a
     Repeats are controlled: accidental ones are resampled, then ``repeat_rate`` of the rows copy the
     previous row's item of the same user (the real dump has ~1.6 % such lines).
     """
-    items = _draw_items(user_cluster, catalog, affinity, rng)
+    own = rng.random(len(user)) < affinity      # decided once per row, so resampling keeps the share
+    items = _draw_items(user_cluster, own, catalog, rng)
     for attempt in range(DEDUPE_ROUNDS):
         dup = np.flatnonzero(~_first_occurrence(user * catalog.size + items))
         if not dup.size:
             break
-        if attempt < DEDUPE_ROUNDS // 2:
-            items[dup] = _draw_items(user_cluster[dup], catalog, affinity, rng)
-        else:       # heavy users who exhausted their cluster: any item (the cap keeps them < 1/4 of the catalogue)
-            items[dup] = rng.integers(0, catalog.size, dup.size)
+        items[dup] = _draw_items(user_cluster[dup], own[dup], catalog, rng, uniform=attempt >= DEDUPE_ROUNDS // 2)
     follows = np.flatnonzero(user[1:] == user[:-1]) + 1
     if follows.size and repeat_rate > 0:
         chosen = follows[rng.random(follows.size) < min(1.0, repeat_rate * len(user) / follows.size)]
@@ -680,7 +686,7 @@ def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | N
     catalog = _build_catalog(settings, catalog_rng, random.Random(int(catalog_rng.integers(0, 2 ** 63))))
     users_rng = np.random.default_rng(users_ss)
     user_cluster = users_rng.integers(0, settings.clusters, settings.users)
-    counts = _activity(settings.users, settings.reviews, settings.items, users_rng)
+    counts = _activity(settings.users, settings.reviews, settings.items, settings.clusters, users_rng)
 
     files = [FileCounts(kind=KIND_REVIEWS, category=c) for c in categories]
     tally = _Tally(item_reviews=np.zeros(catalog.size, np.int64), item_rating_sum=np.zeros(catalog.size))

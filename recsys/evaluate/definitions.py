@@ -63,7 +63,12 @@ def metric_key(name: str, k: int) -> str:
 
 def check_ks(ks: int | Iterable[int]) -> tuple[int, ...]:
     """Validate cut-offs once for both twins: sorted, distinct, each an int ≥ 1, at least one."""
-    values = (ks,) if isinstance(ks, int) else tuple(ks)
+    if isinstance(ks, (int, np.integer)):
+        values: tuple = (ks,)
+    elif isinstance(ks, Iterable) and not isinstance(ks, (str, bytes)):
+        values = tuple(ks)
+    else:
+        raise ValueError(f"ks must be an integer or a sequence of integers, got {ks!r}")
     if not values:
         raise ValueError("ks must name at least one cut-off")
     for k in values:

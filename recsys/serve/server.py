@@ -28,9 +28,16 @@ def gunicorn_command(settings: ServeSettings) -> list[str]:
                "--worker-class", "gthread", "--workers", str(settings.workers), "--threads", str(settings.threads),
                "--bind", f"{settings.host}:{settings.port}", "--timeout", "60", "--graceful-timeout", "15",
                "--keep-alive", "5", "--error-logfile", "-", "--log-level", "info"]
+    if _gunicorn_knows("control_socket_disable"):   # gunicorn >= 27: no shared socket under $HOME to collide on
+        command.append("--no-control-socket")
     if Path("/dev/shm").is_dir():   # worker heartbeat files in tmpfs: a slow disk cannot get workers killed
         command += ["--worker-tmp-dir", "/dev/shm"]
     return command
+
+
+def _gunicorn_knows(setting: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+    return any(s.name == setting for s in KNOWN_SETTINGS)
 
 
 def gunicorn_env(warehouse: Path | str, settings: ServeSettings) -> dict[str, str]:

@@ -1,0 +1,21 @@
+"""spark-submit jobs/build_silver.py --warehouse DIR [--force]: bronze → silver (MERGE, idempotent)."""
+
+import _bootstrap
+
+
+def main() -> int:
+    p = _bootstrap.parser(__doc__)
+    p.add_argument("--force", action="store_true", help="rebuild even if bronze is unchanged")
+    args = p.parse_args()
+
+    from recsys.config import load_settings
+    from recsys.silver import build_silver
+    from recsys.spark import get_spark
+
+    settings = load_settings(warehouse=args.warehouse)
+    build_silver(get_spark(settings.spark), settings.warehouse, force=args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    _bootstrap.run(main)

@@ -1,0 +1,231 @@
+"""Ingestion into bronze/quarantine/silver: real Subscription_Boxes counts, a bad-row corpus with
+every quarantine reason, edge cases that must stay valid, corrupt gzip, idempotent reruns."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys import tables as T
+from recsys.config import IngestSettings
+from recsys.ingest import ingest
+from recsys.silver import build_silver
+
+SETTINGS = IngestSettings()
+TS = 1_600_000_000_000
+
+
+def review(**overrides) -> dict:
+    row = {"rating": 5.0, "title": "Great", "text": "Works well", "images": [], "asin": "B000000001",
+           "parent_asin": "B000000001", "user_id": "AUSER0000000000000000000001", "timestamp": TS,
+           "helpful_vote": 0, "verified_purchase": True}
+    row.update(overrides)
+    return row
+
+
+def line(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+# Each bad line and the reason it must be quarantined with.
+BAD_LINES = [
+    ('{"rating": 5.0, "user_id": "A1"', "unparseable_json"),
+    ("not json at all", "unparseable_json"),
+    ("[1, 2, 3]", "not_a_json_object"),
+    ('"just a string"', "not_a_json_object"),
+    ("42", "not_a_json_object"),
+    (line({k: v for k, v in review().items() if k != "user_id"}), "missing_id:user_id"),
+    (line(review(user_id="")), "missing_id:user_id"),
+    (line(review(parent_asin="  ")), "missing_id:parent_asin"),
+    (line(review(parent_asin=None)), "missing_id:parent_asin"),
+    (line(review(rating="five")), "wrong_type:rating"),
+    (line(review(timestamp="2021-01-01")), "wrong_type:timestamp"),
+    (line(review(timestamp=1.6e12)), "wrong_type:timestamp"),
+    (line(review(helpful_vote="many")), "wrong_type:helpful_vote"),
+    (line(review(verified_purchase="yes")), "wrong_type:verified_purchase"),
+    (line(review(rating=0.0)), "rating_out_of_range"),
+    (line(review(rating=6)), "rating_out_of_range"),
+    (line(review()).replace('"rating": 5.0', '"rating": NaN'), "rating_out_of_range"),
+    (line({k: v for k, v in review().items() if k != "rating"}), "missing_field:rating"),
+    (line(review(timestamp=1_600_000_000)), "timestamp_out_of_range"),     # seconds, not ms
+    (line(review(timestamp=0)), "timestamp_out_of_range"),
+    (line(review(timestamp=4_102_444_800_000)), "timestamp_out_of_range"),  # 2100: in the future
+]
+
+# Lines that look odd but are valid and must land in bronze unchanged.
+GOOD_LINES = [
+    line(review(text="x" * 200_000, user_id="AUSERLONG")),                      # long text
+    line(review(text="日本語のレビュー ✓ — ümlaut 🎉", user_id="AUSERUNICODE")),  # unicode
+    json.dumps(review(text="nul \u0000 inside", user_id="AUSERNUL")),           # NUL escape
+    "\ufeff" + line(review(user_id="AUSERBOM")),                                # BOM
+    line(review(user_id="AUSERCRLF")) + "\r",                                   # CRLF line ending
+    line(review(rating=1, user_id="AUSERINTRATING")),                           # 1 is a valid rating
+]
+
+
+def write(path: Path, lines: list[str], gz: bool = True) -> Path:
+    data = ("\n".join(lines) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def rows(spark, warehouse: Path, rel: str):
+    return T.read_table(spark, warehouse, rel)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, spark):
+    """A dump with one bad-row file (every reason), valid edge cases, blank lines and a meta file."""
+    src = tmp_path_factory.mktemp("src")
+    wh = tmp_path_factory.mktemp("wh")
+    write(src / "Corpus.jsonl.gz", [b for b, _ in BAD_LINES] + ["", "   "] + GOOD_LINES)
+    meta = [
+        line({"main_category": "X", "title": "Thing", "average_rating": 4.5, "rating_number": 3, "features": ["a"],
+              "description": [], "price": 12.5, "images": [], "videos": [], "store": "S", "categories": [],
+              "details": {"Color": "red"}, "parent_asin": "B000000001", "bought_together": None}),
+        line({"title": "Priced as text", "price": "$1,299.99", "parent_asin": "B000000002"}),
+        line({"title": "Dash price", "price": "—", "parent_asin": "B000000003"}),
+        line({"title": "No id"}),
+        "{broken",
+    ]
+    write(src / "meta_Corpus.jsonl", meta, gz=False)
+    report = ingest(spark, src, wh, SETTINGS)
+    return src, wh, report
+
+
+def test_every_bad_line_is_quarantined_with_its_reason(spark, corpus):
+    _, wh, _ = corpus
+    got = {r[C.LINE]: r[C.REASON] for r in rows(spark, wh, C.QUARANTINE_REVIEWS).collect()}
+    expected = {i + 1: reason for i, (_, reason) in enumerate(BAD_LINES)}
+    assert got == expected
+
+
+def test_quarantine_keeps_the_raw_text(spark, corpus):
+    _, wh, _ = corpus
+    raw = {r[C.LINE]: r[C.RAW] for r in rows(spark, wh, C.QUARANTINE_REVIEWS).collect()}
+    assert raw == {i + 1: text for i, (text, _) in enumerate(BAD_LINES)}
+
+
+def test_odd_but_valid_lines_land_in_bronze_intact(spark, corpus):
+    _, wh, _ = corpus
+    bronze = {r[C.USER_ID]: r for r in rows(spark, wh, C.BRONZE_REVIEWS).collect()}
+    assert set(bronze) == {"AUSERLONG", "AUSERUNICODE", "AUSERNUL", "AUSERBOM", "AUSERCRLF", "AUSERINTRATING"}
+    assert len(bronze["AUSERLONG"]["text"]) == 200_000
+    assert bronze["AUSERUNICODE"]["text"] == "日本語のレビュー ✓ — ümlaut 🎉"
+    assert bronze["AUSERNUL"]["text"] == "nul \u0000 inside"
+    assert bronze["AUSERINTRATING"][C.RATING] == 1.0
+    first_good = len(BAD_LINES) + 3
+    assert bronze["AUSERLONG"][C.LINE] == first_good
+    assert {r[C.CATEGORY] for r in bronze.values()} == {"Corpus"}
+    assert {r[C.SOURCE_FILE] for r in bronze.values()} == {"Corpus.jsonl.gz"}
+
+
+def test_counts_reconcile_per_file(spark, corpus):
+    _, wh, report = corpus
+    files = {r["path"]: r for r in rows(spark, wh, C.INGESTED_FILES).collect()}
+    reviews = files["Corpus.jsonl.gz"]
+    assert reviews["status"] == "ingested"
+    assert reviews["blank"] == 2
+    assert reviews["quarantined"] == len(BAD_LINES)
+    assert reviews["good"] == len(GOOD_LINES)
+    assert reviews["lines"] == reviews["blank"] + reviews["good"] + reviews["quarantined"]
+    assert rows(spark, wh, C.BRONZE_REVIEWS).count() + rows(spark, wh, C.QUARANTINE_REVIEWS).count() \
+        == reviews["lines"] - reviews["blank"]
+    assert report.totals()["good"] == len(GOOD_LINES) + 3
+
+
+def test_meta_is_lenient_except_for_ids(spark, corpus):
+    _, wh, _ = corpus
+    items = {r["parent_asin"]: r for r in rows(spark, wh, C.BRONZE_ITEMS).collect()}
+    assert set(items) == {"B000000001", "B000000002", "B000000003"}
+    assert items["B000000001"]["price"] == 12.5 and items["B000000001"]["features"] == ["a"]
+    assert json.loads(items["B000000001"]["details"]) == {"Color": "red"}
+    assert items["B000000002"]["price"] == 1299.99 and items["B000000002"][C.PRICE_RAW] == "$1,299.99"
+    assert items["B000000003"]["price"] is None and items["B000000003"][C.PRICE_RAW] == "—"
+    reasons = sorted(r[C.REASON] for r in rows(spark, wh, C.QUARANTINE_ITEMS).collect())
+    assert reasons == ["missing_id:parent_asin", "unparseable_json"]
+
+
+def test_rerun_skips_files_and_changes_nothing(spark, corpus):
+    src, wh, _ = corpus
+    before = {t: T.describe_table(t) for t in T.find_tables(wh)}
+    report = ingest(spark, src, wh, SETTINGS)
+    assert report.ingested == [] and sorted(report.skipped) == ["Corpus.jsonl.gz", "meta_Corpus.jsonl"]
+    assert {t: T.describe_table(t) for t in T.find_tables(wh)} == before
+
+
+def test_changed_file_replaces_its_rows(spark, tmp_path):
+    src, wh = tmp_path / "src", tmp_path / "wh"
+    write(src / "Cat.jsonl.gz", [line(review(user_id=f"AU{i}")) for i in range(3)])
+    write(src / "Other.jsonl.gz", [line(review(user_id="AOTHER"))])
+    ingest(spark, src, wh, SETTINGS)
+    write(src / "Cat.jsonl.gz", [line(review(user_id=f"AV{i}")) for i in range(2)] + ["{bad"])
+    report = ingest(spark, src, wh, SETTINGS)
+    assert [r["path"] for r in report.ingested] == ["Cat.jsonl.gz"]
+    users = sorted(r[C.USER_ID] for r in rows(spark, wh, C.BRONZE_REVIEWS).collect())
+    assert users == ["AOTHER", "AV0", "AV1"]
+    assert rows(spark, wh, C.QUARANTINE_REVIEWS).count() == 1
+
+
+def test_truncated_gzip_fails_the_file_and_commits_nothing_of_it(spark, tmp_path):
+    src, wh = tmp_path / "src", tmp_path / "wh"
+    write(src / "Good.jsonl.gz", [line(review(user_id="AGOOD"))])
+    full = gzip.compress(("\n".join(line(review(user_id=f"AT{i}", text="t" * 300)) for i in range(2000)) + "\n")
+                         .encode(), mtime=0)
+    (src / "Trunc.jsonl.gz").write_bytes(full[: len(full) // 2])
+    (src / "Corrupt.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00garbage-not-deflate" * 10)
+    report = ingest(spark, src, wh, SETTINGS)
+    assert sorted(f["path"] for f in report.failed) == ["Corrupt.jsonl.gz", "Trunc.jsonl.gz"]
+    assert [r[C.USER_ID] for r in rows(spark, wh, C.BRONZE_REVIEWS).collect()] == ["AGOOD"]
+    status = {r["path"]: (r["status"], r["error"]) for r in rows(spark, wh, C.INGESTED_FILES).collect()}
+    assert status["Trunc.jsonl.gz"][0] == "failed" and "truncated" in status["Trunc.jsonl.gz"][1]
+    assert status["Good.jsonl.gz"] == ("ingested", None)
+    # The file is fixed later: the next run ingests it in full.
+    (src / "Trunc.jsonl.gz").write_bytes(full)
+    (src / "Corrupt.jsonl.gz").unlink()
+    report = ingest(spark, src, wh, SETTINGS)
+    assert [r["path"] for r in report.ingested] == ["Trunc.jsonl.gz"]
+    assert rows(spark, wh, C.BRONZE_REVIEWS).where(F.col(C.SOURCE_FILE) == "Trunc.jsonl.gz").count() == 2000
+
+
+def test_subscription_boxes_counts_match_the_data_readme(spark, shared_data, tmp_path):
+    """Real data: 16,216 reviews, 641 items, 15,953 distinct pairs after earliest-per-pair dedup."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("Subscription_Boxes.jsonl.gz", "meta_Subscription_Boxes.jsonl.gz"):
+        (src / name).symlink_to(shared_data / "amazon_reviews_2023" / name)
+    wh = tmp_path / "wh"
+    report = ingest(spark, src, wh, SETTINGS)
+    assert report.totals() == {"lines": 16_216 + 641, "blank": 0, "good": 16_216 + 641, "quarantined": 0}
+    build_silver(spark, wh)
+    silver = rows(spark, wh, C.SILVER_REVIEWS)
+    assert silver.count() == 15_953
+    assert silver.select(C.USER_ID).distinct().count() == 15_237
+    assert rows(spark, wh, C.SILVER_ITEMS).count() == 641
+    # Earliest per pair: no kept review is later than another review of the same pair in bronze.
+    bronze = rows(spark, wh, C.BRONZE_REVIEWS)
+    earliest = bronze.groupBy(C.USER_ID, C.ITEM_ID).agg(F.min(C.TIMESTAMP).alias("t0"))
+    assert silver.join(earliest, [C.USER_ID, C.ITEM_ID]).where(F.col(C.TIMESTAMP) != F.col("t0")).count() == 0
+    # Official cut points split the deduplicated reviews as the data README says.
+    split = silver.select(
+        F.sum((F.col(C.TIMESTAMP) < C.OFFICIAL_VALID_CUT_MS).cast("int")).alias("train"),
+        F.sum(((F.col(C.TIMESTAMP) >= C.OFFICIAL_VALID_CUT_MS) & (F.col(C.TIMESTAMP) < C.OFFICIAL_TEST_CUT_MS))
+              .cast("int")).alias("valid"),
+        F.sum((F.col(C.TIMESTAMP) >= C.OFFICIAL_TEST_CUT_MS).cast("int")).alias("test")).first()
+    assert (split["train"], split["valid"], split["test"]) == (12_607, 2_137, 1_209)
+    # A second build on unchanged bronze is skipped and leaves silver as it was.
+    version = T.describe_table(Path(T.table_path(wh, C.SILVER_REVIEWS)))["version"]
+    assert build_silver(spark, wh) == {}
+    assert T.describe_table(Path(T.table_path(wh, C.SILVER_REVIEWS)))["version"] == version
+
+
+def test_missing_source_folder_is_a_clear_error(spark, tmp_path):
+    with pytest.raises(FileNotFoundError, match="source folder not found"):
+        ingest(spark, tmp_path / "nope", tmp_path / "wh", SETTINGS)
