@@ -40,6 +40,38 @@ class IngestSettings(BaseModel):
     max_batch_bytes: int = Field(4 << 30, ge=1)
 
 
+class ConfidenceSettings(BaseModel):
+    """Hu–Koren–Volinsky confidence c = 1 + alpha·w, with the interaction strength
+    w = (rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
+         + event weights) · 0.5^(age_days / half_life_days), age measured from the newest interaction."""
+
+    alpha: float = Field(10.0, ge=0)
+    rating_weight: float = Field(1.0, ge=0)
+    verified_weight: float = Field(0.2, ge=0)
+    helpful_weight: float = Field(0.1, ge=0)
+    half_life_days: float | None = Field(730.0, gt=0)   # None: no recency decay
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 0.1, "click": 0.2, "add_to_cart": 0.5, "purchase": 1.0})
+
+
+class SplitSettings(BaseModel):
+    """How gold/interactions is labelled train/valid/test (see recsys.features)."""
+
+    strategy: str = Field("official", pattern="^(official|leave_last_out|random)$")
+    valid_cut_ms: int = 1628643414042     # official Amazon Reviews 2023 cut points
+    test_cut_ms: int = 1658002729837
+    fallback_quantiles: tuple[float, float] = (0.8, 0.9)
+    random_test_fraction: float = Field(0.2, gt=0, lt=1)
+    random_valid_fraction: float = Field(0.1, ge=0, lt=1)
+    kcore: int = Field(0, ge=0)           # 0: no k-core filter; 5: the official 5-core
+    seed: int = 42
+
+
+class FeatureSettings(BaseModel):
+    confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+
+
 class SynthSettings(BaseModel):
     users: int = Field(2000, ge=1)
     items: int = Field(300, ge=1)
@@ -64,6 +96,7 @@ class Settings(BaseSettings):
     reports: Path = Path("./reports")
     spark: SparkSettings = Field(default_factory=SparkSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
 
     @classmethod

@@ -14,17 +14,15 @@ of their own cluster with probability ``affinity``, otherwise a globally popular
 collaborative model beats popularity, a broken one does not.
 
 Memory is bounded: users are processed in chunks of about ``chunk_size`` reviews (one user's reviews never
-straddle a chunk, so repeats and reviewers are counted exactly per chunk) and review lines stream to gzip;
-only per-user and per-item integer arrays stay in RAM. Same arguments -> byte-identical files (gzip
-``mtime=0``, no file name in the header). Output depends on ``chunk_size`` too, so keep it fixed.
+straddle a chunk, so repeats and reviewers are counted exactly per chunk) and lines stream to gzip; only
+per-user and per-item arrays stay in RAM. Same arguments -> byte-identical files (gzip ``mtime=0``, no file
+name in the header). The output depends on ``chunk_size`` too, so keep it fixed when comparing runs.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -38,26 +36,28 @@ import numpy as np
 from tqdm import tqdm
 
 from recsys.config import SynthSettings
-from recsys.constants import CATEGORY, ITEM_ID, KIND_ITEMS, KIND_REVIEWS, META_FIELDS, META_PREFIX, REVIEW_FIELDS, USER_ID
+from recsys.constants import (
+    CATEGORY, ITEM_ID, KIND_ITEMS, KIND_REVIEWS, META_FIELDS, META_PREFIX, REVIEW_FIELDS, TIMESTAMP, USER_ID,
+)
 
-# --- output layout ---------------------------------------------------------------------------------
+# --- output layout -------------------------------------------------------------------------------
 CLUSTER = "cluster"
 TRUTH_DIR = "_truth"
-USERS_TRUTH = "users.csv.gz"          # user_id,cluster
+USERS_TRUTH = "users.csv.gz"          # user_id,cluster (every user, reviewed or not)
 ITEMS_TRUTH = "items.csv.gz"          # parent_asin,cluster,category
 SUMMARY_FILE = "summary.json"         # SynthSummary.to_dict(), for the CLI and reconciling tests
-REVIEWS_SUFFIX = ".jsonl.gz"
+JSONL_GZ = ".jsonl.gz"
 
-# --- knobs not (yet) in SynthSettings: read from settings when present, else these defaults -----
+# --- knobs not (yet) in SynthSettings: read from settings when present, else these defaults ------
 DEFAULT_AFFINITY = 0.8                # P(a review goes to an item of the user's own cluster)
 DEFAULT_REPEAT_RATE = 0.015           # share of review lines planted as a repeat of the user's previous pair
-DEFAULT_CHUNK_SIZE = 100_000          # reviews generated and encoded per step
+DEFAULT_CHUNK_SIZE = 100_000          # reviews sampled and encoded per step
 
-# --- distributions (fixed: they shape realism, not experiments) ------------------------------------
+# --- distributions (fixed: they shape realism, not experiments) ----------------------------------
 ITEM_ZIPF_EXPONENT = 1.0              # popularity weight of the item ranked r is r ** -exponent
 ACTIVITY_CAP_SHARE = 0.01             # no user writes more than ~1 % of all reviews (nor a cluster's worth)
-DEDUPE_ROUNDS = 12                    # resampling rounds (half by popularity, half uniform) before
-                                      # an accidental repeat is accepted (and counted)
+DEDUPE_ROUNDS = 12                    # resampling rounds (half by popularity, half uniform within the
+                                      # row's choice of cluster) before an accidental repeat is kept
 EARLY_SHARE = 0.08                    # reviews before 2018
 T_EARLY_MS = 1_325_376_000_000        # 2012-01-01 UTC
 T_MAIN_MS = 1_514_764_800_000         # 2018-01-01 UTC
@@ -68,8 +68,8 @@ HELPFUL_ZERO_SHARE = 0.72
 VERIFIED_SHARE = 0.9
 REVIEW_IMAGE_SHARE = 0.08
 BLANK_LINE_SHARE = 0.2                # blank lines added per review line, relative to bad_line_rate
-GZIP_LEVEL = 6                        # level 9 (gzip's default) costs ~2x the time for ~3 % smaller files
-MAX_STORES_PER_CLUSTER = 400          # real categories: a few hundred to thousands of stores
+MAX_STORES_PER_CLUSTER = 400
+GZIP_LEVEL = 6                        # 9 (gzip's default) costs ~2x the time for ~3 % smaller files
 
 # Kinds of deliberately broken review lines (each replaces one review line), counted in the summary.
 BAD_KINDS = (
@@ -78,49 +78,102 @@ BAD_KINDS = (
     "rating_six",          # rating 6.0
     "rating_nan",          # rating as the string "NaN"
     "missing_user_id",     # the user_id key absent
-    "timestamp_string",    # timestamp as an ISO date string instead of int ms
+    "timestamp_string",    # timestamp as an ISO-8601 string instead of int ms
     "timestamp_seconds",   # timestamp in seconds: read as ms it falls in January 1970 (< 1990)
     "json_array",          # the values as a JSON array instead of an object
 )
 
-# Review lines are assembled from pre-encoded JSON pieces (10x faster than json.dumps per row);
-# tests check every good line equals json.dumps(json.loads(line)).
+# Review lines are assembled from pre-encoded JSON pieces (much faster than json.dumps per row);
+# the tests check that every good line equals json.dumps(json.loads(line)).
 _REVIEW_TEMPLATE = "{" + ", ".join(f'"{name}": %s' for name in REVIEW_FIELDS) + "}\n"
-_B32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_B36_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_B32 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", dtype=np.uint8)
+_B36 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)
+_IMAGE_CHARS = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-", dtype=np.uint8)
 _ASIN_SPACE = 36 ** 8
-_ASIN_MULTIPLIER = 1_000_000_007      # prime, coprime with 36: index -> id is a bijection
 _ASIN_OFFSET = 1_234_567_891
-_IMAGE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-"
 
 
-# --- ids -------------------------------------------------------------------------------------------
-def user_id_for(index: int) -> str:
-    """Official-looking user id of user ``index``: 28 base32 chars, "A" + one of E-H, as real ids.
+# --- ids -----------------------------------------------------------------------------------------
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection on uint64 that scatters consecutive indices."""
+    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
-    Real ids are base32 of 17 bytes whose first byte is 0x01; we hash the index into the other 16, so
-    the mapping is fixed (independent of the seed) and collision-free in practice.
+
+def user_ids(indices: np.ndarray) -> np.ndarray:
+    """Official-looking user ids (``<U28``) of user ``indices``: "A" + one of E-H + 26 base32 chars.
+
+    Real ids are base32 of 17 bytes whose first byte is 0x01 (hence "A", then E-H, and a last char A or
+    Q). We fill the other 16 bytes with two bijective mixes of the index, so the mapping is fixed
+    (independent of the seed) and distinct indices always give distinct ids.
     """
-    digest = hashlib.blake2b(index.to_bytes(8, "little"), digest_size=16, person=b"recsys-synth-u").digest()
-    return base64.b32encode(b"\x01" + digest).decode("ascii")[:28]
+    idx = np.asarray(indices, dtype=np.uint64).reshape(-1)
+    raw = np.empty((idx.size, 17), dtype=np.uint8)
+    raw[:, 0] = 1
+    raw[:, 1:9] = _mix64(idx * np.uint64(2)).astype(">u8").view(np.uint8).reshape(-1, 8)
+    raw[:, 9:] = _mix64(idx * np.uint64(2) + np.uint64(1)).astype(">u8").view(np.uint8).reshape(-1, 8)
+    bits = np.zeros((idx.size, 140), dtype=np.uint8)
+    bits[:, :136] = np.unpackbits(raw, axis=1)
+    groups = bits.reshape(-1, 28, 5) @ np.array([16, 8, 4, 2, 1], dtype=np.uint8)
+    return np.ascontiguousarray(_B32[groups]).view("S28").reshape(-1).astype("U28")
+
+
+def user_id_for(index: int) -> str:
+    """The user id of one index (see :func:`user_ids`)."""
+    return str(user_ids(np.array([index]))[0])
+
+
+def _permute_asin_space(value: np.ndarray) -> np.ndarray:
+    """A bijection of [0, 36**8): an invertible 42-bit mix, cycle-walked back into range."""
+    mask = np.uint64((1 << 42) - 1)
+    out = value.astype(np.uint64)
+    todo = np.ones(out.size, dtype=bool)
+    while todo.any():
+        z = out[todo]
+        z = (z * np.uint64(0x9E3779B97F4A7C15)) & mask      # odd multiplier: invertible mod 2**42
+        z ^= z >> np.uint64(21)
+        z = (z * np.uint64(0xBF58476D1CE4E5B9)) & mask
+        z ^= z >> np.uint64(17)
+        out[todo] = z
+        todo[todo] = z >= np.uint64(_ASIN_SPACE)
+    return out.astype(np.int64)
+
+
+def asins(indices: np.ndarray) -> np.ndarray:
+    """Official-looking asins (``<U10``): "B0" + 8 base-36 chars; distinct indices below 36**8 give distinct ids."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= _ASIN_SPACE):
+        raise ValueError("asin index out of range [0, 36**8)")
+    value = _permute_asin_space((idx + _ASIN_OFFSET) % _ASIN_SPACE)   # the offset keeps 0 off B000000000
+    out = np.empty((idx.size, 10), dtype=np.uint8)
+    out[:, 0], out[:, 1] = ord("B"), ord("0")
+    for position in range(9, 1, -1):
+        value, digit = np.divmod(value, 36)
+        out[:, position] = _B36[digit]
+    return out.view("S10").reshape(-1).astype("U10")
 
 
 def asin_for(index: int) -> str:
-    """Official-looking asin of item slot ``index``: "B0" + 8 base-36 chars, a bijection for index < 36**8."""
-    if not 0 <= index < _ASIN_SPACE:
-        raise ValueError(f"asin index out of range: {index}")
-    value = (index * _ASIN_MULTIPLIER + _ASIN_OFFSET) % _ASIN_SPACE
-    chars = []
-    for _ in range(8):
-        value, digit = divmod(value, 36)
-        chars.append(_B36_ALPHABET[digit])
-    return "B0" + "".join(reversed(chars))
+    """The asin of one item slot (see :func:`asins`)."""
+    return str(asins(np.array([index]))[0])
 
 
-# --- summary ---------------------------------------------------------------------------------------
+def _image_codes(rng: np.random.Generator, size: int) -> list[str]:
+    """11-char image keys shaped like Amazon's (``61FfqGgIMNL``: digit 4-9, digit, 8 chars, "L")."""
+    raw = np.empty((size, 11), dtype=np.uint8)
+    raw[:, 0] = rng.integers(ord("4"), ord("9") + 1, size)
+    raw[:, 1] = rng.integers(ord("0"), ord("9") + 1, size)
+    raw[:, 2:10] = _IMAGE_CHARS[rng.integers(0, _IMAGE_CHARS.size, (size, 8))]
+    raw[:, 10] = ord("L")
+    return raw.view("S11").reshape(-1).astype("U11").tolist()
+
+
+# --- summary -------------------------------------------------------------------------------------
 @dataclass
 class FileCounts:
-    """Line counts of one written file; ``lines`` = rows + blank + bad, as a reader will see them."""
+    """Line counts of one written file; ``lines`` = rows + blank + bad, as a reader will count them."""
 
     kind: str                 # KIND_REVIEWS or KIND_ITEMS
     category: str
@@ -157,7 +210,7 @@ class SynthSummary:
         return data
 
 
-# --- text material ---------------------------------------------------------------------------------
+# --- text material -------------------------------------------------------------------------------
 _SYLLABLES = ("ka", "lo", "mi", "ren", "tas", "vo", "zu", "bel", "cor", "dan", "fi", "gor", "hal", "jun",
               "lux", "mar", "nor", "pel", "quin", "ros", "sil", "tor", "ul", "ven", "wex", "yar", "zen", "bri",
               "cal", "dro", "esk", "fen")
@@ -170,6 +223,7 @@ _NOUNS = {
 _GENERIC_NOUNS = ("Kit", "Set", "Bundle", "Organizer", "Accessory Pack", "Starter Box")
 _SPECS = ("2 Pack", "Large", "Small", "16 oz", "Black", "White", "Set of 4", "Refill")
 _STORE_SUFFIXES = ("", "", " Co.", " Home", " Labs", " & Sons", " Direct")
+_COLORS = ("Black", "White", "Silver", "Multicolor", "Blue")
 _REVIEW_TITLES = {
     1: ("USELESS", "Broke after a week", "Waste of money", "Doesn\u2019t work", "One Star", "Very disappointed"),
     2: ("Not great", "Meh", "Two Stars", "Cheaply made", "Expected more"),
@@ -189,7 +243,7 @@ _REVIEW_TEXTS = {
         "The {a} {b} is exactly what I needed.<br />Fast shipping too.",
         'My wife says it\u2019s the best "{a}" ever.'),
 }
-_TEXTS_PER_POOL = 12
+_TEXTS_PER_POOL = 12                  # texts per (cluster, rating); review texts mention their item's cluster words
 _RATING_TEXT = {r: json.dumps(float(r)) for r in range(1, 6)}
 _BOOL_TEXT = ("false", "true")
 
@@ -216,33 +270,24 @@ def _vocabularies(sizes: Sequence[int], rng: random.Random, taken: set[str]) -> 
     return vocab
 
 
-def _image_code(rng: random.Random) -> str:
-    """An 11-char image key shaped like Amazon's (e.g. ``61FfqGgIMNL``)."""
-    return rng.choice("456789") + rng.choice("0123456789") + "".join(rng.choices(_IMAGE_CHARS, k=8)) + "L"
-
-
-def _review_images(rng: random.Random) -> str:
-    """A non-empty review ``images`` list, pre-encoded, with the official review image dict shape."""
+def _review_images(codes: Sequence[str]) -> str:
+    """A non-empty review ``images`` list, pre-encoded, in the official review image dict shape."""
     images = []
-    for _ in range(min(1 + int(rng.expovariate(1.2)), 10)):
-        code = _image_code(rng)
+    for code in codes:
         base = f"https://images-na.ssl-images-amazon.com/images/I/{code}"
         images.append({"small_image_url": f"{base}._SL256_.jpg", "medium_image_url": f"{base}._SL800_.jpg",
                        "large_image_url": f"{base}._SL1600_.jpg", "attachment_type": "IMAGE"})
     return json.dumps(images)
 
 
-def _meta_images(rng: random.Random) -> list[dict[str, str | None]]:
-    """The meta ``images`` list: MAIN first, then PT variants; ``hi_res`` sometimes null as in the dump."""
-    count = rng.choice((1, 2, 3, 4, 5, 5, 6, 6, 7, 8))
-    variants = ["MAIN"] + [f"PT{n:02d}" for n in range(11, 11 + count - 1)]
+def _meta_images(codes: Sequence[str], rng: random.Random) -> list[dict[str, str | None]]:
+    """The meta ``images`` list: MAIN first, then PT11.. variants; ``hi_res`` sometimes null as in the dump."""
     images: list[dict[str, str | None]] = []
-    for variant in variants:
-        code = _image_code(rng)
-        hi_res = None if rng.random() < 0.1 else f"https://m.media-amazon.com/images/I/{_image_code(rng)}._AC_SL1500_.jpg"
+    for n, (code, hi_code) in enumerate(zip(codes[::2], codes[1::2])):
+        hi_res = None if rng.random() < 0.1 else f"https://m.media-amazon.com/images/I/{hi_code}._AC_SL1500_.jpg"
         images.append({"thumb": f"https://m.media-amazon.com/images/I/{code}._AC_US40_.jpg",
                        "large": f"https://m.media-amazon.com/images/I/{code}._AC_.jpg",
-                       "variant": variant, "hi_res": hi_res})
+                       "variant": "MAIN" if n == 0 else f"PT{10 + n}", "hi_res": hi_res})
     return images
 
 
@@ -257,10 +302,10 @@ def _price(rng: random.Random) -> float | str | None:
     return f"${amount:.2f}" if draw < 0.97 else "\u2014"
 
 
-# --- catalogue -------------------------------------------------------------------------------------
+# --- catalogue -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Catalog:
-    """Per-item arrays the review sampler needs; everything per item, nothing per review."""
+    """Per-item arrays and pre-encoded text pools; nothing here grows with the number of reviews."""
 
     cluster: np.ndarray             # item -> cluster
     category: np.ndarray            # item -> category index
@@ -268,13 +313,14 @@ class _Catalog:
     cluster_items: list[np.ndarray]
     cluster_cdf: list[np.ndarray]   # cumulative popularity within each cluster
     parent_ids: list[str]
+    parent_json: list[str]          # '"B0..."'
     variant_start: np.ndarray       # item -> first index into variant_json
     variant_count: np.ndarray
-    variant_json: list[str]         # pre-encoded asins ('"B0..."')
+    variant_json: list[str]         # pre-encoded asins of every variant
     vocab: list[list[str]]
-    text_json: list[str]            # pre-encoded review texts, pool (cluster, rating) at (c*5 + r-1)*_TEXTS_PER_POOL
-    title_json: list[str]           # pre-encoded review titles
-    title_offset: np.ndarray        # rating -> first title index
+    text_json: list[str]            # review texts; pool (cluster, rating) starts at (c * 5 + r - 1) * _TEXTS_PER_POOL
+    title_json: list[str]           # review titles; ratings r start at title_offset[r]
+    title_offset: np.ndarray
     title_count: np.ndarray
 
     @property
@@ -290,20 +336,17 @@ def _build_catalog(settings: SynthSettings, rng: np.random.Generator, text_rng: 
     weight = (rng.permutation(n) + 1.0) ** -ITEM_ZIPF_EXPONENT
     cluster_items = [np.flatnonzero(cluster == j) for j in range(k)]
 
-    extra = np.where(rng.random(n) < 0.75, 0, 1 + rng.geometric(0.5, n))
-    variant_count = np.minimum(1 + extra, 8)
+    # Variants: most parents have one asin, some up to 8; the parent id itself is an asin about half the time.
+    variant_count = np.where(rng.random(n) < 0.75, 1, np.minimum(2 + rng.geometric(0.5, n), 8))
     parent_is_asin = rng.random(n) < 0.45
-    parent_ids = [asin_for(i) for i in range(n)]
-    variant_json: list[str] = []
-    next_slot = n
-    for i in range(n):
-        for v in range(int(variant_count[i])):
-            if v == 0 and parent_is_asin[i]:
-                variant_json.append(f'"{parent_ids[i]}"')
-            else:
-                variant_json.append(f'"{asin_for(next_slot)}"')
-                next_slot += 1
     variant_start = np.concatenate(([0], np.cumsum(variant_count)[:-1]))
+    parents = asins(np.arange(n))
+    own_slot = np.zeros(int(variant_count.sum()), dtype=bool)
+    own_slot[variant_start[parent_is_asin]] = True
+    variant_ids = np.empty(own_slot.size, dtype="U10")
+    variant_ids[own_slot] = parents[parent_is_asin]
+    variant_ids[~own_slot] = asins(n + np.arange(int((~own_slot).sum())))   # slots after the parents'
+    parent_ids = parents.tolist()
 
     vocab = _vocabularies([12] * k, text_rng, set())
     text_json = []
@@ -313,20 +356,20 @@ def _build_catalog(settings: SynthSettings, rng: np.random.Generator, text_rng: 
             for j in range(_TEXTS_PER_POOL):
                 a, b = text_rng.sample(words, 2)
                 text_json.append(json.dumps(templates[j % len(templates)].format(a=a, b=b.lower())))
-    title_json = [json.dumps(t) for r in range(1, 6) for t in _REVIEW_TITLES[r]]
     title_count = np.array([0] + [len(_REVIEW_TITLES[r]) for r in range(1, 6)])   # indexed by rating
     return _Catalog(
         cluster=cluster, category=category, pop_cdf=np.cumsum(weight), cluster_items=cluster_items,
         cluster_cdf=[np.cumsum(weight[items]) for items in cluster_items], parent_ids=parent_ids,
-        variant_start=variant_start, variant_count=variant_count, variant_json=variant_json, vocab=vocab,
-        text_json=text_json, title_json=title_json,
+        parent_json=[f'"{p}"' for p in parent_ids], variant_start=variant_start, variant_count=variant_count,
+        variant_json=[f'"{v}"' for v in variant_ids.tolist()], vocab=vocab, text_json=text_json,
+        title_json=[json.dumps(t) for r in range(1, 6) for t in _REVIEW_TITLES[r]],
         title_offset=np.concatenate(([0], np.cumsum(title_count)[:-1])), title_count=title_count,
     )
 
 
-# --- user activity ---------------------------------------------------------------------------------
+# --- user activity -------------------------------------------------------------------------------
 def _pareto_alpha(mean: float, cap: int) -> float:
-    """Exponent a with sum_{k=1..cap} k**-a == mean: E[min(floor(X), cap)] for X ~ Pareto(a, x_min=1)."""
+    """Exponent a with sum_{k=1..cap} k**-a == mean, i.e. E[min(floor(X), cap)] for X ~ Pareto(a, x_min=1)."""
     ks = np.arange(1, cap + 1, dtype=np.float64)
     lo, hi = 1e-3, 60.0
     for _ in range(100):
@@ -342,8 +385,8 @@ def _activity(users: int, reviews: int, items: int, clusters: int, rng: np.rando
     """Reviews per user: a capped discrete power law (most users 1-2) summing exactly to ``reviews``.
 
     The cap (1 % of reviews, at most a cluster's worth of items) keeps a heavy user inside their cluster
-    instead of forcing them out of it for want of unseen items. When there are fewer reviews than users,
-    ``reviews`` users get one each and the rest none.
+    instead of forcing them out of it for want of unseen items. With fewer reviews than users, ``reviews``
+    users get one each and the rest none.
     """
     counts = np.zeros(users, dtype=np.int64)
     if reviews <= users:
@@ -364,7 +407,7 @@ def _activity(users: int, reviews: int, items: int, clusters: int, rng: np.rando
     return counts
 
 
-# --- review sampling -------------------------------------------------------------------------------
+# --- review sampling -----------------------------------------------------------------------------
 def _sample(cdf: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right"), len(cdf) - 1)
 
@@ -398,10 +441,10 @@ def _first_occurrence(keys: np.ndarray) -> np.ndarray:
 
 def _draw_pairs(user: np.ndarray, user_cluster: np.ndarray, catalog: _Catalog, affinity: float,
                 repeat_rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Items for one chunk of (user-grouped) rows: sampled, de-duplicated per user, then repeats planted.
+    """Items for one chunk of user-grouped rows: sampled, de-duplicated per user, then repeats planted.
 
-    Repeats are controlled: accidental ones are resampled, then ``repeat_rate`` of the rows copy the
-    previous row's item of the same user (the real dump has ~1.6 % such lines).
+    Repeats are controlled: accidental ones are resampled, then about ``repeat_rate`` of the rows copy the
+    previous row's item of the same user (the real Subscription_Boxes file has ~1.6 % such lines).
     """
     own = rng.random(len(user)) < affinity      # decided once per row, so resampling keeps the share
     items = _draw_items(user_cluster, own, catalog, rng)
@@ -430,12 +473,13 @@ def _ratings(own: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Ratings 1..5, skewed to 5, higher when the item is of the user's own cluster."""
     draw = rng.random(len(own))
     cdf_own, cdf_other = np.cumsum(RATING_P_OWN), np.cumsum(RATING_P_OTHER)
-    return 1 + np.where(own, np.searchsorted(cdf_own, draw * cdf_own[-1], side="right"),
-                        np.searchsorted(cdf_other, draw * cdf_other[-1], side="right")).clip(0, 4)
+    index = np.where(own, np.searchsorted(cdf_own, draw * cdf_own[-1], side="right"),
+                     np.searchsorted(cdf_other, draw * cdf_other[-1], side="right"))
+    return 1 + index.clip(0, 4)
 
 
 def _bad_line(kind: str, values: dict[str, Any], rng: random.Random) -> str:
-    """One deliberately broken review line of ``kind`` (without the newline), built from a good row."""
+    """One deliberately broken review line of ``kind`` (no newline), built from a good row's values."""
     if kind == "truncated_json":
         text = json.dumps(values)
         return text[: rng.randrange(1, len(text) - 1)]
@@ -451,16 +495,16 @@ def _bad_line(kind: str, values: dict[str, Any], rng: random.Random) -> str:
     elif kind == "missing_user_id":
         del broken[USER_ID]
     elif kind == "timestamp_string":
-        moment = datetime.fromtimestamp(values["timestamp"] / 1000, tz=timezone.utc)
-        broken["timestamp"] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = datetime.fromtimestamp(values[TIMESTAMP] / 1000, tz=timezone.utc)
+        broken[TIMESTAMP] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     elif kind == "timestamp_seconds":
-        broken["timestamp"] = values["timestamp"] // 1000
+        broken[TIMESTAMP] = values[TIMESTAMP] // 1000
     else:
         raise ValueError(f"unknown bad line kind: {kind}")
     return json.dumps(broken)
 
 
-# --- files -----------------------------------------------------------------------------------------
+# --- files ---------------------------------------------------------------------------------------
 class _GzipText:
     """A deterministic gzip text sink (mtime 0, no name) that appears under its final name only when complete."""
 
@@ -486,7 +530,7 @@ class _GzipText:
 
 @contextlib.contextmanager
 def _sinks(paths: Sequence[Path]) -> Iterator[list[_GzipText]]:
-    """Open several sinks; commit all on success, remove all partial files on error."""
+    """Open several sinks; commit all on success, remove every partial file on error."""
     sinks: list[_GzipText] = []
     try:
         for path in paths:
@@ -501,17 +545,19 @@ def _sinks(paths: Sequence[Path]) -> Iterator[list[_GzipText]]:
 
 
 def reviews_file(category: str) -> str:
-    return f"{category}{REVIEWS_SUFFIX}"
+    """File name of a category's reviews, as in the dump."""
+    return f"{category}{JSONL_GZ}"
 
 
 def meta_file(category: str) -> str:
-    return f"{META_PREFIX}{category}{REVIEWS_SUFFIX}"
+    """File name of a category's item metadata, as in the dump."""
+    return f"{META_PREFIX}{category}{JSONL_GZ}"
 
 
-# --- generation ------------------------------------------------------------------------------------
+# --- generation ----------------------------------------------------------------------------------
 @dataclass
 class _Tally:
-    """Running totals the meta rows and the summary need (per item arrays only)."""
+    """Running totals that the meta rows and the summary need (per-item arrays only)."""
 
     item_reviews: np.ndarray
     item_rating_sum: np.ndarray
@@ -525,8 +571,8 @@ def _chunk_bounds(counts: np.ndarray, chunk_size: int) -> Iterator[tuple[int, in
     start = 0
     while start < len(counts):
         base = int(ends[start - 1]) if start else 0
-        end = max(start + 1, int(np.searchsorted(ends, base + chunk_size, side="right")))
-        yield start, min(end, len(counts))
+        end = min(len(counts), max(start + 1, int(np.searchsorted(ends, base + chunk_size, side="right"))))
+        yield start, end
         start = end
 
 
@@ -535,7 +581,7 @@ def _write_chunk(start: int, end: int, counts: np.ndarray, user_cluster: np.ndar
                  review_sinks: list[_GzipText], users_sink: _GzipText, files: list[FileCounts],
                  tally: _Tally) -> int:
     """Sample, encode and write the reviews of users ``start..end-1``; return the number of review lines."""
-    ids = [user_id_for(u) for u in range(start, end)]
+    ids = user_ids(np.arange(start, end)).tolist()
     users_sink.write("".join(f"{uid},{c}\n" for uid, c in zip(ids, user_cluster[start:end].tolist())))
     user = np.repeat(np.arange(start, end), counts[start:end])
     n = len(user)
@@ -551,76 +597,85 @@ def _write_chunk(start: int, end: int, counts: np.ndarray, user_cluster: np.ndar
     asin = catalog.variant_start[items] + (rng.random(n) * catalog.variant_count[items]).astype(np.int64)
     title = catalog.title_offset[rating] + (rng.random(n) * catalog.title_count[rating]).astype(np.int64)
     text = (icl * 5 + rating - 1) * _TEXTS_PER_POOL + rng.integers(0, _TEXTS_PER_POOL, n)
-    has_images = rng.random(n) < REVIEW_IMAGE_SHARE
+    with_images = np.flatnonzero(rng.random(n) < REVIEW_IMAGE_SHARE)
+    image_counts = np.minimum(rng.geometric(0.6, with_images.size), 10)
     bad = rng.random(n) < bad_line_rate
     kind = rng.integers(0, len(BAD_KINDS), n)
     blank = rng.random(n) < bad_line_rate * BLANK_LINE_SHARE
-    str_rng = random.Random(int(rng.integers(0, 2 ** 63)))
+    category = catalog.category[items]
 
+    images = ["[]"] * n
+    codes = _image_codes(rng, int(image_counts.sum()))
+    for row, stop, count in zip(with_images.tolist(), np.cumsum(image_counts).tolist(), image_counts.tolist()):
+        images[row] = _review_images(codes[stop - count:stop])
+    user_json = [f'"{uid}"' for uid in ids]
+    title_json, text_json, variant_json, parent_json = (catalog.title_json, catalog.text_json,
+                                                        catalog.variant_json, catalog.parent_json)
+    lines = [_REVIEW_TEMPLATE % (_RATING_TEXT[r], title_json[ti], text_json[tx], im, variant_json[a],
+                                 parent_json[it], user_json[u], ts, hv, _BOOL_TEXT[vp])
+             for r, ti, tx, im, a, it, u, ts, hv, vp in zip(
+                 rating.tolist(), title.tolist(), text.tolist(), images, asin.tolist(), items.tolist(),
+                 (user - start).tolist(), stamp.tolist(), helpful.tolist(), verified.tolist())]
+    str_rng = random.Random(int(rng.integers(0, 2 ** 63)))
+    for row in np.flatnonzero(bad).tolist():
+        values = json.loads(lines[row])
+        lines[row] = _bad_line(BAD_KINDS[kind[row]], values, str_rng) + "\n"
+    for row in np.flatnonzero(blank).tolist():
+        lines[row] = "\n" + lines[row]
+
+    n_cat = len(files)
     good = ~bad
+    good_per_cat = np.bincount(category[good], minlength=n_cat)
+    blank_per_cat = np.bincount(category[blank], minlength=n_cat)
+    bad_per_cat = np.bincount(category[bad] * len(BAD_KINDS) + kind[bad], minlength=n_cat * len(BAD_KINDS))
+    order = np.argsort(category, kind="stable")
+    for c, rows in enumerate(np.split(order, np.cumsum(np.bincount(category, minlength=n_cat))[:-1])):
+        review_sinks[c].write("".join([lines[row] for row in rows.tolist()]))
+        counts_of = files[c]
+        counts_of.rows += int(good_per_cat[c])
+        counts_of.blank_lines += int(blank_per_cat[c])
+        for j, name in enumerate(BAD_KINDS):
+            if bad_per_cat[c * len(BAD_KINDS) + j]:
+                counts_of.bad_lines[name] = counts_of.bad_lines.get(name, 0) + int(bad_per_cat[c * len(BAD_KINDS) + j])
+
     keys = user[good] * catalog.size + items[good]
     tally.repeated += int(keys.size - np.unique(keys).size)
     tally.reviewers += int(np.unique(user[good]).size)
     tally.item_reviews += np.bincount(items[good], minlength=catalog.size)
     tally.item_rating_sum += np.bincount(items[good], weights=rating[good], minlength=catalog.size)
-
-    out: list[list[str]] = [[] for _ in review_sinks]
-    category = catalog.category[items].tolist()
-    for row, (u, it, r, ts, hv, vp, a, ti, tx, im, is_bad, kd, bl, cat) in enumerate(zip(
-            (user - start).tolist(), items.tolist(), rating.tolist(), stamp.tolist(), helpful.tolist(),
-            verified.tolist(), asin.tolist(), title.tolist(), text.tolist(), has_images.tolist(),
-            bad.tolist(), kind.tolist(), blank.tolist(), category)):
-        lines, counts_of = out[cat], files[cat]
-        if bl:
-            lines.append("\n")
-            counts_of.blank_lines += 1
-        images = _review_images(str_rng) if im else "[]"
-        fields = (_RATING_TEXT[r], catalog.title_json[ti], catalog.text_json[tx], images,
-                  catalog.variant_json[a], f'"{catalog.parent_ids[it]}"', f'"{ids[u]}"', ts, hv, _BOOL_TEXT[vp])
-        if is_bad:
-            name = BAD_KINDS[kd]
-            values = dict(zip(REVIEW_FIELDS, (json.loads(str(f)) for f in fields)))
-            lines.append(_bad_line(name, values, str_rng) + "\n")
-            counts_of.bad_lines[name] = counts_of.bad_lines.get(name, 0) + 1
-        else:
-            lines.append(_REVIEW_TEMPLATE % fields)
-            counts_of.rows += 1
-    for sink, lines in zip(review_sinks, out):
-        sink.write("".join(lines))
     return n
 
 
 def _meta_row(item: int, catalog: _Catalog, category: str, stores: list[list[str]], tally: _Tally,
-              rng: random.Random) -> dict[str, Any]:
-    """One meta object in the official key order; ratings agree with the reviews written for the item."""
+              codes: Sequence[str], rng: random.Random) -> dict[str, Any]:
+    """One meta object in the official key order; ``rating_number``/``average_rating`` agree with the reviews."""
     k = int(catalog.cluster[item])
     words = catalog.vocab[k]
-    nouns = _NOUNS.get(category, _GENERIC_NOUNS)
-    noun = rng.choice(nouns)
+    noun = rng.choice(_NOUNS.get(category, _GENERIC_NOUNS))
     a, b, c = rng.sample(words, 3)
     store = rng.choice(stores[k])
-    title = f"{store.split(' ')[0]} {a} {b} {noun}" + (f" \u2013 {rng.choice(_SPECS)}" if rng.random() < 0.35 else "")
+    spec = f" \u2013 {rng.choice(_SPECS)}" if rng.random() < 0.35 else ""
     seen, total = int(tally.item_reviews[item]), float(tally.item_rating_sum[item])
-    unseen = int(rng.expovariate(1 / (3 * seen + 2))) + (0 if seen else 1)   # ratings without a review text
+    unseen = int(rng.expovariate(1 / (3 * seen + 2))) + (0 if seen else 1)   # star ratings without a review
     quality = min(5.0, max(1.0, rng.gauss(4.2, 0.5)))
     details: dict[str, str] = {}
     if rng.random() < 0.8:
         details["Brand"] = store
         if rng.random() < 0.6:
-            details["Color"] = rng.choice(("Black", "White", "Silver", "Multicolor", "Blue"))
+            details["Color"] = rng.choice(_COLORS)
         if rng.random() < 0.5:
             details["Item Weight"] = f"{rng.uniform(0.1, 12):.1f} pounds"
         day = datetime(rng.randrange(2010, 2023), rng.randrange(1, 13), rng.randrange(1, 29))
         details["Date First Available"] = f"{day:%B} {day.day}, {day.year}"
     values: dict[str, Any] = {
         "main_category": _pretty(category),
-        "title": title,
+        "title": f"{store.split(' ')[0]} {a} {b} {noun}{spec}",
         "average_rating": round((total + unseen * quality) / (seen + unseen), 1),
         "rating_number": seen + unseen,
         "features": [f"{w} {noun.lower()} made for everyday use." for w in rng.sample(words, rng.choice((0, 2, 3, 4, 5)))],
         "description": [] if rng.random() < 0.7 else [f"The {a} {c} {noun.lower()} you have been waiting for."],
         "price": _price(rng),
-        "images": _meta_images(rng),
+        "images": _meta_images(codes[: 2 * rng.choice((1, 2, 3, 4, 5, 5, 6, 6, 7, 8))], rng),
         "videos": [] if rng.random() < 0.9 else [{
             "title": f"{a} {noun} review", "url": f"https://www.amazon.com/vdp/{rng.getrandbits(128):032x}",
             "user_id": ""}],
@@ -634,31 +689,58 @@ def _meta_row(item: int, catalog: _Catalog, category: str, stores: list[list[str
 
 
 def _write_meta(out_dir: Path, categories: list[str], catalog: _Catalog, tally: _Tally,
-                rng: random.Random) -> dict[str, FileCounts]:
+                rng: np.random.Generator) -> dict[str, FileCounts]:
     """Meta and item-truth files; stores are per cluster, so brands carry the cluster signal too."""
+    text_rng = random.Random(int(rng.integers(0, 2 ** 63)))
     taken = {word for words in catalog.vocab for word in words}
     names = _vocabularies([min(len(items) // 6 + 1, MAX_STORES_PER_CLUSTER) for items in catalog.cluster_items],
-                          rng, taken)
-    stores = [[word + rng.choice(_STORE_SUFFIXES) for word in words] for words in names]
+                          text_rng, taken)
+    stores = [[word + text_rng.choice(_STORE_SUFFIXES) for word in words] for words in names]
     files = {meta_file(c): FileCounts(kind=KIND_ITEMS, category=c) for c in categories}
     paths = [out_dir / meta_file(c) for c in categories] + [out_dir / TRUTH_DIR / ITEMS_TRUTH]
+    block = 10_000
     with _sinks(paths) as sinks:
         *meta_sinks, truth_sink = sinks
         truth_sink.write(f"{ITEM_ID},{CLUSTER},{CATEGORY}\n")
-        buffers: list[list[str]] = [[] for _ in categories]
-        for item in range(catalog.size):
-            c = int(catalog.category[item])
-            buffers[c].append(json.dumps(_meta_row(item, catalog, categories[c], stores, tally, rng)) + "\n")
-            truth_sink.write(f"{catalog.parent_ids[item]},{int(catalog.cluster[item])},{categories[c]}\n")
-            files[meta_file(categories[c])].rows += 1
-        for sink, lines in zip(meta_sinks, buffers):
-            sink.write("".join(lines))
+        for first in range(0, catalog.size, block):
+            last = min(first + block, catalog.size)
+            codes = _image_codes(rng, 16 * (last - first))       # up to 8 images x (thumb/large, hi_res)
+            out: list[list[str]] = [[] for _ in categories]
+            for item in range(first, last):
+                c = int(catalog.category[item])
+                row = _meta_row(item, catalog, categories[c], stores, tally,
+                                codes[16 * (item - first):16 * (item - first + 1)], text_rng)
+                out[c].append(json.dumps(row) + "\n")
+            for c, lines in enumerate(out):
+                meta_sinks[c].write("".join(lines))
+                files[meta_file(categories[c])].rows += len(lines)
+            truth_sink.write("".join(f"{catalog.parent_ids[i]},{int(catalog.cluster[i])},"
+                                     f"{categories[int(catalog.category[i])]}\n" for i in range(first, last)))
     return files
 
 
 def _knob(name: str, value: float | int | None, settings: SynthSettings, default: float | int) -> Any:
-    """Explicit argument, else the settings field (once it exists), else the module default."""
+    """Explicit argument, else the settings field (once it exists there), else the module default."""
     return value if value is not None else getattr(settings, name, default)
+
+
+def _validate(categories: list[str], bad_line_rate: float, affinity: float, repeat_rate: float,
+              chunk_size: int) -> None:
+    """Refuse settings that would write files a reader cannot tell apart, or rates outside [0, 1]."""
+    if not categories:
+        raise ValueError("at least one category is needed")
+    if len(set(categories)) != len(categories):
+        raise ValueError(f"duplicate categories: {categories}")
+    for name in categories:
+        if not name or "/" in name or "," in name or name.startswith((".", "_", META_PREFIX)):
+            raise ValueError(f"bad category name: {name!r}")
+    for label, rate in (("bad_line_rate", bad_line_rate), ("affinity", affinity), ("repeat_rate", repeat_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{label} must be within [0, 1], got {rate}")
+    if bad_line_rate >= 1.0:
+        raise ValueError("bad_line_rate must be below 1")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
 
 
 def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | None = None, progress: bool = True,
@@ -668,8 +750,9 @@ def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | N
 
     Files: ``<Category>.jsonl.gz`` and ``meta_<Category>.jsonl.gz`` per category, ``_truth/users.csv.gz``
     (user_id,cluster), ``_truth/items.csv.gz`` (parent_asin,cluster,category), ``_truth/summary.json``.
-    ``bad_line_rate`` replaces that share of review lines with broken ones (kinds in :data:`BAD_KINDS`) and
-    adds a few blank lines. Other files in ``out_dir`` are left alone; ours are replaced atomically.
+    ``bad_line_rate`` (default 0) replaces that share of review lines with broken ones (kinds in
+    :data:`BAD_KINDS`) and adds a fifth as many blank lines. Unset knobs come from ``settings`` when it has
+    them, else the module defaults. Other files in ``out_dir`` are left alone; ours are replaced atomically.
     """
     bad_line_rate = float(_knob("bad_line_rate", bad_line_rate, settings, 0.0))
     affinity = float(_knob("affinity", affinity, settings, DEFAULT_AFFINITY))
@@ -680,8 +763,7 @@ def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | N
 
     out_dir = Path(out_dir)
     (out_dir / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
-    root = np.random.SeedSequence(settings.seed)
-    catalog_ss, users_ss, chunks_ss, meta_ss = root.spawn(4)
+    catalog_ss, users_ss, chunks_ss, meta_ss = np.random.SeedSequence(settings.seed).spawn(4)
     catalog_rng = np.random.default_rng(catalog_ss)
     catalog = _build_catalog(settings, catalog_rng, random.Random(int(catalog_rng.integers(0, 2 ** 63))))
     users_rng = np.random.default_rng(users_ss)
@@ -696,13 +778,13 @@ def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | N
         *review_sinks, users_sink = sinks
         users_sink.write(f"{USER_ID},{CLUSTER}\n")
         for number, (start, end) in enumerate(_chunk_bounds(counts, chunk_size)):
+            # One stream per chunk, keyed by its number: chunks stay independent of each other's draws.
             rng = np.random.default_rng(np.random.SeedSequence(chunks_ss.entropy,
                                                                spawn_key=(*chunks_ss.spawn_key, number)))
             bar.update(_write_chunk(start, end, counts, user_cluster, catalog, affinity, repeat_rate,
                                     bad_line_rate, rng, review_sinks, users_sink, files, tally))
 
-    meta_counts = _write_meta(out_dir, categories, catalog, tally,
-                              random.Random(int(np.random.default_rng(meta_ss).integers(0, 2 ** 63))))
+    meta_counts = _write_meta(out_dir, categories, catalog, tally, np.random.default_rng(meta_ss))
     bad_total = {kind: sum(f.bad_lines.get(kind, 0) for f in files) for kind in BAD_KINDS}
     summary = SynthSummary(
         out_dir=str(out_dir), seed=settings.seed, users=settings.users, reviewers=tally.reviewers,
@@ -710,27 +792,8 @@ def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | N
         blank_lines=sum(f.blank_lines for f in files), bad_lines={k: v for k, v in bad_total.items() if v},
         files={**{reviews_file(c): f for c, f in zip(categories, files)}, **meta_counts},
     )
-    (out_dir / TRUTH_DIR / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
+    (out_dir / TRUTH_DIR / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
-
-
-def _validate(categories: list[str], bad_line_rate: float, affinity: float, repeat_rate: float,
-              chunk_size: int) -> None:
-    """Refuse settings that would write files a reader cannot tell apart, or nonsense rates."""
-    if not categories:
-        raise ValueError("at least one category is needed")
-    if len(set(categories)) != len(categories):
-        raise ValueError(f"duplicate categories: {categories}")
-    for name in categories:
-        if not name or "/" in name or name.startswith((".", META_PREFIX, "_")):
-            raise ValueError(f"bad category name: {name!r}")
-    for label, rate in (("bad_line_rate", bad_line_rate), ("affinity", affinity), ("repeat_rate", repeat_rate)):
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"{label} must be within [0, 1], got {rate}")
-    if bad_line_rate >= 1.0:
-        raise ValueError("bad_line_rate must be below 1")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
 
 
 def load_truth(out_dir: Path) -> tuple[dict[str, int], dict[str, tuple[int, str]]]:

@@ -94,6 +94,23 @@ SILVER_ITEMS = TableSpec(
     stats_columns=("rating_number",),
 )
 
+USER_INDEX = TableSpec(C.USER_INDEX, "user_id STRING, user_idx INT", stats_columns=(C.USER_IDX,))
+ITEM_INDEX = TableSpec(
+    C.ITEM_INDEX, "parent_asin STRING, item_idx INT, category STRING, deleted BOOLEAN",
+    stats_columns=(C.ITEM_IDX,),
+)
+INTERACTIONS = TableSpec(
+    C.INTERACTIONS,
+    "user_idx INT, item_idx INT, weight DOUBLE, confidence DOUBLE, timestamp BIGINT, split STRING",
+    stats_columns=(C.USER_IDX, C.ITEM_IDX, C.TIMESTAMP),
+)
+SPLITS = TableSpec(
+    C.SPLITS,
+    "strategy STRING, train BIGINT, valid BIGINT, test BIGINT, valid_cut_ms BIGINT, test_cut_ms BIGINT, "
+    "kcore INT, note STRING, built_at TIMESTAMP",
+    stats_columns=("train",),
+)
+
 
 def table_path(warehouse: Path | str, rel: str) -> str:
     """Absolute path of a table; Spark and delta-rs both take plain local paths."""

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from recsys import constants as C
@@ -42,7 +42,7 @@ SILVER = {**{f"I0{i}": "Appliances" for i in range(1, 7)}, "I07": "Toys", "I08":
 
 V1 = {
     "model": "implicit_als", "published_at": datetime(2024, 1, 1, tzinfo=timezone.utc),
-    "topk": {"U1": ["I11", "I10", "I09"], "U2": ["I10", "I11"]},
+    "topk": {"U1": ["I11", "I10", "I09"], "U2": ["I10", "I11"], "OLD1": ["I11"]},
     "similar": {("I01", "als"): ["I11"]},
     "popular": {"__all__": ["I11", "I10"], "Toys": ["I11", "I10"]},
 }
@@ -249,6 +249,12 @@ def test_bad_requests_get_json_4xx(ro_client, method, url, body, status, code):
     assert_json_error(ro_client.open(url, method=method, data=body), status, code)
 
 
+def test_405_lists_the_allowed_methods(ro_client):
+    response = ro_client.delete("/v1/popular")
+    assert_json_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
 def test_oversized_body_is_413_json(ro_client):
     assert_json_error(ro_client.post("/v1/events", data=b"[" + b" " * 300_000 + b"]"), 413)
 
@@ -352,15 +358,25 @@ def test_id_hash_is_sha256_of_salt_then_id():
 
 
 def test_snapshot_matches_the_delta_rows_of_the_current_version(warehouse, tmp_path):
+    # Rewrite each gold table as one file holding both versions: the Parquet dictionaries then also carry v1's
+    # ids (OLD1, I11 in similar items), which must not leak into v2's snapshot.
+    for table in (C.RECS_USER_TOPK, C.RECS_SIMILAR_ITEMS, C.RECS_POPULAR):
+        rows = DeltaTable(str(warehouse / table)).to_pyarrow_table()
+        write_deltalake(warehouse / table, rows, mode="overwrite")
     snap = Snapshot(build_snapshot(warehouse, tmp_path / "snaps"))
-    assert snap.version == "v2" and list(snap.users) == sorted(snap.users)
-    assert [u.decode() for u in snap.users.tolist()] == sorted(V2["topk"])
+    assert snap.version == "v2"
+    # the memory contract: 4-byte item indices and scores, fixed-width ids
+    assert (snap.user_items.dtype, snap.user_scores.dtype, snap.users.dtype) == (np.int32, np.float32, "S5")
+    assert [u.decode() for u in snap.users.tolist()] == sorted(V2["topk"])          # no OLD1
     for user, expected in V2["topk"].items():
         lo, hi, model = snap.user_slice(user)
         assert (snap.asins(snap.user_items[lo:hi]), model) == (expected, "spark_als")
         np.testing.assert_allclose(snap.user_scores[lo:hi], [_score(r) for r in range(1, len(expected) + 1)],
                                    rtol=1e-6)
-    assert snap.user_slice("U0") is None and snap.user_slice("U1X") is None and snap.user_slice("U" * 99) is None
+    for user in ("OLD1", "U0", "U1X", "U" * 99):
+        assert snap.user_slice(user) is None
+    assert snap.similar_slice("als", snap.item_index("I01")) is not None
+    assert snap.asins(snap.similar_slice("als", snap.item_index("I01"))[0]) == ["I02", "I03", "I04"]
     assert (tmp_path / "snaps" / "current").read_text().strip() == "v2"
     assert not [p for p in (tmp_path / "snaps").iterdir() if p.name.startswith(".tmp-")]
 
@@ -386,7 +402,8 @@ def test_concurrent_builders_build_once(warehouse, tmp_path, monkeypatch):
 
 
 @hsettings(max_examples=60, deadline=None)
-@given(st.lists(st.text(st.characters(blacklist_characters="\x00"), max_size=12), min_size=1, max_size=40))
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
+                min_size=1, max_size=40))
 def test_fixed_width_round_trips_utf8_strings(strings):
     fixed = fixed_width(pa.array(strings))
     assert [b.decode("utf-8") for b in fixed.tolist()] == strings
@@ -405,6 +422,23 @@ def test_failed_build_keeps_serving_the_old_version(client, warehouse, monkeypat
     assert (r.status_code, r.get_json()["version"]) == (200, "v2")
     assert store.reload_failures == 1
     assert not [p for p in store.snapshot_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_background_start_answers_503_until_the_snapshot_is_built(warehouse, monkeypatch):
+    release = threading.Event()
+    real = snapshot_mod._write_arrays
+
+    def held(*args):
+        assert release.wait(20)
+        return real(*args)
+
+    monkeypatch.setattr(snapshot_mod, "_write_arrays", held)
+    client = create_app(warehouse, serve_settings(), wait_for_build=False).test_client()   # returns at once
+    assert_json_error(client.get("/ready"), 503, "not_ready")
+    assert_json_error(client.get("/v1/users/U1/recommendations"), 503, "not_ready")
+    release.set()
+    client.application.extensions["recsys"]["store"].wait_for_builder(20)
+    assert client.get("/ready").get_json()["version"] == "v2"
 
 
 def test_not_ready_until_a_version_is_published(tmp_path):
@@ -555,3 +589,16 @@ def test_real_gunicorn_serves_reloads_and_keeps_events(warehouse, tmp_path):
     assert "request endpoint=user_recommendations" in log_path.read_text()
     snapshots = sorted(p.name for p in (warehouse / "_serving" / "snapshots").iterdir() if not p.name.startswith("."))
     assert snapshots == ["current", "v3"]                      # the old version's folder is pruned
+
+
+@hsettings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(1, 5)), max_size=40, unique=True), st.booleans())
+def test_csr_orders_rows_by_key_then_rank_grouped_or_not(rows, grouped):
+    if grouped:                               # the publisher's usual layout: each key's rows together, by rank
+        rows = sorted(rows)
+        rows = [r for key in sorted({k for k, _ in rows}, key=lambda k: (k * 5) % 7) for r in rows if r[0] == key]
+    keys = np.array([k for k, _ in rows], dtype=np.int32)
+    ranks = np.array([r for _, r in rows], dtype=np.int64)
+    order, offsets = snapshot_mod._csr(keys, ranks, 7)
+    assert [rows[i] for i in order] == sorted(rows)
+    assert offsets.tolist() == [sum(k < b for k, _ in rows) for b in range(8)]

@@ -23,6 +23,7 @@ done
 rm -rf "$out" && mv "$out.new" "$out"
 
 abs=$(cd "$out" && pwd)
+venv_python=$("$python" -c 'import sys; print(sys.executable)')
 mkdir -p "$spark_home/conf"
 {
   echo "# written by conf/maven/fetch-jars.sh: Delta for every spark-submit of this venv"
@@ -30,5 +31,7 @@ mkdir -p "$spark_home/conf"
   echo "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension"
   echo "spark.sql.catalog.spark_catalog org.apache.spark.sql.delta.catalog.DeltaCatalog"
   echo "spark.sql.session.timeZone UTC"
+  echo "spark.pyspark.python $venv_python"
+  echo "spark.pyspark.driver.python $venv_python"
 } > "$spark_home/conf/spark-defaults.conf"
 echo "delta jars in $out: $(ls "$out" | wc -l) files"

@@ -151,11 +151,16 @@ def _popular(snapshot: Snapshot, category: int | None, k: int, denylist: DenyLis
 # --- the app -------------------------------------------------------------------------------------------------
 
 
-def create_app(warehouse: Path | str, settings: ServeSettings | None = None) -> Flask:
-    """The API over the published version under ``warehouse``; loads (or builds) the snapshot before returning."""
+def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
+               wait_for_build: bool = True) -> Flask:
+    """The API over the published version under ``warehouse``.
+
+    Loads the current snapshot before returning, building it first if missing (``wait_for_build=False``: in the
+    background, the app answering 503 until it is ready; what gunicorn workers use).
+    """
     settings = (settings or ServeSettings()).resolved(warehouse)
     store = SnapshotStore(Path(warehouse), settings)
-    store.start()
+    store.start(wait_for_build)
     assert settings.events_dir is not None
     events = EventLog(settings.events_dir)
     metrics = Metrics()
@@ -190,8 +195,9 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None) -> 
         status = exc.code or 500
         code = re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
         response = _error(status, code, exc.description or exc.name or "error")
-        if status == 405 and exc.get_response().headers.get("Allow"):
-            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        allowed = getattr(exc, "valid_methods", None)       # 405 keeps its Allow header
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(Exception)

@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pds
+from deltalake import DeltaTable
 
 from recsys.constants import (
     CATEGORY, ITEM_ID, MODEL, PUBLISHED, RANK, RECS_POPULAR, RECS_SIMILAR_ITEMS, RECS_USER_TOPK, SCORE,
@@ -143,10 +145,17 @@ def fixed_width(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 class _Vocabulary:
-    """Sorted unique strings as ``S{w}`` plus the Arrow array in the same order, to code columns with ``index_in``."""
+    """Sorted unique strings as ``S{w}``, and a coder from string columns to int32 indices into it.
 
-    def __init__(self, values: pa.ChunkedArray):
-        unique = pc.unique(pc.cast(values, pa.large_string()).drop_null())
+    Columns are read dictionary-encoded (Parquet stores them so), so the unique values are found from the chunk
+    dictionaries and each chunk is coded by mapping its small dictionary once, then gathering with its indices:
+    36M rows never become 36M Python or Arrow strings.
+    """
+
+    def __init__(self, columns: list[pa.ChunkedArray]):
+        unique = pc.unique(pa.chunked_array(
+            [_large(_values(chunk)) for column in columns for chunk in column.chunks], type=pa.large_string()))
+        unique = unique.drop_null()
         fixed = fixed_width(unique)
         order = np.argsort(fixed, kind="stable")
         self.fixed: np.ndarray = fixed[order]
@@ -155,18 +164,90 @@ class _Vocabulary:
     def __len__(self) -> int:
         return len(self.fixed)
 
+    def index_of(self, value: str) -> int:
+        """Index of ``value`` (-1 when absent)."""
+        raw = value.encode("utf-8")
+        i = int(np.searchsorted(self.fixed, raw)) if len(raw) <= self.fixed.dtype.itemsize else len(self.fixed)
+        return i if i < len(self.fixed) and self.fixed[i] == raw else -1
+
+    def compact(self, *coded: np.ndarray) -> list[np.ndarray]:
+        """Keep only the values some array in ``coded`` uses; return those arrays recoded.
+
+        A filtered dictionary column still carries its whole dictionary (other versions' ids, dropped rows), so
+        the vocabulary is cut down to what the kept rows reference: an id is served only if it has rows.
+        """
+        present = np.zeros(len(self.fixed) + 1, dtype=bool)       # last slot absorbs -1 (unknown)
+        for codes in coded:
+            present[codes] = True
+        present = present[:-1]
+        remap = np.full(len(present) + 1, -1, dtype=np.int32)    # last slot: -1 stays -1
+        remap[:-1] = np.cumsum(present, dtype=np.int64) - 1
+        self.fixed = self.fixed[present]
+        self._arrow = self._arrow.filter(pa.array(present))
+        return [remap[codes] for codes in coded]
+
     def codes(self, column: pa.ChunkedArray) -> np.ndarray:
-        """int32 code of every value; -1 where the value is not in the vocabulary (or null)."""
-        coded = pc.index_in(pc.cast(column, pa.large_string()), value_set=self._arrow)
-        return np.asarray(coded.fill_null(-1).to_numpy(), dtype=np.int32)
+        """int32 code of every value; -1 where the value is not in the vocabulary (or null).
+
+        One ``index_in`` call over every chunk's dictionary (the lookup table is built once), then a gather per
+        chunk through its indices.
+        """
+        carriers = [_large(_values(chunk)) for chunk in column.chunks]
+        if not carriers:
+            return np.zeros(0, dtype=np.int32)
+        looked_up = pc.index_in(pa.chunked_array(carriers, type=pa.large_string()), value_set=self._arrow)
+        mapped = np.asarray(looked_up.fill_null(-1).to_numpy(), dtype=np.int32)
+        out = np.empty(len(column), dtype=np.int32)
+        pos = start = 0
+        for chunk, carrier in zip(column.chunks, carriers):
+            mapping = mapped[start:start + len(carrier)]
+            start += len(carrier)
+            if pa.types.is_dictionary(chunk.type):
+                indices = chunk.indices
+                indices = (indices.fill_null(0) if indices.null_count else indices).to_numpy(zero_copy_only=False)
+                codes = mapping[indices] if len(mapping) else np.full(len(chunk), -1, np.int32)
+                if chunk.null_count:
+                    codes = np.where(chunk.is_valid().to_numpy(zero_copy_only=False), codes, -1)
+                out[pos:pos + len(chunk)] = codes
+            else:
+                out[pos:pos + len(chunk)] = mapping
+            pos += len(chunk)
+        return out
+
+
+def _values(chunk: pa.Array) -> pa.Array:
+    """The distinct-value carrier of a chunk: its dictionary when dictionary-encoded, else the chunk itself."""
+    return chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk
+
+
+def _large(values: pa.Array) -> pa.Array:
+    return values if values.type == pa.large_string() else pc.cast(values, pa.large_string())
 
 
 def _csr(keys: np.ndarray, ranks: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
-    """(order, offsets): rows sorted by (key, rank) and the CSR offsets over ``n_keys`` keys."""
-    order = np.argsort((keys.astype(np.int64) << 32) | (ranks.astype(np.int64) & 0xFFFFFFFF), kind="stable")
+    """(order, offsets): row order sorted by (key, rank), and CSR offsets over ``n_keys`` keys.
+
+    Publishers usually write each key's rows together in rank order (a window per user); then the order is
+    found in O(n) by sorting the runs only. Otherwise one argsort of the packed (key, rank) int64.
+    """
+    n = len(keys)
     offsets = np.zeros(n_keys + 1, dtype=np.int64)
     np.cumsum(np.bincount(keys, minlength=n_keys), out=offsets[1:])
-    return order, offsets
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), offsets
+    boundary = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    starts = np.concatenate(([0], boundary))
+    rank_steps = np.diff(ranks)
+    grouped = len(starts) == np.count_nonzero(np.diff(offsets)) and np.all(
+        np.delete(rank_steps, boundary - 1) > 0)
+    if grouped:
+        lengths = np.diff(np.append(starts, n))
+        run_order = np.argsort(keys[starts], kind="stable")
+        run_lengths = lengths[run_order]
+        shift = starts[run_order] - (np.cumsum(run_lengths) - run_lengths)
+        return np.repeat(shift, run_lengths) + np.arange(n, dtype=np.int64), offsets
+    packed = (keys.astype(np.int64) << 32) | (ranks.astype(np.int64) & 0xFFFFFFFF)
+    return np.argsort(packed, kind="stable"), offsets
 
 
 def _np(column: pa.ChunkedArray, dtype: type) -> np.ndarray:
@@ -174,11 +255,21 @@ def _np(column: pa.ChunkedArray, dtype: type) -> np.ndarray:
 
 
 def _drop_nulls(table: pa.Table, columns: list[str]) -> pa.Table:
+    """Rows whose ``columns`` are all set (the publisher writes none; checking costs only metadata then)."""
     mask = None
     for name in columns:
-        valid = pc.is_valid(table[name])
-        mask = valid if mask is None else pc.and_(mask, valid)
+        if table[name].null_count:
+            valid = pc.is_valid(table[name])
+            mask = valid if mask is None else pc.and_(mask, valid)
     return table if mask is None else table.filter(mask)
+
+
+def _read_version(path: Path, columns: list[str], version: str, not_null: list[str]) -> pa.Table:
+    """Rows of one version, string columns dictionary-encoded as stored (no per-row string materialised)."""
+    strings = {c for c in columns if c not in (RANK, SCORE)} | {VERSION}
+    options = pds.ParquetReadOptions(dictionary_columns=strings)
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset(parquet_read_options=options)
+    return _drop_nulls(dataset.to_table(columns=columns, filter=pc.field(VERSION) == version), not_null)
 
 
 def _read_item_categories(warehouse: Path) -> pa.Table | None:
@@ -195,73 +286,78 @@ def _read_item_categories(warehouse: Path) -> pa.Table | None:
 
 def _write_arrays(folder: Path, warehouse: Path, published: Published) -> dict[str, object]:
     """Read the published version's rows and write every array into ``folder``; returns counts for meta.json."""
-    by_version = [(VERSION, "=", published.version)]
-    topk = _drop_nulls(read_table(warehouse / RECS_USER_TOPK, [USER_ID, RANK, ITEM_ID, SCORE, MODEL], by_version),
-                       [USER_ID, RANK, ITEM_ID])
-    similar = _drop_nulls(read_table(warehouse / RECS_SIMILAR_ITEMS, [ITEM_ID, RANK, SIMILAR_ASIN, SCORE, METHOD],
-                                     by_version), [ITEM_ID, RANK, SIMILAR_ASIN, METHOD])
-    popular = _drop_nulls(read_table(warehouse / RECS_POPULAR, [CATEGORY, RANK, ITEM_ID, SCORE], by_version),
-                          [CATEGORY, RANK, ITEM_ID])
+    v = published.version
+    topk = _read_version(warehouse / RECS_USER_TOPK, [USER_ID, RANK, ITEM_ID, SCORE, MODEL], v,
+                         [USER_ID, RANK, ITEM_ID])
+    similar = _read_version(warehouse / RECS_SIMILAR_ITEMS, [ITEM_ID, RANK, SIMILAR_ASIN, SCORE, METHOD], v,
+                            [ITEM_ID, RANK, SIMILAR_ASIN, METHOD])
+    popular = _read_version(warehouse / RECS_POPULAR, [CATEGORY, RANK, ITEM_ID, SCORE], v, [CATEGORY, RANK, ITEM_ID])
     silver = _read_item_categories(warehouse)
 
     def save(name: str, array: np.ndarray) -> None:
         np.save(folder / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
 
-    def scores(table: pa.Table, order: np.ndarray) -> np.ndarray:
-        return np.nan_to_num(_np(table[SCORE].fill_null(0.0), np.float32))[order]
+    def scores(table: pa.Table, order: np.ndarray | slice) -> np.ndarray:
+        column = table[SCORE].fill_null(0.0) if table[SCORE].null_count else table[SCORE]
+        return np.nan_to_num(_np(column, np.float32), copy=False)[order]
 
-    items = _Vocabulary(pa.chunked_array(
-        [pc.cast(c, pa.large_string()) for c in (topk[ITEM_ID], similar[ITEM_ID], similar[SIMILAR_ASIN],
-                                                 popular[ITEM_ID])
-         for c in c.chunks], type=pa.large_string()))
+    items = _Vocabulary([topk[ITEM_ID], similar[ITEM_ID], similar[SIMILAR_ASIN], popular[ITEM_ID]])
+    user_item, similar_key, similar_item, popular_item = items.compact(
+        items.codes(topk[ITEM_ID]), items.codes(similar[ITEM_ID]), items.codes(similar[SIMILAR_ASIN]),
+        items.codes(popular[ITEM_ID]))
     n_items = len(items)
     save("items", items.fixed)
 
-    category_columns = [popular[CATEGORY]] + ([silver[CATEGORY]] if silver is not None else [])
-    categories = _Vocabulary(pa.chunked_array(
-        [pc.cast(c, pa.large_string()) for col in category_columns for c in col.chunks], type=pa.large_string()))
+    categories = _Vocabulary([popular[CATEGORY]] + ([silver[CATEGORY]] if silver is not None else []))
+    silver_item = items.codes(silver[ITEM_ID]) if silver is not None else np.zeros(0, np.int32)
+    popular_category, silver_category = categories.compact(
+        categories.codes(popular[CATEGORY]),
+        categories.codes(silver[CATEGORY])[silver_item >= 0] if silver is not None else np.zeros(0, np.int32))
     save("categories", categories.fixed)
     item_category = np.full(n_items, -1, dtype=np.int16)
-    specific = popular.filter(pc.not_equal(popular[CATEGORY], ALL_CATEGORIES))
-    item_category[items.codes(specific[ITEM_ID])] = categories.codes(specific[CATEGORY])
-    if silver is not None:  # silver/items is the authority; recs_popular only fills what it lacks
-        codes = items.codes(silver[ITEM_ID])
-        known = codes >= 0
-        item_category[codes[known]] = categories.codes(silver[CATEGORY])[known]
+    specific = popular_category != categories.index_of(ALL_CATEGORIES)
+    item_category[popular_item[specific]] = popular_category[specific]
+    item_category[silver_item[silver_item >= 0]] = silver_category   # silver/items is the authority
     save("item_category", item_category)
 
-    users = _Vocabulary(topk[USER_ID])
-    user_codes = users.codes(topk[USER_ID])
+    users = _Vocabulary([topk[USER_ID]])
+    (user_codes,) = users.compact(users.codes(topk[USER_ID]))
     order, offsets = _csr(user_codes, _np(topk[RANK], np.int64), len(users))
+    del user_codes
     save("users", users.fixed)
     save("user_offsets", offsets)
-    save("user_items", items.codes(topk[ITEM_ID])[order])
+    save("user_items", user_item[order])
     save("user_scores", scores(topk, order))
-    models = _Vocabulary(topk[MODEL].fill_null(published.model))
-    model_codes = models.codes(topk[MODEL].fill_null(published.model))[order]
-    save("user_model", model_codes[offsets[:-1]].astype(np.uint8))   # every user has >= 1 row: first row's model
+    model_column = topk[MODEL].fill_null(published.model) if topk[MODEL].null_count else topk[MODEL]
+    models = _Vocabulary([model_column])
+    (model_codes,) = models.compact(models.codes(model_column))
+    save("user_model", model_codes[order[offsets[:-1]]].astype(np.uint8))     # the model of a user's first row
     user_rows = int(offsets[-1])
-    del topk, user_codes, order
+    del topk, order, user_item
 
-    methods = sorted(set(similar[METHOD].unique().to_pylist()))
-    for method in methods:
+    methods = _Vocabulary([similar[METHOD]])
+    (method_codes,) = methods.compact(methods.codes(similar[METHOD]))
+    similar_rank, similar_score = _np(similar[RANK], np.int64), scores(similar, slice(None))
+    kept_methods = []
+    for code, raw in enumerate(methods.fixed.tolist()):
+        method = raw.decode("utf-8")
         if not _SAFE_DIR.match(method):
             log.warning("skipping similar-items method with an unsafe name: %r", method)
             continue
-        rows = similar.filter(pc.equal(similar[METHOD], method))
-        order, offsets = _csr(items.codes(rows[ITEM_ID]), _np(rows[RANK], np.int64), n_items)
+        rows = np.flatnonzero(method_codes == code)
+        order, offsets = _csr(similar_key[rows], similar_rank[rows], n_items)
         save(f"similar_{method}_offsets", offsets)
-        save(f"similar_{method}_items", items.codes(rows[SIMILAR_ASIN])[order])
-        save(f"similar_{method}_scores", scores(rows, order))
+        save(f"similar_{method}_items", similar_item[rows][order])
+        save(f"similar_{method}_scores", similar_score[rows][order])
+        kept_methods.append(method)
 
-    order, offsets = _csr(categories.codes(popular[CATEGORY]), _np(popular[RANK], np.int64), len(categories))
+    order, offsets = _csr(popular_category, _np(popular[RANK], np.int64), len(categories))
     save("popular_offsets", offsets)
-    save("popular_items", items.codes(popular[ITEM_ID])[order])
+    save("popular_items", popular_item[order])
     save("popular_scores", scores(popular, order))
 
     return {"users": len(users), "items": n_items, "categories": len(categories), "user_rows": user_rows,
-            "methods": [m for m in methods if _SAFE_DIR.match(m)],
-            "models": [m.decode("utf-8") for m in models.fixed.tolist()]}
+            "methods": kept_methods, "models": [m.decode("utf-8") for m in models.fixed.tolist()]}
 
 
 @contextmanager

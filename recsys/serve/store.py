@@ -55,18 +55,24 @@ class SnapshotStore:
 
     # --- start-up and polling ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Load (building first if needed, synchronously) the current version and the deny-list.
+    def start(self, wait_for_build: bool = True) -> None:
+        """Load the deny-list and the current version's snapshot; build it first if missing.
 
-        Failure leaves the store not ready (``/ready`` answers 503) and polling will try again.
+        ``wait_for_build=False`` (gunicorn workers) builds in the background instead, so a worker never blocks in
+        start-up past gunicorn's timeout; ``/ready`` answers 503 until the snapshot is loaded. Failures leave the
+        store not ready and polling tries again.
         """
         try:
             self._refresh_denylist()
             seen = published_log_version(self.warehouse)
             published = read_published(self.warehouse)
-            if published is not None:
+            if published is None:
+                self._seen_published = seen
+            elif wait_for_build or is_complete(self.snapshot_dir / folder_name(published.version)):
                 self._install(self._ensure_built(published), published)
-            self._seen_published = seen
+                self._seen_published = seen
+            else:
+                self._start_builder(published, seen)
         except Exception:  # noqa: BLE001 - a broken table must not stop the process; /ready reports it
             self.reload_failures += 1
             self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
@@ -119,6 +125,9 @@ class SnapshotStore:
         if is_complete(folder):             # another worker built it: mapping it takes milliseconds
             self._install_or_retry(folder, published, seen)
             return
+        self._start_builder(published, seen)
+
+    def _start_builder(self, published: Published, seen: int) -> None:
         self._builder = threading.Thread(target=self._build_and_install, args=(published, seen),
                                          name="snapshot-builder", daemon=True)
         self._builder.start()
