@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from recsys.config import SynthSettings
 from recsys.constants import (
-    CATEGORY, ITEM_ID, KIND_ITEMS, KIND_REVIEWS, META_FIELDS, META_PREFIX, REVIEW_FIELDS, TIMESTAMP, USER_ID,
+    CATEGORY, ITEM_ID, KIND_ITEMS, KIND_REVIEWS, META_FIELDS, META_PREFIX, RATING, REVIEW_FIELDS, TIMESTAMP,
+    USER_ID,
 )
 
 # --- output layout -------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ VERIFIED_SHARE = 0.9
 REVIEW_IMAGE_SHARE = 0.08
 BLANK_LINE_SHARE = 0.2                # blank lines added per review line, relative to bad_line_rate
 MAX_STORES_PER_CLUSTER = 400
-GZIP_LEVEL = 6                        # 9 (gzip's default) costs ~2x the time for ~3 % smaller files
+GZIP_LEVEL = 1                        # half the CPU of level 6 for ~20 % larger files: these are test inputs
 
 # Kinds of deliberately broken review lines (each replaces one review line), counted in the summary.
 BAD_KINDS = (
@@ -142,7 +143,7 @@ def _permute_asin_space(value: np.ndarray) -> np.ndarray:
 
 
 def asins(indices: np.ndarray) -> np.ndarray:
-    """Official-looking asins (``<U10``): "B0" + 8 base-36 chars; distinct indices below 36**8 give distinct ids."""
+    """Official-looking asins (``<U10``): "B0" + 8 base-36 chars; distinct indices (< 36**8), distinct ids."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= _ASIN_SPACE):
         raise ValueError("asin index out of range [0, 36**8)")
@@ -243,7 +244,7 @@ _REVIEW_TEXTS = {
         "The {a} {b} is exactly what I needed.<br />Fast shipping too.",
         'My wife says it\u2019s the best "{a}" ever.'),
 }
-_TEXTS_PER_POOL = 12                  # texts per (cluster, rating); review texts mention their item's cluster words
+_TEXTS_PER_POOL = 12                  # texts per (cluster, rating): a review mentions its item's cluster words
 _RATING_TEXT = {r: json.dumps(float(r)) for r in range(1, 6)}
 _BOOL_TEXT = ("false", "true")
 
@@ -318,7 +319,7 @@ class _Catalog:
     variant_count: np.ndarray
     variant_json: list[str]         # pre-encoded asins of every variant
     vocab: list[list[str]]
-    text_json: list[str]            # review texts; pool (cluster, rating) starts at (c * 5 + r - 1) * _TEXTS_PER_POOL
+    text_json: list[str]            # review texts; pool (cluster c, rating r) at (c * 5 + r - 1) * _TEXTS_PER_POOL
     title_json: list[str]           # review titles; ratings r start at title_offset[r]
     title_offset: np.ndarray
     title_count: np.ndarray
@@ -427,7 +428,10 @@ def _draw_items(user_cluster: np.ndarray, own: np.ndarray, catalog: _Catalog, rn
     for k, rows in enumerate(np.split(order, bounds[:-1])):
         pool = catalog.cluster_items[k]
         if rows.size and pool.size:
-            picks = rng.integers(0, pool.size, rows.size) if uniform else _sample(catalog.cluster_cdf[k], rng, rows.size)
+            if uniform:
+                picks = rng.integers(0, pool.size, rows.size)
+            else:
+                picks = _sample(catalog.cluster_cdf[k], rng, rows.size)
             items[rows] = pool[picks]
     return items
 
@@ -487,11 +491,11 @@ def _bad_line(kind: str, values: dict[str, Any], rng: random.Random) -> str:
         return json.dumps(list(values.values()))
     broken = dict(values)
     if kind == "rating_zero":
-        broken["rating"] = 0.0
+        broken[RATING] = 0.0
     elif kind == "rating_six":
-        broken["rating"] = 6.0
+        broken[RATING] = 6.0
     elif kind == "rating_nan":
-        broken["rating"] = "NaN"
+        broken[RATING] = "NaN"
     elif kind == "missing_user_id":
         del broken[USER_ID]
     elif kind == "timestamp_string":
@@ -634,9 +638,9 @@ def _write_chunk(start: int, end: int, counts: np.ndarray, user_cluster: np.ndar
         counts_of = files[c]
         counts_of.rows += int(good_per_cat[c])
         counts_of.blank_lines += int(blank_per_cat[c])
-        for j, name in enumerate(BAD_KINDS):
-            if bad_per_cat[c * len(BAD_KINDS) + j]:
-                counts_of.bad_lines[name] = counts_of.bad_lines.get(name, 0) + int(bad_per_cat[c * len(BAD_KINDS) + j])
+        for name, found in zip(BAD_KINDS, bad_per_cat[c * len(BAD_KINDS):(c + 1) * len(BAD_KINDS)].tolist()):
+            if found:
+                counts_of.bad_lines[name] = counts_of.bad_lines.get(name, 0) + found
 
     keys = user[good] * catalog.size + items[good]
     tally.repeated += int(keys.size - np.unique(keys).size)
@@ -672,7 +676,8 @@ def _meta_row(item: int, catalog: _Catalog, category: str, stores: list[list[str
         "title": f"{store.split(' ')[0]} {a} {b} {noun}{spec}",
         "average_rating": round((total + unseen * quality) / (seen + unseen), 1),
         "rating_number": seen + unseen,
-        "features": [f"{w} {noun.lower()} made for everyday use." for w in rng.sample(words, rng.choice((0, 2, 3, 4, 5)))],
+        "features": [f"{w} {noun.lower()} made for everyday use."
+                     for w in rng.sample(words, rng.choice((0, 2, 3, 4, 5)))],
         "description": [] if rng.random() < 0.7 else [f"The {a} {c} {noun.lower()} you have been waiting for."],
         "price": _price(rng),
         "images": _meta_images(codes[: 2 * rng.choice((1, 2, 3, 4, 5, 5, 6, 6, 7, 8))], rng),
@@ -688,8 +693,8 @@ def _meta_row(item: int, catalog: _Catalog, category: str, stores: list[list[str
     return {name: values[name] for name in META_FIELDS}
 
 
-def _write_meta(out_dir: Path, categories: list[str], catalog: _Catalog, tally: _Tally,
-                rng: np.random.Generator) -> dict[str, FileCounts]:
+def _write_meta(meta_sinks: list[_GzipText], truth_sink: _GzipText, categories: list[str], catalog: _Catalog,
+                tally: _Tally, rng: np.random.Generator) -> dict[str, FileCounts]:
     """Meta and item-truth files; stores are per cluster, so brands carry the cluster signal too."""
     text_rng = random.Random(int(rng.integers(0, 2 ** 63)))
     taken = {word for words in catalog.vocab for word in words}
@@ -697,25 +702,22 @@ def _write_meta(out_dir: Path, categories: list[str], catalog: _Catalog, tally: 
                           text_rng, taken)
     stores = [[word + text_rng.choice(_STORE_SUFFIXES) for word in words] for words in names]
     files = {meta_file(c): FileCounts(kind=KIND_ITEMS, category=c) for c in categories}
-    paths = [out_dir / meta_file(c) for c in categories] + [out_dir / TRUTH_DIR / ITEMS_TRUTH]
     block = 10_000
-    with _sinks(paths) as sinks:
-        *meta_sinks, truth_sink = sinks
-        truth_sink.write(f"{ITEM_ID},{CLUSTER},{CATEGORY}\n")
-        for first in range(0, catalog.size, block):
-            last = min(first + block, catalog.size)
-            codes = _image_codes(rng, 16 * (last - first))       # up to 8 images x (thumb/large, hi_res)
-            out: list[list[str]] = [[] for _ in categories]
-            for item in range(first, last):
-                c = int(catalog.category[item])
-                row = _meta_row(item, catalog, categories[c], stores, tally,
-                                codes[16 * (item - first):16 * (item - first + 1)], text_rng)
-                out[c].append(json.dumps(row) + "\n")
-            for c, lines in enumerate(out):
-                meta_sinks[c].write("".join(lines))
-                files[meta_file(categories[c])].rows += len(lines)
-            truth_sink.write("".join(f"{catalog.parent_ids[i]},{int(catalog.cluster[i])},"
-                                     f"{categories[int(catalog.category[i])]}\n" for i in range(first, last)))
+    truth_sink.write(f"{ITEM_ID},{CLUSTER},{CATEGORY}\n")
+    for first in range(0, catalog.size, block):
+        last = min(first + block, catalog.size)
+        codes = _image_codes(rng, 16 * (last - first))       # up to 8 images x (thumb/large, hi_res)
+        out: list[list[str]] = [[] for _ in categories]
+        for item in range(first, last):
+            c = int(catalog.category[item])
+            row = _meta_row(item, catalog, categories[c], stores, tally,
+                            codes[16 * (item - first):16 * (item - first + 1)], text_rng)
+            out[c].append(json.dumps(row) + "\n")
+        for c, lines in enumerate(out):
+            meta_sinks[c].write("".join(lines))
+            files[meta_file(categories[c])].rows += len(lines)
+        truth_sink.write("".join(f"{catalog.parent_ids[i]},{int(catalog.cluster[i])},"
+                                 f"{categories[int(catalog.category[i])]}\n" for i in range(first, last)))
     return files
 
 
@@ -772,19 +774,22 @@ def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | N
 
     files = [FileCounts(kind=KIND_REVIEWS, category=c) for c in categories]
     tally = _Tally(item_reviews=np.zeros(catalog.size, np.int64), item_rating_sum=np.zeros(catalog.size))
-    paths = [out_dir / reviews_file(c) for c in categories] + [out_dir / TRUTH_DIR / USERS_TRUTH]
-    with _sinks(paths) as sinks, tqdm(total=settings.reviews, unit="review", disable=not progress,
-                                      desc="synth reviews") as bar:
-        *review_sinks, users_sink = sinks
+    n_cat = len(categories)
+    paths = ([out_dir / reviews_file(c) for c in categories] + [out_dir / meta_file(c) for c in categories]
+             + [out_dir / TRUTH_DIR / USERS_TRUTH, out_dir / TRUTH_DIR / ITEMS_TRUTH])
+    # All files are committed together at the end: a failed run leaves the previous dump (or nothing).
+    with _sinks(paths) as sinks:
+        review_sinks, meta_sinks, (users_sink, items_sink) = sinks[:n_cat], sinks[n_cat:2 * n_cat], sinks[-2:]
         users_sink.write(f"{USER_ID},{CLUSTER}\n")
-        for number, (start, end) in enumerate(_chunk_bounds(counts, chunk_size)):
-            # One stream per chunk, keyed by its number: chunks stay independent of each other's draws.
-            rng = np.random.default_rng(np.random.SeedSequence(chunks_ss.entropy,
-                                                               spawn_key=(*chunks_ss.spawn_key, number)))
-            bar.update(_write_chunk(start, end, counts, user_cluster, catalog, affinity, repeat_rate,
-                                    bad_line_rate, rng, review_sinks, users_sink, files, tally))
-
-    meta_counts = _write_meta(out_dir, categories, catalog, tally, np.random.default_rng(meta_ss))
+        with tqdm(total=settings.reviews, unit="review", disable=not progress, desc="synth reviews") as bar:
+            for number, (start, end) in enumerate(_chunk_bounds(counts, chunk_size)):
+                # One stream per chunk, keyed by its number: chunks stay independent of each other's draws.
+                rng = np.random.default_rng(np.random.SeedSequence(chunks_ss.entropy,
+                                                                   spawn_key=(*chunks_ss.spawn_key, number)))
+                bar.update(_write_chunk(start, end, counts, user_cluster, catalog, affinity, repeat_rate,
+                                        bad_line_rate, rng, review_sinks, users_sink, files, tally))
+        meta_counts = _write_meta(meta_sinks, items_sink, categories, catalog, tally,
+                                  np.random.default_rng(meta_ss))
     bad_total = {kind: sum(f.bad_lines.get(kind, 0) for f in files) for kind in BAD_KINDS}
     summary = SynthSummary(
         out_dir=str(out_dir), seed=settings.seed, users=settings.users, reviewers=tally.reviewers,

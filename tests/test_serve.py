@@ -22,10 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import given, settings as hsettings, strategies as st
 
 from recsys import constants as C
+from recsys.serve import denylist as denylist_mod
 from recsys.serve import snapshot as snapshot_mod
+from recsys.serve import store as store_mod
 from recsys.serve.app import create_app
 from recsys.serve.denylist import id_hash
 from recsys.serve.events import read_events
@@ -69,44 +71,50 @@ def _score(rank: int) -> float:
     return round(1.0 - rank / 100.0, 2)
 
 
+TOPK_SCHEMA = pa.schema([(C.VERSION, pa.string()), (C.USER_ID, pa.string()), (C.RANK, pa.int32()),
+                         (C.ITEM_ID, pa.string()), (C.SCORE, pa.float64()), (C.MODEL, pa.string())])
+SIMILAR_SCHEMA = pa.schema([(C.VERSION, pa.string()), (C.ITEM_ID, pa.string()), (C.RANK, pa.int32()),
+                            (snapshot_mod.SIMILAR_ASIN, pa.string()), (C.SCORE, pa.float64()),
+                            (snapshot_mod.METHOD, pa.string())])
+POPULAR_SCHEMA = pa.schema([(C.VERSION, pa.string()), (C.CATEGORY, pa.string()), (C.RANK, pa.int32()),
+                            (C.ITEM_ID, pa.string()), (C.SCORE, pa.float64())])
+PUBLISHED_SCHEMA = pa.schema([(C.VERSION, pa.string()), (C.MODEL, pa.string()), (snapshot_mod.RUN_ID, pa.string()),
+                              (snapshot_mod.PUBLISHED_AT, TS), (snapshot_mod.K, pa.int32())])
+DELETIONS_SCHEMA = pa.schema([(denylist_mod.KIND, pa.string()), (denylist_mod.ID_HASH, pa.string()),
+                              (denylist_mod.ID, pa.string()), (C.REASON, pa.string()), ("requested_at", TS),
+                              ("applied_at", TS)])
+
+
+def _rows(schema: pa.Schema, rows: list[tuple]) -> pa.Table:
+    return pa.Table.from_pylist([dict(zip(schema.names, row)) for row in rows], schema=schema)
+
+
 def publish(root: Path, version: str, spec: dict, run_id: str = "run") -> None:
     """Append one version's gold rows, then its ops/published row (the order publish.py commits in)."""
-    topk = [(version, u, r, a, _score(r), spec["model"]) for u, items in spec["topk"].items()
-            for r, a in enumerate(items, 1)]
-    write_deltalake(root / C.RECS_USER_TOPK, pa.table({
-        "version": [t[0] for t in topk], "user_id": [t[1] for t in topk],
-        "rank": pa.array([t[2] for t in topk], pa.int32()), "parent_asin": [t[3] for t in topk],
-        "score": [t[4] for t in topk], "model": [t[5] for t in topk]}), mode="append")
-    sim = [(version, a, r, s, _score(r), m) for (a, m), items in spec["similar"].items()
-           for r, s in enumerate(items, 1)]
-    write_deltalake(root / C.RECS_SIMILAR_ITEMS, pa.table({
-        "version": [t[0] for t in sim], "parent_asin": [t[1] for t in sim],
-        "rank": pa.array([t[2] for t in sim], pa.int32()), "similar_asin": [t[3] for t in sim],
-        "score": [t[4] for t in sim], "method": [t[5] for t in sim]}), mode="append")
-    pop = [(version, c, r, a, _score(r)) for c, items in spec["popular"].items() for r, a in enumerate(items, 1)]
-    write_deltalake(root / C.RECS_POPULAR, pa.table({
-        "version": [t[0] for t in pop], "category": [t[1] for t in pop],
-        "rank": pa.array([t[2] for t in pop], pa.int32()), "parent_asin": [t[3] for t in pop],
-        "score": [t[4] for t in pop]}), mode="append")
-    write_deltalake(root / C.PUBLISHED, pa.table({
-        "version": [version], "model": [spec["model"]], "run_id": [run_id],
-        "published_at": pa.array([spec["published_at"]], TS), "k": pa.array([4], pa.int32())}), mode="append")
+    write_deltalake(root / C.RECS_USER_TOPK, _rows(TOPK_SCHEMA, [
+        (version, u, r, a, _score(r), spec["model"]) for u, items in spec["topk"].items()
+        for r, a in enumerate(items, 1)]), mode="append")
+    write_deltalake(root / C.RECS_SIMILAR_ITEMS, _rows(SIMILAR_SCHEMA, [
+        (version, a, r, s, _score(r), m) for (a, m), items in spec["similar"].items()
+        for r, s in enumerate(items, 1)]), mode="append")
+    write_deltalake(root / C.RECS_POPULAR, _rows(POPULAR_SCHEMA, [
+        (version, c, r, a, _score(r)) for c, items in spec["popular"].items() for r, a in enumerate(items, 1)]),
+        mode="append")
+    write_deltalake(root / C.PUBLISHED, _rows(PUBLISHED_SCHEMA, [
+        (version, spec["model"], run_id, spec["published_at"], 4)]), mode="append")
 
 
 def delete(root: Path, kind: str, ident: str) -> None:
     """Land one ops/deletions row as the deletion job does (items by plain id, users only by hash)."""
-    write_deltalake(root / C.DELETIONS, pa.table({
-        "kind": [kind], "id_hash": [id_hash(SALT, ident)], "id": pa.array([ident if kind == "item" else None],
-                                                                           pa.string()),
-        "reason": ["test"], "requested_at": pa.array([T0], TS), "applied_at": pa.array([None], TS)}),
-        mode="append")
+    write_deltalake(root / C.DELETIONS, _rows(DELETIONS_SCHEMA, [
+        (kind, id_hash(SALT, ident), ident if kind == "item" else None, "test", T0, None)]), mode="append")
 
 
 def make_warehouse(root: Path) -> Path:
     (root / "ops").mkdir(parents=True)
     (root / "ops" / "_salt").write_text(SALT + "\n")
-    write_deltalake(root / C.SILVER_ITEMS, pa.table({"parent_asin": list(SILVER), "category": list(SILVER.values()),
-                                                     "title": [f"title {a}" for a in SILVER]}))
+    write_deltalake(root / C.SILVER_ITEMS, pa.table({C.ITEM_ID: list(SILVER), C.CATEGORY: list(SILVER.values()),
+                                                     C.TITLE: [f"title {a}" for a in SILVER]}))
     publish(root, "v2", V2)
     publish(root, "v1", V1)          # appended last, published earlier: v2 stays current
     delete(root, "item", "I05")
@@ -293,7 +301,7 @@ def test_fuzz_never_5xx_and_always_json(ro_client, template, segment, raw, param
 
 @pytest.mark.parametrize("url", ["/v1/users/U1/recommendations", "/v1/users/NOBODY/recommendations",
                                  "/v1/items/I01/similar", "/v1/popular"])
-@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=40, deadline=None)
 @given(k=st.one_of(st.text(max_size=8), st.integers(-3, 300).map(str)))
 def test_any_k_is_served_or_refused_with_400(ro_client, url, k):
     response = ro_client.get(url, query_string={"k": k})
@@ -325,6 +333,10 @@ def test_metrics_count_requests_and_expose_the_version(client):
     assert samples("recsys_http_request_duration_seconds_bucket", 'endpoint="popular"', 'le="+Inf"') == ["3"]
     assert samples("recsys_snapshot_info", 'version="v2"', 'model="spark_als"') == ["1"]
     assert samples("recsys_denylist_entries", 'kind="item"') == ["1"]
+    for verb in ("BREW", "FOO"):                     # client-chosen methods must not mint new series
+        client.open("/v1/popular", method=verb)
+    lines = client.get("/metrics").get_data(as_text=True).splitlines()
+    assert samples("recsys_http_requests_total", 'method="other"', 'status="405"') == ["2"]
 
 
 # --- deny-list -----------------------------------------------------------------------------------------------
@@ -409,19 +421,40 @@ def test_fixed_width_round_trips_utf8_strings(strings):
     assert [b.decode("utf-8") for b in fixed.tolist()] == strings
 
 
-def test_failed_build_keeps_serving_the_old_version(client, warehouse, monkeypatch):
+def test_version_with_popular_lists_only_serves_everyone_the_fallback(client, warehouse):
+    publish(warehouse, "v4", {"model": "popularity", "published_at": datetime(2024, 4, 1, tzinfo=timezone.utc),
+                              "topk": {}, "similar": {}, "popular": {"__all__": ["I03", "I02"]}})
+    client.get("/health")
+    client.application.extensions["recsys"]["store"].wait_for_builder(20)
+    body = client.get("/v1/users/U1/recommendations").get_json()
+    assert (body["version"], body["source"], items_of_body(body)) == ("v4", "popular", ["I03", "I02"])
+    assert client.get("/v1/items/I02/similar").get_json()["items"] == []
+    assert_json_error(client.get("/v1/items/I01/similar"), 404, "unknown_item")      # only in older versions
+
+
+def test_failed_build_keeps_serving_the_old_version_then_recovers(client, warehouse, monkeypatch):
+    real = snapshot_mod._write_arrays
+
     def broken(*args):
         raise OSError("disk full")
 
+    monkeypatch.setattr(store_mod, "RETRY_AFTER_FAILURE_S", 0.5)
     monkeypatch.setattr(snapshot_mod, "_write_arrays", broken)
     publish(warehouse, "v3", V3)
     store = client.application.extensions["recsys"]["store"]
     client.get("/health")
     store.wait_for_builder(10)
-    r = client.get("/v1/users/U1/recommendations?k=2")
-    assert (r.status_code, r.get_json()["version"]) == (200, "v2")
+    for _ in range(5):                                   # within the back-off: no rebuild storm
+        r = client.get("/v1/users/U1/recommendations?k=2")
+        assert (r.status_code, r.get_json()["version"]) == (200, "v2")
+    store.wait_for_builder(10)
     assert store.reload_failures == 1
     assert not [p for p in store.snapshot_dir.iterdir() if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(snapshot_mod, "_write_arrays", real)      # the cause is fixed
+    time.sleep(0.6)
+    client.get("/health")
+    store.wait_for_builder(20)
+    assert client.get("/v1/users/U1/recommendations?k=2").get_json()["version"] == "v3"
 
 
 def test_background_start_answers_503_until_the_snapshot_is_built(warehouse, monkeypatch):

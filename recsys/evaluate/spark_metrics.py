@@ -78,21 +78,22 @@ def _hit_table(
     truth_type = _array_type(truth, items_col, "truth")
     pred_type = _array_type(predictions, items_col, "predictions")
     relevant = F.array_distinct(
-        F.filter(F.coalesce(F.col("_truth"), F.array().cast(truth_type)), lambda x: x.isNotNull())
+        F.filter(F.coalesce(F.col(items_col), F.array().cast(truth_type)), lambda x: x.isNotNull())
     )
-    ranked = _ranked(F.coalesce(F.col("_pred"), F.array().cast(pred_type)), kmax)
-    joined = truth.select(F.col(user_col), F.col(items_col).alias("_truth")).join(
-        predictions.select(F.col(user_col), F.col(items_col).alias("_pred")), on=user_col, how="left"
-    )
-    rows = joined.select(F.col(user_col), relevant.alias("_rel"), ranked.alias("_ranked")).select(
+    # Dedupe and cut the lists to kmax before the join, so the shuffle moves at most kmax items per user.
+    lists = predictions.select(F.col(user_col), _ranked(F.col(items_col), kmax).alias("_ranked"))
+    relevant_sets = truth.select(F.col(user_col), relevant.alias("_rel"))
+    if not count_empty_truth:
+        relevant_sets = relevant_sets.where(F.size("_rel") > 0)
+    ranked = F.coalesce(F.col("_ranked"), F.array().cast(pred_type))
+    return relevant_sets.join(lists, on=user_col, how="left").select(
         F.col(user_col),
         F.filter(
-            F.transform("_ranked", lambda x, i: F.when(F.array_contains(F.col("_rel"), x), i + 1)),
+            F.transform(ranked, lambda x, i: F.when(F.array_contains(F.col("_rel"), x), i + 1)),
             lambda p: p.isNotNull(),
         ).alias(_HITS),
         F.size("_rel").alias(_NREL),
     )
-    return rows if count_empty_truth else rows.where(F.col(_NREL) > 0)
 
 
 def _metric(name: str, k: Column, kmax: int) -> Column:
@@ -162,13 +163,28 @@ def per_user_metrics(
     )
 
 
-def _means(table: DataFrame, ks: tuple[int, ...], names: tuple[str, ...], user_col: str):
-    """The single aggregation: population size and the mean of every metric at every cut-off."""
-    curves = _curves(table, ks, names, user_col)
-    return curves.agg(
-        F.count(F.lit(1)).alias(USERS),
-        *[F.avg(F.col(name)[i]).alias(metric_key(name, k)) for i, k in enumerate(ks) for name in names],
-    ).first()
+def _means(
+    table: DataFrame, ks: tuple[int, ...], names: tuple[str, ...], user_col: str
+) -> tuple[int, dict[tuple[str, int], float]]:
+    """The single aggregation: population size and the mean of every metric at every cut-off.
+
+    Each user's curves are exploded to one row per cut-off and averaged grouped by cut-off: the rows of one
+    user never leave their partition before the partial aggregate, and the plan (and the code Spark
+    generates for it) stays the same size for 1 or 100 cut-offs, where one ``avg`` column per metric and
+    cut-off took seconds of code generation per run.
+    """
+    index = "_k_index"
+    exploded = _curves(table, ks, names, user_col).select(
+        F.posexplode(F.arrays_zip(*[F.col(name) for name in names])).alias(index, "_m")
+    )
+    rows = (
+        exploded.groupBy(index)
+        .agg(F.count(F.lit(1)).alias(USERS), *[F.avg(F.col("_m")[name]).alias(name) for name in names])
+        .collect()
+    )
+    users = int(rows[0][USERS]) if rows else 0
+    means = {(name, ks[row[index]]): _float(row[name]) for row in rows for name in names}
+    return users, {(name, k): means.get((name, k), math.nan) for k in ks for name in names}
 
 
 def ranking_metrics(
@@ -182,14 +198,14 @@ def ranking_metrics(
 ) -> dict[str, float]:
     """Population means of MAP, NDCG, precision, recall, hit rate and MRR at each K, plus ``users``.
 
-    One aggregation over the per-user rows computes everything for all ``ks``. With an empty population
+    One aggregation computes everything for all ``ks`` (see :func:`_means`). With an empty population
     every metric is NaN (undefined) and ``users`` is 0.
     """
     kk = check_ks(ks)
     table = _hit_table(predictions, truth, kk[-1], count_empty_truth, user_col, items_col)
-    row = _means(table, kk, RANKING_METRICS, user_col)
-    result = {metric_key(name, k): _float(row[metric_key(name, k)]) for k in kk for name in RANKING_METRICS}
-    result[USERS] = int(row[USERS])
+    users, means = _means(table, kk, RANKING_METRICS, user_col)
+    result = {metric_key(name, k): value for (name, k), value in means.items()}
+    result[USERS] = users
     return result
 
 
@@ -207,8 +223,8 @@ def metrics_over_k(
     kk = check_ks(ks)
     names = check_metric_names(metrics)
     table = _hit_table(predictions, truth, kk[-1], count_empty_truth, user_col, items_col)
-    row = _means(table, kk, names, user_col)
-    return [{K: k, **{name: _float(row[metric_key(name, k)]) for name in names}} for k in kk]
+    _, means = _means(table, kk, names, user_col)
+    return [{K: k, **{name: means[name, k] for name in names}} for k in kk]
 
 
 def _float(value: float | None) -> float:

@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("recsys.serve.access")
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")   # user ids, asins, categories, request ids, variants
-K_PATTERN = re.compile(r"^[0-9]{1,6}$")
+K_PATTERN = re.compile(r"^[0-9]{1,9}$")          # decimal digits; the cap keeps int() cheap
 FALLBACK_MODEL = "popularity"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -167,7 +168,7 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, PROVIDE_AUTOMATIC_OPTIONS=False)
-    app.url_map.merge_slashes = False          # "//health" is a 404, not an HTML redirect
+    app.url_map.merge_slashes = False          # "/v1//popular" is a JSON 404, not an HTML redirect
     app.extensions["recsys"] = {"store": store, "events": events, "metrics": metrics, "settings": settings}
 
     @app.before_request
@@ -179,11 +180,12 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
     def _finish(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         endpoint = request.endpoint or "unmatched"
-        metrics.observe(endpoint, request.method, response.status_code, elapsed)
+        method = request.method if request.method in KNOWN_METHODS else "other"   # bounded label values
+        metrics.observe(endpoint, method, response.status_code, elapsed)
         if settings.access_log:
             # No path or ids: the path holds user ids, and logs outlive an erasure.
-            access_log.info("request endpoint=%s method=%s status=%d ms=%.3f request_id=%s", endpoint,
-                            request.method, response.status_code, elapsed * 1000.0, g.get("request_id", "-"))
+            access_log.info("request endpoint=%s method=%s status=%d ms=%.3f request_id=%s", endpoint, method,
+                            response.status_code, elapsed * 1000.0, g.get("request_id", "-"))
         return response
 
     @app.errorhandler(ApiError)

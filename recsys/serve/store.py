@@ -26,7 +26,8 @@ from recsys.serve.snapshot import (
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_FAILURE_S = 5.0
+RETRY_AFTER_FAILURE_S = 5.0      # first retry after a failed build/load; doubles per failure in a row ...
+MAX_RETRY_S = 300.0              # ... up to this: a broken publish must not keep both cores busy rebuilding
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class SnapshotStore:
         self._seen_published = -2              # ops/published commit last fully handled (-1 = no table)
         self._builder: threading.Thread | None = None
         self._retry_at = 0.0
+        self._failures_in_row = 0
 
     # --- start-up and polling ----------------------------------------------------------------------------
 
@@ -74,8 +76,7 @@ class SnapshotStore:
             else:
                 self._start_builder(published, seen)
         except Exception:  # noqa: BLE001 - a broken table must not stop the process; /ready reports it
-            self.reload_failures += 1
-            self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+            self._failed()
             log.exception("initial snapshot load failed; serving not ready")
         self._next_check = time.monotonic() + self.settings.reload_interval_s
 
@@ -136,8 +137,7 @@ class SnapshotStore:
         try:
             folder = self._ensure_built(published)
         except Exception:  # noqa: BLE001 - the old snapshot keeps serving
-            self.reload_failures += 1
-            self._retry_at = time.monotonic() + max(RETRY_AFTER_FAILURE_S, self.settings.reload_interval_s)
+            self._failed()
             log.exception("snapshot build failed for version=%s; keeping the current one", published.version)
             return
         self._install_or_retry(folder, published, seen)
@@ -147,9 +147,14 @@ class SnapshotStore:
             self._install(folder, published)
             self._seen_published = seen
         except Exception:  # noqa: BLE001 - e.g. the folder was pruned by a newer build meanwhile
-            self.reload_failures += 1
-            self._retry_at = time.monotonic() + min(RETRY_AFTER_FAILURE_S, self.settings.reload_interval_s)
+            self._failed()
             log.exception("snapshot load failed for version=%s", published.version)
+
+    def _failed(self) -> None:
+        self.reload_failures += 1
+        self._failures_in_row += 1
+        delay = min(MAX_RETRY_S, RETRY_AFTER_FAILURE_S * 2 ** (self._failures_in_row - 1))
+        self._retry_at = time.monotonic() + delay
 
     def _ensure_built(self, published: Published) -> Path:
         folder = self.snapshot_dir / folder_name(published.version)
@@ -168,5 +173,6 @@ class SnapshotStore:
         with self._swap_lock:
             self.state = replace(self.state, snapshot=snapshot)
             self.reloads += 1
+        self._failures_in_row = 0
         log.info("snapshot loaded version=%s model=%s users=%d", snapshot.version, snapshot.model,
                  len(snapshot.users))

@@ -1,0 +1,297 @@
+"""Benchmark the recommendation API at Appliances size: snapshot build, latency, throughput, memory.
+
+Writes synthetic gold tables with delta-rs (default 1.8M users x 20 recommendations, 94K items) under ``--out``,
+builds the serving snapshot in a child process (wall time and peak RSS), starts real gunicorn on 127.0.0.1 with
+the production settings (gthread, 2 workers x 8 threads), drives it with a keep-alive asyncio client at a few
+concurrency levels (bounded: ``--requests`` per level and ``--seconds`` per level), and prints p50/p99 latency,
+req/s and the RSS/PSS of the gunicorn processes from ``/proc/<pid>/smaps_rollup``.
+
+    .venv/bin/python benchmarks/bench_api.py [--users 1800000] [--out /tmp/recsys-bench] [--json]
+
+Goal (2 cores, client on the same machine): p99 < 5 ms at low concurrency, >= 1000 req/s, <= 1.5 GB total.
+Traffic only ever goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from deltalake import write_deltalake
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recsys import constants as C  # noqa: E402
+from recsys.serve.server import gunicorn_command, gunicorn_env  # noqa: E402
+from recsys.serve.settings import ServeSettings  # noqa: E402
+
+HOST = "127.0.0.1"
+VERSION = "bench-v1"
+MODEL = "implicit_als"
+CATEGORIES = ["Appliances", "All_Beauty", "Toys_and_Games", "Home_and_Kitchen"]
+ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", dtype=np.uint8)
+
+
+# --- synthetic tables ------------------------------------------------------------------------------------------
+
+
+def _strings(fixed: np.ndarray) -> pa.Array:
+    """A numpy ``S{w}`` array of full-width strings as an Arrow string array, without Python objects."""
+    n, width = len(fixed), fixed.dtype.itemsize
+    offsets = (np.arange(n + 1, dtype=np.int64) * width)
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(fixed.tobytes())])
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    return _strings(np.full(n, value.encode(), dtype=f"S{len(value)}"))
+
+
+def _random_ids(rng: np.random.Generator, n: int, width: int, prefix: bytes = b"") -> np.ndarray:
+    body = ALPHABET[rng.integers(0, len(ALPHABET), size=(n, width - len(prefix)))]
+    raw = np.concatenate([np.tile(np.frombuffer(prefix, np.uint8), (n, 1)), body], axis=1) if prefix else body
+    return np.ascontiguousarray(raw).view(f"S{width}").ravel()
+
+
+def write_tables(root: Path, users: int, per_user: int, items: int, seed: int = 7) -> tuple[np.ndarray, float]:
+    """Write gold recs tables + ops/published + silver/items; return the user ids and the seconds it took."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    user_ids = rng.permutation(np.unique(_random_ids(rng, users, 28)))   # Amazon-like 28-char ids, unsorted
+    item_ids = np.unique(_random_ids(rng, items, 10, b"B0"))        # 10-char parent_asin
+    n_users, n_items = len(user_ids), len(item_ids)
+    popularity = rng.zipf(1.3, size=n_items * 4) % n_items          # skewed item choice, like real recs
+
+    def topk_batches() -> Iterator[pa.RecordBatch]:
+        block = 100_000
+        for lo in range(0, n_users, block):
+            hi = min(n_users, lo + block)
+            rows = (hi - lo) * per_user
+            picks = popularity[rng.integers(0, len(popularity), size=rows)]
+            yield pa.record_batch({
+                C.VERSION: _constant(VERSION, rows),
+                C.USER_ID: _strings(np.repeat(user_ids[lo:hi], per_user)),
+                C.RANK: pa.array(np.tile(np.arange(1, per_user + 1, dtype=np.int32), hi - lo)),
+                C.ITEM_ID: _strings(item_ids[picks]),
+                C.SCORE: pa.array(np.tile(np.linspace(1.0, 0.5, per_user), hi - lo)),
+                C.MODEL: _constant(MODEL, rows),
+            })
+
+    first = next(topk_batches())
+    write_deltalake(root / C.RECS_USER_TOPK, pa.RecordBatchReader.from_batches(first.schema, topk_batches()),
+                    mode="overwrite")
+    n_sim = 20
+    write_deltalake(root / C.RECS_SIMILAR_ITEMS, pa.table({
+        C.VERSION: _constant(VERSION, n_items * n_sim),
+        C.ITEM_ID: _strings(np.repeat(item_ids, n_sim)),
+        C.RANK: pa.array(np.tile(np.arange(1, n_sim + 1, dtype=np.int32), n_items)),
+        "similar_asin": _strings(item_ids[rng.integers(0, n_items, size=n_items * n_sim)]),
+        C.SCORE: pa.array(np.tile(np.linspace(0.9, 0.1, n_sim), n_items)),
+        "method": _constant("als", n_items * n_sim),
+    }), mode="overwrite")
+    item_category = rng.integers(0, len(CATEGORIES), size=n_items)
+    pop_rows = []
+    for name, members in [("__all__", np.arange(n_items))] + [
+            (c, np.flatnonzero(item_category == i)) for i, c in enumerate(CATEGORIES)]:
+        top = members[:200]
+        pop_rows.append(pa.table({C.VERSION: _constant(VERSION, len(top)), C.CATEGORY: _constant(name, len(top)),
+                                  C.RANK: pa.array(np.arange(1, len(top) + 1, dtype=np.int32)),
+                                  C.ITEM_ID: _strings(item_ids[top]),
+                                  C.SCORE: pa.array(np.linspace(1.0, 0.0, len(top)))}))
+    write_deltalake(root / C.RECS_POPULAR, pa.concat_tables(pop_rows), mode="overwrite")
+    write_deltalake(root / C.SILVER_ITEMS, pa.table({
+        C.ITEM_ID: _strings(item_ids), C.CATEGORY: pa.array([CATEGORIES[i] for i in item_category])}),
+        mode="overwrite")
+    write_deltalake(root / C.PUBLISHED, pa.table({
+        C.VERSION: [VERSION], C.MODEL: [MODEL], "run_id": ["bench"],
+        "published_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
+        "k": pa.array([per_user], pa.int32())}), mode="overwrite")
+    return user_ids, time.perf_counter() - started
+
+
+# --- measuring -----------------------------------------------------------------------------------------------
+
+
+def build_snapshot_timed(root: Path, snapshot_dir: Path) -> dict[str, float]:
+    """Build in a child process (as a worker would): wall seconds and the child's peak RSS."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "recsys.serve.snapshot", "--warehouse", str(root),
+                    "--snapshot-dir", str(snapshot_dir)], check=True, capture_output=True)
+    wall = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    folder = snapshot_dir / VERSION
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    return {"build_seconds": round(wall, 2), "build_peak_rss_mb": round(peak_kb / 1024, 1),
+            "snapshot_mb": round(size / 2**20, 1)}
+
+
+def _memory(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value)
+    return fields
+
+
+def gunicorn_memory(master: int) -> dict[str, object]:
+    children = [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    per = {pid: _memory(pid) for pid in [master, *children]}
+    mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
+    return {"workers": len(children),
+            "rss_mb_total": mb(sum(m["Rss"] for m in per.values())),
+            "pss_mb_total": mb(sum(m["Pss"] for m in per.values())),
+            "private_mb_per_worker": [mb(per[c]["Private_Clean"] + per[c]["Private_Dirty"]) for c in children],
+            "rss_mb_per_worker": [mb(per[c]["Rss"]) for c in children]}
+
+
+async def _client(port: int, paths: list[bytes], deadline: float, latencies: list[float], errors: list[int],
+                  budget: list[int]) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    i = 0
+    try:
+        while budget[0] > 0 and time.perf_counter() < deadline:
+            budget[0] -= 1
+            path = paths[i % len(paths)]
+            i += 1
+            started = time.perf_counter()
+            writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                errors.append(status)
+            if b"connection: close" in head.lower():
+                writer.close()
+                reader, writer = await asyncio.open_connection(HOST, port)
+    finally:
+        writer.close()
+
+
+async def load(port: int, paths: list[bytes], connections: int, requests: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors: list[int] = []
+    budget = [requests]
+    started = time.perf_counter()
+    await asyncio.gather(*[_client(port, paths[c::connections], started + seconds, latencies, errors, budget)
+                           for c in range(connections)])
+    wall = time.perf_counter() - started
+    ms = np.array(latencies) * 1000.0
+    return {"connections": connections, "requests": len(ms), "errors": len(errors), "seconds": round(wall, 2),
+            "req_per_s": round(len(ms) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p90_ms": round(float(np.percentile(ms, 90)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "max_ms": round(float(ms.max()), 3)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> float:
+    import http.client
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError("gunicorn exited during start-up")
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=2)
+            conn.request("GET", "/ready")
+            if conn.getresponse().status == 200:
+                return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("API not ready")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/recsys-bench"))
+    parser.add_argument("--users", type=int, default=1_800_000)
+    parser.add_argument("--per-user", type=int, default=20)
+    parser.add_argument("--items", type=int, default=94_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--connections", default="1,8,32", help="concurrency levels, comma-separated")
+    parser.add_argument("--requests", type=int, default=20_000, help="max requests per level")
+    parser.add_argument("--seconds", type=float, default=15.0, help="max seconds per level")
+    parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="reuse the tables already under --out")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    root, snapshot_dir = args.out / "warehouse", args.out / "snapshots"
+    report: dict[str, object] = {"users": args.users, "per_user": args.per_user, "items": args.items}
+    if args.reuse and (root / C.PUBLISHED / "_delta_log").is_dir():
+        user_ids = None
+    else:
+        shutil.rmtree(args.out, ignore_errors=True)
+        user_ids, seconds = write_tables(root, args.users, args.per_user, args.items)
+        report["tables_write_seconds"] = round(seconds, 1)
+    shutil.rmtree(snapshot_dir, ignore_errors=True)
+    report.update(build_snapshot_timed(root, snapshot_dir))
+    print(f"snapshot: {report}", file=sys.stderr)
+    if user_ids is None:
+        user_ids = np.load(snapshot_dir / VERSION / "users.npy", mmap_mode="r")
+    rng = np.random.default_rng(1)
+    known = [b"/v1/users/" + u + b"/recommendations?k=10" for u in
+             np.asarray(user_ids)[rng.integers(0, len(user_ids), 20_000)].tolist()]
+    unknown = [b"/v1/users/UNKNOWN%05d/recommendations?k=10" % i for i in range(2_000)]
+    paths = known + unknown                   # ~9 % cold users (popular fallback)
+    rng.shuffle(paths)
+
+    port = _free_port()
+    settings = ServeSettings(host=HOST, port=port, workers=args.workers, threads=args.threads,
+                             snapshot_dir=snapshot_dir, events_dir=args.out / "events",
+                             access_log=not args.no_access_log)
+    log_path = args.out / "gunicorn.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(gunicorn_command(settings), env=gunicorn_env(root, settings), stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        report["ready_seconds"] = round(_wait_ready(port, proc, 120), 2)
+        asyncio.run(load(port, paths, 4, 2_000, 5))                       # warm the page cache and workers
+        levels = []
+        for connections in (int(c) for c in args.connections.split(",")):
+            levels.append(asyncio.run(load(port, paths, connections, args.requests, args.seconds)))
+            print(json.dumps(levels[-1]), file=sys.stderr)
+        report["levels"] = levels
+        report["memory"] = gunicorn_memory(proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        for key, value in report.items():
+            if key != "levels":
+                print(f"{key}: {value}")
+        print(f"{'conns':>5} {'reqs':>6} {'errors':>6} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}")
+        for lv in report["levels"]:
+            print(f"{lv['connections']:>5} {lv['requests']:>6} {lv['errors']:>6} {lv['req_per_s']:>8} "
+                  f"{lv['p50_ms']:>7} {lv['p90_ms']:>7} {lv['p99_ms']:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Spark MLlib ALS with implicit feedback (Hu–Koren–Volinsky), trained on the interaction weights w.
+
+Spark scales the regularisation by each user's/item's number of ratings (ALS-WR), implicit does not;
+the same ``regularization`` value therefore means more shrinkage here — tune each on its own.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys.models.factors import FactorModel
+from recsys.models.params import ALSParams
+
+
+def fit(interactions: DataFrame, params: ALSParams, items: DataFrame | None = None) -> FactorModel:
+    """Fit on (user_idx, item_idx, weight); ``items`` is unused (one signature for every model)."""
+    from pyspark import StorageLevel
+    from pyspark.ml.recommendation import ALS
+
+    spark = interactions.sparkSession
+    ratings = interactions.select(C.USER_IDX, C.ITEM_IDX, F.col("weight").cast("float").alias("weight"))
+    ratings = ratings.persist(StorageLevel.MEMORY_AND_DISK)
+    blocks = params.num_blocks or max(2, spark.sparkContext.defaultParallelism)
+    als = ALS(rank=params.factors, maxIter=params.iterations, regParam=params.regularization, alpha=params.alpha,
+              implicitPrefs=True, userCol=C.USER_IDX, itemCol=C.ITEM_IDX, ratingCol="weight",
+              coldStartStrategy="drop", nonnegative=False, seed=params.seed, checkpointInterval=5,
+              numUserBlocks=blocks, numItemBlocks=blocks)
+    try:
+        start = time.perf_counter()
+        model = als.fit(ratings)
+        # Materialise the factors once while the ratings are still cached.
+        users = model.userFactors.persist(StorageLevel.MEMORY_AND_DISK)
+        items_f = model.itemFactors.persist(StorageLevel.MEMORY_AND_DISK)
+        users.count(), items_f.count()
+        seconds = time.perf_counter() - start
+    finally:
+        ratings.unpersist()
+    return FactorModel(name="spark_als", params=params.model_dump(), user_factors=users, item_factors=items_f,
+                       seen=interactions.select(C.USER_IDX, C.ITEM_IDX), info={"train_seconds": round(seconds, 3)})
