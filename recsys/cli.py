@@ -82,6 +82,61 @@ def _pipeline(args, settings: Settings) -> int:
     return 0
 
 
+@command("features")
+def _features(args, settings: Settings) -> int:
+    from recsys.features import build_features
+
+    _print_json(build_features(_spark(settings), settings.warehouse, settings.features))
+    return 0
+
+
+@command("train")
+def _train(args, settings: Settings) -> int:
+    from recsys import registry
+    from recsys.train import train
+
+    run_id = args.run_id or registry.new_run_id()
+    params = json.loads(args.params) if args.params else None
+    models = args.model or settings.train.models
+    _print_json([train(_spark(settings), settings, m, run_id, params) for m in models])
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args, settings: Settings) -> int:
+    from recsys.evaluate.runner import evaluate_run
+
+    result = evaluate_run(_spark(settings), settings, args.run_id)
+    _print_json({k: v for k, v in result.items()})
+    return 0
+
+
+@command("publish")
+def _publish(args, settings: Settings) -> int:
+    from recsys.publish import publish
+
+    _print_json(publish(_spark(settings), settings, version=args.version))
+    return 0
+
+
+@command("runs")
+def _runs(args, settings: Settings) -> int:
+    from recsys.registry import best_per_model, list_runs
+
+    runs = list_runs(_spark(settings), settings.warehouse)
+    if args.json:
+        print(json.dumps(runs, default=str))
+        return 0
+    metric = settings.evaluate.primary_metric
+    print(f"{'run_id':<30} {'model':<14} {'stage':<10} {metric:>9} {'train s':>8}")
+    for r in runs:
+        print(f"{r['run_id']:<30} {r['model']:<14} {r['stage']:<10} {r['metrics'].get(metric, float('nan')):>9.4f} "
+              f"{r['train_seconds'] or 0:>8.2f}")
+    print("best per model: " + ", ".join(f"{m}={r['metrics'][metric]:.4f} ({r['run_id']})"
+                                         for m, r in sorted(best_per_model(runs, metric).items())))
+    return 0
+
+
 @command("tables")
 def _tables(args, settings: Settings) -> int:
     from recsys.tables import describe_table, find_tables
@@ -112,7 +167,8 @@ def _metrics(args, settings: Settings) -> int:
 def _serve(args, settings: Settings) -> int:
     from recsys.serve.server import run_server
 
-    return run_server(settings.warehouse, port=args.port, workers=args.workers, threads=args.threads) or 0
+    return run_server(settings.warehouse, port=args.port, workers=args.workers, threads=args.threads,
+                      settings=settings.serve) or 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reviews", type=int)
     p.add_argument("--categories", help="comma-separated, e.g. Appliances,All_Beauty")
     p.add_argument("--seed", type=int)
-    p.add_argument("--bad-line-rate", type=float, default=0.0, help="share of review lines to break on purpose")
+    p.add_argument("--bad-line-rate", type=float, help="share of review lines to break on purpose")
     p.add_argument("--quiet", action="store_true")
 
     p = add("ingest", "raw dump → bronze/quarantine → silver", source=True)
@@ -144,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bronze-only", action="store_true", help="stop after bronze/quarantine")
     add("build-silver", "bronze → silver (MERGE)")
     add("pipeline", "every step in order, locally", source=True)
+    add("features", "silver → gold: id vocabularies, confidence, split labels")
+    p = add("train", "train candidate models of a run and register them")
+    p.add_argument("--model", action="append", help="model to train (repeatable; default: conf train.models)")
+    p.add_argument("--run-id", help="run to add the models to (default: a new run)")
+    p.add_argument("--params", help='JSON hyper-parameters, e.g. \'{"factors": 32}\'')
+    p = add("evaluate", "evaluate every candidate of a run, promote the best, write the report")
+    p.add_argument("--run-id", required=True)
+    p = add("publish", "publish the production model's top-K tables as a new version")
+    p.add_argument("--version", help="version label (default: a new timestamp)")
+    p = add("runs", "list runs (params, metrics, stage) and the best per model")
+    p.add_argument("--json", action="store_true")
     p = add("tables", "each Delta table under the warehouse: version, rows, files")
     p.add_argument("--json", action="store_true")
 
@@ -155,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = add("serve", "serve the published recommendations over HTTP (gunicorn)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--port", type=int, help="default from conf (serve.port: 8000)")
+    p.add_argument("--workers", type=int, help="gunicorn gthread workers (default from conf)")
+    p.add_argument("--threads", type=int, help="threads per worker (default from conf)")
     return parser
 
 

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from recsys.serve.settings import ServeSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "default.yaml"
 
@@ -72,6 +74,40 @@ class FeatureSettings(BaseModel):
     split: SplitSettings = Field(default_factory=SplitSettings)
 
 
+class TrainSettings(BaseModel):
+    """Which models a run trains and with which hyper-parameters (one shared space for both ALS)."""
+
+    models: list[str] = Field(default_factory=lambda: ["spark_als", "implicit_als", "popularity", "content"])
+    params: dict[str, dict[str, Any]] = Field(default_factory=lambda: {
+        "spark_als": {"factors": 16, "regularization": 0.05, "alpha": 10.0, "iterations": 15},
+        "implicit_als": {"factors": 16, "regularization": 0.05, "alpha": 10.0, "iterations": 15},
+        "popularity": {},
+        "content": {"dims": 64},
+    })
+    fit_splits: list[str] = Field(default_factory=lambda: ["train", "valid"])   # evaluated on "test"
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+
+
+class EvaluateSettings(BaseModel):
+    ks: list[int] = Field(default_factory=lambda: [10, 20])
+    curve_max_k: int = Field(100, ge=1)        # MAP@K and recall@K curves over K = 1..curve_max_k in the report
+    primary_metric: str = "map@10"            # what promotion compares
+    promotion_tolerance: float = Field(0.0, ge=0)   # a candidate may be this much (absolute) worse than production
+
+
+class PublishSettings(BaseModel):
+    k: int = Field(20, ge=1)                   # list length served
+    spare: int = Field(10, ge=0)               # extra candidates kept per user to backfill after item deletions
+    similar_k: int = Field(20, ge=1)
+    popular_k: int = Field(100, ge=1)
+    refit_on_all: bool = True                  # refit the promoted model on train+valid+test before publishing
+    keep_versions: int = Field(3, ge=1)        # published versions kept in gold/recs_* (older rows are removed)
+
+
 class SynthSettings(BaseModel):
     users: int = Field(2000, ge=1)
     items: int = Field(300, ge=1)
@@ -79,6 +115,10 @@ class SynthSettings(BaseModel):
     categories: list[str] = Field(default_factory=lambda: ["Appliances", "All_Beauty", "Toys_and_Games"])
     clusters: int = Field(8, ge=1)
     seed: int = 42
+    affinity: float = Field(0.8, ge=0, le=1)       # share of a user's reviews inside their own cluster
+    repeat_rate: float = Field(0.015, ge=0, le=1)  # share of reviews that repeat an earlier (user, item) pair
+    chunk_size: int = Field(100_000, ge=1)         # reviews generated per vectorised chunk (output depends on it)
+    bad_line_rate: float = Field(0.0, ge=0, lt=1)  # share of review lines broken on purpose (quarantine demos)
 
     @field_validator("categories", mode="before")
     @classmethod
@@ -97,7 +137,11 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @classmethod
     def settings_customise_sources(

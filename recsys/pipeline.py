@@ -1,22 +1,38 @@
-"""Every step in order, in one local Spark session (`recsys pipeline`); the DAG runs the same steps
-as separate spark-submit jobs."""
+"""Every step in order, in one local Spark session (``recsys pipeline`` / ``make demo``).
+
+The Airflow DAG runs the same library functions as separate spark-submit jobs; this is the
+single-process path for a laptop or a test.
+"""
 
 from __future__ import annotations
 
+from recsys import registry
 from recsys.config import Settings
+from recsys.evaluate.runner import evaluate_run
+from recsys.features import build_features
 from recsys.ingest import ingest
 from recsys.logs import step
+from recsys.publish import publish
 from recsys.silver import build_silver
+from recsys.train import train
 
 
-def run_pipeline(spark, settings: Settings) -> dict:
-    """Run the pipeline's steps that exist so far; returns a summary per step."""
-    out: dict[str, object] = {}
-    with step("pipeline", source=str(settings.source), warehouse=str(settings.warehouse)):
+def run_pipeline(spark, settings: Settings, run_id: str | None = None) -> dict:
+    """ingest → silver → features → train every configured model → evaluate/promote → publish."""
+    run_id = run_id or registry.new_run_id()
+    out: dict[str, object] = {"run_id": run_id}
+    with step("pipeline", source=str(settings.source), warehouse=str(settings.warehouse), run_id=run_id):
         report = ingest(spark, settings.source, settings.warehouse, settings.ingest)
         out["ingest"] = report.to_dict()
         if report.failed:
             raise RuntimeError(f"{len(report.failed)} raw file(s) failed to ingest: "
                                + ", ".join(f["path"] for f in report.failed))
         out["silver"] = build_silver(spark, settings.warehouse)
+        out["features"] = build_features(spark, settings.warehouse, settings.features)
+        out["train"] = [train(spark, settings, model, run_id) for model in settings.train.models]
+        evaluation = evaluate_run(spark, settings, run_id)
+        out["evaluate"] = {"decision": evaluation["decision"], "report": evaluation.get("report"),
+                           "metrics": {m: {k: v for k, v in r["metrics"].items() if k.endswith("@10")}
+                                       for m, r in evaluation["models"].items()}}
+        out["publish"] = publish(spark, settings)
     return out

@@ -111,6 +111,38 @@ SPLITS = TableSpec(
     stats_columns=("train",),
 )
 
+RUNS = TableSpec(
+    C.RUNS,
+    "run_id STRING, model STRING, stage STRING, params STRING, metrics MAP<STRING, DOUBLE>, "
+    "train_seconds DOUBLE, split STRING, data_versions STRING, code_version STRING, model_path STRING, "
+    "recorded_at TIMESTAMP",
+    stats_columns=("recorded_at",),
+)
+MODEL_REGISTRY = TableSpec(
+    C.MODEL_REGISTRY,
+    "run_id STRING, model STRING, stage STRING, model_path STRING, params STRING, metric DOUBLE, "
+    "reason STRING, updated_at TIMESTAMP",
+    stats_columns=("updated_at",),
+)
+PUBLISHED = TableSpec(
+    C.PUBLISHED, "version STRING, model STRING, run_id STRING, published_at TIMESTAMP, k INT",
+    stats_columns=("published_at",),
+)
+RECS_USER_TOPK = TableSpec(
+    C.RECS_USER_TOPK,
+    "version STRING, user_id STRING, rank INT, parent_asin STRING, score DOUBLE, model STRING",
+    stats_columns=(C.RANK,),
+)
+RECS_SIMILAR_ITEMS = TableSpec(
+    C.RECS_SIMILAR_ITEMS,
+    "version STRING, parent_asin STRING, rank INT, similar_asin STRING, score DOUBLE, method STRING",
+    stats_columns=(C.RANK,),
+)
+RECS_POPULAR = TableSpec(
+    C.RECS_POPULAR, "version STRING, category STRING, rank INT, parent_asin STRING, score DOUBLE",
+    stats_columns=(C.RANK,),
+)
+
 
 def table_path(warehouse: Path | str, rel: str) -> str:
     """Absolute path of a table; Spark and delta-rs both take plain local paths."""

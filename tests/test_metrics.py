@@ -103,7 +103,7 @@ def _reference(spark, pairs: list[tuple[list, list]]):
         # GC (ResourceWarning): both are Spark's own internals, not our code.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", ResourceWarning)
-        return RankingMetrics(spark.sparkContext.parallelize(pairs, 2))
+        return RankingMetrics(spark.sparkContext.parallelize(pairs, 1))
 
 
 def _reference_metrics(reference, ks) -> dict[str, float]:
@@ -322,16 +322,23 @@ def test_spark_doc_example_matches_numpy_and_rankingmetrics(spark):
     preds, truth = _frame(spark, DOC_PREDICTIONS, "string", "long"), _frame(spark, DOC_TRUTH, "string", "long")
     doc = sm.ranking_metrics(preds, truth, DOC_KS, count_empty_truth=True)
     _assert_same(doc, npm.ranking_metrics(DOC_PREDICTIONS, DOC_TRUTH, DOC_KS, count_empty_truth=True))
-    _assert_same(sm.ranking_metrics(preds, truth, DOC_KS), npm.ranking_metrics(DOC_PREDICTIONS, DOC_TRUTH, DOC_KS))
 
     reference = _reference(spark, [(DOC_PREDICTIONS[u], DOC_TRUTH[u]) for u in DOC_TRUTH])
-    want = _reference_metrics(reference, (1, 2, 3, 5, 10))
-    assert {key: doc[key] for key in want} == pytest.approx(want, abs=1e-9)
     assert doc["map@10"] == pytest.approx(reference.meanAveragePrecision, abs=1e-9)
+    assert doc["map@1"] == pytest.approx(reference.meanAveragePrecisionAt(1), abs=1e-9)
+    assert doc["map@2"] == pytest.approx(reference.meanAveragePrecisionAt(2), abs=1e-9)
+    assert doc["precision@5"] == pytest.approx(reference.precisionAt(5), abs=1e-9)
+    assert doc["recall@5"] == pytest.approx(reference.recallAt(5), abs=1e-9)
+    assert doc["ndcg@3"] == pytest.approx(reference.ndcgAt(3), abs=1e-9)
+    assert doc["ndcg@10"] == pytest.approx(reference.ndcgAt(10), abs=1e-9)
 
-    rows = sm.per_user_metrics(preds, truth, 10).orderBy("user_id").collect()
+    # Our population rule, per user: the empty-truth user "c" is not a row at all.
+    rows = sm.per_user_metrics(preds, truth, [3, 10]).orderBy("user_id").collect()
     assert [r["user_id"] for r in rows] == ["a", "b"]
     assert [r["map@10"] for r in rows] == pytest.approx([float(AP_A), float(AP_B)], abs=1e-12)
+    want = npm.per_user_metrics(DOC_PREDICTIONS, DOC_TRUTH, [3, 10])
+    for key in want.keys() - {"user_id"}:
+        assert [r[key] for r in rows] == pytest.approx(list(want[key]), abs=1e-9), key
 
 
 def test_spark_and_numpy_match_rankingmetrics_on_random_lists(spark):
@@ -341,7 +348,7 @@ def test_spark_and_numpy_match_rankingmetrics_on_random_lists(spark):
     truth = {f"user{u:03d}": rng.sample(range(60), rng.randint(1, 15)) for u in range(300)}
     predictions = {u: rng.sample(range(60), rng.randint(0, 40)) for u in truth if rng.random() < 0.9}
     predictions[next(iter(truth))] = list(range(30))  # first pair non-empty: RankingMetrics infers its schema
-    ks = (1, 3, 10, 30)
+    ks = (1, 10, 40)
     reference = _reference(spark, [(predictions.get(u, []), items) for u, items in truth.items()])
     want = _reference_metrics(reference, ks)
 

@@ -1,0 +1,21 @@
+"""spark-submit jobs/evaluate.py --warehouse DIR --run-id RUN: metrics of every candidate, promotion, report."""
+
+import _bootstrap
+
+
+def main() -> int:
+    p = _bootstrap.parser(__doc__)
+    p.add_argument("--run-id", required=True)
+    args = p.parse_args()
+
+    from recsys.config import load_settings
+    from recsys.evaluate.runner import evaluate_run
+    from recsys.spark import get_spark
+
+    settings = load_settings(warehouse=args.warehouse)
+    evaluate_run(get_spark(settings.spark), settings, args.run_id)
+    return 0
+
+
+if __name__ == "__main__":
+    _bootstrap.run(main)

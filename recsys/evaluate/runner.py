@@ -1,0 +1,126 @@
+"""Evaluate every candidate of a run on the same split with the same code, record the metrics in
+``ops/runs``, apply the promotion rule, and write the side-by-side report.
+
+Protocol: candidates were fitted on ``train.fit_splits`` (default train+valid); each is asked for
+its top-``kmax`` list for every user with ≥1 test interaction, seen (fitted) items excluded; truth is
+the user's test items; users without a list count 0 (DESIGN.md "Metrics").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys import registry
+from recsys import tables as T
+from recsys.config import Settings
+from recsys.evaluate import spark_metrics as SM
+from recsys.evaluate.definitions import ITEMS
+from recsys.logs import step
+from recsys.models import FactorModel
+
+log = logging.getLogger(__name__)
+TEST = "test"
+
+
+def _lists(recs: DataFrame) -> DataFrame:
+    return SM.to_lists(recs, user_col=C.USER_IDX, item_col=C.ITEM_IDX, rank_col=C.RANK)
+
+
+def evaluate_model(model: FactorModel, fit: DataFrame, test: DataFrame, ks: list[int], curve_max_k: int,
+                   catalog_size: int) -> tuple[dict[str, float], list[dict]]:
+    """Metrics at ``ks`` and curves over K = 1..curve_max_k for one model (predictions cached once)."""
+    kmax = max(max(ks), curve_max_k)
+    truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX)
+    preds = _lists(model.recommend(users=truth.select(C.USER_IDX), k=kmax)).cache()
+    try:
+        metrics = SM.ranking_metrics(preds, truth, ks, user_col=C.USER_IDX)
+        for k in ks:
+            metrics.update(SM.beyond_accuracy_metrics(preds, k, catalog_size=catalog_size, train=fit,
+                                                      item_col=C.ITEM_IDX, user_col=C.USER_IDX))
+        curves = SM.metrics_over_k(preds, truth, range(1, curve_max_k + 1), user_col=C.USER_IDX)
+        metrics["popularity_percentile@10"] = popularity_percentile(preds, fit, 10)
+    finally:
+        preds.unpersist()
+    return metrics, curves
+
+
+def popularity_percentile(preds: DataFrame, fit: DataFrame, k: int) -> float:
+    """Mean popularity percentile (0 = least, 1 = most popular item in training) of recommended items:
+    the popularity bias of a model."""
+    counts = fit.groupBy(C.ITEM_IDX).count()
+    ranked = counts.select(C.ITEM_IDX, F.percent_rank().over(Window.orderBy("count")).alias("pct"))
+    slots = preds.select(F.explode(F.slice(ITEMS, 1, k)).alias(C.ITEM_IDX))
+    value = slots.join(ranked, C.ITEM_IDX, "left").agg(F.avg(F.coalesce("pct", F.lit(0.0)))).first()[0]
+    return float(value) if value is not None else float("nan")
+
+
+def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: bool = True) -> dict:
+    """Evaluate all candidates of ``run_id``; promote the best if the rule allows; write the report."""
+    warehouse = settings.warehouse
+    conf = settings.evaluate
+    cands = [c for c in registry.candidates(spark, warehouse, run_id)]
+    if not cands:
+        raise ValueError(f"run {run_id} has no trained models: run the train step first")
+    interactions = T.read_table(spark, warehouse, C.INTERACTIONS)
+    fit = interactions.where(F.col(C.SPLIT).isin(settings.train.fit_splits)).select(C.USER_IDX, C.ITEM_IDX).cache()
+    test = interactions.where(F.col(C.SPLIT) == TEST).select(C.USER_IDX, C.ITEM_IDX).cache()
+    catalog = T.read_table(spark, warehouse, C.ITEM_INDEX).where(~F.col("deleted")).count()
+    data_versions = {C.INTERACTIONS: int(T.describe_table(Path(T.table_path(warehouse, C.INTERACTIONS)))["version"])}
+    results: dict[str, dict] = {}
+    with step("evaluate", run_id=run_id, models=[c[C.MODEL] for c in cands]) as rec:
+        for cand in cands:
+            model = FactorModel.load(spark, cand["model_path"], seen=fit)
+            metrics, curves = evaluate_model(model, fit, test, conf.ks, conf.curve_max_k, catalog)
+            train_seconds = model.info.get("train_seconds")
+            results[cand[C.MODEL]] = {"metrics": metrics, "curves": curves, "train_seconds": train_seconds,
+                                      "params": model.params, "model_path": cand["model_path"]}
+            registry.record_run(spark, warehouse, run_id=run_id, model=cand[C.MODEL], stage=registry.CANDIDATE,
+                                params=model.params, metrics={k: v for k, v in metrics.items() if v == v},
+                                train_seconds=train_seconds, split=TEST, data_versions=data_versions,
+                                model_path=cand["model_path"])
+        decision = promote(spark, settings, run_id, results)
+        rec.update(decision=decision, **{f"{m}.{conf.primary_metric}": r["metrics"].get(conf.primary_metric)
+                                         for m, r in results.items()})
+    fit.unpersist()
+    test.unpersist()
+    out = {"run_id": run_id, "decision": decision,
+           "models": {m: {"metrics": r["metrics"], "train_seconds": r["train_seconds"], "params": r["params"]}
+                      for m, r in results.items()}}
+    if report:
+        from recsys.evaluate.report import write_report
+
+        out["report"] = str(write_report(settings.reports / run_id, out, results))
+    return out
+
+
+def promote(spark: SparkSession, settings: Settings, run_id: str, results: dict[str, dict]) -> dict:
+    """Promotion rule: the run's best model on the primary metric becomes production if it is not worse
+    than the current production model by more than the tolerance (re-measured on this run's split when
+    the production model belongs to another run is out of scope: its recorded metric is used)."""
+    metric = settings.evaluate.primary_metric
+    scored = {m: r["metrics"][metric] for m, r in results.items()
+              if r["metrics"].get(metric) is not None and r["metrics"][metric] == r["metrics"][metric]}
+    if not scored:
+        return {"promoted": None, "reason": f"no model has {metric}"}
+    best = max(sorted(scored), key=lambda m: scored[m])
+    current = registry.production(spark, settings.warehouse)
+    if current and current["metric"] is not None and scored[best] < current["metric"] - settings.evaluate.promotion_tolerance:
+        reason = (f"{best} {metric}={scored[best]:.4f} is worse than production {current['model']} "
+                  f"({current['metric']:.4f}) by more than {settings.evaluate.promotion_tolerance}")
+        return {"promoted": None, "reason": reason}
+    if current:
+        registry.set_stage(spark, settings.warehouse, run_id=current["run_id"], model=current[C.MODEL],
+                           stage=registry.ARCHIVED, model_path=current["model_path"],
+                           params=json.loads(current["params"] or "{}"), metric=current["metric"],
+                           reason=f"superseded by {run_id}/{best}")
+    reason = f"best {metric} of run ({scored[best]:.4f})"
+    registry.set_stage(spark, settings.warehouse, run_id=run_id, model=best, stage=registry.PRODUCTION,
+                       model_path=results[best]["model_path"], params=results[best]["params"],
+                       metric=scored[best], reason=reason)
+    return {"promoted": best, metric: scored[best], "reason": reason}

@@ -1,0 +1,166 @@
+"""Publish: precomputed top-K tables for the production model, as a new version of ``gold/recs_*``.
+
+Atomicity: rows of the new version are written first (each table replaces only that version's rows,
+so a rerun of the same version is idempotent), then the publish gate runs, and only then is the
+version appended to ``ops/published`` — the pointer the API follows. A crash or a failed gate before
+that append leaves the previous version serving. Older versions beyond ``keep_versions`` are removed
+afterwards.
+
+Per user: K + ``spare`` items (the spares let the API and deletions backfill lists to K), seen and
+deleted items excluded, ties broken by item index (see :mod:`recsys.models.factors`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys import registry
+from recsys import tables as T
+from recsys.config import Settings
+from recsys.logs import step
+from recsys.models import FactorModel
+from recsys.models.popularity import popular_by_category
+from recsys.train import fit_and_save
+
+log = logging.getLogger(__name__)
+
+ALS_MODELS = ("spark_als", "implicit_als")
+Gate = Callable[[str], None]          # called with the new version; raises to stop the publish
+
+
+def new_version() -> str:
+    return f"v{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+
+
+def _production_model(spark: SparkSession, settings: Settings, seen: DataFrame) -> tuple[dict, FactorModel]:
+    prod = registry.production(spark, settings.warehouse)
+    if prod is None:
+        raise LookupError("no production model in ops/model_registry: run train and evaluate first")
+    if not settings.publish.refit_on_all:
+        return prod, FactorModel.load(spark, prod["model_path"], seen=seen)
+    import json
+
+    path = registry.model_dir(settings.warehouse, prod[C.MODEL], prod["run_id"] + "-all")
+    with step("refit", model=prod[C.MODEL], run_id=prod["run_id"]):
+        model = fit_and_save(spark, settings.warehouse, prod[C.MODEL], json.loads(prod["params"] or "{}"), None, path)
+    model.seen = seen
+    return prod, model
+
+
+def _als_for_similar(spark: SparkSession, settings: Settings, prod: dict, model: FactorModel) -> FactorModel | None:
+    """Item-to-item neighbours from ALS factors: the production model if it is an ALS, else the run's ALS."""
+    if prod[C.MODEL] in ALS_MODELS:
+        return model
+    for cand in registry.candidates(spark, settings.warehouse, prod["run_id"]):
+        if cand[C.MODEL] in ALS_MODELS:
+            return FactorModel.load(spark, cand["model_path"])
+    return None
+
+
+def _content_for_similar(spark: SparkSession, settings: Settings, prod: dict, model: FactorModel) -> FactorModel | None:
+    if prod[C.MODEL] == "content":
+        return model
+    for cand in registry.candidates(spark, settings.warehouse, prod["run_id"]):
+        if cand[C.MODEL] == "content":
+            return FactorModel.load(spark, cand["model_path"])
+    return None
+
+
+def _write_version(df: DataFrame, path: str, version: str, sort_by: tuple[str, ...]) -> None:
+    """Replace the rows of ``version`` in the table at ``path``; each key's rows are written together
+    and in rank order (the serving snapshot then builds in one linear pass)."""
+    from recsys.ingest import sql_literal
+
+    (df.repartition(max(1, df.sparkSession.sparkContext.defaultParallelism), sort_by[0])
+     .sortWithinPartitions(*sort_by)
+     .write.format("delta").mode("overwrite").option("replaceWhere", f"version = {sql_literal(version)}")
+     .save(path))
+
+
+def publish(spark: SparkSession, settings: Settings, *, version: str | None = None, gate: Gate | None = None) -> dict:
+    """Publish the production model's lists as ``version`` (default: a new timestamped version)."""
+    warehouse = settings.warehouse
+    conf = settings.publish
+    version = version or new_version()
+    with step("publish", version=version) as rec:
+        interactions = T.read_table(spark, warehouse, C.INTERACTIONS)
+        seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
+        item_index = T.read_table(spark, warehouse, C.ITEM_INDEX)
+        users = T.read_table(spark, warehouse, C.USER_INDEX)
+        deleted = [r[C.ITEM_IDX] for r in item_index.where(F.col("deleted")).select(C.ITEM_IDX).collect()]
+        prod, model = _production_model(spark, settings, seen)
+        asin = item_index.select(C.ITEM_IDX, C.ITEM_ID)
+        rec.update(model=prod[C.MODEL], run_id=prod["run_id"], deleted_items=len(deleted))
+
+        recs = (model.recommend(k=conf.k + conf.spare, exclude_items=deleted)
+                .join(users, C.USER_IDX).join(asin, C.ITEM_IDX)
+                .select(F.lit(version).alias(C.VERSION), C.USER_ID, C.RANK, C.ITEM_ID,
+                        F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(prod[C.MODEL]).alias(C.MODEL)))
+        _write_version(recs, T.ensure_table(spark, warehouse, T.RECS_USER_TOPK), version, (C.USER_ID, C.RANK))
+
+        similar_frames = []
+        for method, source in (("als", _als_for_similar(spark, settings, prod, model)),
+                               ("content", _content_for_similar(spark, settings, prod, model))):
+            if source is None:
+                continue
+            sim = source.similar_items(k=conf.similar_k, exclude_items=deleted)
+            similar_frames.append(
+                sim.join(asin, C.ITEM_IDX)
+                .join(asin.select(F.col(C.ITEM_IDX).alias("similar_idx"), F.col(C.ITEM_ID).alias("similar_asin")),
+                      "similar_idx")
+                .select(F.lit(version).alias(C.VERSION), C.ITEM_ID, C.RANK, "similar_asin",
+                        F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(method).alias("method")))
+        if similar_frames:
+            similar = similar_frames[0]
+            for frame in similar_frames[1:]:
+                similar = similar.unionByName(frame)
+            _write_version(similar, T.ensure_table(spark, warehouse, T.RECS_SIMILAR_ITEMS), version,
+                           (C.ITEM_ID, "method", C.RANK))
+
+        popular = (popular_by_category(interactions, item_index, conf.popular_k).join(asin, C.ITEM_IDX)
+                   .select(F.lit(version).alias(C.VERSION), C.CATEGORY, C.RANK, C.ITEM_ID,
+                           F.col(C.SCORE).cast("double").alias(C.SCORE)))
+        _write_version(popular, T.ensure_table(spark, warehouse, T.RECS_POPULAR), version, (C.CATEGORY, C.RANK))
+
+        if gate is not None:
+            gate(version)          # raises on failure: ops/published is not touched, the old version serves
+        published_path = T.ensure_table(spark, warehouse, T.PUBLISHED)
+        spark.createDataFrame([{"version": version, "model": prod[C.MODEL], "run_id": prod["run_id"],
+                                "published_at": datetime.now(timezone.utc), "k": conf.k}],
+                              schema=T.PUBLISHED.ddl).write.format("delta").mode("append").save(published_path)
+        rec["removed_versions"] = prune_versions(spark, warehouse, conf.keep_versions)
+    return {"version": version, "model": prod[C.MODEL], "run_id": prod["run_id"]}
+
+
+def current_version(spark: SparkSession, warehouse: Path) -> str | None:
+    path = Path(T.table_path(warehouse, C.PUBLISHED))
+    if not T.is_delta_table(path):
+        return None
+    row = spark.read.format("delta").load(str(path)).orderBy(F.desc("published_at")).select(C.VERSION).first()
+    return row[0] if row else None
+
+
+def prune_versions(spark: SparkSession, warehouse: Path, keep: int) -> list[str]:
+    """Delete rows of versions older than the ``keep`` most recently published ones."""
+    from delta.tables import DeltaTable
+
+    published = spark.read.format("delta").load(T.table_path(warehouse, C.PUBLISHED))
+    kept = [r[0] for r in published.orderBy(F.desc("published_at")).select(C.VERSION).limit(keep).collect()]
+    removed: set[str] = set()
+    for spec in (T.RECS_USER_TOPK, T.RECS_SIMILAR_ITEMS, T.RECS_POPULAR):
+        path = T.table_path(warehouse, spec.path)
+        if not T.is_delta_table(Path(path)):
+            continue
+        stale = [r[0] for r in spark.read.format("delta").load(path).select(C.VERSION).distinct().collect()
+                 if r[0] not in kept]
+        if stale:
+            DeltaTable.forPath(spark, path).delete(F.col(C.VERSION).isin(stale))
+            removed.update(stale)
+    return sorted(removed)

@@ -1,0 +1,72 @@
+"""Train step: fit one model of a run on the configured splits of gold/interactions, save it under
+``<warehouse>/models/<model>/<run_id>/`` and register it as a candidate.
+
+Each model of a run is an independent call (the DAG runs them in parallel); all of them see the
+same interactions version, recorded with the model for lineage.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys import registry
+from recsys import tables as T
+from recsys.config import Settings
+from recsys.logs import step
+from recsys.models import MODELS, FactorModel, fit_model
+from recsys.models.content import item_text
+
+
+def interactions_version(warehouse: Path) -> int:
+    return int(T.describe_table(Path(T.table_path(warehouse, C.INTERACTIONS)))["version"])
+
+
+def training_data(spark: SparkSession, warehouse: Path, splits: list[str] | None) -> DataFrame:
+    """gold/interactions restricted to ``splits`` (None = every row), cached once for the fit."""
+    df = T.read_table(spark, warehouse, C.INTERACTIONS)
+    if splits:
+        df = df.where(F.col(C.SPLIT).isin(splits))
+    return df.select(C.USER_IDX, C.ITEM_IDX, "weight")
+
+
+def catalog_text(spark: SparkSession, warehouse: Path) -> DataFrame:
+    items = T.read_table(spark, warehouse, C.ITEM_INDEX).where(~F.col("deleted"))
+    return item_text(T.read_table(spark, warehouse, C.SILVER_ITEMS), items)
+
+
+def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict, splits: list[str] | None,
+                 path: Path) -> FactorModel:
+    """Fit ``model`` on ``splits`` and save it to ``path``; returns the fitted model."""
+    data = training_data(spark, warehouse, splits).cache()
+    try:
+        items = catalog_text(spark, warehouse) if model == "content" else None
+        fitted = fit_model(model, data, params, items=items)
+        fitted.info["interactions_version"] = interactions_version(warehouse)
+        fitted.info["fit_splits"] = splits or ["all"]
+        fitted.save(path)
+    finally:
+        data.unpersist()
+    return fitted
+
+
+def train(spark: SparkSession, settings: Settings, model: str, run_id: str, params: dict | None = None) -> dict:
+    """Train one candidate of ``run_id``; returns its registry entry."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    warehouse = settings.warehouse
+    params = {**settings.train.params.get(model, {}), **(params or {})}
+    path = registry.model_dir(warehouse, model, run_id)
+    with step("train", model=model, run_id=run_id, params=params) as rec:
+        start = time.perf_counter()
+        fitted = fit_and_save(spark, warehouse, model, params, settings.train.fit_splits, path)
+        rec.update(train_seconds=fitted.info.get("train_seconds"), wall_seconds=round(time.perf_counter() - start, 3),
+                   path=str(path))
+        registry.set_stage(spark, warehouse, run_id=run_id, model=model, stage=registry.CANDIDATE,
+                           model_path=str(path), params=fitted.params, metric=None,
+                           reason=f"trained on {'+'.join(settings.train.fit_splits)}")
+    return {"run_id": run_id, "model": model, "path": str(path), "train_seconds": fitted.info.get("train_seconds")}
