@@ -15,7 +15,7 @@ WAREHOUSE?= warehouse
 ifeq ($(SCALE),appliances)
   SYNTH_ARGS := --users 1800000 --items 94000 --reviews 2100000
 else
-  SYNTH_ARGS :=
+  SYNTH_ARGS := --bad-line-rate 0.002
 endif
 
 .PHONY: help install jars demo test synth pipeline tables serve bench clean
@@ -50,6 +50,8 @@ demo: install synth pipeline
 	@echo
 	@echo "Synthetic dump:  $(DATA)/"
 	@echo "Delta tables:    $(WAREHOUSE)/   (list them: $(BIN)/recsys tables --warehouse $(WAREHOUSE))"
+	@echo "Runs:            $(BIN)/recsys runs --warehouse $(WAREHOUSE)    report: reports/<run_id>/index.html"
+	@echo "Serve the API:   $(BIN)/recsys serve --warehouse $(WAREHOUSE) --port 8000"
 
 tables: install
 	$(BIN)/recsys tables --warehouse $(WAREHOUSE)
