@@ -353,7 +353,9 @@ def test_spark_and_numpy_match_rankingmetrics_on_random_lists(spark):
     want = _reference_metrics(reference, ks)
 
     numpy_result = npm.ranking_metrics(predictions, truth, ks)
-    spark_result = sm.ranking_metrics(_frame(spark, predictions, "string", "int"), _frame(spark, truth, "string", "int"), ks)
+    spark_result = sm.ranking_metrics(
+        _frame(spark, predictions, "string", "int"), _frame(spark, truth, "string", "int"), ks
+    )
     _assert_same(spark_result, numpy_result)
     assert {key: numpy_result[key] for key in want} == pytest.approx(want, abs=1e-9)
     full = npm.ranking_metrics(predictions, truth, 60)  # K ≥ every |L| and |R|: MAP@K is the full-list MAP

@@ -89,8 +89,8 @@ def test_implicit_wrapper_matches_calling_implicit_directly(spark, planted):
     train, _ = planted
     ours = recs_by_user(fit_model("implicit_als", train, ALS).recommend(k=5))
     csr = interactions_to_csr(train)
-    direct = AlternatingLeastSquares(factors=8, regularization=0.01, alpha=10.0, iterations=10, random_state=1)
     with threadpool_limits(limits=1, user_api="blas"):
+        direct = AlternatingLeastSquares(factors=8, regularization=0.01, alpha=10.0, iterations=10, random_state=1)
         direct.fit(csr, show_progress=False)
     ids, _ = direct.recommend(np.arange(csr.shape[0]), csr, N=5, filter_already_liked_items=True)
     for user in range(csr.shape[0]):

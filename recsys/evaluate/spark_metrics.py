@@ -63,7 +63,7 @@ def _array_type(df: DataFrame, column: str, role: str) -> ArrayType:
 
 def _ranked(items: Column, k: int) -> Column:
     """Top ``k`` of a ranking as the metrics see it: nulls dropped, repeats kept at first position only."""
-    return F.slice(F.filter(items, lambda x: x.isNotNull()), 1, k)
+    return F.slice(F.array_distinct(F.filter(items, lambda x: x.isNotNull())), 1, k)
 
 
 def _hit_table(

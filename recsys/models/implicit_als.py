@@ -39,10 +39,10 @@ def fit(interactions: DataFrame, params: ALSParams, items: DataFrame | None = No
 
     spark = interactions.sparkSession
     matrix = interactions_to_csr(interactions)
-    model = AlternatingLeastSquares(factors=params.factors, regularization=params.regularization,
-                                    alpha=params.alpha, iterations=params.iterations,
-                                    random_state=params.seed, calculate_training_loss=False)
     with threadpool_limits(limits=1, user_api="blas"):
+        model = AlternatingLeastSquares(factors=params.factors, regularization=params.regularization,
+                                        alpha=params.alpha, iterations=params.iterations,
+                                        random_state=params.seed, calculate_training_loss=False)
         start = time.perf_counter()
         model.fit(matrix, show_progress=False)
         seconds = time.perf_counter() - start
