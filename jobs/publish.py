@@ -6,14 +6,20 @@ import _bootstrap
 def main() -> int:
     p = _bootstrap.parser(__doc__)
     p.add_argument("--version", help="version label (default: a new timestamp); rerun with the same to retry")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-switch", action="store_true", help="write the version's rows only (validate, then --switch)")
+    mode.add_argument("--switch", action="store_true", help="only make an already written --version current")
     args = p.parse_args()
+    if args.switch and not args.version:
+        p.error("--switch needs --version")
 
     from recsys.config import load_settings
     from recsys.publish import publish
     from recsys.spark import get_spark
 
     settings = load_settings(warehouse=args.warehouse)
-    publish(get_spark(settings.spark), settings, version=args.version)
+    publish(get_spark(settings.spark), settings, version=args.version, write=not args.switch,
+            switch=not args.no_switch)
     return 0
 
 

@@ -82,6 +82,14 @@ def _pipeline(args, settings: Settings) -> int:
     return 0
 
 
+@command("load-benchmark")
+def _load_benchmark(args, settings: Settings) -> int:
+    from recsys.benchmark_data import load_benchmark
+
+    _print_json(load_benchmark(_spark(settings), Path(args.path), settings.warehouse, args.format, args.category))
+    return 0
+
+
 @command("features")
 def _features(args, settings: Settings) -> int:
     from recsys.features import build_features
@@ -99,6 +107,16 @@ def _train(args, settings: Settings) -> int:
     params = json.loads(args.params) if args.params else None
     models = args.model or settings.train.models
     _print_json([train(_spark(settings), settings, m, run_id, params) for m in models])
+    return 0
+
+
+@command("tune")
+def _tune(args, settings: Settings) -> int:
+    from recsys.tuning import tune
+
+    space = json.loads(args.space) if args.space else None
+    _print_json(tune(_spark(settings), settings, args.model, space=space, trials=args.trials,
+                     parallel=args.parallel, k=args.k))
     return 0
 
 
@@ -200,11 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bronze-only", action="store_true", help="stop after bronze/quarantine")
     add("build-silver", "bronze → silver (MERGE)")
     add("pipeline", "every step in order, locally", source=True)
+    p = add("load-benchmark", "load MovieLens or an Amazon 2023 benchmark CSV straight into silver")
+    p.add_argument("--format", required=True, choices=("movielens", "amazon-csv"))
+    p.add_argument("--path", required=True, help="MovieLens folder, or the benchmark CSV file")
+    p.add_argument("--category", help="category label (default: MovieLens / the CSV's file stem)")
     add("features", "silver → gold: id vocabularies, confidence, split labels")
     p = add("train", "train candidate models of a run and register them")
     p.add_argument("--model", action="append", help="model to train (repeatable; default: conf train.models)")
     p.add_argument("--run-id", help="run to add the models to (default: a new run)")
     p.add_argument("--params", help='JSON hyper-parameters, e.g. \'{"factors": 32}\'')
+    p = add("tune", "hyper-parameter search on the validation split (MAP@K), trials recorded in ops/runs")
+    p.add_argument("--model", required=True)
+    p.add_argument("--trials", type=int, default=8, help="random draws from the grid (0 = the whole grid)")
+    p.add_argument("--parallel", type=int, default=1, help="trials run at once")
+    p.add_argument("--space", help='JSON grid, e.g. \'{"factors": [16, 64], "alpha": [1, 10]}\'')
+    p.add_argument("--k", type=int, default=10)
     p = add("evaluate", "evaluate every candidate of a run, promote the best, write the report")
     p.add_argument("--run-id", required=True)
     p = add("publish", "publish the production model's top-K tables as a new version")

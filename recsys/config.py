@@ -44,10 +44,11 @@ class IngestSettings(BaseModel):
 
 class ConfidenceSettings(BaseModel):
     """Hu–Koren–Volinsky confidence c = 1 + alpha·w, with the interaction strength
-    w = (rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
+    w = (base_weight + rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
          + event weights) · 0.5^(age_days / half_life_days), age measured from the newest interaction."""
 
     alpha: float = Field(10.0, ge=0)
+    base_weight: float = Field(0.0, ge=0)          # 1 with every other weight 0: each interaction counts 1
     rating_weight: float = Field(1.0, ge=0)
     verified_weight: float = Field(0.2, ge=0)
     helpful_weight: float = Field(0.1, ge=0)
@@ -63,6 +64,7 @@ class SplitSettings(BaseModel):
     valid_cut_ms: int = 1628643414042     # official Amazon Reviews 2023 cut points
     test_cut_ms: int = 1658002729837
     fallback_quantiles: tuple[float, float] = (0.8, 0.9)
+    holdout: int = Field(1, ge=1)         # leave_last_out: the last `holdout` interactions of a user → test
     random_test_fraction: float = Field(0.2, gt=0, lt=1)
     random_valid_fraction: float = Field(0.1, ge=0, lt=1)
     kcore: int = Field(0, ge=0)           # 0: no k-core filter; 5: the official 5-core

@@ -4,7 +4,7 @@
   append new ids (existing ones keep their index), so every model and the API share one vocabulary.
 - ``gold/interactions``: one row per (user_idx, item_idx) with ``weight`` w and ``confidence``
   c = 1 + alpha·w (Hu, Koren & Volinsky 2008), where
-  w = (rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
+  w = (base_weight + rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
        + Σ event weights) · 0.5^(age_days / half_life_days), age counted from the newest interaction
   (not from "now", so a rebuild of the same data gives the same weights). Both ALS trainers take w
   and alpha, so they see the same confidences.
@@ -74,7 +74,7 @@ def extend_index(spark: SparkSession, path: str, ids: DataFrame, id_col: str, id
 
 def interaction_weight(reviews: DataFrame, conf: ConfidenceSettings) -> DataFrame:
     """Adds ``weight`` (w) and ``confidence`` (1 + alpha·w) to reviews; see the module docstring."""
-    raw = (F.lit(conf.rating_weight) * F.col(C.RATING) / 5.0
+    raw = (F.lit(conf.base_weight) + F.lit(conf.rating_weight) * F.col(C.RATING) / 5.0
            + F.lit(conf.verified_weight) * F.coalesce(F.col(C.VERIFIED).cast("double"), F.lit(0.0))
            + F.lit(conf.helpful_weight) * F.log1p(F.greatest(F.coalesce(F.col(C.HELPFUL_VOTE), F.lit(0)), F.lit(0))))
     if conf.half_life_days:
@@ -112,7 +112,7 @@ def label_split(df: DataFrame, settings: SplitSettings) -> tuple[DataFrame, Spli
     if settings.strategy == "official":
         return _temporal_split(df, settings)
     if settings.strategy == "leave_last_out":
-        return _leave_last_out(df), SplitInfo("leave_last_out")
+        return _leave_last_out(df, settings.holdout), SplitInfo("leave_last_out")
     return _random_split(df, settings), SplitInfo("random")
 
 
@@ -137,13 +137,14 @@ def _temporal_split(df: DataFrame, settings: SplitSettings) -> tuple[DataFrame, 
     return df.withColumn(C.SPLIT, _by_cuts(valid_cut, test_cut)), SplitInfo("official", valid_cut, test_cut, note)
 
 
-def _leave_last_out(df: DataFrame) -> DataFrame:
-    """Per user: latest interaction → test, second latest → valid (users with ≥3), the rest → train."""
+def _leave_last_out(df: DataFrame, holdout: int = 1) -> DataFrame:
+    """Per user: the latest ``holdout`` interactions → test (users with more than ``holdout``), the one
+    before → valid (users with more than ``holdout`` + 1), the rest → train."""
     order = Window.partitionBy(C.USER_IDX).orderBy(F.col(C.TIMESTAMP).desc(), F.col(C.ITEM_IDX).desc())
     n = F.count(F.lit(1)).over(Window.partitionBy(C.USER_IDX))
     rn = F.row_number().over(order)
-    return df.withColumn(C.SPLIT, F.when((rn == 1) & (n >= 2), F.lit(TEST))
-                         .when((rn == 2) & (n >= 3), F.lit(VALID)).otherwise(F.lit(TRAIN)))
+    return df.withColumn(C.SPLIT, F.when((rn <= holdout) & (n > holdout), F.lit(TEST))
+                         .when((rn == holdout + 1) & (n > holdout + 1), F.lit(VALID)).otherwise(F.lit(TRAIN)))
 
 
 def _random_split(df: DataFrame, settings: SplitSettings) -> DataFrame:

@@ -84,12 +84,29 @@ def _write_version(df: DataFrame, path: str, version: str, sort_by: tuple[str, .
      .save(path))
 
 
-def publish(spark: SparkSession, settings: Settings, *, version: str | None = None, gate: Gate | None = None) -> dict:
-    """Publish the production model's lists as ``version`` (default: a new timestamped version)."""
+def publish(spark: SparkSession, settings: Settings, *, version: str | None = None, gate: Gate | None = None,
+            write: bool = True, switch: bool = True) -> dict:
+    """Publish the production model's lists as ``version`` (default: a new timestamped version).
+
+    ``write=False`` only switches ``ops/published`` to an already written version; ``switch=False`` only
+    writes the rows (the DAG validates them in between, then switches).
+    """
+    version = version or new_version()
+    out = {"version": version}
+    if write:
+        out.update(write_version(spark, settings, version))
+    if gate is not None:
+        gate(version)          # raises on failure: ops/published is not touched, the old version serves
+    if switch:
+        out.update(switch_version(spark, settings, version))
+    return out
+
+
+def write_version(spark: SparkSession, settings: Settings, version: str) -> dict:
+    """Write every gold/recs_* row of ``version`` (idempotent: each table replaces that version's rows)."""
     warehouse = settings.warehouse
     conf = settings.publish
-    version = version or new_version()
-    with step("publish", version=version) as rec:
+    with step("publish_write", version=version) as rec:
         interactions = T.read_table(spark, warehouse, C.INTERACTIONS)
         seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
         item_index = T.read_table(spark, warehouse, C.ITEM_INDEX)
@@ -128,15 +145,24 @@ def publish(spark: SparkSession, settings: Settings, *, version: str | None = No
                    .select(F.lit(version).alias(C.VERSION), C.CATEGORY, C.RANK, C.ITEM_ID,
                            F.col(C.SCORE).cast("double").alias(C.SCORE)))
         _write_version(popular, T.ensure_table(spark, warehouse, T.RECS_POPULAR), version, (C.CATEGORY, C.RANK))
+    return {"model": prod[C.MODEL], "run_id": prod["run_id"]}
 
-        if gate is not None:
-            gate(version)          # raises on failure: ops/published is not touched, the old version serves
+
+def switch_version(spark: SparkSession, settings: Settings, version: str) -> dict:
+    """Make ``version`` current (append to ops/published), then prune versions beyond ``keep_versions``."""
+    warehouse = settings.warehouse
+    with step("publish_switch", version=version) as rec:
+        topk = T.read_table(spark, warehouse, C.RECS_USER_TOPK).where(F.col(C.VERSION) == version)
+        first = topk.select(C.MODEL).limit(1).collect()
+        if not first:
+            raise LookupError(f"version {version} has no rows in {C.RECS_USER_TOPK}: write it before switching")
+        prod = registry.production(spark, warehouse) or {}
         published_path = T.ensure_table(spark, warehouse, T.PUBLISHED)
-        spark.createDataFrame([{"version": version, "model": prod[C.MODEL], "run_id": prod["run_id"],
-                                "published_at": datetime.now(timezone.utc), "k": conf.k}],
+        spark.createDataFrame([{"version": version, "model": first[0][C.MODEL], "run_id": prod.get("run_id"),
+                                "published_at": datetime.now(timezone.utc), "k": settings.publish.k}],
                               schema=T.PUBLISHED.ddl).write.format("delta").mode("append").save(published_path)
-        rec["removed_versions"] = prune_versions(spark, warehouse, conf.keep_versions)
-    return {"version": version, "model": prod[C.MODEL], "run_id": prod["run_id"]}
+        rec["removed_versions"] = prune_versions(spark, warehouse, settings.publish.keep_versions)
+    return {"current": version}
 
 
 def current_version(spark: SparkSession, warehouse: Path) -> str | None:
