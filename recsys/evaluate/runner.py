@@ -40,9 +40,11 @@ def evaluate_model(model: FactorModel, fit: DataFrame, test: DataFrame, ks: list
     preds = _lists(model.recommend(users=truth.select(C.USER_IDX), k=kmax)).cache()
     try:
         metrics = SM.ranking_metrics(preds, truth, ks, user_col=C.USER_IDX)
+        vectors = model.item_factors.select(F.col("id").alias(C.ITEM_IDX), F.col("features").alias(SM.VECTOR))
         for k in ks:
             metrics.update(SM.beyond_accuracy_metrics(preds, k, catalog_size=catalog_size, train=fit,
-                                                      item_col=C.ITEM_IDX, user_col=C.USER_IDX))
+                                                      item_vectors=vectors, item_col=C.ITEM_IDX,
+                                                      user_col=C.USER_IDX))
         curves = SM.metrics_over_k(preds, truth, range(1, curve_max_k + 1), user_col=C.USER_IDX)
         metrics["popularity_percentile@10"] = popularity_percentile(preds, fit, 10)
     finally:
