@@ -35,19 +35,20 @@ def main() -> None:
     from pyspark.ml.recommendation import ALS, ALSModel
     from pyspark.sql import functions as F
 
-    from recsys.models.factors import FactorModel
+    import tempfile
+    from pathlib import Path
+
+    from recsys.models.factors import FactorModel, numpy_to_factors
 
     spark = spark_session()
     rng = np.random.default_rng(1)
-    import pandas as pd
+    scratch = Path(tempfile.mkdtemp(prefix="bench-publish-"))
 
-    def factors(n):
-        return spark.createDataFrame(pd.DataFrame({"id": np.arange(n, dtype=np.int32),
-                                                   "features": list(rng.standard_normal((n, args.factors),
-                                                                                        dtype=np.float32))}),
-                                     "id int, features array<float>")
+    def factors(n, name):
+        matrix = rng.standard_normal((n, args.factors), dtype=np.float32)
+        return numpy_to_factors(spark, np.arange(n, dtype=np.int32), matrix, scratch / name)
 
-    users, items = factors(args.users).cache(), factors(args.items).cache()
+    users, items = factors(args.users, "users").cache(), factors(args.items, "items").cache()
     users.count(), items.count()
     t: dict[str, float] = {}
     ours = FactorModel("bench", {}, users, items, seen=None)

@@ -39,7 +39,7 @@ def main() -> None:
     weights = np.ones_like(users, dtype=np.float32)
     import pyarrow as pa
 
-    df = spark.createDataFrame(pa.table({"user_idx": users, "item_idx": items, "weight": weights}).to_pandas())
+    df = spark.createDataFrame(pa.table({"user_idx": users, "item_idx": items, "weight": weights}))
     df = df.cache()
     df.count()
     params = ALSParams(factors=args.factors, regularization=0.05, alpha=10.0, iterations=args.iterations)

@@ -193,28 +193,83 @@ def _mask_seen(scores: np.ndarray, seen: pa.Array, ids: np.ndarray) -> None:
 
 def _select_topk(keys: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int, out_key: str) -> pa.RecordBatch:
     """Top-k per row by (score desc, item id asc); -inf (seen/excluded) entries are dropped."""
-    if k < scores.shape[1]:
-        # Take a few extra candidates so ties at the k-th score can still be ordered by item id.
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        cand_scores = np.take_along_axis(scores, part, axis=1)
-        kth = cand_scores.min(axis=1, keepdims=True)
-        tied = (scores >= kth).sum(axis=1)
-        if (tied > k).any():
-            width = int(min(scores.shape[1], tied.max()))
-            part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-            cand_scores = np.take_along_axis(scores, part, axis=1)
-    else:
-        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        cand_scores = scores
-    cand_ids = ids[part]
-    order = np.lexsort((cand_ids, -cand_scores), axis=1)[:, :k]
-    top_ids = np.take_along_axis(cand_ids, order, axis=1)
-    top_scores = np.take_along_axis(cand_scores, order, axis=1)
+    columns = _candidate_columns(scores, k)
+    cand_scores = np.take_along_axis(scores, columns, axis=1)
+    top_cols, top_scores = _exact_topk(cand_scores, columns, ids, k)
+    top_ids = ids[top_cols]
     valid = np.isfinite(top_scores)
     ranks = np.cumsum(valid, axis=1)
+    flat = valid.ravel()
     return pa.RecordBatch.from_arrays(
-        [pa.array(np.repeat(keys, k)[valid.ravel()].astype(np.int32)),
-         pa.array(top_ids.ravel()[valid.ravel()].astype(np.int32)),
-         pa.array(top_scores.ravel()[valid.ravel()].astype(np.float32)),
-         pa.array(ranks.ravel()[valid.ravel()].astype(np.int32))],
+        [pa.array(np.repeat(keys, k)[flat].astype(np.int32)),
+         pa.array(top_ids.ravel()[flat].astype(np.int32)),
+         pa.array(top_scores.ravel()[flat].astype(np.float32)),
+         pa.array(ranks.ravel()[flat].astype(np.int32))],
         names=[out_key, C.ITEM_IDX, C.SCORE, C.RANK])
+
+
+_CHUNK = 64
+
+
+def _candidate_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices per row that surely contain the row's top k (exact, not approximate).
+
+    Items are cut into chunks of 64; the k chunks with the largest maxima hold every top-k item (any
+    item outside them is beaten by k chunk maxima). One max-reduction pass over the scores replaces a
+    full selection, which is what keeps scoring close to the GEMM bound. Rows where chunk maxima tie
+    at the boundary, and small catalogues, keep every column.
+    """
+    rows, n = scores.shape
+    full = np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n))
+    n_chunks = n // _CHUNK
+    if n_chunks <= 2 * k:
+        return full
+    body = scores[:, : n_chunks * _CHUNK].reshape(rows, n_chunks, _CHUNK)
+    chunk_max = body.max(axis=2)
+    top_chunks = np.argpartition(chunk_max, n_chunks - k, axis=1)[:, n_chunks - k:]
+    boundary = np.take_along_axis(chunk_max, top_chunks, axis=1).min(axis=1, keepdims=True)
+    tied = (chunk_max >= boundary).sum(axis=1) > k
+    cols = (top_chunks[:, :, None] * _CHUNK + np.arange(_CHUNK)).reshape(rows, k * _CHUNK)
+    tail = np.arange(n_chunks * _CHUNK, n, dtype=np.int64)
+    if tail.size:
+        cols = np.concatenate([cols, np.broadcast_to(tail, (rows, tail.size))], axis=1)
+    if tied.any():
+        # Ties at the chunk boundary (e.g. many equal popularity scores): these rows take every column.
+        return full if tied.mean() > 0.05 else _with_full_rows(cols, tied, n)
+    return cols
+
+
+def _with_full_rows(cols: np.ndarray, tied: np.ndarray, n: int) -> np.ndarray:
+    """Pad candidate lists to width n so some rows can hold every column (duplicates are harmless:
+    the padding repeats the row's own candidates, which the exact step deduplicates by position)."""
+    out = np.concatenate([cols, np.broadcast_to(cols[:, :1], (cols.shape[0], n - cols.shape[1]))], axis=1)
+    out[tied] = np.arange(n)
+    return out
+
+
+def _exact_topk(cand_scores: np.ndarray, cand_cols: np.ndarray, ids: np.ndarray, k: int):
+    """Exact top-k among candidates, ordered by (score desc, item id asc); returns (columns, scores)."""
+    m = cand_scores.shape[1]
+    if k < m:
+        part = np.argpartition(cand_scores, m - k, axis=1)[:, m - k:]
+        kth = np.take_along_axis(cand_scores, part, axis=1).min(axis=1, keepdims=True)
+        tied = (cand_scores >= kth).sum(axis=1)
+        if (tied > k).any():   # equal scores at the k-th place: widen so ties are ordered by item id
+            width = int(min(m, tied.max()))
+            part = np.argpartition(cand_scores, m - width, axis=1)[:, m - width:]
+    else:
+        part = np.broadcast_to(np.arange(m), cand_scores.shape)
+    sel_scores = np.take_along_axis(cand_scores, part, axis=1)
+    sel_cols = np.take_along_axis(cand_cols, part, axis=1)
+    # the padding of _with_full_rows may repeat a column: keep its first occurrence only
+    order = np.lexsort((ids[sel_cols], -sel_scores), axis=1)
+    sel_cols = np.take_along_axis(sel_cols, order, axis=1)
+    sel_scores = np.take_along_axis(sel_scores, order, axis=1)
+    dup = np.zeros(sel_cols.shape, dtype=bool)
+    dup[:, 1:] = sel_cols[:, 1:] == sel_cols[:, :-1]
+    if dup.any():
+        sel_scores = np.where(dup, -np.inf, sel_scores)
+        order = np.lexsort((ids[sel_cols], -sel_scores), axis=1)
+        sel_cols = np.take_along_axis(sel_cols, order, axis=1)
+        sel_scores = np.take_along_axis(sel_scores, order, axis=1)
+    return sel_cols[:, :k], sel_scores[:, :k]

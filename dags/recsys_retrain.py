@@ -1,0 +1,72 @@
+"""
+### recsys_retrain — incremental retrain of the production model, published only if it wins
+
+`plan` → ingest (new or changed files only) → gate(bronze) → silver → gate(silver) → features → gate(gold) →
+train (the production model's family; the configured candidates while nothing is in production) → evaluate →
+promoted? → publish (write) → gate(published) → publish (switch) → signal API.
+
+Not being promoted is a normal outcome here: `promoted?` then skips the publish steps (the run succeeds, the
+current version keeps serving). A failed gate fails the run before anything is published.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import chain, dag, task
+
+if str(Path(__file__).parent) not in sys.path:   # a DAG bundle's root is on sys.path; a bare DagBag's folder is not
+    sys.path.append(str(Path(__file__).parent))
+from recsys_common import (DEFAULT_ARGS, START_DATE, TAGS, TIMEOUTS, conf_defaults, from_plan, gate, plan,
+                           signal_api, spark_job, train_jobs, training_params)
+
+
+@task.short_circuit(task_id="promoted", retries=0, execution_timeout=TIMEOUTS["python"])
+def promoted(warehouse: str, run_id: str) -> bool:
+    """Continue to publish only if evaluate promoted this run's model (ops/model_registry, read with delta-rs)."""
+    import logging
+
+    from recsys.orchestration import describe_no_promotion, promoted_model
+
+    model = promoted_model(warehouse, run_id)
+    if model is None:
+        logging.getLogger("recsys.orchestration").info("%s: skipping publish", describe_no_promotion(warehouse, run_id))
+    return model is not None
+
+
+@dag(
+    dag_id="recsys_retrain",
+    schedule="@weekly",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    dagrun_timeout=timedelta(hours=24),
+    default_args=DEFAULT_ARGS,
+    params=training_params(conf_defaults(), models=False),
+    tags=TAGS,
+    doc_md=__doc__,
+)
+def recsys_retrain() -> None:
+    p = plan("plan_retrain")
+    chain(
+        p,
+        spark_job("ingest", "ingest.py"),
+        gate("bronze"),
+        spark_job("silver", "build_silver.py"),
+        gate("silver"),
+        spark_job("features", "build_features.py"),
+        gate("gold"),
+        train_jobs(p),
+        spark_job("evaluate", "evaluate.py"),
+        promoted(from_plan("warehouse"), from_plan("run_id")),
+        spark_job("publish_write", "publish.py"),
+        gate("published"),
+        spark_job("publish_switch", "publish.py"),
+        signal_api(from_plan("warehouse"), from_plan("version")),
+    )
+
+
+recsys_retrain()

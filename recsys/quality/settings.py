@@ -1,0 +1,82 @@
+"""Typed settings of the quality gates, read from ``conf/quality.yaml``.
+
+Kept free of Great Expectations and Spark imports so ``recsys.config`` can embed it cheaply. Severity and
+``mostly`` resolve from the most specific level that sets them: expectation > table > layer > global.
+Thresholds that another step already owns are not repeated here: the timestamp range comes from
+``settings.ingest`` (the rule that quarantines), list lengths from ``settings.publish`` (K, spare).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["error", "warn"]
+LAYERS = ("bronze", "silver", "gold", "published")
+Layer = Literal["bronze", "silver", "gold", "published"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_QUALITY_CONFIG = REPO_ROOT / "conf" / "quality.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")   # a misspelt key must not silently do nothing
+
+
+class ExpectationRule(_Strict):
+    severity: Severity | None = None
+    mostly: float | None = Field(None, gt=0.0, le=1.0)   # only for row-wise (map) expectations
+
+
+class TableRules(_Strict):
+    severity: Severity | None = None
+    expectations: dict[str, ExpectationRule] = Field(default_factory=dict)
+
+
+class LayerRules(_Strict):
+    severity: Severity | None = None
+    tables: dict[str, TableRules] = Field(default_factory=dict)
+
+
+class QualitySettings(_Strict):
+    """Thresholds and per-expectation severities of the four gates (see conf/quality.yaml)."""
+
+    severity: Severity = "error"
+    max_quarantine_rate: float = Field(0.05, ge=0.0, le=1.0)   # per raw file; above it the format changed
+    sample_rows: int = Field(5, ge=1, le=200)          # offending rows kept per failed expectation
+    quality_dir: Path | None = None                    # GX project + Data Docs; default <warehouse>/_quality
+    layers: dict[Layer, LayerRules] = Field(default_factory=dict)
+
+    def rule(self, layer: str, table: str, expectation: str) -> tuple[Severity, float | None]:
+        """Severity and ``mostly`` for one expectation, most specific level first."""
+        layer_rules = self.layers.get(layer) or LayerRules()   # type: ignore[call-overload]
+        table_rules = layer_rules.tables.get(table) or TableRules()
+        rule = table_rules.expectations.get(expectation) or ExpectationRule()
+        severity = rule.severity or table_rules.severity or layer_rules.severity or self.severity
+        return severity, rule.mostly
+
+    def configured_rules(self, layer: str) -> dict[str, set[str]]:
+        """Table → expectation names named in the config for ``layer`` (to refuse unknown names)."""
+        layer_rules = self.layers.get(layer) or LayerRules()   # type: ignore[call-overload]
+        return {table: set(rules.expectations) for table, rules in layer_rules.tables.items()}
+
+    def quality_root(self, warehouse: Path | str) -> Path:
+        """Folder for the GX project and Data Docs: beside the tables, its name starting with ``_``."""
+        root = self.quality_dir or Path(warehouse) / "_quality"
+        return root.resolve()
+
+
+def load_quality_settings(path: Path | str | None = None, **overrides: Any) -> QualitySettings:
+    """Settings from ``path`` (default ``$RECSYS_QUALITY_CONFIG`` or ``conf/quality.yaml``) + ``overrides``."""
+    source = Path(path or os.environ.get("RECSYS_QUALITY_CONFIG", DEFAULT_QUALITY_CONFIG))
+    if not source.is_file():
+        raise FileNotFoundError(f"quality config not found: {source}")
+    data = yaml.safe_load(source.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"quality config {source} must hold a mapping at top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return QualitySettings(**data)
