@@ -52,7 +52,7 @@ class ConfidenceSettings(BaseModel):
     rating_weight: float = Field(1.0, ge=0)
     verified_weight: float = Field(0.2, ge=0)
     helpful_weight: float = Field(0.1, ge=0)
-    half_life_days: float | None = Field(730.0, gt=0)   # None: no recency decay
+    half_life_days: float | None = Field(730.0, ge=0)   # 0 or None: no recency decay
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {"view": 0.1, "click": 0.2, "add_to_cart": 0.5, "purchase": 1.0})
 

@@ -101,7 +101,6 @@ def job_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[
         "RECSYS_SPARK__CONSOLE_PROGRESS": "false",
         "RECSYS_FEATURES__SPLIT__STRATEGY": settings.features.split.strategy,
         "RECSYS_PUBLISH__K": str(settings.publish.k),
-        "RECSYS_TRAIN__MODELS": ",".join(settings.train.models),
     }
     if "RECSYS_CONFIG" in os.environ:
         env["RECSYS_CONFIG"] = str(Path(os.environ["RECSYS_CONFIG"]).resolve())
