@@ -2,12 +2,15 @@
 # serve the API with:  docker run -p 8000:8000 -e RECSYS_SERVE__HOST=0.0.0.0 IMAGE \
 #                        .venv/bin/recsys serve --warehouse warehouse --port 8000
 FROM python:3.11-slim-bookworm
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
+# Debian's packages follow the bookworm point release; the Python stack is pinned by requirements.lock.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven make git procps \
  && rm -rf /var/lib/apt/lists/*
