@@ -18,7 +18,7 @@ else
   SYNTH_ARGS := --bad-line-rate 0.002
 endif
 
-.PHONY: help install jars demo test synth pipeline tables serve bench clean
+.PHONY: help install jars demo test synth pipeline tables serve bench clean cluster-up cluster-down
 
 help:
 	@echo "make demo   set up .venv + Delta jars, generate the synthetic dump, run the pipeline (SCALE=small|appliances)"
@@ -58,6 +58,18 @@ tables: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+cluster-up: install          ## a Spark standalone master + 2 workers on 127.0.0.1:7077
+	bash conf/cluster/standalone.sh up 2
+
+cluster-down:
+	bash conf/cluster/standalone.sh down
+
+bench: install               ## every benchmark, ratios side by side (results in benchmarks/results/)
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_publish.py
+	$(BIN)/python benchmarks/bench_api.py
+	$(BIN)/python benchmarks/real_data.py
 
 clean:
 	rm -rf $(WAREHOUSE) $(DATA) reports .spark-checkpoints spark-warehouse
