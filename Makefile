@@ -73,3 +73,27 @@ bench: install               ## every benchmark, ratios side by side (results in
 
 clean:
 	rm -rf $(WAREHOUSE) $(DATA) reports .spark-checkpoints spark-warehouse
+
+# --- Airflow (local development) -------------------------------------------------------------------------------------
+# `make airflow`: airflow standalone (api-server, scheduler, dag-processor, triggerer) on SQLite in ./airflow_home, this
+# repo's dags/, examples off, UI on http://127.0.0.1:8080 (user admin; password generated on first start into
+# airflow_home/simple_auth_manager_passwords.json.generated). The spark_default connection comes from the environment:
+# `make airflow SPARK_MASTER=spark://127.0.0.1:7077` submits the jobs to a standalone master instead of local[*].
+AIRFLOW_HOME_DIR ?= $(CURDIR)/airflow_home
+SPARK_MASTER     ?= local[*]
+API_URL          ?=
+AIRFLOW_ENV = AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type":"spark","host":"$(SPARK_MASTER)"}' \
+	AIRFLOW_VAR_RECSYS_API_URL='$(API_URL)' \
+	RECSYS_WAREHOUSE=$(abspath $(WAREHOUSE)) RECSYS_SOURCE=$(abspath $(DATA)) PATH="$(CURDIR)/$(BIN):$$PATH"
+
+.PHONY: airflow airflow-test
+
+airflow: install
+	@mkdir -p $(AIRFLOW_HOME_DIR)
+	@echo "Airflow UI: http://127.0.0.1:8080  user: admin  password: $(AIRFLOW_HOME_DIR)/simple_auth_manager_passwords.json.generated"
+	@echo "DAGs from $(CURDIR)/dags; Spark master $(SPARK_MASTER); warehouse $(abspath $(WAREHOUSE)); Ctrl-C stops everything"
+	@set -a && . conf/airflow/standalone.env && set +a && env $(AIRFLOW_ENV) $(BIN)/airflow standalone
+
+airflow-test: install
+	$(BIN)/python -m pytest tests/test_dags.py $(PYTEST_ARGS)

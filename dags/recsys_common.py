@@ -71,7 +71,7 @@ def training_params(defaults: Mapping[str, Any], *, models: bool = True) -> dict
     for the retrain DAG, which trains the production model's family."""
     params = {
         "source": Param(defaults["source"], type="string", minLength=1, title="Source folder",
-                        description="Folder laid out like the dump: <Category>.jsonl[.gz], meta_<Category>.jsonl[.gz]."),
+                        description="Laid out like the dump: <Category>.jsonl[.gz], meta_<Category>.jsonl[.gz]."),
         "categories": Param(defaults["categories"], type="array", items={"type": "string"}, title="Categories",
                             description="Only ingest these categories (one per line); empty: every category found."),
         "k": Param(defaults["k"], type="integer", minimum=1, title="K", description="Published list length."),

@@ -34,11 +34,11 @@ def wait_for_drops(params: dict[str, Any] | None = None) -> PokeReturnValue:
 
 
 @task(retries=0, execution_timeout=TIMEOUTS["python"])
-def archive_drops(drops: str, run_id: str) -> str | None:
+def archive_drops(drops: str, recsys_run_id: str) -> str | None:
     """Keep the applied drops as an audit trail, out of the way of the next run."""
     from recsys.orchestration import archive_drops as archive
 
-    target = archive(drops, run_id)
+    target = archive(drops, recsys_run_id)
     return str(target) if target else None
 
 

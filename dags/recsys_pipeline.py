@@ -30,13 +30,13 @@ from recsys_common import (DEFAULT_ARGS, START_DATE, TAGS, TIMEOUTS, conf_defaul
 
 
 @task(retries=0, execution_timeout=TIMEOUTS["python"])
-def promotion_gate(warehouse: str, run_id: str) -> dict[str, Any]:
+def promotion_gate(warehouse: str, recsys_run_id: str) -> dict[str, Any]:
     """Fail the run when evaluate promoted none of its candidates (reads ops/model_registry with delta-rs)."""
     from recsys.orchestration import describe_no_promotion, promoted_model
 
-    promoted = promoted_model(warehouse, run_id)
+    promoted = promoted_model(warehouse, recsys_run_id)
     if promoted is None:
-        raise AirflowFailException(describe_no_promotion(warehouse, run_id))
+        raise AirflowFailException(describe_no_promotion(warehouse, recsys_run_id))
     return {"model": promoted["model"], "metric": promoted["metric"], "reason": promoted["reason"]}
 
 
@@ -46,6 +46,7 @@ def promotion_gate(warehouse: str, run_id: str) -> dict[str, Any]:
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,                    # every run writes the same warehouse
+    is_paused_upon_creation=False,        # manual only (schedule=None): ready to trigger from the UI
     render_template_as_native_obj=True,   # plan keys come back as lists/dicts (see recsys_common.from_plan)
     dagrun_timeout=timedelta(hours=24),
     default_args=DEFAULT_ARGS,

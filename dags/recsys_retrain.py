@@ -24,15 +24,16 @@ from recsys_common import (DEFAULT_ARGS, START_DATE, TAGS, TIMEOUTS, conf_defaul
 
 
 @task.short_circuit(task_id="promoted", retries=0, execution_timeout=TIMEOUTS["python"])
-def promoted(warehouse: str, run_id: str) -> bool:
+def promoted(warehouse: str, recsys_run_id: str) -> bool:
     """Continue to publish only if evaluate promoted this run's model (ops/model_registry, read with delta-rs)."""
     import logging
 
     from recsys.orchestration import describe_no_promotion, promoted_model
 
-    model = promoted_model(warehouse, run_id)
+    model = promoted_model(warehouse, recsys_run_id)
     if model is None:
-        logging.getLogger("recsys.orchestration").info("%s: skipping publish", describe_no_promotion(warehouse, run_id))
+        reason = describe_no_promotion(warehouse, recsys_run_id)
+        logging.getLogger("recsys.orchestration").info("%s: skipping publish", reason)
     return model is not None
 
 

@@ -1,4 +1,5 @@
-"""spark-submit jobs/publish.py --warehouse DIR [--version V]: top-K tables of the production model."""
+"""spark-submit jobs/publish.py --warehouse DIR [--version V]: top-K tables of the production model, switched
+current only after the published quality gate passes (``--no-switch`` / ``--switch`` split the two for the DAG)."""
 
 import _bootstrap
 
@@ -9,17 +10,21 @@ def main() -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-switch", action="store_true", help="write the version's rows only (validate, then --switch)")
     mode.add_argument("--switch", action="store_true", help="only make an already written --version current")
+    p.add_argument("--no-gate", action="store_true", help="write and switch without the published quality gate")
     args = p.parse_args()
     if args.switch and not args.version:
         p.error("--switch needs --version")
 
     from recsys.config import load_settings
     from recsys.publish import publish
+    from recsys.quality import published_gate
     from recsys.spark import get_spark
 
     settings = load_settings(warehouse=args.warehouse)
-    publish(get_spark(settings.spark), settings, version=args.version, write=not args.switch,
-            switch=not args.no_switch)
+    spark = get_spark(settings.spark)
+    both = not (args.switch or args.no_switch or args.no_gate)   # the DAG runs the gate as a task in between
+    publish(spark, settings, version=args.version, write=not args.switch, switch=not args.no_switch,
+            gate=published_gate(spark, settings) if both else None)
     return 0
 
 

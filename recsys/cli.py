@@ -132,8 +132,11 @@ def _evaluate(args, settings: Settings) -> int:
 @command("publish")
 def _publish(args, settings: Settings) -> int:
     from recsys.publish import publish
+    from recsys.quality import published_gate
 
-    _print_json(publish(_spark(settings), settings, version=args.version))
+    spark = _spark(settings)
+    _print_json(publish(spark, settings, version=args.version,
+                        gate=None if args.no_gate else published_gate(spark, settings)))
     return 0
 
 
@@ -189,6 +192,66 @@ def _serve(args, settings: Settings) -> int:
                       settings=settings.serve) or 0
 
 
+@command("validate")
+def _validate(args, settings: Settings) -> int:
+    from recsys.quality import validate_layer
+
+    result = validate_layer(_spark(settings), settings.warehouse, args.layer, settings, args.run_id,
+                            version=args.version, tables=args.table)
+    _print_json(result.to_dict())
+    if not result.success:
+        print(f"recsys validate: {result.message()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _apply(args, settings: Settings, **drop) -> int:
+    from recsys.catalog import apply_drops, read_drops
+
+    drops = read_drops(**drop)                 # a bad drop fails here, before Spark starts
+    _print_json(apply_drops(_spark(settings), settings, drops, purge_history=args.purge_history))
+    return 0
+
+
+@command("delete-items")
+def _delete_items(args, settings: Settings) -> int:
+    return _apply(args, settings, items=args.file)
+
+
+@command("erase-users")
+def _erase_users(args, settings: Settings) -> int:
+    return _apply(args, settings, users=args.file)
+
+
+@command("apply-deletions")
+def _apply_deletions(args, settings: Settings) -> int:
+    folder = args.drops or settings.deletions.drops_dir
+    if folder is None:
+        raise ValueError("give --drops DIR or set deletions.drops_dir in the config")
+    return _apply(args, settings, drops=folder)
+
+
+@command("relist-items")
+def _relist_items(args, settings: Settings) -> int:
+    from recsys.catalog import relist_items
+
+    _print_json(relist_items(_spark(settings), settings, args.file))
+    return 0
+
+
+@command("audit-deletions")
+def _audit_deletions(args, settings: Settings) -> int:
+    from recsys.audit import audit
+
+    report = audit(settings.warehouse, drop=args.drop, api=args.api)
+    _print_json(report.to_dict())
+    if not report.ok:
+        print(f"recsys audit-deletions: {len(report.findings)} finding(s): deleted ids are still present",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,10 +300,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", required=True)
     p = add("publish", "publish the production model's top-K tables as a new version")
     p.add_argument("--version", help="version label (default: a new timestamp)")
+    p.add_argument("--no-gate", action="store_true", help="switch without the published quality gate")
     p = add("runs", "list runs (params, metrics, stage) and the best per model")
     p.add_argument("--json", action="store_true")
     p = add("tables", "each Delta table under the warehouse: version, rows, files")
     p.add_argument("--json", action="store_true")
+
+    p = add("validate", "Great Expectations gate of one layer (exit 1 when an error expectation fails)")
+    p.add_argument("--layer", required=True, choices=("bronze", "silver", "gold", "published"))
+    p.add_argument("--version", help="published layer: the version to validate (default: the current one)")
+    p.add_argument("--run-id", help="stored with the results in ops/quality_results (default: a new id)")
+    p.add_argument("--table", action="append", help="validate only this table of the layer (repeatable)")
+
+    def deletion_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--purge-history", action=argparse.BooleanOptionalAction, default=None,
+                       help="rewrite tables that lost erased users into fresh directories now "
+                            "(default from conf deletions.purge_history: on)")
+
+    p = add("delete-items", "delete catalog items everywhere downstream (drop: parent_asin,reason,requested_at)")
+    p.add_argument("file", type=Path)
+    deletion_flags(p)
+    p = add("erase-users", "erase users from every table, file and the API (drop: user_id,reason,requested_at)")
+    p.add_argument("file", type=Path)
+    deletion_flags(p)
+    p = add("apply-deletions", "apply every drop file of a folder (item deletions and user erasures)")
+    p.add_argument("--drops", type=Path, help="folder of drop files (default from conf deletions.drops_dir)")
+    deletion_flags(p)
+    p = add("relist-items", "undo item deletions because the catalog lists the items again (item drop format)")
+    p.add_argument("file", type=Path)
+    p = add("audit-deletions", "scan every file under the warehouse (and the API) for deleted/erased ids")
+    p.add_argument("--drop", type=Path, help="search the plain ids of this drop (default: the ids in ops/deletions)")
+    p.add_argument("--api", help="also ask the running API, e.g. http://127.0.0.1:8000")
 
     p = add("metrics", "ranking metrics of prediction lists against truth lists", warehouse=False)
     p.add_argument("--predictions", required=True)

@@ -16,6 +16,9 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from recsys.catalog.settings import DeletionSettings
+from recsys.monitor.settings import MonitorSettings
+from recsys.quality.settings import QualitySettings, read_quality_config
 from recsys.serve.settings import ServeSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +41,6 @@ class SparkSettings(BaseModel):
 class IngestSettings(BaseModel):
     min_timestamp_ms: int = 631_152_000_000
     max_future_ms: int = Field(86_400_000, ge=0)
-    max_quarantine_rate: float = Field(0.05, ge=0.0, le=1.0)
     max_batch_bytes: int = Field(4 << 30, ge=1)
 
 
@@ -144,6 +146,9 @@ class Settings(BaseSettings):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    deletions: DeletionSettings = Field(default_factory=DeletionSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)   # from conf/quality.yaml (see _YamlSource)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)   # events, indicators, A/B experiment
 
     @classmethod
     def settings_customise_sources(
@@ -158,7 +163,8 @@ class Settings(BaseSettings):
 
 
 class _YamlSource(PydanticBaseSettingsSource):
-    """Reads the YAML file named by ``RECSYS_CONFIG`` (default ``conf/default.yaml``)."""
+    """Reads the YAML file named by ``RECSYS_CONFIG`` (default ``conf/default.yaml``), and the quality gates'
+    ``conf/quality.yaml`` (``RECSYS_QUALITY_CONFIG``) as its ``quality`` section unless it has one."""
 
     def get_field_value(self, field, field_name):  # pragma: no cover - unused, __call__ does the work
         return None, field_name, False
@@ -170,6 +176,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"config file {path} must hold a mapping at top level")
+        data.setdefault("quality", read_quality_config())   # the gates keep their own file; env still overrides
         return data
 
 

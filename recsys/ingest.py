@@ -1,6 +1,7 @@
 """Raw dump → ``bronze/*`` (every good row, typed) + ``quarantine/*`` (every bad row, raw text + reason).
 
-Contract (see DESIGN.md): per file, non-blank lines = good + quarantined, and the total line count
+Contract (see DESIGN.md): per file, non-blank lines = good + quarantined + suppressed (lines of users erased
+earlier, which land nowhere: see :mod:`recsys.catalog.guard`), and the total line count
 equals the one measured independently by :mod:`recsys.rawfiles`; otherwise the file is failed and
 nothing of it is committed. Each batch of files replaces exactly its own rows (``replaceWhere`` on
 ``_source_file``), so reruns and re-ingests of a changed file are idempotent and atomic per table.
@@ -20,6 +21,7 @@ from pyspark.sql import functions as F
 
 from recsys import constants as C
 from recsys import tables as T
+from recsys.catalog.guard import SUPPRESSED, flag_erased_lines
 from recsys.config import IngestSettings
 from recsys.logs import step
 from recsys.rawfiles import FileCheck, RawFile, discover, inspect_all, stat
@@ -63,8 +65,8 @@ class IngestReport:
     failed: list[dict] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
-        keys = ("lines", "blank", "good", "quarantined")
-        return {k: sum(int(f[k]) for f in self.ingested) for k in keys}
+        keys = ("lines", "blank", "good", "quarantined", "suppressed")
+        return {k: sum(int(f.get(k) or 0) for f in self.ingested) for k in keys}
 
     def to_dict(self) -> dict:
         return {"files_ingested": len(self.ingested), "files_skipped": len(self.skipped),
@@ -223,6 +225,8 @@ def ingest_batch(spark: SparkSession, warehouse: Path, kind: str, checks: list[F
                   .withColumn(C.INGESTED_AT, F.lit(now).cast("timestamp"))
                   .persist(StorageLevel.MEMORY_AND_DISK))
         try:
+            parsed_all = parsed
+            parsed = flag_erased_lines(spark, warehouse, parsed_all, "value", (C.SOURCE_FILE, C.LINE))
             counts = {r[C.SOURCE_FILE]: r for r in (
                 lines.groupBy(C.SOURCE_FILE).agg(
                     F.count(F.lit(1)).alias("lines"),
@@ -232,7 +236,8 @@ def ingest_batch(spark: SparkSession, warehouse: Path, kind: str, checks: list[F
             parsed_counts = {r[C.SOURCE_FILE]: r for r in (
                 parsed.groupBy(C.SOURCE_FILE).agg(
                     F.count(F.lit(1)).alias("nonblank"),
-                    F.sum(F.col(C.REASON).isNull().cast("long")).alias("good"),
+                    F.sum((F.col(C.REASON).isNull() & ~F.col(SUPPRESSED)).cast("long")).alias("good"),
+                    F.sum(F.col(SUPPRESSED).cast("long")).alias("suppressed"),
                 ).collect())}
             records, good_files = [], []
             for check in checks:
@@ -242,6 +247,7 @@ def ingest_batch(spark: SparkSession, warehouse: Path, kind: str, checks: list[F
                 lines_n = int(c["lines"]) if c else 0
                 blank = int(c["blank"]) if c else 0
                 good = int(pc["good"]) if pc else 0
+                suppressed = int(pc["suppressed"]) if pc else 0
                 nonblank = int(pc["nonblank"]) if pc else 0
                 error = None
                 if lines_n != check.lines or (c is not None and int(c["max_line"]) != lines_n):
@@ -249,11 +255,12 @@ def ingest_batch(spark: SparkSession, warehouse: Path, kind: str, checks: list[F
                 elif nonblank + blank != lines_n:
                     error = f"count mismatch: {nonblank} non-blank + {blank} blank != {lines_n} lines"
                 records.append(_record(check, status="failed" if error else "ingested", error=error,
-                                       lines=lines_n, blank=blank, good=good, quarantined=nonblank - good))
+                                       lines=lines_n, blank=blank, good=good, suppressed=suppressed,
+                                       quarantined=nonblank - good - suppressed))
                 if error is None:
                     good_files.append(rel)
             if good_files:
-                mine = F.col(C.SOURCE_FILE).isin(good_files)
+                mine = F.col(C.SOURCE_FILE).isin(good_files) & ~F.col(SUPPRESSED)
                 _replace_rows(parsed.where(mine & F.col(C.REASON).isNull()).select(*bronze_spec.columns),
                               bronze_path, good_files, bronze_spec.partition_by)
                 _replace_rows(parsed.where(mine & F.col(C.REASON).isNotNull())
@@ -261,17 +268,18 @@ def ingest_batch(spark: SparkSession, warehouse: Path, kind: str, checks: list[F
                                       C.LINE, C.INGESTED_AT),
                               quarantine_path, good_files, quarantine_spec.partition_by)
         finally:
-            parsed.unpersist()
+            parsed_all.unpersist()
     return records
 
 
 def _record(check: FileCheck, *, status: str, error: str | None, lines: int | None = None,
-            blank: int | None = None, good: int | None = None, quarantined: int | None = None) -> dict:
+            blank: int | None = None, good: int | None = None, quarantined: int | None = None,
+            suppressed: int | None = None) -> dict:
     return {
         "path": check.file.rel, "kind": check.file.kind, "category": check.file.category,
         "size": check.size, "mtime_ns": check.mtime_ns, "sha256": check.sha256,
         "lines": lines if lines is not None else check.lines, "blank": blank, "good": good,
-        "quarantined": quarantined, "status": status, "error": error,
+        "quarantined": quarantined, "suppressed": suppressed, "status": status, "error": error,
         "ingested_at": datetime.now(timezone.utc),
     }
 

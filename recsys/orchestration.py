@@ -33,8 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR = REPO_ROOT / "jobs"
 SPLIT_STRATEGIES = ("official", "leave_last_out", "random")     # recsys.config.SplitSettings.strategy
 LAYERS = ("bronze", "silver", "gold", "published")              # jobs/validate.py --layer
-DROP_SUFFIXES = (".csv", ".jsonl", ".json", ".csv.gz", ".jsonl.gz")
-DEFAULT_DROPS_DIR = Path("./data/drops")                        # until conf has a deletions.drops_dir key
+DEFAULT_DROPS_DIR = Path("./data/drops")                        # when conf sets no deletions.drops_dir
 INFLIGHT, APPLIED = "_inflight", "_applied"                     # "_" folders: skipped by every folder scan
 
 
@@ -77,8 +76,8 @@ def ui_defaults(settings: Settings | None = None) -> dict[str, Any]:
 
 
 def drops_dir(settings: Settings) -> Path:
-    """Where catalogue deletion / user erasure drops land (``deletions.drops_dir`` once conf has it)."""
-    configured = getattr(getattr(settings, "deletions", None), "drops_dir", None)
+    """Where catalogue deletion / user erasure drops land: ``deletions.drops_dir``, else ``./data/drops``."""
+    configured = settings.deletions.drops_dir
     return Path(configured or DEFAULT_DROPS_DIR).resolve()
 
 
@@ -162,20 +161,23 @@ def _settings_for(params: Mapping[str, Any], models: Sequence[str] | None = None
         raise ValueError("no model to train: pick at least one")
     unknown = sorted(set(settings.train.models) - set(settings.train.params))
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(sorted(settings.train.params))}")
+        choices = ", ".join(sorted(settings.train.params))
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {choices}")
     return settings
 
 
-def _gate(warehouse: str, layer: str, version: str | None = None) -> list[str]:
-    return ["--warehouse", warehouse, "--layer", layer] + (["--version", version] if version else [])
+def _gate(warehouse: str, layer: str, run_id: str, version: str | None = None) -> list[str]:
+    """``jobs/validate.py`` arguments; the run id files the outcomes in ops/quality_results under this run."""
+    return (["--warehouse", warehouse, "--layer", layer, "--run-id", run_id]
+            + (["--version", version] if version else []))
 
 
-def _publish_args(warehouse: str, version: str) -> dict[str, list[str]]:
+def _publish_args(warehouse: str, run_id: str, version: str) -> dict[str, list[str]]:
     """Write the version's rows, validate them, then switch ``ops/published``: a failed gate leaves the previous
     version serving (``jobs/publish.py --no-switch`` / ``--switch``)."""
     return {
         "publish_write": ["--warehouse", warehouse, "--version", version, "--no-switch"],
-        "gate_published": _gate(warehouse, "published", version),
+        "gate_published": _gate(warehouse, "published", run_id, version),
         "publish_switch": ["--warehouse", warehouse, "--version", version, "--switch"],
     }
 
@@ -198,13 +200,13 @@ def plan_training(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, ru
         ingest += ["--categories", ",".join(categories)]
     args = {
         "ingest": ingest,
-        "gate_bronze": _gate(wh, "bronze"),
+        "gate_bronze": _gate(wh, "bronze", run_id),
         "silver": ["--warehouse", wh],
-        "gate_silver": _gate(wh, "silver"),
+        "gate_silver": _gate(wh, "silver", run_id),
         "features": ["--warehouse", wh],
-        "gate_gold": _gate(wh, "gold"),
+        "gate_gold": _gate(wh, "gold", run_id),
         "evaluate": ["--warehouse", wh, "--run-id", run_id],
-        **_publish_args(wh, version),
+        **_publish_args(wh, run_id, version),
     }
     train = [["--model", m, "--run-id", run_id, "--warehouse", wh] for m in settings.train.models]
     return RunPlan(run_id=run_id, version=version, warehouse=wh, env=job_env(settings), conf=submit_conf(settings),
@@ -226,7 +228,9 @@ def plan_deletions(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, r
     wh = str(settings.warehouse.resolve())
     drops = Path(params.get("drops") or drops_dir(settings)).resolve()
     claimed = claim_drops(drops, run_id)
-    args = {"apply_deletions": ["--warehouse", wh, "--drops", str(claimed)], **_publish_args(wh, version)}
+    args = {"apply_deletions": ["--warehouse", wh, "--drops", str(claimed)],
+            "gate_silver": _gate(wh, "silver", run_id), "gate_gold": _gate(wh, "gold", run_id),
+            **_publish_args(wh, run_id, version)}
     return RunPlan(run_id=run_id, version=version, warehouse=wh, env=job_env(settings), conf=submit_conf(settings),
                    args=args, drops=str(drops))
 
@@ -293,7 +297,7 @@ def current_published(warehouse: Path | str) -> dict[str, Any] | None:
     """The row of ``ops/published`` the API follows (greatest ``published_at``), or None."""
     from recsys import constants as C
 
-    rows = [r for r in _read_delta(Path(warehouse) / C.PUBLISHED, ["version", "model", "run_id", "published_at"])
+    rows = [r for r in _read_delta(Path(warehouse) / C.PUBLISHED, ["version", "model", "run_id", "published_at", "k"])
             if r["published_at"] is not None]
     return max(rows, key=lambda r: r["published_at"]) if rows else None
 
@@ -333,12 +337,12 @@ def wait_until_served(api_url: str, version: str, *, timeout_s: float = 300.0, i
 
 
 def pending_drops(drops: Path | str) -> list[str]:
-    """Drop files waiting at the top of the drops folder (claimed and applied ones live in ``_`` sub-folders)."""
+    """Drop files waiting at the top of the drops folder, as ``jobs/apply_deletions.py --drops`` reads them (claimed
+    and applied ones live in ``_`` sub-folders, which it skips)."""
+    from recsys.catalog.drops import find_drops
+
     folder = Path(drops)
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith((".", "_")) and p.name.endswith(DROP_SUFFIXES))
+    return [p.name for p in find_drops(folder)] if folder.is_dir() else []
 
 
 def claim_drops(drops: Path | str, run_id: str) -> Path:
@@ -387,13 +391,14 @@ def describe_failure(context: Mapping[str, Any]) -> str:
         recsys_run = None
     error = context.get("exception")
     error_line = str(error).strip().splitlines()[0] if error and str(error).strip() else repr(error)
+    airflow_run = getattr(dag_run, "run_id", getattr(ti, "run_id", "?"))
     return (f"recsys task failed: dag={getattr(ti, 'dag_id', '?')} task={task} "
-            f"try={getattr(ti, 'try_number', '?')} airflow_run={getattr(dag_run, 'run_id', getattr(ti, 'run_id', '?'))} "
+            f"try={getattr(ti, 'try_number', '?')} airflow_run={airflow_run} "
             f"recsys_run={recsys_run or '-'} error={error_line} log={getattr(ti, 'log_url', '-')}")
 
 
 def log_failure(context: Mapping[str, Any]) -> None:
-    """``on_failure_callback`` of every recsys task (and DAG): one ERROR line in the task log."""
+    """``on_failure_callback`` of every recsys task: one ERROR line in the task log."""
     try:
         log.error(describe_failure(context))
     except Exception:  # noqa: BLE001

@@ -1,7 +1,9 @@
 """Every step in order, in one local Spark session (``recsys pipeline`` / ``make demo``).
 
 The Airflow DAG runs the same library functions as separate spark-submit jobs; this is the
-single-process path for a laptop or a test.
+single-process path for a laptop or a test. A Great Expectations gate follows bronze, silver, gold and the
+written (not yet current) published version; a failed gate raises :class:`~recsys.quality.QualityGateError`
+before anything is published, so the API keeps serving the previous version.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from recsys.features import build_features
 from recsys.ingest import ingest
 from recsys.logs import step
 from recsys.publish import publish
+from recsys.quality import validate_layer
 from recsys.silver import build_silver
 from recsys.train import train
 
@@ -20,19 +23,29 @@ from recsys.train import train
 def run_pipeline(spark, settings: Settings, run_id: str | None = None) -> dict:
     """ingest → silver → features → train every configured model → evaluate/promote → publish."""
     run_id = run_id or registry.new_run_id()
-    out: dict[str, object] = {"run_id": run_id}
+    out: dict[str, object] = {"run_id": run_id, "gates": {}}
+
+    def gate(layer: str, version: str | None = None) -> None:
+        result = validate_layer(spark, settings.warehouse, layer, settings, f"{run_id}-{layer}", version=version)
+        out["gates"][layer] = {"success": result.success, "expectations": len(result.outcomes),
+                               "warnings": len(result.warnings), "data_docs": str(result.data_docs)}
+        result.raise_if_failed()
+
     with step("pipeline", source=str(settings.source), warehouse=str(settings.warehouse), run_id=run_id):
         report = ingest(spark, settings.source, settings.warehouse, settings.ingest)
         out["ingest"] = report.to_dict()
         if report.failed:
             raise RuntimeError(f"{len(report.failed)} raw file(s) failed to ingest: "
                                + ", ".join(f["path"] for f in report.failed))
+        gate("bronze")
         out["silver"] = build_silver(spark, settings.warehouse)
+        gate("silver")
         out["features"] = build_features(spark, settings.warehouse, settings.features)
+        gate("gold")
         out["train"] = [train(spark, settings, model, run_id) for model in settings.train.models]
         evaluation = evaluate_run(spark, settings, run_id)
         out["evaluate"] = {"decision": evaluation["decision"], "report": evaluation.get("report"),
                            "metrics": {m: {k: v for k, v in r["metrics"].items() if k.endswith("@10")}
                                        for m, r in evaluation["models"].items()}}
-        out["publish"] = publish(spark, settings)
+        out["publish"] = publish(spark, settings, gate=lambda version: gate("published", version))
     return out

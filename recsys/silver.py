@@ -4,7 +4,8 @@
 benchmark rule — ties broken by source file and line so the choice never depends on partitioning.
 ``silver/items`` keeps the latest metadata row of each item (last ingested, then last line).
 Both are recomputed from bronze and MERGEd on their keys with update-if-changed, insert and
-delete-not-in-source, so a rerun on unchanged bronze commits no row changes.
+delete-not-in-source, so a rerun on unchanged bronze commits no row changes. Deleted items and erased
+users (``ops/deletions``) are left out, so a raw file that still holds them cannot bring them back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pyspark.sql import functions as F
 
 from recsys import constants as C
 from recsys import tables as T
+from recsys.catalog.guard import exclude_deleted
 from recsys.logs import step
 
 REVIEW_COLUMNS = T.SILVER_REVIEWS.columns
@@ -94,11 +96,13 @@ def build_silver(spark: SparkSession, warehouse: Path, *, force: bool = False) -
         with T.spark_conf(spark, {"spark.databricks.delta.commitInfo.userMetadata": json.dumps(versions)}):
             if C.BRONZE_REVIEWS in versions:
                 out[C.SILVER_REVIEWS] = _merge(spark, reviews_path,
-                                               earliest_reviews(T.read_table(spark, warehouse, C.BRONZE_REVIEWS)),
+                                               exclude_deleted(spark, warehouse, earliest_reviews(
+                                                   T.read_table(spark, warehouse, C.BRONZE_REVIEWS))),
                                                (C.USER_ID, C.ITEM_ID), REVIEW_COLUMNS)
             if C.BRONZE_ITEMS in versions:
                 out[C.SILVER_ITEMS] = _merge(spark, items_path,
-                                             latest_items(T.read_table(spark, warehouse, C.BRONZE_ITEMS)),
+                                             exclude_deleted(spark, warehouse, latest_items(
+                                                 T.read_table(spark, warehouse, C.BRONZE_ITEMS))),
                                              (C.ITEM_ID,), ITEM_COLUMNS)
         rec["merge"] = out
     return out

@@ -76,7 +76,7 @@ INGESTED_FILES = TableSpec(
     C.INGESTED_FILES,
     "path STRING, kind STRING, category STRING, size BIGINT, mtime_ns BIGINT, sha256 STRING, "
     "lines BIGINT, blank BIGINT, good BIGINT, quarantined BIGINT, status STRING, error STRING, "
-    "ingested_at TIMESTAMP",
+    "ingested_at TIMESTAMP, suppressed BIGINT",
     stats_columns=("size",),
 )
 SILVER_REVIEWS = TableSpec(
@@ -92,6 +92,15 @@ SILVER_ITEMS = TableSpec(
     "rating_number BIGINT, features ARRAY<STRING>, description ARRAY<STRING>, price DOUBLE, "
     "price_raw STRING, store STRING, categories ARRAY<STRING>, details STRING",
     stats_columns=("rating_number",),
+)
+
+# Item deletions and user erasures (recsys.catalog). Users appear only as salted hashes (id is null for them).
+DELETIONS = TableSpec(
+    C.DELETIONS,
+    "kind STRING, id_hash STRING, id STRING, id_length INT, reason STRING, requested_at TIMESTAMP, "
+    "applied_at TIMESTAMP, rows_removed MAP<STRING, BIGINT>, status STRING, relisted_at TIMESTAMP, "
+    "purged_at TIMESTAMP",
+    stats_columns=("requested_at",),
 )
 
 USER_INDEX = TableSpec(C.USER_INDEX, "user_id STRING, user_idx INT", stats_columns=(C.USER_IDX,))
@@ -141,6 +150,22 @@ RECS_SIMILAR_ITEMS = TableSpec(
 RECS_POPULAR = TableSpec(
     C.RECS_POPULAR, "version STRING, category STRING, rank INT, parent_asin STRING, score DOUBLE",
     stats_columns=(C.RANK,),
+)
+
+# Monitoring (recsys.monitor). Events name users: statistics only on time and type columns.
+EVENTS = TableSpec(
+    C.EVENTS,
+    "event_id STRING, event_type STRING, user_id STRING, parent_asin STRING, request_id STRING, "
+    "items ARRAY<STRING>, variant STRING, ts TIMESTAMP, received_at TIMESTAMP, version STRING, model STRING",
+    stats_columns=("ts", "received_at", "event_type"),
+)
+INDICATORS = TableSpec(
+    C.INDICATORS,
+    "day DATE, version STRING, variant STRING, model STRING, users BIGINT, impressions BIGINT, clicks BIGINT, "
+    "clicked BIGINT, purchases BIGINT, purchased BIGINT, scroll_end_no_click_n BIGINT, rec_to_rec_n BIGINT, "
+    "items_shown BIGINT, ctr DOUBLE, purchase_rate DOUBLE, rec_to_rec DOUBLE, scroll_end_no_click DOUBLE, "
+    "coverage DOUBLE, computed_at TIMESTAMP",
+    stats_columns=("day", "computed_at"),
 )
 
 

@@ -18,6 +18,8 @@ _EXPORTS = {
     "Outcome": "recsys.quality.gate",
     "QualityGateError": "recsys.quality.gate",
     "QUALITY_RESULTS": "recsys.quality.gate",
+    "purge_validation_artifacts": "recsys.quality.gate",
+    "published_gate": "recsys.quality.gate",
     "QualitySettings": "recsys.quality.settings",
     "load_quality_settings": "recsys.quality.settings",
     "LAYERS": "recsys.quality.settings",

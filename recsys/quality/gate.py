@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +27,7 @@ from recsys import tables as T
 from recsys.config import Settings
 from recsys.logs import step
 from recsys.quality import suites as S
-from recsys.quality.settings import QualitySettings, load_quality_settings
+from recsys.quality.settings import QualitySettings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ QUALITY_RESULTS = T.TableSpec(
     "run_id STRING, layer STRING, table STRING, table_version BIGINT, expectation STRING, column STRING, "
     "success BOOLEAN, severity STRING, observed_value STRING, unexpected_count BIGINT, sample STRING, "
     "checked_at TIMESTAMP",
-    stats_columns=("checked_at",),
+    stats_columns=("run_id", "layer", "checked_at"),   # run ids and layers skip files on the rerun replace
 )
 _SPECS = {spec.path: spec for spec in (
     T.BRONZE_REVIEWS, T.BRONZE_ITEMS, T.QUARANTINE_REVIEWS, T.QUARANTINE_ITEMS, T.INGESTED_FILES, T.SILVER_REVIEWS,
@@ -126,63 +128,56 @@ def new_run_id(layer: str) -> str:
 
 
 def quality_settings(settings: Settings) -> QualitySettings:
-    """``settings.quality`` once the main config embeds it, else ``conf/quality.yaml``."""
-    embedded = getattr(settings, "quality", None)
-    return embedded if isinstance(embedded, QualitySettings) else load_quality_settings()
+    """``settings.quality``: conf/quality.yaml (``RECSYS_QUALITY_CONFIG``), ``RECSYS_QUALITY__*`` overrides."""
+    return settings.quality
 
 
 def validate_layer(spark: SparkSession, warehouse: Path | str, layer: str, settings: Settings,
                    run_id: str | None = None, *, version: str | None = None,
-                   quality: QualitySettings | None = None) -> GateResult:
+                   quality: QualitySettings | None = None, tables: Sequence[str] | None = None) -> GateResult:
     """Validate every table of ``layer`` (published: only the rows of ``version``, default the current one).
 
-    Returns the outcome of every expectation; raises only on unusable input (unknown layer, bad config, no
-    published version). Results go to ``ops/quality_results`` and Data Docs to ``<quality root>/data_docs``.
+    ``quality`` defaults to ``settings.quality`` (or conf/quality.yaml); ``tables`` restricts the gate to some
+    of the layer's tables (e.g. to re-check one after a fix). Returns the outcome of every expectation; raises
+    only on unusable input (unknown layer or table, bad config, no published version). Results go to
+    ``ops/quality_results``, Data Docs to ``<quality root>/data_docs``.
     """
-    from pyspark import StorageLevel
-
     from recsys.quality.runner import Planned, runner_for
 
     quality = quality or quality_settings(settings)
     warehouse = Path(warehouse)
+    rerun_possible = run_id is not None        # a run id of ours is new: its rows can simply be appended
     run_id = run_id or new_run_id(layer)
     if layer == "published":
         version = version or _current_version(spark, warehouse)
     now = datetime.now(timezone.utc)
     suites = S.plan(layer, S.GateInputs(settings, quality, int(now.timestamp() * 1000), version))
+    if tables is not None:
+        unknown = sorted(set(tables) - {s.table for s in suites})
+        if unknown:
+            raise ValueError(f"layer {layer} has no table {', '.join(unknown)}")
+        suites = [s for s in suites if s.table in set(tables)]
     with step("quality_gate", layer=layer, run_id=run_id, version=version) as rec:
         runner = runner_for(quality.quality_root(warehouse))
-        needed = _needed_columns(suites)
-        loaded: dict[str, _Loaded | None] = {}
         outcomes: list[Outcome] = []
-        try:
-            for table, columns in needed.items():
-                suite = next((s for s in suites if s.table == table), None)
-                loaded[table] = _load(spark, warehouse, table, columns, suite.version if suite else None,
-                                      StorageLevel.MEMORY_AND_DISK)
+        result_ids: list[Any] = []
+        with _prepared(spark, warehouse, suites) as loaded:
             outcomes += _missing(suites, loaded)
-            for ref in {r.table: r for s in suites for r in s.refs}.values():
-                frame = loaded.get(ref.table)
-                frame_df = frame.cached if frame else spark.createDataFrame([], _ref_ddl(ref.table))
-                frame_df.createOrReplaceTempView(S.view(ref.table))
-            for suite in suites:
+            for n, suite in enumerate(suites):
                 data = loaded.get(suite.table)
                 if data is None:
                     continue
                 planned = [Planned(c, *quality.rule(layer, suite.table, c.name)) for c in suite.checks]
-                for e in runner.validate(layer, suite.table, planned, data.cached, data.full, run_id, now,
-                                         quality.sample_rows):
-                    outcomes.append(Outcome(layer, suite.table, data.version, e.check.name, e.expectation_type,
-                                            e.check.column, e.success, e.severity, e.observed, e.unexpected_count,
-                                            e.sample))
-        finally:
-            for table, data in loaded.items():
-                if data is not None:
-                    data.cached.unpersist()
-            for ref in {r.table for s in suites for r in s.refs}:
-                spark.catalog.dropTempView(S.view(ref))
-        result = GateResult(layer, run_id, tuple(outcomes), runner.docs_index, version)
-        write_results(spark, warehouse, result, now)
+                run = runner.validate(layer, suite.table, planned, data.cached, data.full, run_id, now,
+                                      quality.sample_rows)
+                result_ids += run.result_ids
+                outcomes += [Outcome(layer, suite.table, data.version, e.check.name, e.expectation_type,
+                                     e.check.column, e.success, e.severity, e.observed, e.unexpected_count, e.sample)
+                             for e in run.evaluated]
+                if not any(r.table == suite.table for later in suites[n + 1:] for r in later.refs):
+                    data.cached.unpersist()        # free the cache as soon as no later query reads it
+        result = GateResult(layer, run_id, tuple(outcomes), runner.build_docs(result_ids), version)
+        write_results(spark, warehouse, result, now, replace=rerun_possible)
         rec.update(expectations=len(outcomes), failures=len(result.failures), warnings=len(result.warnings),
                    success=result.success)
     for warning in result.warnings:
@@ -190,6 +185,30 @@ def validate_layer(spark: SparkSession, warehouse: Path | str, layer: str, setti
     if not result.success:
         log.error("%s", result.message())
     return result
+
+
+def published_gate(spark: SparkSession, settings: Settings, run_id: str | None = None):
+    """A ``recsys.publish.Gate``: validate the written version's rows, raise :class:`QualityGateError` on failure
+    (``ops/published`` is then not switched and the previous version keeps serving)."""
+    def gate(version: str) -> None:
+        validate_layer(spark, settings.warehouse, "published", settings, run_id, version=version).raise_if_failed()
+    return gate
+
+
+def purge_validation_artifacts(warehouse: Path | str, quality: QualitySettings) -> list[Path]:
+    """Delete the stored GX validation results and their Data Docs pages (the index is rebuilt by the next gate).
+
+    Samples of offending rows can hold user ids, and these are files, not Delta rows that the erasure cascade
+    reaches; ``ops/quality_results`` keeps the record of every run. Call it when users are erased.
+    """
+    import shutil
+
+    root = quality.quality_root(warehouse)
+    removed = [p for p in (root / "gx" / "uncommitted" / "validations", root / "data_docs" / "validations")
+               if p.is_dir()]
+    for folder in removed:
+        shutil.rmtree(folder)
+    return removed
 
 
 def _current_version(spark: SparkSession, warehouse: Path) -> str:
@@ -202,6 +221,29 @@ def _current_version(spark: SparkSession, warehouse: Path) -> str:
     if row is None:
         raise LookupError(f"no published version under {warehouse}: pass the version to validate")
     return row[0]
+
+
+@contextmanager
+def _prepared(spark: SparkSession, warehouse: Path, suites: list[S.TableSuite]) -> Iterator[dict[str, _Loaded | None]]:
+    """Every table the suites validate or query, pinned, projected and cached, with the views queries name;
+    a missing referenced table reads as empty. Caches and views are released on exit."""
+    from pyspark import StorageLevel
+
+    versions = {s.table: s.version for s in suites}
+    loaded = {table: _load(spark, warehouse, table, columns, versions.get(table), StorageLevel.MEMORY_AND_DISK)
+              for table, columns in _needed_columns(suites).items()}
+    refs = {r.table for s in suites for r in s.refs}
+    try:
+        for table in refs:
+            data = loaded.get(table)
+            (data.cached if data else spark.createDataFrame([], _ref_ddl(table))).createOrReplaceTempView(S.view(table))
+        yield loaded
+    finally:
+        for data in loaded.values():
+            if data is not None:
+                data.cached.unpersist()
+        for table in refs:
+            spark.catalog.dropTempView(S.view(table))
 
 
 def _needed_columns(suites: list[S.TableSuite]) -> dict[str, tuple[str, ...]]:
@@ -246,8 +288,13 @@ def _missing(suites: list[S.TableSuite], loaded: dict[str, _Loaded | None]) -> l
             for table, layer in required.items() if loaded.get(table) is None]
 
 
-def write_results(spark: SparkSession, warehouse: Path, result: GateResult, checked_at: datetime) -> None:
-    """Replace this run's rows of this layer in ops/quality_results (a rerun of the gate is idempotent)."""
+def write_results(spark: SparkSession, warehouse: Path, result: GateResult, checked_at: datetime, *,
+                  replace: bool = True) -> None:
+    """Store one row per outcome in ops/quality_results; a rerun with the same run id replaces its rows.
+
+    A plain append (one Spark job) is the common path; ``replaceWhere`` costs five, so it is used only when
+    the run id already has rows of this layer (a rerun). ``replace=False``: the run id is known to be new.
+    """
     from recsys.ingest import sql_literal
 
     path = T.ensure_table(spark, warehouse, QUALITY_RESULTS)
@@ -257,6 +304,10 @@ def write_results(spark: SparkSession, warehouse: Path, result: GateResult, chec
         "observed_value": o.observed, "unexpected_count": o.unexpected_count,
         "sample": json.dumps(o.sample, default=str) if o.sample else None, "checked_at": checked_at,
     } for o in result.outcomes]
-    predicate = f"run_id = {sql_literal(result.run_id)} AND layer = {sql_literal(result.layer)}"
-    (spark.createDataFrame(rows, schema=QUALITY_RESULTS.ddl).write.format("delta").mode("overwrite")
-     .option("replaceWhere", predicate).save(path))
+    mine = (F.col("run_id") == result.run_id) & (F.col("layer") == result.layer)
+    writer = spark.createDataFrame(rows, schema=QUALITY_RESULTS.ddl).write.format("delta")
+    if replace and spark.read.format("delta").load(path).where(mine).limit(1).count():
+        predicate = f"run_id = {sql_literal(result.run_id)} AND layer = {sql_literal(result.layer)}"
+        writer.mode("overwrite").option("replaceWhere", predicate).save(path)
+    else:
+        writer.mode("append").save(path)

@@ -1,25 +1,22 @@
 """Great Expectations 1.x plumbing: one file context per quality folder, one suite + validation definition +
-checkpoint per table, Data Docs rebuilt by the checkpoint's action.
+checkpoint per table, Data Docs built once per gate.
 
 Each table is validated in two passes, because GE fetches unexpected samples with one Spark job per
 expectation even when nothing fails. Pass 1 runs the whole suite on the cached table with samples off, so
-row-wise counts share one aggregation. Pass 2 runs only if something failed: the failed row-wise
-expectations again (suite ``<table>.samples``), on the uncached table, to fetch offending rows.
+row-wise counts share one aggregation and queries only count. Pass 2 runs only if something failed: the
+failed row-wise expectations again (suite ``<table>.samples``), on the uncached table, to fetch offending rows.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from recsys.quality.suites import Check
-
-log = logging.getLogger(__name__)
 
 SITE = "recsys"                            # the one Data Docs site: <quality root>/data_docs
 DATASOURCE = "recsys_spark"
@@ -27,6 +24,7 @@ BATCH = "whole_table"
 COUNTS_ONLY = {"result_format": "BASIC", "partial_unexpected_count": 0}   # no per-expectation sample jobs
 WITH_ROWS = {"result_format": "COMPLETE", "include_unexpected_rows": True}   # GE caps rows at 200
 _MAX_CELL = 120                            # long strings (review text, raw lines) are cut in samples
+_SAMPLING = {"ExpectNoUnexpectedRows": "UnexpectedRowsExpectation"}      # pass 2: the stock, row-fetching class
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,12 @@ class Evaluated:
     unexpected_count: int | None
     sample: list[dict[str, Any]]
     row_wise: bool
+
+
+@dataclass(frozen=True)
+class TableRun:
+    evaluated: list[Evaluated]
+    result_ids: list[Any]                  # GE ValidationResultIdentifiers, for the Data Docs build
 
 
 class GxRunner:
@@ -102,8 +106,9 @@ class GxRunner:
         except KeyError:
             return asset.add_batch_definition_whole_dataframe(BATCH)
 
-    def _expectation(self, planned: Planned, layer: str, table: str):
-        cls = expectation_class(planned.check.expectation)
+    def _expectation(self, planned: Planned, layer: str, table: str, sampling: bool = False):
+        name = planned.check.expectation
+        cls = expectation_class(_SAMPLING.get(name, name) if sampling else name)
         kwargs = dict(planned.check.kwargs)
         if planned.mostly is not None:
             if "mostly" not in cls.__fields__:
@@ -115,20 +120,20 @@ class GxRunner:
                    meta={"rule": planned.check.name, "layer": layer, "table": table, "severity": planned.severity})
 
     def _checkpoint(self, name: str, asset_name: str, expectations: list, result_format: dict):
-        gx = self.gx
-        from great_expectations.checkpoint import UpdateDataDocsAction
+        """Suite, validation definition and checkpoint ``name``, saved (replacing earlier definitions).
 
+        No Data Docs action: each build compiles GE's templates anew (~2 s), so the gate builds once."""
+        gx = self.gx
         suite = self.context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
         definition = self.context.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=name, data=self._batch_definition(asset_name), suite=suite))
         return self.context.checkpoints.add_or_update(gx.Checkpoint(
-            name=name, validation_definitions=[definition], result_format=result_format,
-            actions=[UpdateDataDocsAction(name="data_docs", site_names=[SITE])]))
+            name=name, validation_definitions=[definition], result_format=result_format))
 
     # -- running --------------------------------------------------------------------------------------------
 
     def validate(self, layer: str, table: str, planned: list[Planned], cached, full, run_id: str,
-                 run_time: datetime, sample_rows: int) -> list[Evaluated]:
+                 run_time: datetime, sample_rows: int) -> TableRun:
         """Pass 1 on ``cached`` (all checks, counts only), then pass 2 on ``full`` for failed row-wise checks."""
         from great_expectations.core.run_identifier import RunIdentifier
 
@@ -136,20 +141,26 @@ class GxRunner:
         expectations = [self._expectation(p, layer, table) for p in planned]
         checkpoint = self._checkpoint(asset_name, asset_name, expectations, COUNTS_ONLY)
         run = RunIdentifier(run_name=run_id, run_time=run_time)
-        first = _results(checkpoint.run(batch_parameters={"dataframe": cached}, run_id=run))
+        outcome = checkpoint.run(batch_parameters={"dataframe": cached}, run_id=run)
+        result_ids = list(outcome.run_results)
         by_rule = {p.check.name: p for p in planned}
-        evaluated = [_evaluate(by_rule[_rule(r)], r, sample_rows) for r in first]
+        evaluated = [_evaluate(by_rule[_rule(r)], r) for r in _results(outcome)]
 
-        again = [e for e in evaluated if not e.success and e.row_wise and e.observed is not None
-                 and not e.observed.startswith("error:")]
-        if again:
-            names = {e.check.name for e in again}
-            retry = [self._expectation(p, layer, table) for p in planned if p.check.name in names]
+        names = {e.check.name for e in evaluated if not e.success and e.row_wise and not _errored(e)}
+        if names:
+            retry = [self._expectation(p, layer, table, sampling=True) for p in planned if p.check.name in names]
             checkpoint = self._checkpoint(f"{asset_name}.samples", asset_name, retry, WITH_ROWS)
-            samples = {_rule(r): _samples(r, sample_rows)
-                       for r in _results(checkpoint.run(batch_parameters={"dataframe": full}, run_id=run))}
+            outcome = checkpoint.run(batch_parameters={"dataframe": full}, run_id=run)
+            result_ids += list(outcome.run_results)
+            samples = {_rule(r): _samples(r, sample_rows) for r in _results(outcome)}
             evaluated = [_with_sample(e, samples.get(e.check.name)) for e in evaluated]
-        return evaluated
+        return TableRun([_cut(e, sample_rows) for e in evaluated], result_ids)
+
+    def build_docs(self, result_ids: list[Any]) -> Path:
+        """Render this gate's validation results and refresh the index; returns the index page."""
+        if result_ids:
+            self.context.build_data_docs(site_names=[SITE], resource_identifiers=result_ids)
+        return self.docs_index
 
 
 _RUNNERS: dict[Path, GxRunner] = {}
@@ -196,18 +207,16 @@ def _exception_message(info: Any) -> str | None:
     return None
 
 
-def _evaluate(planned: Planned, result, sample_rows: int) -> Evaluated:
-    from great_expectations.expectations.core.unexpected_rows_expectation import UnexpectedRowsExpectation
-    from great_expectations.expectations.expectation import (
-        ColumnMapExpectation,
-        ColumnPairMapExpectation,
-        MulticolumnMapExpectation,
-    )
+def _errored(e: Evaluated) -> bool:
+    return bool(e.observed and e.observed.startswith("error:"))
 
-    cls = expectation_class(planned.check.expectation)
-    is_query = issubclass(cls, UnexpectedRowsExpectation)
-    row_wise = is_query or issubclass(cls, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation))
+
+def _evaluate(planned: Planned, result) -> Evaluated:
+    from great_expectations.expectations.core.unexpected_rows_expectation import UnexpectedRowsExpectation
+
+    is_query = issubclass(expectation_class(planned.check.expectation), UnexpectedRowsExpectation)
     res = dict(result.result or {})
+    row_wise = is_query or "unexpected_count" in res    # of_type is a map expectation by class, not by result
     error = _exception_message(result.exception_info)
     unexpected: int | None = None
     sample: list[dict[str, Any]] = []
@@ -220,11 +229,13 @@ def _evaluate(planned: Planned, result, sample_rows: int) -> Evaluated:
         unexpected = int(res.get("unexpected_count") or 0)
         observed = f"{unexpected} of {res.get('element_count')} rows unexpected"
     else:
-        observed = json.dumps(res.get("observed_value"), default=str)
+        expected = planned.check.kwargs.get("type_") or planned.check.kwargs.get("type_list")
+        observed = f"observed {json.dumps(res.get('observed_value'), default=str)}"
+        observed += f", expected {expected}" if expected else ""
         details = res.get("details")
         if details:
             sample = [_short(d) if isinstance(d, dict) else {"detail": d}
-                      for d in (details.get("mismatched") or [details])][:sample_rows]
+                      for d in (details.get("mismatched") or [details])]
     return Evaluated(planned.check, planned.severity, result.expectation_config.type, bool(result.success),
                      observed, unexpected, sample, row_wise)
 
@@ -251,7 +262,8 @@ def _short(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_sample(e: Evaluated, sample: list[dict[str, Any]] | None) -> Evaluated:
-    if not sample:
-        return e
-    return Evaluated(e.check, e.severity, e.expectation_type, e.success, e.observed, e.unexpected_count, sample,
-                     e.row_wise)
+    return replace(e, sample=sample) if sample else e
+
+
+def _cut(e: Evaluated, rows: int) -> Evaluated:
+    return replace(e, sample=e.sample[:rows]) if len(e.sample) > rows else e

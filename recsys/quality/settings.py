@@ -70,13 +70,19 @@ class QualitySettings(_Strict):
         return root.resolve()
 
 
-def load_quality_settings(path: Path | str | None = None, **overrides: Any) -> QualitySettings:
-    """Settings from ``path`` (default ``$RECSYS_QUALITY_CONFIG`` or ``conf/quality.yaml``) + ``overrides``."""
+def read_quality_config(path: Path | str | None = None) -> dict[str, Any]:
+    """The raw mapping of ``path`` (default ``$RECSYS_QUALITY_CONFIG`` or ``conf/quality.yaml``)."""
     source = Path(path or os.environ.get("RECSYS_QUALITY_CONFIG", DEFAULT_QUALITY_CONFIG))
     if not source.is_file():
         raise FileNotFoundError(f"quality config not found: {source}")
     data = yaml.safe_load(source.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"quality config {source} must hold a mapping at top level")
+    return data
+
+
+def load_quality_settings(path: Path | str | None = None, **overrides: Any) -> QualitySettings:
+    """Settings from ``path`` (default ``$RECSYS_QUALITY_CONFIG`` or ``conf/quality.yaml``) + ``overrides``."""
+    data = read_quality_config(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return QualitySettings(**data)

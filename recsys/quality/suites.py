@@ -2,9 +2,9 @@
 
 A :class:`Check` names a Great Expectations expectation class and its arguments; the name is stable (it is the
 ``expectation`` column of ``ops/quality_results`` and the key of ``conf/quality.yaml``). Cross-table and per-list
-rules are GE ``UnexpectedRowsExpectation`` queries over ``{batch}`` and the temporary views of the tables they
-name (:func:`view`), so every rule is evaluated by GE, none by hand. Nothing here imports GE or touches Spark
-data: the runner turns these declarations into suites, validation definitions and checkpoints.
+rules are GE unexpected-rows queries (``ExpectNoUnexpectedRows``) over ``{batch}`` and the temporary views of
+the tables they name (:func:`view`), so every rule is evaluated by GE, none by hand. Nothing here imports GE or
+touches Spark data: the runner turns these declarations into suites, validation definitions and checkpoints.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ SIMILAR_ASIN = "similar_asin"
 METHOD = "method"
 SIMILAR_METHODS = ("als", "content")
 SPLITS = ("train", "valid", "test")
-DELETIONS_DDL = "kind STRING, id STRING"   # the ops/deletions columns the published gate reads
+DELETIONS_DDL = "kind STRING, id STRING, status STRING"   # the ops/deletions columns the published gate reads
 
 
 def view(table: str) -> str:
@@ -158,8 +158,8 @@ def finite(column: str) -> Check:
 
 
 def query(name: str, sql: str, description: str, reads: Sequence[str], about: str | None = None) -> Check:
-    """A GE ``UnexpectedRowsExpectation``: ``sql`` selects the offending rows of ``{batch}``."""
-    return Check(name, "UnexpectedRowsExpectation", {"unexpected_rows_query": " ".join(sql.split())},
+    """A GE unexpected-rows expectation: ``sql`` selects the offending rows of ``{batch}``."""
+    return Check(name, "ExpectNoUnexpectedRows", {"unexpected_rows_query": " ".join(sql.split())},
                  description=description, reads=tuple(reads), about=about)
 
 
@@ -179,12 +179,14 @@ def _list_rules(group: Sequence[str], max_length: int) -> list[Check]:
 
 
 def _items_live(keys: Sequence[str], item_columns: Sequence[str]) -> Check:
-    """Every published item is in gold/item_index, not flagged deleted, and not in ops/deletions."""
+    """Every published item is in gold/item_index, not flagged deleted there, and not deleted in ops/deletions
+    (a deletion being applied may not have reached the index yet; a relisted item counts as live)."""
     index, deletions = view(C.ITEM_INDEX), view(C.DELETIONS)
     joins, bad = [], []
     for n, col in enumerate(item_columns):
         joins.append(f"LEFT JOIN {index} i{n} ON b.{col} = i{n}.{C.ITEM_ID} "
-                     f"LEFT JOIN (SELECT DISTINCT id FROM {deletions} WHERE kind = 'item') d{n} ON b.{col} = d{n}.id")
+                     f"LEFT JOIN (SELECT DISTINCT id FROM {deletions} WHERE kind = 'item' AND status = 'deleted') d{n} "
+                     f"ON b.{col} = d{n}.id")
         bad.append(f"i{n}.{C.ITEM_ID} IS NULL OR coalesce(i{n}.deleted, false) OR d{n}.id IS NOT NULL")
     select = ", ".join(f"b.{c}" for c in dict.fromkeys([*keys, *item_columns]))
     return query("items_exist_not_deleted", f"SELECT {select} FROM {{batch}} b {' '.join(joins)} "
@@ -193,7 +195,8 @@ def _items_live(keys: Sequence[str], item_columns: Sequence[str]) -> Check:
                  [*keys, *item_columns], about=",".join(item_columns))
 
 
-_ITEM_REFS = (Ref(C.ITEM_INDEX, (C.ITEM_ID, C.ITEM_IDX, "deleted")), Ref(C.DELETIONS, ("kind", "id"), required=False))
+_ITEM_REFS = (Ref(C.ITEM_INDEX, (C.ITEM_ID, C.ITEM_IDX, "deleted")),
+              Ref(C.DELETIONS, ("kind", "id", "status"), required=False))
 
 
 # --- the suites, per layer ------------------------------------------------------------------------------------
@@ -220,11 +223,11 @@ def bronze(inputs: GateInputs) -> list[TableSuite]:
     reconcile = (
         f"WITH stored AS ({stored}), per_file AS (SELECT path, sum(bronze_rows) AS bronze_rows, "
         "sum(quarantine_rows) AS quarantine_rows FROM stored GROUP BY path) "
-        "SELECT coalesce(f.path, s.path) AS path, f.status, f.lines, f.blank, f.good, f.quarantined, "
+        "SELECT coalesce(f.path, s.path) AS path, f.status, f.lines, f.blank, f.suppressed, f.good, f.quarantined, "
         "coalesce(s.bronze_rows, 0) AS bronze_rows, coalesce(s.quarantine_rows, 0) AS quarantine_rows "
         "FROM {batch} f FULL OUTER JOIN per_file s ON f.path = s.path "
         "WHERE f.path IS NULL OR (f.status = 'ingested' AND ("
-        "coalesce(s.bronze_rows, 0) + coalesce(s.quarantine_rows, 0) <> f.lines - f.blank "
+        "coalesce(s.bronze_rows, 0) + coalesce(s.quarantine_rows, 0) <> f.lines - f.blank - coalesce(f.suppressed, 0) "
         "OR coalesce(s.bronze_rows, 0) <> f.good OR coalesce(s.quarantine_rows, 0) <> f.quarantined))")
     files = (*schema(T.INGESTED_FILES), *not_null("path"), unique("path_unique", "path"),
              Check("status_ingested", "ExpectColumnValuesToBeInSet", {"column": "status", "value_set": ["ingested"]}),
@@ -235,9 +238,9 @@ def bronze(inputs: GateInputs) -> list[TableSuite]:
                    f"no file has more than {rate:.1%} of its non-blank lines quarantined (a changed source format)",
                    ["path", "kind", "lines", "blank", "good", "quarantined", "status"]),
              query("rows_reconcile", reconcile,
-                   "per ingested file: bronze + quarantine rows = non-blank lines read (good, quarantined as "
-                   "recorded); no stored row of an unrecorded file",
-                   ["path", "status", "lines", "blank", "good", "quarantined"]))
+                   "per ingested file: bronze + quarantine rows = lines read - blank - suppressed (erased users), "
+                   "and equal to good + quarantined as recorded; no stored row of an unrecorded file",
+                   ["path", "status", "lines", "blank", "suppressed", "good", "quarantined"]))
     source_refs = tuple(Ref(t, (C.SOURCE_FILE,), required=False) for t in
                         (C.BRONZE_REVIEWS, C.BRONZE_ITEMS, C.QUARANTINE_REVIEWS, C.QUARANTINE_ITEMS))
     return [
@@ -260,7 +263,8 @@ def silver(inputs: GateInputs) -> list[TableSuite]:
                query("parent_asin_in_items",
                      f"SELECT b.{C.USER_ID}, b.{C.ITEM_ID} FROM {{batch}} b LEFT ANTI JOIN {view(C.SILVER_ITEMS)} i "
                      f"ON b.{C.ITEM_ID} = i.{C.ITEM_ID}",
-                     f"every review's {C.ITEM_ID} exists in {C.SILVER_ITEMS}", [C.USER_ID, C.ITEM_ID], about=C.ITEM_ID))
+                     f"every review's {C.ITEM_ID} exists in {C.SILVER_ITEMS}", [C.USER_ID, C.ITEM_ID],
+                     about=C.ITEM_ID))
     return [
         TableSuite("silver", C.SILVER_ITEMS, items),
         TableSuite("silver", C.SILVER_REVIEWS, reviews, refs=(Ref(C.SILVER_ITEMS, (C.ITEM_ID,)),)),
@@ -272,7 +276,8 @@ def gold(inputs: GateInputs) -> list[TableSuite]:
     interactions = (*schema(T.INTERACTIONS),
                     *not_null(C.USER_IDX, C.ITEM_IDX, "weight", C.CONFIDENCE, C.SPLIT),
                     unique("key_unique", C.USER_IDX, C.ITEM_IDX),
-                    Check("split_in_set", "ExpectColumnValuesToBeInSet", {"column": C.SPLIT, "value_set": list(SPLITS)}),
+                    Check("split_in_set", "ExpectColumnValuesToBeInSet",
+                          {"column": C.SPLIT, "value_set": list(SPLITS)}),
                     finite("weight"),
                     between("confidence_at_least_1", C.CONFIDENCE, 1, None),
                     query("ids_in_vocabulary",
@@ -280,7 +285,8 @@ def gold(inputs: GateInputs) -> list[TableSuite]:
                           f"LEFT JOIN {users} u ON b.{C.USER_IDX} = u.{C.USER_IDX} "
                           f"LEFT JOIN {items} i ON b.{C.ITEM_IDX} = i.{C.ITEM_IDX} "
                           f"WHERE u.{C.USER_IDX} IS NULL OR i.{C.ITEM_IDX} IS NULL OR coalesce(i.deleted, false)",
-                          f"every interaction's user and item are in {C.USER_INDEX} / {C.ITEM_INDEX} (item not deleted)",
+                          f"every interaction's user and item are in {C.USER_INDEX} / {C.ITEM_INDEX} "
+                          "(item not deleted)",
                           [C.USER_IDX, C.ITEM_IDX]))
     user_index = (*schema(T.USER_INDEX), *not_null(C.USER_ID, C.USER_IDX),
                   unique("user_id_unique", C.USER_ID), unique("user_idx_unique", C.USER_IDX))
@@ -315,7 +321,8 @@ def published(inputs: GateInputs) -> list[TableSuite]:
                   f"SELECT b.{C.USER_ID}, b.{C.RANK}, b.{C.ITEM_ID} FROM {{batch}} b "
                   f"JOIN {view(C.USER_INDEX)} u ON b.{C.USER_ID} = u.{C.USER_ID} "
                   f"JOIN {view(C.ITEM_INDEX)} i ON b.{C.ITEM_ID} = i.{C.ITEM_ID} "
-                  f"JOIN {view(C.INTERACTIONS)} x ON x.{C.USER_IDX} = u.{C.USER_IDX} AND x.{C.ITEM_IDX} = i.{C.ITEM_IDX} "
+                  f"JOIN {view(C.INTERACTIONS)} x "
+                  f"ON x.{C.USER_IDX} = u.{C.USER_IDX} AND x.{C.ITEM_IDX} = i.{C.ITEM_IDX} "
                   f"WHERE x.{C.SPLIT} = 'train'",
                   "no user is recommended an item of their own training interactions", [*user_key, C.ITEM_ID],
                   about=C.ITEM_ID))
@@ -323,7 +330,8 @@ def published(inputs: GateInputs) -> list[TableSuite]:
     similar = (*schema(T.RECS_SIMILAR_ITEMS, score_type),
                *not_null(C.ITEM_ID, C.RANK, SIMILAR_ASIN, C.SCORE, METHOD),
                unique("key_unique", *similar_list, C.RANK), unique("no_duplicate_items", *similar_list, SIMILAR_ASIN),
-               Check("method_in_set", "ExpectColumnValuesToBeInSet", {"column": METHOD, "value_set": list(SIMILAR_METHODS)}),
+               Check("method_in_set", "ExpectColumnValuesToBeInSet",
+                     {"column": METHOD, "value_set": list(SIMILAR_METHODS)}),
                finite(C.SCORE),
                *_list_rules(similar_list, conf.similar_k),
                _items_live((*similar_list, C.RANK), (C.ITEM_ID, SIMILAR_ASIN)))

@@ -1,0 +1,208 @@
+"""Apply deletion drops: item deletions and user erasures, cascaded through the warehouse and the API.
+
+Order of a run, each step safe to repeat:
+
+1. Repair directory swaps a crash left half-done (:mod:`recsys.catalog.swap`).
+2. Keep only requests not applied yet (``ops/deletions``): a drop applied twice changes nothing.
+3. Land them as *pending* rows in ``ops/deletions``: the API denies them from its next request on.
+4. One MERGE per Delta table (:mod:`recsys.catalog.cascade`), then model factors, event logs and the serving
+   snapshot (:mod:`recsys.catalog.files`).
+5. Make the removed rows unrecoverable: VACUUM every changed table, or — when users were erased and
+   ``purge_history`` is on (the default) — rewrite those tables into fresh directories (:mod:`.history`).
+6. Complete the ``ops/deletions`` rows (``applied_at``, rows removed per table); API workers then map the rebuilt
+   snapshot. Erasures applied without purging are purged by the first run after ``purge_window_hours``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys import tables as T
+from recsys.catalog import cascade, history, ledger, swap
+from recsys.catalog.drops import Drop, DropRow, find_drops, read_drop
+from recsys.catalog.files import drop_model_rows, refresh_snapshots, scrub_event_logs
+from recsys.catalog.mentions import Matcher
+from recsys.catalog.settings import DeletionSettings
+from recsys.config import Settings
+from recsys.logs import step
+from recsys.serve.denylist import KIND_ITEM, KIND_USER
+
+log = logging.getLogger(__name__)
+
+EVENT_LOGS = "_serving/events"
+RECS = (C.RECS_USER_TOPK, C.RECS_SIMILAR_ITEMS, C.RECS_POPULAR)
+
+
+def deletion_settings(settings: Settings) -> DeletionSettings:
+    return settings.deletions
+
+
+def read_drops(*, items: Path | None = None, users: Path | None = None, drops: Path | None = None) -> list[Drop]:
+    """The drops named on a command line: an item file, a user file, and/or every file of a drops folder."""
+    out = []
+    if items is not None:
+        out.append(read_drop(items, KIND_ITEM))
+    if users is not None:
+        out.append(read_drop(users, KIND_USER))
+    if drops is not None:
+        out.extend(read_drop(path) for path in find_drops(drops))
+    return out
+
+
+def apply_drops(spark: SparkSession, settings: Settings, drops: Sequence[Drop], *,
+                purge_history: bool | None = None) -> dict:
+    """Apply every row of ``drops`` in one run (one MERGE per table for all of them)."""
+    latest: dict[tuple[str, str], DropRow] = {}
+    for drop in drops:
+        for row in drop.rows:
+            key = (row.kind, row.id)
+            if key not in latest or row.requested_at > latest[key].requested_at:
+                latest[key] = row
+    report = apply_rows(spark, settings, list(latest.values()), purge_history=purge_history)
+    report["files"] = [str(d.path) for d in drops]
+    return report
+
+
+def apply_rows(spark: SparkSession, settings: Settings, rows: Sequence[DropRow], *,
+               purge_history: bool | None = None) -> dict:
+    """Apply deletion requests; returns a summary without any plain user id (safe to print and log)."""
+    warehouse = Path(settings.warehouse)
+    conf = deletion_settings(settings)
+    purge = conf.purge_history if purge_history is None else purge_history
+    now = datetime.now(timezone.utc)
+    with step("apply_deletions", warehouse=str(warehouse), requested=len(rows), purge_history=purge) as rec:
+        if not warehouse.is_dir():
+            raise FileNotFoundError(f"warehouse not found: {warehouse}")
+        rec["repaired_swaps"] = swap.recover(warehouse)
+        salt = ledger.ensure_salt(warehouse)
+        requests = ledger.to_do(spark, warehouse, rows, salt)
+        rec.update(applied=len(requests), skipped=len(rows) - len(requests),
+                   items=sum(r.kind == KIND_ITEM for r in requests), users=sum(r.kind == KIND_USER for r in requests))
+        if requests:
+            ledger.record_pending(spark, warehouse, requests)
+            removed, changed, extra = _cascade(spark, settings, requests, salt)
+            purged = purge and rec["users"] > 0
+            started = time.perf_counter()
+            for rel in changed:
+                if purged:
+                    history.rewrite(spark, warehouse, rel)
+                else:
+                    history.vacuum(spark, T.table_path(warehouse, rel))
+            extra["seconds"]["history"] = round(time.perf_counter() - started, 2)
+            ledger.record_applied(spark, warehouse, requests, removed, now, purged)
+            totals: dict[str, int] = defaultdict(int)
+            for per_table in removed.values():
+                for rel, n in per_table.items():
+                    totals[rel] += n
+            rec.update(changed=changed, rows_removed=dict(sorted(totals.items())), history_purged=purged, **extra)
+        rec["deferred_purges"] = _purge_due(spark, warehouse, conf, now, {r.id_hash for r in requests})
+        return {k: v for k, v in rec.items() if k != "step"}
+
+
+def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.Request],
+             salt: str) -> tuple[dict[str, dict[str, int]], list[str], dict]:
+    """Every table and file; returns rows removed per id_hash per table, the Delta tables changed, and extras."""
+    warehouse = Path(settings.warehouse)
+    items = {r.id: r.id_hash for r in requests if r.kind == KIND_ITEM}
+    users = {r.id: r.id_hash for r in requests if r.kind == KIND_USER}
+    batch = cascade.build_batch(spark, warehouse, salt, items, users)
+    plans = cascade.combine(cascade.item_plans(spark, warehouse, batch), cascade.user_plans(spark, warehouse, batch))
+    removed: dict[str, dict[str, int]] = defaultdict(dict)
+    changed, seconds = [], {}
+    for rel in sorted(plans):
+        started = time.perf_counter()
+        outcome = cascade.apply_plan(spark, warehouse, rel, plans[rel])
+        seconds[rel] = round(time.perf_counter() - started, 2)
+        if outcome.changed:
+            changed.append(rel)
+        for digest, n in outcome.removed.items():
+            removed[digest][rel] = n
+    started = time.perf_counter()
+
+    user_idx = {r[C.USER_IDX]: r["id_hash"] for r in batch.user_idx.collect()} if batch.user_idx else {}
+    item_idx = {r[C.ITEM_IDX]: r["id_hash"] for r in batch.item_idx.collect()} if batch.item_idx else {}
+    for folder, gone in drop_model_rows(warehouse, user_idx, item_idx).items():
+        owners = user_idx if folder.endswith("user_factors") else item_idx
+        for idx in gone:
+            removed[owners[idx]][folder] = 1
+    events = settings.serve.resolved(warehouse).events_dir
+    assert events is not None
+    for digest, n in scrub_event_logs(events, Matcher({u: h for u, h in users.items()}, map(len, users))).items():
+        removed[digest][EVENT_LOGS] = n
+    recs_changed = any(rel in changed for rel in RECS)
+    seconds["files"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    rebuilt = refresh_snapshots(warehouse, settings.serve, rebuild=recs_changed) if recs_changed or users else False
+    seconds["snapshot"] = round(time.perf_counter() - started, 2)
+    return removed, changed, {"snapshot_rebuilt": rebuilt, "seconds": seconds}
+
+
+def _purge_due(spark: SparkSession, warehouse: Path, conf: DeletionSettings, now: datetime,
+               exclude: set[str]) -> list[str]:
+    """Purge the history of tables that erasures applied without ``purge_history`` touched, once their window
+    has passed; returns the tables rewritten."""
+    hashes, tables = ledger.due_purges(spark, warehouse, conf.purge_window_hours, now)
+    hashes = [h for h in hashes if h not in exclude]
+    if not hashes:
+        return []
+    tables = [t for t in tables if T.is_delta_table(Path(T.table_path(warehouse, t)))]
+    for rel in tables:
+        history.rewrite(spark, warehouse, rel)
+    ledger.record_purged(spark, warehouse, hashes, now)
+    return tables
+
+
+def relist_items(spark: SparkSession, settings: Settings, path: Path | str) -> dict:
+    """Bring deleted items back because the catalog lists them again (``recsys relist-items --warehouse DIR FILE``).
+
+    The drop has the item format (``parent_asin,reason,requested_at``). Each deleted item is marked ``relisted``
+    in ``ops/deletions`` (the API stops denying it, and a later deletion request newer than ``requested_at``
+    deletes it again), its ``gold/item_index`` tombstone is cleared, and silver and features are rebuilt from
+    bronze, which kept the item's rows. Models learnt without the item: it reappears in recommendations after
+    the next train + publish (in popular lists at the next publish). Items not deleted are skipped.
+    """
+    from delta.tables import DeltaTable
+
+    from recsys.features import build_features
+    from recsys.silver import build_silver
+
+    warehouse = Path(settings.warehouse)
+    drop = read_drop(path, KIND_ITEM)
+    with step("relist_items", warehouse=str(warehouse), requested=len(drop.rows)) as rec:
+        salt = ledger.ensure_salt(warehouse)
+        asins = ledger.record_relisted(spark, warehouse, drop.rows, salt)
+        rec.update(relisted=len(asins), skipped=len(drop.rows) - len(asins))
+        if asins and T.is_delta_table(Path(T.table_path(warehouse, C.ITEM_INDEX))):
+            source = spark.createDataFrame([(a,) for a in asins], f"{C.ITEM_ID} STRING")
+            (DeltaTable.forPath(spark, T.table_path(warehouse, C.ITEM_INDEX)).alias("t")
+             .merge(source.alias("s"), f"t.{C.ITEM_ID} = s.{C.ITEM_ID}")
+             .whenMatchedUpdate(condition=f"t.{cascade.DELETED}", set={cascade.DELETED: F.lit(False)}).execute())
+        if asins or _missing_from_silver(spark, warehouse, [r.id for r in drop.rows]):
+            rec["silver"] = build_silver(spark, warehouse, force=True)
+            rec["features"] = {k: v for k, v in build_features(spark, warehouse, settings.features).items()
+                               if k != "built_at"}
+        return {k: v for k, v in rec.items() if k != "step"}
+
+
+def _missing_from_silver(spark: SparkSession, warehouse: Path, asins: list[str]) -> bool:
+    """Relisted items that bronze holds but silver does not: a previous relist died before its rebuild."""
+    if not asins or not T.is_delta_table(Path(T.table_path(warehouse, C.BRONZE_ITEMS))):
+        return False
+    wanted = spark.createDataFrame([(a,) for a in asins], f"{C.ITEM_ID} STRING")
+    live = wanted.join(ledger.read_ledger(spark, warehouse).where(
+        (F.col(ledger.KIND) == KIND_ITEM) & (F.col(ledger.STATUS) == ledger.RELISTED))
+        .select(F.col(ledger.ID).alias(C.ITEM_ID)), C.ITEM_ID, "left_semi")
+    in_bronze = live.join(T.read_table(spark, warehouse, C.BRONZE_ITEMS).select(C.ITEM_ID), C.ITEM_ID, "left_semi")
+    if not T.is_delta_table(Path(T.table_path(warehouse, C.SILVER_ITEMS))):
+        return in_bronze.limit(1).count() > 0
+    silver = T.read_table(spark, warehouse, C.SILVER_ITEMS).select(C.ITEM_ID)
+    return in_bronze.join(silver, C.ITEM_ID, "left_anti").limit(1).count() > 0

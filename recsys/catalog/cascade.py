@@ -1,0 +1,290 @@
+"""The cascade over Delta tables: for each table, ONE atomic MERGE removes every id of a batch.
+
+Deleted items leave ``silver/*`` and ``gold/interactions``, are tombstoned in ``gold/item_index`` (``deleted``),
+and are cut out of every ranked list in ``gold/recs_*`` with the gap closed: the next candidate (the spares the
+publisher keeps beyond K) moves up, so the MERGE updates the shifted ranks and deletes each list's tail.
+
+Erased users are looked for in *every* Delta table under the warehouse (bronze, quarantine, silver, gold, ops,
+tables added later): a row goes if its ``user_id`` is the id or any of its text columns mentions it
+(:mod:`recsys.catalog.mentions`), e.g. a quarantined raw line. ``gold/interactions`` goes by ``user_idx``.
+
+No id reaches a Delta commit: MERGE conditions name columns only and the ids arrive as a DataFrame (a ``DELETE
+WHERE id = 'x'`` would store the literal in ``commitInfo``), and table statistics exclude id columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys import tables as T
+from recsys.catalog.mentions import ID_HASH, mention_hits, text_columns
+
+log = logging.getLogger(__name__)
+
+DELETED = "deleted"                       # gold/item_index tombstone column
+SIMILAR_ASIN, METHOD = "similar_asin", "method"
+FINGERPRINT = "_fingerprint"
+ACTION = "_action"                        # what a plan row asks of its target row
+DELETE, UPDATE, COUNT = "delete", "update", "count"
+# Natural keys: the MERGE joins on them. A table not listed is rewritten whole (overwrite) when it must change.
+KEYS: dict[str, tuple[str, ...]] = {
+    C.BRONZE_REVIEWS: (C.SOURCE_FILE, C.LINE),
+    C.BRONZE_ITEMS: (C.SOURCE_FILE, C.LINE),
+    C.QUARANTINE_REVIEWS: (C.SOURCE_FILE, C.LINE),
+    C.QUARANTINE_ITEMS: (C.SOURCE_FILE, C.LINE),
+    C.SILVER_REVIEWS: (C.USER_ID, C.ITEM_ID),
+    C.SILVER_ITEMS: (C.ITEM_ID,),
+    C.USER_INDEX: (C.USER_ID,),
+    C.ITEM_INDEX: (C.ITEM_ID,),
+    C.INTERACTIONS: (C.USER_IDX, C.ITEM_IDX),
+    C.RECS_USER_TOPK: (C.VERSION, C.USER_ID, C.RANK),
+    C.RECS_SIMILAR_ITEMS: (C.VERSION, C.ITEM_ID, METHOD, C.RANK),
+    C.RECS_POPULAR: (C.VERSION, C.CATEGORY, C.RANK),
+    C.EVENTS: ("event_id",),
+}
+# Columns that hold item ids, labels or paths, never a user id: not searched for users (saves a scan).
+NOT_USER_TEXT = frozenset({C.ITEM_ID, C.ASIN, SIMILAR_ASIN, C.VERSION, C.MODEL, C.CATEGORY, METHOD, C.SPLIT,
+                           C.SOURCE_FILE})
+# Never searched: the ledger holds hashes only, and must survive the run that reads it.
+UNTOUCHED = frozenset({C.DELETIONS})
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The ids of one run as small DataFrames (plain ids live only in this job's memory and plans)."""
+
+    salt: str
+    items: DataFrame | None = None          # parent_asin, id_hash
+    users: DataFrame | None = None          # user_id, id_hash
+    user_lengths: tuple[int, ...] = ()
+    item_idx: DataFrame | None = None       # item_idx, id_hash (from gold/item_index)
+    user_idx: DataFrame | None = None       # user_idx, id_hash (read before gold/user_index loses them)
+
+
+@dataclass
+class Plan:
+    """What one table must lose, as frames of (keys…, _action, id_hash, new values…).
+
+    ``delete`` rows name a row to remove, ``update`` rows a row to overwrite with new values (a shifted rank),
+    ``count`` rows only attribute a removal to an id. ``id_hash``, when set, says which id caused the row.
+    """
+
+    parts: list[DataFrame] = field(default_factory=list)
+
+    def delete(self, hits: DataFrame, keys: Sequence[str]) -> None:
+        """Delete the rows whose keys are in ``hits`` (keys…, id_hash)."""
+        self.parts.append(hits.select(*keys, F.lit(DELETE).alias(ACTION), ID_HASH))
+
+    def extend(self, other: Plan) -> None:
+        self.parts += other.parts
+
+
+def build_batch(spark: SparkSession, warehouse: Path | str, salt: str, items: dict[str, str],
+                users: dict[str, str]) -> Batch:
+    """``items``/``users``: plain id → id_hash. Index rows are resolved now, before any table changes."""
+    item_df = spark.createDataFrame(list(items.items()), f"{C.ITEM_ID} STRING, {ID_HASH} STRING") if items else None
+    user_df = spark.createDataFrame(list(users.items()), f"{C.USER_ID} STRING, {ID_HASH} STRING") if users else None
+    item_idx = _index_rows(spark, warehouse, C.ITEM_INDEX, C.ITEM_ID, C.ITEM_IDX, item_df)
+    user_idx = _index_rows(spark, warehouse, C.USER_INDEX, C.USER_ID, C.USER_IDX, user_df)
+    return Batch(salt, item_df, user_df, tuple(sorted({len(u) for u in users})), item_idx, user_idx)
+
+
+def _index_rows(spark: SparkSession, warehouse: Path | str, rel: str, id_col: str, idx_col: str,
+                ids: DataFrame | None) -> DataFrame | None:
+    if ids is None or not _exists(warehouse, rel):
+        return None
+    rows = T.read_table(spark, warehouse, rel).join(ids, id_col).select(idx_col, ID_HASH).collect()
+    return spark.createDataFrame([tuple(r) for r in rows], f"{idx_col} INT, {ID_HASH} STRING")
+
+
+def _exists(warehouse: Path | str, rel: str) -> bool:
+    return T.is_delta_table(Path(T.table_path(warehouse, rel)))
+
+
+# --- plans ---------------------------------------------------------------------------------------------------
+
+def rerank(lists: DataFrame, group: Sequence[str], item: str, values: Sequence[str], removed: DataFrame) -> Plan:
+    """Cut ``removed`` (parent_asin, id_hash) out of ranked lists (ranks 1..n per ``group``) and close the gaps.
+
+    A kept row moves up by the number of removed rows ranked above it: the row at its new rank is updated with
+    its values (so the spares beyond K move into the list); the last ranks of the list are deleted. One window
+    pass over the table; only lists holding a removed item produce rows.
+    """
+    removed = F.broadcast(removed.select(F.col(C.ITEM_ID).alias(item), ID_HASH))
+    gone = F.col(ID_HASH).isNotNull().cast("int")
+    whole = Window.partitionBy(*group)
+    above = whole.orderBy(C.RANK).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    flagged = (lists.join(removed, item, "left")
+               .withColumn("_gone", F.sum(gone).over(whole)).where(F.col("_gone") > 0)
+               .withColumn("_shift", F.sum(gone).over(above))
+               .withColumn("_size", F.count(F.lit(1)).over(whole)))
+    no_id = F.lit(None).cast("string").alias(ID_HASH)
+    plan = Plan()
+    plan.parts.append(flagged.where(F.col(C.RANK) > F.col("_size") - F.col("_gone"))
+                      .select(*group, C.RANK, F.lit(DELETE).alias(ACTION), no_id))
+    plan.parts.append(flagged.where(F.col(ID_HASH).isNull() & (F.col("_shift") > 0))
+                      .select(*group, (F.col(C.RANK) - F.col("_shift")).cast("int").alias(C.RANK),
+                              F.lit(UPDATE).alias(ACTION), no_id, item, *values))
+    plan.parts.append(flagged.where(F.col(ID_HASH).isNotNull())
+                      .select(*group, C.RANK, F.lit(COUNT).alias(ACTION), ID_HASH))
+    return plan
+
+
+def item_plans(spark: SparkSession, warehouse: Path | str, batch: Batch) -> dict[str, Plan]:
+    """Per table, what deleting ``batch.items`` changes."""
+    plans: dict[str, Plan] = {}
+    items = batch.items
+    if items is None:
+        return plans
+    read = lambda rel: T.read_table(spark, warehouse, rel)  # noqa: E731
+    for rel in (C.SILVER_ITEMS, C.SILVER_REVIEWS):
+        if _exists(warehouse, rel):
+            plans.setdefault(rel, Plan()).delete(read(rel).join(F.broadcast(items), C.ITEM_ID), KEYS[rel])
+    if _exists(warehouse, C.ITEM_INDEX):           # tombstone, counted as the item's one row "removed"
+        live = read(C.ITEM_INDEX).where(~F.col(DELETED)).join(F.broadcast(items), C.ITEM_ID)
+        plans.setdefault(C.ITEM_INDEX, Plan()).parts.append(
+            live.select(C.ITEM_ID, F.lit(UPDATE).alias(ACTION), ID_HASH, F.lit(True).alias(DELETED)))
+    if _exists(warehouse, C.INTERACTIONS) and batch.item_idx is not None:
+        plans.setdefault(C.INTERACTIONS, Plan()).delete(
+            read(C.INTERACTIONS).join(F.broadcast(batch.item_idx), C.ITEM_IDX), KEYS[C.INTERACTIONS])
+    if _exists(warehouse, C.RECS_USER_TOPK):
+        lists = read(C.RECS_USER_TOPK)
+        if batch.users is not None:      # an erased user's lists go whole (user plans); never re-rank them
+            lists = lists.join(F.broadcast(batch.users.select(C.USER_ID)), C.USER_ID, "left_anti")
+        _merge_plan(plans, C.RECS_USER_TOPK, rerank(lists, (C.VERSION, C.USER_ID), C.ITEM_ID,
+                                                    (C.SCORE, C.MODEL), items))
+    if _exists(warehouse, C.RECS_SIMILAR_ITEMS):
+        similar = read(C.RECS_SIMILAR_ITEMS)
+        plan = plans.setdefault(C.RECS_SIMILAR_ITEMS, Plan())
+        plan.delete(similar.join(F.broadcast(items), C.ITEM_ID), KEYS[C.RECS_SIMILAR_ITEMS])   # as the key
+        others = similar.join(F.broadcast(items.select(C.ITEM_ID)), C.ITEM_ID, "left_anti")
+        _merge_plan(plans, C.RECS_SIMILAR_ITEMS,                                               # as a neighbour
+                    rerank(others, (C.VERSION, C.ITEM_ID, METHOD), SIMILAR_ASIN, (C.SCORE,), items))
+    if _exists(warehouse, C.RECS_POPULAR):
+        _merge_plan(plans, C.RECS_POPULAR, rerank(read(C.RECS_POPULAR), (C.VERSION, C.CATEGORY), C.ITEM_ID,
+                                                  (C.SCORE,), items))
+    return plans
+
+
+def user_plans(spark: SparkSession, warehouse: Path | str, batch: Batch) -> dict[str, Plan]:
+    """Per table, what erasing ``batch.users`` changes: every table under the warehouse is searched."""
+    plans: dict[str, Plan] = {}
+    if batch.users is None:
+        return plans
+    hashes = batch.users.select(ID_HASH)
+    for path in T.find_tables(warehouse):
+        rel = str(path.relative_to(Path(warehouse).resolve()))
+        if rel in UNTOUCHED:
+            continue
+        df = spark.read.format("delta").load(str(path))
+        keys = table_keys(rel, df)
+        if FINGERPRINT in keys:
+            df = with_fingerprint(df)
+        hits = []
+        if C.USER_ID in df.columns:
+            hits.append(df.join(F.broadcast(batch.users), C.USER_ID).select(*keys, ID_HASH))
+        columns = text_columns(df, skip=NOT_USER_TEXT | {C.USER_ID, FINGERPRINT})
+        if columns and batch.user_lengths:
+            hits.append(mention_hits(df, columns, keys, hashes, batch.salt, batch.user_lengths))
+        if rel == C.INTERACTIONS and batch.user_idx is not None:
+            hits.append(df.join(F.broadcast(batch.user_idx), C.USER_IDX).select(*keys, ID_HASH))
+        if hits:
+            union = hits[0]
+            for more in hits[1:]:
+                union = union.unionByName(more)
+            plans.setdefault(rel, Plan()).delete(union.distinct(), keys)
+    return plans
+
+
+def table_keys(rel: str, df: DataFrame) -> tuple[str, ...]:
+    keys = KEYS.get(rel)
+    return keys if keys and set(keys) <= set(df.columns) else (FINGERPRINT,)
+
+
+def with_fingerprint(df: DataFrame) -> DataFrame:
+    """A row identity for tables without a natural key: sha256 of the whole row as JSON."""
+    return df.withColumn(FINGERPRINT, F.sha2(F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns])), 256))
+
+
+def _merge_plan(plans: dict[str, Plan], rel: str, plan: Plan) -> None:
+    plans.setdefault(rel, Plan()).extend(plan)
+
+
+def combine(*plan_sets: dict[str, Plan]) -> dict[str, Plan]:
+    out: dict[str, Plan] = {}
+    for plans in plan_sets:
+        for rel, plan in plans.items():
+            _merge_plan(out, rel, plan)
+    return out
+
+
+# --- execution -----------------------------------------------------------------------------------------------
+
+def _union(frames: Iterable[DataFrame]) -> DataFrame | None:
+    frames = list(frames)
+    if not frames:
+        return None
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame, allowMissingColumns=True)
+    return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    changed: bool                       # a commit was made
+    removed: dict[str, int]             # rows removed per id_hash
+
+
+def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan) -> Outcome:
+    """Execute one table's plan as a single commit (one MERGE, or one overwrite for a table without keys)."""
+    from delta.tables import DeltaTable
+
+    frame = _union(plan.parts)
+    if frame is None:
+        return Outcome(False, {})
+    path = T.table_path(warehouse, rel)
+    keys = table_keys(rel, spark.read.format("delta").load(path))
+    frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # Every change is caused by some id (a shifted rank comes with the removed row that caused it), so
+        # one aggregation both attributes the removals and tells whether the table must change at all.
+        removed = {r[ID_HASH]: int(r["n"]) for r in frame.where(F.col(ID_HASH).isNotNull())
+                   .groupBy(ID_HASH).agg(F.countDistinct(*keys).alias("n")).collect()}
+        if not removed:
+            return Outcome(False, {})
+        action = F.col(ACTION)
+        deletes = frame.where(action == DELETE).select(*keys).distinct()
+        values = [c for c in frame.columns if c not in (*keys, ACTION, ID_HASH)]
+        updates = (frame.where(action == UPDATE).join(deletes, list(keys), "left_anti")   # deleting wins
+                   .select(*keys, *values))
+        if FINGERPRINT in keys:
+            _overwrite_without(spark.read.format("delta").load(path), path, deletes)
+        else:
+            source = deletes.withColumn("_delete", F.lit(True)).unionByName(
+                updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
+            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+            merge = (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), on)
+                     .whenMatchedDelete(condition="s._delete"))
+            if values:
+                merge = merge.whenMatchedUpdate(condition="NOT s._delete",
+                                                set={f"`{c}`": f"s.`{c}`" for c in values})
+            merge.execute()
+        log.info("cascade %s: %d rows removed", rel, sum(removed.values()))
+        return Outcome(True, removed)
+    finally:
+        frame.unpersist()
+
+
+def _overwrite_without(current: DataFrame, path: str, fingerprints: DataFrame) -> None:
+    """Rewrite a table without the rows whose fingerprint is listed (one commit; no predicate in the log)."""
+    kept = with_fingerprint(current).join(F.broadcast(fingerprints.distinct()), FINGERPRINT, "left_anti")
+    kept.drop(FINGERPRINT).write.format("delta").mode("overwrite").save(path)

@@ -1,0 +1,123 @@
+"""The cascade beyond Delta: model factor files, the API's event logs and its serving snapshots.
+
+- Model outputs (``models/<model>/<run>/{user,item}_factors``, Parquet ``id INT, features ARRAY<FLOAT>``) lose
+  the rows of erased users and deleted items: rewritten beside and swapped in (:mod:`recsys.catalog.swap`).
+- Event logs (``_serving/events/*.jsonl``) lose every line mentioning an erased user, rewritten in place under
+  the same ``flock`` the API takes to append, so no event written meanwhile is lost.
+- Serving snapshots are rebuilt from the changed ``gold/recs_*`` rows (same version, new files); every other
+  snapshot folder is deleted, since an older one can still hold an erased user.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+
+from recsys.catalog import swap
+from recsys.catalog.mentions import Matcher
+from recsys.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = "models"
+USER_FACTORS, ITEM_FACTORS = "user_factors", "item_factors"
+
+
+def model_dirs(warehouse: Path | str) -> list[Path]:
+    """Every saved model (a folder holding ``model.json``) under ``<warehouse>/models``."""
+    root = Path(warehouse).resolve() / MODELS_DIR
+    return sorted(p.parent for p in root.rglob("model.json")) if root.is_dir() else []
+
+
+def drop_factor_rows(folder: Path, ids: Iterable[int]) -> list[int]:
+    """Rewrite a factor folder without the rows whose ``id`` is in ``ids``; returns the ids removed."""
+    wanted = pa.array(sorted(set(ids)), type=pa.int32())
+    if len(wanted) == 0 or not folder.is_dir():
+        return []
+    table = pds.dataset(folder, format="parquet").to_table()     # Spark's _SUCCESS and .crc files are ignored
+    hit = pc.is_in(table["id"].cast(pa.int32()), value_set=wanted)
+    removed = table.filter(hit)["id"].to_pylist()
+    if not removed:
+        return []
+    staged = swap.staging(folder)
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    pq.write_table(table.filter(pc.invert(hit)), staged / "part-00000.parquet")
+    swap.swap_in(folder)
+    return removed
+
+
+def drop_model_rows(warehouse: Path | str, user_idx: Iterable[int], item_idx: Iterable[int]) -> dict[str, list[int]]:
+    """Remove erased users' and deleted items' factors from every saved model; ids removed per folder."""
+    out = {}
+    users, items = list(user_idx), list(item_idx)
+    root = Path(warehouse).resolve()
+    for model in model_dirs(warehouse):
+        for name, ids in ((USER_FACTORS, users), (ITEM_FACTORS, items)):
+            removed = drop_factor_rows(model / name, ids)
+            if removed:
+                out[str((model / name).relative_to(root))] = removed
+    return out
+
+
+def scrub_event_logs(folder: Path, matcher: Matcher) -> dict[str, int]:
+    """Rewrite each event log in place without the lines that mention a needle; lines removed per label."""
+    out: dict[str, int] = {}
+    if not matcher or not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.jsonl")):
+        with open(path, "r+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)      # the API's appends wait meanwhile
+            try:
+                lines = handle.read().splitlines(keepends=True)
+                kept = []
+                for line in lines:
+                    labels = matcher.find(line)
+                    for label in labels:
+                        out[label] = out.get(label, 0) + 1
+                    if not labels:
+                        kept.append(line)
+                if len(kept) == len(lines):
+                    continue
+                handle.seek(0)
+                handle.write(b"".join(kept))
+                handle.truncate()
+                handle.flush()
+                os.fsync(handle.fileno())
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        log.info("event log scrubbed: %s", path.name)
+    return out
+
+
+def refresh_snapshots(warehouse: Path | str, serve: ServeSettings, rebuild: bool) -> bool:
+    """Rebuild the current snapshot in place (``rebuild``) and delete every other snapshot folder.
+
+    Returns whether a snapshot was rebuilt. Running workers keep their mapped files until ``ops/deletions``
+    changes, then map the new ones (``recsys.serve.store``); the deny-list covers the moments in between.
+    """
+    from recsys.serve.snapshot import CURRENT, NoPublishedVersion, build_snapshot, read_published
+
+    folder = serve.resolved(warehouse).snapshot_dir
+    assert folder is not None
+    if not folder.is_dir():
+        return False
+    if not (folder / CURRENT).is_file() or read_published(Path(warehouse)) is None:
+        for path in folder.iterdir():                       # nothing current: no snapshot may survive
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+        return False
+    try:
+        build_snapshot(Path(warehouse), folder, force=rebuild, keep=1)
+    except NoPublishedVersion:
+        return False
+    return rebuild

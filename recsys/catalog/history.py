@@ -1,0 +1,67 @@
+"""Make removed rows unrecoverable: VACUUM the old files, and optionally drop the table's history altogether.
+
+After a MERGE the removed rows still sit in data files the log no longer references. ``VACUUM … RETAIN 0 HOURS
+FULL`` deletes them (the session disables Delta's retention check), so time travel to an older version fails
+instead of returning them. The log itself keeps no ids (statistics exclude id columns, deletes are MERGEs against
+DataFrames), but it is history all the same, and VACUUM never touches it; log cleanup only happens at checkpoints
+once ``delta.logRetentionDuration`` has passed. ``purge_history`` therefore rewrites the table's current version
+into a fresh directory (same schema, partitioning and properties) and swaps it in.
+
+Trade-off of purging: the table's history is gone — it restarts at version 0 (empty create) and 1 (the data),
+DESCRIBE HISTORY, time travel and CDF before the purge are lost for every row, not only the erased ones, and
+readers holding the old snapshot fail. Jobs that compare versions (silver's "bronze unchanged" skip) simply
+rebuild once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from recsys import tables as T
+from recsys.catalog import swap
+
+log = logging.getLogger(__name__)
+
+SPECS = {spec.path: spec for spec in vars(T).values() if isinstance(spec, T.TableSpec)}
+
+
+def vacuum(spark: SparkSession, path: str) -> None:
+    """Delete every data file the current version does not reference (FULL mode, no retention)."""
+    quoted = "`" + path.replace("`", "``") + "`"        # a path, never an id, goes into this statement
+    spark.sql(f"VACUUM delta.{quoted} RETAIN 0 HOURS FULL").collect()
+
+
+def clear_log_cache(spark: SparkSession) -> None:
+    """Forget cached Delta logs: a swapped directory restarts at version 0 and must be re-read from disk."""
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()   # noqa: SLF001 - no public API for this
+
+
+def rewrite(spark: SparkSession, warehouse: Path | str, rel: str) -> None:
+    """Copy the current version of the table ``rel`` into a fresh directory and swap it in (history dropped)."""
+    from delta.tables import DeltaTable
+
+    target = Path(T.table_path(warehouse, rel))
+    staged = swap.staging(target)
+    shutil.rmtree(staged, ignore_errors=True)
+    staged_rel = str(staged.relative_to(Path(warehouse).resolve()))
+    spec = SPECS.get(rel)
+    if spec is not None:
+        T.ensure_table(spark, warehouse, replace(spec, path=staged_rel))
+    else:                                   # a table someone else added: copy its own contract
+        detail = DeltaTable.forPath(spark, str(target)).detail().first()
+        current = spark.read.format("delta").load(str(target))
+        builder = DeltaTable.create(spark).location(str(staged)).addColumns(current.schema)
+        if detail["partitionColumns"]:
+            builder = builder.partitionedBy(*detail["partitionColumns"])
+        for key, value in (detail["properties"] or {}).items():
+            builder = builder.property(key, value)
+        builder.execute()
+    spark.read.format("delta").load(str(target)).write.format("delta").mode("append").save(str(staged))
+    swap.swap_in(target)
+    clear_log_cache(spark)
+    log.info("history purged: %s rewritten into a fresh directory", rel)

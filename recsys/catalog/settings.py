@@ -1,0 +1,18 @@
+"""Settings of item deletions and user erasures (the ``deletions`` section of ``recsys.config.Settings``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class DeletionSettings(BaseModel):
+    """Where drops come from and how soon erased users must also leave table history."""
+
+    drops_dir: Path | None = None            # folder of drop files (CSV/JSONL) the DAG applies; keep it outside
+                                             # the warehouse: the files name users in plain text
+    purge_history: bool = True               # rewrite tables that lost erased users' rows into fresh directories
+                                             # right away (no time travel before the erasure)
+    purge_window_hours: float = Field(0.0, ge=0)   # with purge_history off: the longest an erasure may stay in
+                                                   # table history; the first deletion run after it purges

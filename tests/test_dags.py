@@ -1,0 +1,449 @@
+"""The Airflow side: DAG integrity (every file loads, expected tasks and edges, cheap imports), the orchestration
+helpers the DAGs call, and end-to-end ``dag.test()`` runs of ``recsys_pipeline`` on a small synthetic dump.
+
+Airflow reads its configuration once, at first import, and installs its own logging; so everything that imports
+Airflow runs in a child process (this file run as a script: see ``_PROBES``) with a throwaway ``AIRFLOW_HOME`` and
+SQLite DB, and the pytest process itself never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+STANDALONE_ENV = REPO / "conf" / "airflow" / "standalone.env"
+_MARK = "@@probe@@"
+
+PIPELINE_CHAIN = ["plan", "ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train",
+                  "evaluate", "promotion_gate", "publish_write", "gate_published", "publish_switch", "signal_api"]
+RETRAIN_CHAIN = [t if t != "promotion_gate" else "promoted" for t in PIPELINE_CHAIN]
+DELETIONS_CHAIN = ["wait_for_drops", "plan", "apply_deletions", "gate_silver", "gate_gold", "publish_write",
+                   "gate_published", "publish_switch", "signal_api", "archive_drops"]
+MONITORING_CHAIN = ["plan", "indicators"]
+
+
+# --- child-process probes (import Airflow) -----------------------------------------------------------------------
+
+
+def _spark_info(task: Any) -> dict[str, str] | None:
+    """Connection and script of a SparkSubmitOperator task, mapped (``partial_kwargs``) or not; else None."""
+    cls = getattr(task, "operator_class", type(task))
+    if getattr(cls, "__name__", "") != "SparkSubmitOperator":
+        return None
+    kwargs = getattr(task, "partial_kwargs", None)
+    if kwargs is not None:
+        return {"conn_id": kwargs["conn_id"], "application": kwargs["application"]}
+    return {"conn_id": task._conn_id, "application": task.application}
+
+
+def _probe_dagbag() -> dict[str, Any]:
+    import time
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    start = time.perf_counter()
+    bag = DagBag(dag_folder=str(DAGS))
+    seconds = time.perf_counter() - start
+    dags = {}
+    for dag_id, dag in bag.dags.items():
+        dags[dag_id] = {
+            "tasks": sorted(dag.task_ids),
+            "edges": sorted([t.task_id, d] for t in dag.tasks for d in t.downstream_task_ids),
+            "params": sorted(dag.params),
+            "schedule": str(dag.schedule) if dag.schedule is not None else None,
+            "max_active_runs": dag.max_active_runs,
+            "spark": {t.task_id: info for t in dag.tasks if (info := _spark_info(t))},
+            "retries": {t.task_id: t.retries for t in dag.tasks},
+            "callbacks": sorted(t.task_id for t in dag.tasks if t.on_failure_callback),
+            "timeouts": sorted(t.task_id for t in dag.tasks if t.execution_timeout),
+        }
+    return {"import_errors": bag.import_errors, "dags": dags, "seconds": seconds,
+            "heavy_modules": sorted(m for m in ("pyspark", "delta", "deltalake", "great_expectations", "implicit",
+                                                "recsys.spark", "recsys.models") if m in sys.modules)}
+
+
+def _probe_migrate() -> dict[str, Any]:
+    from airflow.utils import db
+
+    db.initdb()          # what `airflow db migrate` does on an empty DB
+    return {"ok": True}
+
+
+def _probe_dag_test(dag_id: str, conf: str) -> dict[str, Any]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS)).get_dag(dag_id)
+    run = dag.test(run_conf=json.loads(conf))
+    tis = {}
+    for ti in run.get_task_instances():
+        key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index or ti.map_index}]"
+        tis[key] = str(ti.state)
+    return {"state": str(run.state), "run_id": run.run_id, "run_after": run.run_after.isoformat(), "tis": tis}
+
+
+_PROBES = {"dagbag": _probe_dagbag, "migrate": _probe_migrate, "dag_test": _probe_dag_test}
+
+
+def _airflow_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    for line in STANDALONE_ENV.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    })
+    env.update(extra or {})
+    return env
+
+
+def _probe(name: str, *args: str, env: dict[str, str], cwd: Path, timeout: float) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, name, *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(_MARK)]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+        raise AssertionError(f"probe {name} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1][len(_MARK):])
+
+
+# --- DAG integrity ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory) -> dict[str, Any]:
+    home = tmp_path_factory.mktemp("airflow_parse")
+    return _probe("dagbag", env=_airflow_env(home), cwd=home, timeout=180)
+
+
+def _chain_edges(chain: list[str]) -> set[tuple[str, str]]:
+    return set(zip(chain, chain[1:]))
+
+
+def test_every_dag_file_loads_without_import_errors(dagbag):
+    assert dagbag["import_errors"] == {}
+    assert set(dagbag["dags"]) == {"recsys_pipeline", "recsys_retrain", "recsys_deletions", "recsys_monitoring"}
+
+
+def test_parsing_imports_no_spark_and_is_fast(dagbag):
+    assert dagbag["heavy_modules"] == []
+    assert dagbag["seconds"] < 10
+
+
+@pytest.mark.parametrize("dag_id, chain, extra", [
+    ("recsys_pipeline", PIPELINE_CHAIN, {("plan", "candidates"), ("candidates", "train")}),
+    ("recsys_retrain", RETRAIN_CHAIN, {("plan", "candidates"), ("candidates", "train")}),
+    ("recsys_deletions", DELETIONS_CHAIN, set()),
+    ("recsys_monitoring", MONITORING_CHAIN, set()),
+])
+def test_each_dag_has_the_expected_tasks_and_edges(dagbag, dag_id, chain, extra):
+    dag = dagbag["dags"][dag_id]
+    expected = _chain_edges(chain) | extra
+    assert {tuple(e) for e in dag["edges"]} == expected
+    assert set(dag["tasks"]) == {t for edge in expected for t in edge}
+    assert dag["max_active_runs"] == 1
+
+
+def test_spark_steps_are_the_user_facing_jobs_through_spark_default(dagbag):
+    pipeline = dagbag["dags"]["recsys_pipeline"]["spark"]
+    assert set(pipeline) == {"ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train",
+                             "evaluate", "publish_write", "gate_published", "publish_switch"}
+    for dag in dagbag["dags"].values():
+        for task_id, spark in dag["spark"].items():
+            assert spark["conn_id"] == "spark_default", task_id
+            assert Path(spark["application"]).parent == REPO / "jobs", task_id
+    existing = {p.name for p in (REPO / "jobs").glob("*.py")}
+    assert {Path(s["application"]).name for s in pipeline.values()} - existing <= {"validate.py"}
+
+
+def test_params_retries_timeouts_and_failure_callbacks(dagbag):
+    pipeline = dagbag["dags"]["recsys_pipeline"]
+    assert pipeline["params"] == ["categories", "k", "models", "source", "split_strategy"]
+    assert "models" not in dagbag["dags"]["recsys_retrain"]["params"]
+    for dag in dagbag["dags"].values():
+        assert sorted(dag["callbacks"]) == sorted(dag["tasks"])
+        assert sorted(dag["timeouts"]) == sorted(dag["tasks"])
+        for task_id, retries in dag["retries"].items():
+            if task_id.startswith("gate_") or task_id in ("plan", "promotion_gate", "promoted"):
+                assert retries == 0, task_id          # a verdict on the data or the params: retrying changes nothing
+            elif task_id in dag["spark"]:
+                assert retries >= 1, task_id
+
+
+def test_dag_files_import_only_airflow_and_cheap_modules_at_top_level():
+    allowed = {"__future__", "sys", "pathlib", "datetime", "typing", "collections.abc", "airflow.sdk",
+               "airflow.sdk.exceptions", "airflow.providers.apache.spark.operators.spark_submit", "recsys_common"}
+    for path in DAGS.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                names = {node.module or ""}
+            else:
+                continue
+            assert names <= allowed, f"{path.name} imports {names - allowed} at top level"
+
+
+# --- orchestration helpers (no Airflow) -------------------------------------------------------------------------------
+
+
+def test_run_ids_are_stable_per_dag_run_and_distinct_across_runs():
+    from recsys.orchestration import run_ids
+
+    after = datetime(2026, 3, 1, 12, 30, 5, tzinfo=timezone.utc)
+    run_id, version = run_ids("recsys_pipeline", "manual__2026-03-01T12:30:05", after)
+    assert run_ids("recsys_pipeline", "manual__2026-03-01T12:30:05", after) == (run_id, version)
+    assert run_id.startswith("run-20260301T123005Z-") and version.startswith("v20260301T123005Z-")
+    assert run_ids("recsys_pipeline", "manual__other", after)[0] != run_id
+    assert run_ids("recsys_retrain", "manual__2026-03-01T12:30:05", after)[0] != run_id
+
+
+def test_training_plan_carries_params_into_args_and_env(tmp_path, monkeypatch):
+    from recsys.orchestration import plan_training
+
+    monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
+    after = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    params = {"source": str(tmp_path), "categories": ["Appliances", " "], "k": 7, "models": ["popularity", "content"],
+              "split_strategy": "random"}
+    plan = plan_training(params, dag_id="d", dag_run_id="r", run_after=after).xcom()
+    wh = str((tmp_path / "wh").resolve())
+    assert plan["ingest"] == ["--source", str(tmp_path.resolve()), "--warehouse", wh, "--categories", "Appliances"]
+    assert [a[1] for a in plan["train"]] == ["popularity", "content"]
+    assert all(a[a.index("--run-id") + 1] == plan["run_id"] for a in plan["train"])
+    assert plan["publish_write"][-3:] == ["--version", plan["version"], "--no-switch"]
+    assert plan["gate_bronze"] == ["--warehouse", wh, "--layer", "bronze", "--run-id", plan["run_id"]]
+    assert plan["gate_published"][-2:] == ["--version", plan["version"]]
+    assert plan["publish_switch"][-3:] == ["--version", plan["version"], "--switch"]
+    env = plan["env"]
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert (Path(env["PATH"].split(os.pathsep)[0]) / "spark-submit").exists()
+    assert env["RECSYS_PUBLISH__K"] == "7" and env["RECSYS_FEATURES__SPLIT__STRATEGY"] == "random"
+    assert env["RECSYS_WAREHOUSE"] == wh and all(Path(env[k]).is_absolute() for k in env if k.endswith("DIR"))
+    no_filter = plan_training({**params, "categories": []}, dag_id="d", dag_run_id="r", run_after=after).xcom()
+    assert "--categories" not in no_filter["ingest"]
+
+
+def test_every_spark_task_finds_its_arguments_in_its_dags_plan(dagbag, tmp_path, monkeypatch):
+    from recsys import orchestration as O
+
+    monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
+    planners = {"recsys_pipeline": O.plan_training, "recsys_retrain": O.plan_retrain,
+                "recsys_deletions": O.plan_deletions, "recsys_monitoring": O.plan_monitoring}
+    params = {"source": str(tmp_path), "drops": str(tmp_path / "drops")}
+    for dag_id, planner in planners.items():
+        plan = planner(params, dag_id=dag_id, dag_run_id="r", run_after=datetime.now(timezone.utc)).xcom()
+        for task_id in dagbag["dags"][dag_id]["spark"]:
+            args = plan["train"][0] if task_id == "train" else plan[task_id]
+            assert args[args.index("--warehouse") + 1] == str((tmp_path / "wh").resolve()), (dag_id, task_id)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"models": ["bogus"]}, "unknown model"),
+    ({"models": []}, "no model"),
+    ({"split_strategy": "sideways"}, "strategy"),
+    ({"source": "/nonexistent/dump"}, "source folder not found"),
+])
+def test_training_plan_refuses_bad_params_before_any_job(tmp_path, bad, message):
+    from recsys.orchestration import plan_training
+
+    params = {"source": str(tmp_path), "models": ["popularity"], **bad}
+    with pytest.raises(ValueError, match=message):
+        plan_training(params, dag_id="d", dag_run_id="r", run_after=datetime.now(timezone.utc))
+
+
+def _write_registry(warehouse: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    schema = pa.schema([("run_id", pa.string()), ("model", pa.string()), ("stage", pa.string()),
+                        ("model_path", pa.string()), ("params", pa.string()), ("metric", pa.float64()),
+                        ("reason", pa.string()), ("updated_at", pa.timestamp("us", tz="UTC"))])
+    full = [{"model_path": "/m", "params": "{}", "metric": None, "reason": "", **r} for r in rows]
+    write_deltalake(str(warehouse / "ops" / "model_registry"), pa.Table.from_pylist(full, schema=schema), mode="append")
+
+
+def test_promotion_is_read_from_the_registry_without_a_jvm(tmp_path):
+    from recsys.orchestration import describe_no_promotion, production_model, promoted_model
+
+    t = lambda minute: datetime(2026, 3, 1, 12, minute, tzinfo=timezone.utc)  # noqa: E731
+    assert promoted_model(tmp_path, "run-a") is None and production_model(tmp_path) is None
+    _write_registry(tmp_path, [
+        {"run_id": "run-a", "model": "popularity", "stage": "candidate", "updated_at": t(1)},
+        {"run_id": "run-a", "model": "spark_als", "stage": "candidate", "updated_at": t(1)},
+        {"run_id": "run-a", "model": "spark_als", "stage": "production", "metric": 0.3, "updated_at": t(2)},
+        {"run_id": "run-b", "model": "implicit_als", "stage": "candidate", "updated_at": t(3)},
+    ])
+    assert promoted_model(tmp_path, "run-a")["model"] == "spark_als"
+    assert promoted_model(tmp_path, "run-b") is None
+    assert "promoted none of implicit_als" in describe_no_promotion(tmp_path, "run-b")
+    _write_registry(tmp_path, [
+        {"run_id": "run-a", "model": "spark_als", "stage": "archived", "updated_at": t(4)},
+        {"run_id": "run-b", "model": "implicit_als", "stage": "production", "metric": 0.4, "updated_at": t(4)},
+    ])
+    assert promoted_model(tmp_path, "run-a") is None
+    assert promoted_model(tmp_path, "run-b")["model"] == "implicit_als"
+    assert production_model(tmp_path)["run_id"] == "run-b"
+
+
+class _Ready(BaseHTTPRequestHandler):
+    answers: list[tuple[int, dict]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        status, body = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def ready_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ready)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_signal_waits_until_the_api_serves_the_new_version(ready_server):
+    from recsys.orchestration import wait_until_served
+
+    _Ready.answers = [(503, {"error": "not_ready"}), (200, {"version": "v1"}), (200, {"version": "v2"})]
+    url = f"http://127.0.0.1:{ready_server.server_address[1]}"
+    assert wait_until_served(url, "v2", timeout_s=10, interval_s=0.05)["version"] == "v2"
+    _Ready.answers = [(200, {"version": "v1"})]
+    with pytest.raises(TimeoutError, match="serving 'v1'"):
+        wait_until_served(url, "v3", timeout_s=0.3, interval_s=0.05)
+
+
+def test_drops_are_claimed_once_and_archived_after_the_run(tmp_path):
+    from recsys.orchestration import archive_drops, claim_drops, pending_drops
+
+    (tmp_path / "items-1.csv").write_text("parent_asin,reason,requested_at\n")
+    (tmp_path / "users-1.jsonl").write_text("")
+    (tmp_path / "notes.txt").write_text("not a drop")
+    assert pending_drops(tmp_path) == ["items-1.csv", "users-1.jsonl"]
+    claim = claim_drops(tmp_path, "run-a")
+    assert sorted(p.name for p in claim.iterdir()) == ["items-1.csv", "users-1.jsonl"]
+    assert pending_drops(tmp_path) == []
+    (tmp_path / "items-2.csv").write_text("parent_asin,reason,requested_at\n")   # lands during the run
+    assert claim_drops(tmp_path, "run-a") == claim                              # a retry finds its claim again
+    assert archive_drops(tmp_path, "run-a") == tmp_path / "_applied" / "run-a"
+    assert not claim.exists() and pending_drops(tmp_path) == []
+
+
+def test_failure_line_names_task_runs_error_and_log_url():
+    from recsys.orchestration import describe_failure
+
+    class TI:
+        dag_id, task_id, map_index, try_number, run_id = "recsys_pipeline", "train", 2, 3, "manual__x"
+        log_url = "http://127.0.0.1:8080/dags/recsys_pipeline/runs/manual__x/tasks/train/mapped/2?try_number=3"
+
+        def xcom_pull(self, task_ids: str, key: str) -> str:
+            return "run-20260301T000000Z-abc123"
+
+    line = describe_failure({"ti": TI(), "exception": RuntimeError("Cannot execute: spark-submit …\nmore")})
+    for part in ("dag=recsys_pipeline", "task=train[2]", "try=3", "airflow_run=manual__x",
+                 "recsys_run=run-20260301T000000Z-abc123", "error=Cannot execute: spark-submit …", TI.log_url):
+        assert part in line
+
+
+# --- end to end: dag.test() on a synthetic dump -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def airflow_run(tmp_path_factory) -> dict[str, Any]:
+    """A migrated SQLite DB in a fresh AIRFLOW_HOME, a small synthetic dump, and one full successful
+    ``recsys_pipeline`` run (two models, K=5) into a fresh warehouse."""
+    from recsys.config import SynthSettings
+    from recsys.synth import generate
+
+    root = tmp_path_factory.mktemp("airflow_e2e")
+    source, warehouse = root / "dump", root / "warehouse"
+    generate(source, SynthSettings(users=400, items=80, reviews=3000, clusters=4, categories=["Appliances"]),
+             progress=False)
+    env = _airflow_env(root / "airflow_home", {
+        "RECSYS_WAREHOUSE": str(warehouse), "RECSYS_SOURCE": str(source), "RECSYS_REPORTS": str(root / "reports"),
+        "RECSYS_SPARK__DRIVER_MEMORY": "1g", "RECSYS_SPARK__SHUFFLE_PARTITIONS": "2",
+        "RECSYS_SPARK__LOG_LEVEL": "ERROR", "RECSYS_SPARK__CHECKPOINT_DIR": str(root / "checkpoints"),
+    })
+    (root / "airflow_home").mkdir()
+    _probe("migrate", env=env, cwd=root, timeout=300)
+    conf = {"source": str(source), "models": ["popularity", "implicit_als"], "k": 5}
+    result = _probe("dag_test", "recsys_pipeline", json.dumps(conf), env=env, cwd=root, timeout=3600)
+    return {"root": root, "source": source, "warehouse": warehouse, "env": env, "conf": conf, "result": result}
+
+
+@pytest.mark.slow
+def test_pipeline_dag_runs_end_to_end_and_the_api_serves_its_version(airflow_run):
+    from recsys.orchestration import current_published, run_ids
+    from recsys.serve import create_app
+
+    result, warehouse = airflow_run["result"], airflow_run["warehouse"]
+    assert result["state"] == "success", result["tis"]
+    assert set(result["tis"].values()) == {"success"}
+    assert {"train[popularity]", "train[implicit_als]"} <= set(result["tis"])
+    _, version = run_ids("recsys_pipeline", result["run_id"], datetime.fromisoformat(result["run_after"]))
+    published = current_published(warehouse)
+    assert published["version"] == version and published["k"] == 5        # the run's version, with the K param
+
+    from deltalake import DeltaTable
+
+    topk = DeltaTable(str(warehouse / "gold" / "recs_user_topk")).to_pyarrow_table(
+        columns=["version", "user_id"], filters=[("version", "=", version)])
+    user = topk.column("user_id")[0].as_py()
+    client = create_app(warehouse).test_client()
+    assert client.get("/ready").get_json()["version"] == version
+    body = client.get(f"/v1/users/{user}/recommendations?k=5").get_json()
+    assert body["version"] == version and body["source"] == "personalized" and len(body["items"]) == 5
+
+
+@pytest.mark.slow
+def test_a_failed_gate_stops_the_run_before_anything_is_published(airflow_run):
+    from recsys.orchestration import current_published
+    from recsys.serve import create_app
+
+    warehouse, source = airflow_run["warehouse"], airflow_run["source"]
+    before = current_published(warehouse)
+    # A new raw file lands whose every line is broken: bronze's quarantine share is far above the limit.
+    lines = ['{"user_id": "u1", "parent_asin": "B000", "rating": 9, "timestamp": 1700000000000}', "{not json"] * 200
+    with gzip.open(source / "Broken_Category.jsonl.gz", "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    conf = {**airflow_run["conf"], "models": ["popularity"]}
+    result = _probe("dag_test", "recsys_pipeline", json.dumps(conf), env=airflow_run["env"],
+                    cwd=airflow_run["root"], timeout=1800)
+    tis = result["tis"]
+    assert result["state"] == "failed"
+    assert tis["ingest"] == "success" and tis["gate_bronze"] == "failed"
+    for task_id in ("silver", "features", "evaluate", "publish_write", "gate_published", "publish_switch",
+                    "signal_api"):
+        assert tis[task_id] == "upstream_failed", task_id
+    assert current_published(warehouse) == before
+    assert create_app(warehouse).test_client().get("/ready").get_json()["version"] == before["version"]
+
+
+if __name__ == "__main__":           # child process: python tests/test_dags.py <probe> [args…]
+    print(_MARK + json.dumps(_PROBES[sys.argv[1]](*sys.argv[2:]), default=str), flush=True)
