@@ -62,6 +62,7 @@ RUNS = "ops/runs"
 MODEL_REGISTRY = "ops/model_registry"
 PUBLISHED = "ops/published"
 EVENTS = "ops/events"
+INDICATORS = "ops/indicators"
 QUALITY_RESULTS = "ops/quality_results"
 
 # --- kinds of raw file ------------------------------------------------------------------------

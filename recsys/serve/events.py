@@ -162,9 +162,23 @@ class EventLog:
 
 def read_events(folder: Path) -> Iterator[dict[str, Any]]:
     """Every complete event line under ``folder`` (torn last lines skipped), file by file in name order."""
-    for path in sorted(Path(folder).glob("events-*.jsonl")):
-        data = path.read_bytes()
-        end = data.rfind(b"\n")
-        for line in data[: end + 1].splitlines():
-            if line.strip():
-                yield orjson.loads(line)
+    for path in event_files(folder):
+        yield from read_event_file(path)
+
+
+def event_files(folder: Path) -> list[Path]:
+    """The log files under ``folder``, in name order (day, then host, then pid)."""
+    return sorted(Path(folder).glob("events-*.jsonl"))
+
+
+def read_event_file(path: Path) -> list[dict[str, Any]]:
+    """The complete event lines of one log file; a torn last line (no ``\\n``) is skipped."""
+    data = Path(path).read_bytes()
+    end = data.rfind(b"\n")
+    return [orjson.loads(line) for line in data[: end + 1].splitlines() if line.strip()]
+
+
+def file_day(path: Path) -> str | None:
+    """The UTC day (``YYYYMMDD``) a log file was opened for, from its name; None if it is not a log file."""
+    match = re.match(r"^events-(\d{8})-", Path(path).name)
+    return match.group(1) if match else None

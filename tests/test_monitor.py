@@ -1,0 +1,186 @@
+"""Monitoring end to end on real Spark, Delta, Flask and gunicorn: events land durably and fold into
+``ops/events`` exactly once, indicators match hand-computed values, A/B assignment is stable and balanced, the
+planted-cluster simulator tells a trained model from a random one through the API, and the promotion gate refuses a
+worse model and promotes a better one on the newest split.
+
+Statistical assertions state their bound next to them; expected indicator values are computed by hand from the
+events written in the test, not by the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys import registry
+from recsys import tables as T
+from recsys.monitor import ab as AB
+from recsys.monitor.events_compaction import closed_files, compact_events
+from recsys.monitor.indicators import compute_indicators
+from recsys.monitor.settings import ABSettings, VariantSettings
+
+NOW = datetime.now(timezone.utc)
+
+
+def _line(event_id: str, kind: str, user: str, request: str, ts: datetime, *, item: str | None = None,
+          items: list[str] | None = None, variant: str | None = None, version: str = "v1") -> str:
+    """One log line in the file contract of recsys.serve.events."""
+    stamp = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps({"event_id": event_id, "event_type": kind, "user_id": user, "parent_asin": item,
+                       "request_id": request, "items": items, "variant": variant, "ts": stamp,
+                       "received_at": stamp, "version": version, "model": "m"}) + "\n"
+
+
+def _event_ids(spark, warehouse: Path) -> list[str]:
+    return [r[0] for r in spark.read.format("delta").load(T.table_path(warehouse, C.EVENTS))
+            .select("event_id").collect()]
+
+
+# --- compaction ------------------------------------------------------------------------------------------------
+
+
+def test_compaction_merges_once_skips_torn_lines_and_deletes_only_closed_files(spark, tmp_path):
+    events, warehouse = tmp_path / "events", tmp_path / "wh"
+    events.mkdir()
+    yesterday = (NOW - timedelta(days=1)).strftime("%Y%m%d")
+    today = NOW.strftime("%Y%m%d")
+    closed = events / f"events-{yesterday}-host-1.jsonl"
+    closed.write_text("".join(_line(f"a{i}", "click", "u1", "r1", NOW - timedelta(days=1), item="I1")
+                              for i in range(3)))
+    old = time.time() - 3600
+    os.utime(closed, (old, old))
+    open_file = events / f"events-{today}-host-2.jsonl"
+    full = _line("b1", "impression", "u2", "r2", NOW, items=["I1", "I2"])
+    torn = _line("b2", "click", "u2", "r2", NOW, item="I1")
+    open_file.write_text(full + torn[:25])                    # the second write was cut mid-line
+
+    assert closed_files(events, 60.0) == [closed]
+    first = compact_events(spark, warehouse, events, closed_after_s=60.0)
+    assert first == {"files": 2, "deleted_files": 1, "inserted": 4}
+    assert sorted(_event_ids(spark, warehouse)) == ["a0", "a1", "a2", "b1"]
+    assert not closed.exists() and open_file.exists()         # today's file is still being written
+
+    assert compact_events(spark, warehouse, events)["inserted"] == 0     # rerun: nothing new, no duplicates
+    with open(open_file, "a") as handle:                     # the writer finishes the line later
+        handle.write(torn[25:])
+    assert compact_events(spark, warehouse, events)["inserted"] == 1
+    assert sorted(_event_ids(spark, warehouse)) == ["a0", "a1", "a2", "b1", "b2"]
+    row = (spark.read.format("delta").load(T.table_path(warehouse, C.EVENTS)).where("event_id = 'b1'").first())
+    assert row["items"] == ["I1", "I2"] and row["ts"] is not None and row["variant"] is None
+
+
+# --- indicators: a known answer --------------------------------------------------------------------------------
+
+
+def test_indicators_match_hand_computed_values_and_rerun_is_idempotent(spark, tmp_path):
+    events, warehouse = tmp_path / "events", tmp_path / "wh"
+    events.mkdir()
+    t = NOW.replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    s = timedelta(seconds=1)
+    lines = [
+        # A/ r1: clicked I1 (shown), bought I1, then 10 s later another impression (r2): rec -> rec.
+        _line("e1", "impression", "u1", "r1", t, items=["I1", "I2", "I3"], variant="A"),
+        _line("e2", "click", "u1", "r1", t + s, item="I1", variant="A"),
+        _line("e3", "purchase", "u1", "r1", t + 2 * s, item="I1", variant="A"),
+        _line("e4", "impression", "u1", "r2", t + 10 * s, items=["I4", "I5"], variant="A"),
+        # A/ r2: a click on an item that was NOT shown (not attributed), then scroll to end: a bad sign.
+        _line("e5", "click", "u1", "r2", t + 11 * s, item="I9", variant="A"),
+        _line("e6", "scroll_end", "u1", "r2", t + 12 * s, variant="A"),
+        # A/ r3: another user, scroll to end after a click: not "no click".
+        _line("e7", "impression", "u2", "r3", t, items=["I1", "I6"], variant="A"),
+        _line("e8", "click", "u2", "r3", t + s, item="I6", variant="A"),
+        _line("e9", "scroll_end", "u2", "r3", t + 2 * s, variant="A"),
+        # B/ r4: nothing happens; same impression logged twice (counts once).
+        _line("e10", "impression", "u3", "r4", t, items=["I7"], variant="B", version="v2"),
+        _line("e11", "impression", "u3", "r4", t, items=["I7"], variant="B", version="v2"),
+        # B/ r5: purchase without a click (still attributed), an hour later a new impression (no rec -> rec).
+        _line("e12", "impression", "u3", "r5", t + 3600 * s, items=["I7", "I8"], variant="B", version="v2"),
+        _line("e13", "purchase", "u3", "r5", t + 3601 * s, item="I8", variant="B", version="v2"),
+    ]
+    (events / f"events-{t:%Y%m%d}-host-1.jsonl").write_text("".join(lines))
+    compact_events(spark, warehouse, events)
+    rows = {r["variant"]: r for r in compute_indicators(spark, warehouse, session_gap_s=1800)}
+
+    a, b = rows["A"], rows["B"]
+    assert (a["version"], a["impressions"], a["clicks"], a["clicked"], a["purchases"]) == ("v1", 3, 2, 2, 1)
+    assert a["ctr"] == pytest.approx(2 / 3) and a["purchase_rate"] == pytest.approx(1 / 3)
+    assert a["rec_to_rec"] == pytest.approx(1 / 2)           # e2 followed by r2; e8 followed by nothing
+    assert a["scroll_end_no_click"] == pytest.approx(1 / 3)  # r2 only
+    assert a["users"] == 2 and a["coverage"] is None         # no gold/item_index in this warehouse
+    assert (b["version"], b["impressions"], b["clicks"], b["purchases"], b["ctr"]) == ("v2", 2, 0, 1, 0.0)
+    assert b["purchase_rate"] == pytest.approx(1 / 2) and b["rec_to_rec"] is None   # no clicks: undefined
+
+    table = T.table_path(warehouse, C.INDICATORS)
+    before = spark.read.format("delta").load(table).drop("computed_at").collect()
+    compute_indicators(spark, warehouse, session_gap_s=1800)
+    after = spark.read.format("delta").load(table).drop("computed_at").collect()
+    assert len(before) == 2 and sorted(map(tuple, before)) == sorted(map(tuple, after))
+    assert {r["day"] for r in after} == {t.date()}
+
+
+# --- A/B assignment and statistics -------------------------------------------------------------------------------
+
+
+def _ab(shares: dict[str, float], salt: str = "s1") -> ABSettings:
+    return ABSettings(enabled=True, salt=salt, control=sorted(shares)[0],
+                      variants={n: VariantSettings(share=p) for n, p in shares.items()})
+
+
+def test_assignment_is_deterministic_and_balanced_within_binomial_bounds():
+    users = [f"user-{i}" for i in range(20_000)]
+    ab = _ab({"a": 0.2, "b": 0.3, "c": 0.5})
+    first = [AB.assign(ab, u) for u in users]
+    assert first == [AB.assign(ab, u) for u in users]                       # stable: no state, same answer
+    assert first == [AB.assign(ab.model_copy(), u) for u in reversed(users)][::-1]
+    n = len(users)
+    for name, share in (("a", 0.2), ("b", 0.3), ("c", 0.5)):
+        sigma = math.sqrt(n * share * (1 - share))
+        assert abs(first.count(name) - n * share) < 4 * sigma, name     # 4 sigma: fails ~1 in 16 000 salts
+    counts = {name: first.count(name) for name in "abc"}
+    assert AB.balance_test(counts, ab)["p_value"] > 1e-3
+    # Another salt is an independent split: agreement with the first is ~ sum(share^2) = 0.38.
+    other = [AB.assign(_ab({"a": 0.2, "b": 0.3, "c": 0.5}, salt="s2"), u) for u in users]
+    agree = sum(x == y for x, y in zip(first, other)) / n
+    assert abs(agree - 0.38) < 4 * math.sqrt(0.38 * 0.62 / n)
+    # A skewed split is caught by the sample-ratio check.
+    assert AB.balance_test({"a": 2000, "b": 3000, "c": 4000}, ab)["p_value"] < 1e-6
+
+
+def test_readout_statistics_match_textbook_values():
+    # 60/100 vs 40/100: pooled p = 0.5, se = sqrt(0.25 * 0.02), z = 2.8284, two-sided p = 0.004678.
+    test = AB.two_proportion_test(AB.Proportion(60, 100), AB.Proportion(40, 100))
+    assert test["z"] == pytest.approx(2.828427, abs=1e-6) and test["p_value"] == pytest.approx(0.004678, abs=1e-6)
+    # Wald interval of the difference: 0.2 +- 1.96 * sqrt(0.24/100 + 0.24/100).
+    assert test["diff_low"] == pytest.approx(0.2 - 1.959964 * math.sqrt(0.0048), abs=1e-6)
+    # Wilson 95 % interval of 60/100 (Newcombe 1998 / any calculator): [0.5020, 0.6906].
+    low, high = AB.wilson(AB.Proportion(60, 100))
+    assert (round(low, 4), round(high, 4)) == (0.5020, 0.6906)
+    low, high = AB.wilson(AB.Proportion(0, 10))                 # 0/10: [0, 0.2775]
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.2775, abs=1e-4)
+    # chi-square(1) survival at its 95 % critical value, chi-square(2) at 5.991.
+    assert AB._chi2_sf(3.841459, 1) == pytest.approx(0.05, abs=1e-6)
+    assert AB._chi2_sf(5.991465, 2) == pytest.approx(0.05, abs=1e-6)
+
+
+def test_experiment_config_refuses_bad_shares_and_names():
+    with pytest.raises(ValueError, match="sum to 1"):
+        _ab({"a": 0.5, "b": 0.4})
+    with pytest.raises(ValueError, match="variant names"):
+        ABSettings(variants={"a b": VariantSettings(share=1.0)}, control="a b")
+    with pytest.raises(ValueError, match="control"):
+        ABSettings(variants={"a": VariantSettings(share=1.0)}, control="b")
