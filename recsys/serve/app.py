@@ -22,7 +22,9 @@ from werkzeug.exceptions import HTTPException
 
 from recsys.constants import ITEM_ID, MODEL, RANK, SCORE, USER_ID, VERSION
 from recsys.serve.denylist import DenyList
-from recsys.serve.events import EventError, EventLog, validate_event
+from recsys.monitor.settings import ABSettings
+from recsys.monitor.variants import AssignedEventLog, VariantRouter
+from recsys.serve.events import VARIANT, EventError, validate_event
 from recsys.serve.metrics import CONTENT_TYPE, Metrics
 from recsys.serve.settings import ServeSettings
 from recsys.serve.snapshot import METHODS, Snapshot
@@ -153,23 +155,28 @@ def _popular(snapshot: Snapshot, category: int | None, k: int, denylist: DenyLis
 
 
 def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
-               wait_for_build: bool = True) -> Flask:
+               wait_for_build: bool = True, ab: ABSettings | None = None) -> Flask:
     """The API over the published version under ``warehouse``.
 
     Loads the current snapshot before returning, building it first if missing (``wait_for_build=False``: in the
-    background, the app answering 503 until it is ready; what gunicorn workers use).
+    background, the app answering 503 until it is ready; what gunicorn workers use). With an enabled ``ab``
+    experiment, user recommendations come from the snapshot of the user's variant (``recsys.monitor.variants``)
+    and events are stamped with that variant and version.
     """
     settings = (settings or ServeSettings()).resolved(warehouse)
     store = SnapshotStore(Path(warehouse), settings)
     store.start(wait_for_build)
+    router = VariantRouter(warehouse, settings, store, ab)
+    router.start(wait_for_build)
     assert settings.events_dir is not None
-    events = EventLog(settings.events_dir)
+    events = AssignedEventLog(settings.events_dir, router)
     metrics = Metrics()
 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.url_map.merge_slashes = False          # "/v1//popular" is a JSON 404, not an HTML redirect
-    app.extensions["recsys"] = {"store": store, "events": events, "metrics": metrics, "settings": settings}
+    app.extensions["recsys"] = {"store": store, "events": events, "metrics": metrics, "settings": settings,
+                                "router": router}
 
     @app.before_request
     def _start() -> None:
@@ -216,7 +223,9 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
         _check_id(user_id, "user_id")
         params = _params(frozenset({"k", "category", "exclude"}))
         k = _k(params, settings)
-        snapshot, denylist = _ready(store)
+        variant, snapshot, denylist = router.route(user_id)
+        if snapshot is None:
+            raise ApiError(503, "not_ready", "the version serving this user is not loaded yet")
         category = _category(params, snapshot)
         exclude = _exclude(params, settings)
         found = None if denylist.user_erased(user_id) else snapshot.user_slice(user_id)
@@ -228,8 +237,11 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
         else:
             items = _popular(snapshot, category, k, denylist, exclude)
             model, source = FALLBACK_MODEL, "popular"
-        return _json({USER_ID: user_id, VERSION: snapshot.version, MODEL: model, "source": source,
-                      "request_id": _request_id(), "items": items})
+        body = {USER_ID: user_id, VERSION: snapshot.version, MODEL: model, "source": source,
+                "request_id": _request_id(), "items": items}
+        if variant is not None:
+            body[VARIANT] = variant
+        return _json(body)
 
     @app.get("/v1/items/<parent_asin>/similar")
     def similar_items(parent_asin: str) -> Response:
