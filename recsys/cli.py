@@ -189,7 +189,64 @@ def _serve(args, settings: Settings) -> int:
     from recsys.serve.server import run_server
 
     return run_server(settings.warehouse, port=args.port, workers=args.workers, threads=args.threads,
-                      settings=settings.serve) or 0
+                      settings=settings.serve, monitor=settings.monitor) or 0
+
+
+@command("indicators")
+def _indicators(args, settings: Settings) -> int:
+    from recsys.monitor.indicators import run_indicators
+
+    result = run_indicators(_spark(settings), settings)
+    if args.json:
+        print(json.dumps(result["indicators"], default=str))
+        return 0
+    print(f"{'version':<28} {'variant':<10} {'impr':>7} {'ctr':>6} {'purch':>6} {'r2r':>6} {'scroll':>6} {'cov':>6}")
+    for r in result["indicators"]:
+        cells = [r[k] if r[k] is not None else float("nan")
+                 for k in ("ctr", "purchase_rate", "rec_to_rec", "scroll_end_no_click", "coverage")]
+        print(f"{r['version'] or '-':<28} {r['variant'] or '-':<10} {r['impressions']:>7} "
+              + " ".join(f"{c:>6.3f}" for c in cells))
+    return 0
+
+
+@command("simulate-traffic")
+def _simulate_traffic(args, settings: Settings) -> int:
+    from recsys.monitor.simulate import Behaviour, FlaskClient, HttpClient, Simulator
+
+    truth = Path(args.truth)
+    if not (truth / "_truth").is_dir():
+        raise FileNotFoundError(f"no _truth/ folder under {truth}: point --truth at a `recsys synth` output")
+    if args.api:
+        client = HttpClient(args.api)
+    else:
+        from recsys.serve.app import create_app
+
+        client = FlaskClient(create_app(settings.warehouse, settings.serve, ab=settings.monitor.ab))
+    simulator = Simulator(client, truth, Behaviour(k=args.k), seed=args.seed)
+    _print_json(simulator.run(args.users, args.sessions))
+    return 0
+
+
+@command("ab-report")
+def _ab_report(args, settings: Settings) -> int:
+    from recsys.monitor.indicators import run_indicators
+    from recsys.monitor.report import ab_readout, write_readout
+
+    spark = _spark(settings)
+    run_indicators(spark, settings)                 # fold pending events first: the readout sees everything
+    readout = ab_readout(spark, settings.warehouse, settings.monitor.ab, confidence=settings.monitor.confidence,
+                         session_gap_s=settings.monitor.session_gap_s)
+    path = write_readout(settings.reports / f"ab-{settings.monitor.ab.experiment}", readout)
+    _print_json({"report": str(path), "tests": readout["tests"], "balance": readout["balance"]})
+    return 0
+
+
+@command("retrain")
+def _retrain(args, settings: Settings) -> int:
+    from recsys.retrain import retrain
+
+    _print_json(retrain(_spark(settings), settings, models=args.model))
+    return 0
 
 
 @command("validate")
@@ -338,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--engine", choices=("spark", "numpy"), default="numpy")
     p.add_argument("--json", action="store_true")
+
+    p = add("indicators", "fold pending API events into ops/events, compute ops/indicators per version/variant")
+    p.add_argument("--json", action="store_true")
+    p = add("simulate-traffic", "drive the API with synthetic users following the planted clusters")
+    p.add_argument("--truth", required=True, help="a `recsys synth --out` folder (reads its _truth/)")
+    p.add_argument("--api", help="a running API, e.g. http://127.0.0.1:8000 (default: the app in-process)")
+    p.add_argument("--users", type=int, default=500)
+    p.add_argument("--sessions", type=int, default=2, help="sessions per user")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    add("ab-report", "A/B readout of conf monitor.ab (two-proportion tests, CIs) into reports/ab-<experiment>/")
+    p = add("retrain", "incremental retrain: new raw files, production's family, promotion gate, publish if promoted",
+            source=True)
+    p.add_argument("--model", action="append", help="model to train (default: the production model's family)")
 
     p = add("serve", "serve the published recommendations over HTTP (gunicorn)")
     p.add_argument("--port", type=int, help="default from conf (serve.port: 8000)")

@@ -184,3 +184,197 @@ def test_experiment_config_refuses_bad_shares_and_names():
         ABSettings(variants={"a b": VariantSettings(share=1.0)}, control="a b")
     with pytest.raises(ValueError, match="control"):
         ABSettings(variants={"a": VariantSettings(share=1.0)}, control="b")
+
+
+# --- durability: no acknowledged event lost across a crash and restart of a real gunicorn ----------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_gunicorn(warehouse: Path, serve) -> subprocess.Popen:
+    from recsys.serve.server import gunicorn_command, gunicorn_env
+
+    proc = subprocess.Popen(gunicorn_command(serve), env=gunicorn_env(warehouse, serve), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{serve.port}/health", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("gunicorn did not come up")
+
+
+def _post_until(port: int, prefix: str, stop: threading.Event, acked: list[str]) -> None:
+    """Post one event per request until ``stop`` or the server goes away; keep the ids it acknowledged."""
+    from recsys.monitor.simulate import HttpClient
+
+    client = HttpClient(f"http://127.0.0.1:{port}", timeout_s=5)
+    i = 0
+    while not stop.is_set():
+        try:
+            status, body = client.post("/v1/events", {"event_type": "click", "user_id": f"{prefix}-{i % 7}",
+                                                      "parent_asin": "I1", "request_id": f"{prefix}{i}"})
+        except OSError:
+            return
+        assert status == 202, body
+        acked.extend(body["event_ids"])
+        i += 1
+
+
+def test_no_acknowledged_event_is_lost_when_the_api_is_killed_and_restarted(spark, tmp_path):
+    from recsys.serve.settings import ServeSettings
+
+    warehouse = tmp_path / "wh"
+    warehouse.mkdir()
+    serve = ServeSettings(port=_free_port(), workers=2, threads=4, access_log=False).resolved(warehouse)
+    acked: list[str] = []
+    proc = _start_gunicorn(warehouse, serve)
+    stop = threading.Event()
+    poster = threading.Thread(target=_post_until, args=(serve.port, "a", stop, acked))
+    poster.start()
+    while len(acked) < 150 and poster.is_alive():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)             # a crash mid-traffic: no graceful shutdown, no flush
+    proc.wait(10)
+    poster.join(10)
+    before_restart = len(acked)
+    assert before_restart >= 150
+
+    proc = _start_gunicorn(warehouse, serve)         # same folders: the new workers append to new files
+    stop = threading.Event()
+    poster = threading.Thread(target=_post_until, args=(serve.port, "b", stop, acked))
+    poster.start()
+    while len(acked) < before_restart + 50:
+        time.sleep(0.05)
+    stop.set()
+    poster.join(10)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+
+    compact_events(spark, warehouse, serve.events_dir)
+    stored = _event_ids(spark, warehouse)
+    assert len(stored) == len(set(stored))                       # each event once
+    assert set(acked) <= set(stored)                             # every acknowledged event survived the crash
+    assert len(stored) - len(acked) <= 2 * serve.workers * serve.threads   # at most the requests in flight
+    assert compact_events(spark, warehouse, serve.events_dir)["inserted"] == 0
+
+
+# --- incremental retrain with the promotion gate, then good vs random through the API ----------------------------
+
+
+@pytest.fixture(scope="module")
+def deployed(spark, tmp_path_factory):
+    """A small planted-cluster dump deployed in steps, as production would see it:
+
+    1. only the Appliances files are there; ``recsys pipeline`` with popularity and a crippled rank-1 ALS (one
+       iteration) → production is one of these two weak models;
+    2. the All_Beauty files land; retrain with a real implicit ALS (ingest takes only the new files) → the gate,
+       re-scoring the weak production model on the new split, must promote;
+    3. nothing new; retrain with popularity → the gate must refuse it (worse than ALS on the same split);
+    4. a random-lists version is published, then the ALS version is made current again: two versions to compare.
+    """
+    from recsys.config import load_settings
+    from recsys.monitor.random_version import publish_random
+    from recsys.pipeline import run_pipeline
+    from recsys.publish import current_version, switch_version
+    from recsys.retrain import retrain
+    from recsys.synth import generate, meta_file, reviews_file
+
+    root = tmp_path_factory.mktemp("monitor")
+    dump, source = root / "dump", root / "src"
+    settings = load_settings(warehouse=root / "wh", source=source, reports=root / "reports")
+    settings.synth = settings.synth.model_copy(update={"users": 500, "items": 100, "reviews": 4000, "clusters": 4,
+                                                       "categories": ["Appliances", "All_Beauty"]})
+    settings.train.params["implicit_als"] = {"factors": 1, "regularization": 0.05, "alpha": 10.0, "iterations": 1}
+    settings.train.models = ["popularity", "implicit_als"]
+    settings.publish = settings.publish.model_copy(update={"k": 10, "spare": 3})
+    settings.features.split = settings.features.split.model_copy(update={"strategy": "leave_last_out"})
+    generate(dump, settings.synth, progress=False)
+    source.mkdir()
+    for name in (reviews_file("Appliances"), meta_file("Appliances")):
+        shutil.copy(dump / name, source / name)
+
+    first = run_pipeline(spark, settings)
+    settings.train.params["implicit_als"] = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 10}
+    for name in (reviews_file("All_Beauty"), meta_file("All_Beauty")):
+        shutil.copy(dump / name, source / name)
+    better = retrain(spark, settings, models=["implicit_als"])
+    good_version = current_version(spark, settings.warehouse)
+    worse = retrain(spark, settings, models=["popularity"])
+    random_version = publish_random(spark, settings, "v-random", seed=7)["version"]
+    switch_version(spark, settings, good_version)
+    users = [r[0] for r in T.read_table(spark, settings.warehouse, C.USER_INDEX).select(C.USER_ID).collect()]
+    return {"settings": settings, "dump": dump, "first": first, "better": better, "worse": worse,
+            "good": good_version, "random": random_version, "users": sorted(users)}
+
+
+def test_retrain_ingests_only_the_new_files_and_the_gate_promotes_the_better_model(spark, deployed):
+    better, first = deployed["better"], deployed["first"]
+    assert first["evaluate"]["decision"]["promoted"] in ("popularity", "implicit_als")
+    assert better["ingest"]["files_ingested"] == 2 and better["ingest"]["files_skipped"] == 2
+    decision = better["decision"]
+    assert decision["promoted"] == "implicit_als"
+    assert decision["basis"] == "re-measured on this run's test split"
+    assert decision["map@10"] > decision["production"]            # ALS beats popularity on the planted clusters
+    assert better["publish"]["version"] == deployed["good"]
+    prod = registry.production(spark, deployed["settings"].warehouse)
+    assert (prod["run_id"], prod["model"]) == (better["run_id"], "implicit_als")
+
+
+def test_the_gate_refuses_a_worse_model_and_records_why(spark, deployed):
+    worse, settings = deployed["worse"], deployed["settings"]
+    assert worse["ingest"]["files_ingested"] == 0                  # nothing new: every file skipped
+    decision = worse["decision"]
+    tolerance = settings.evaluate.promotion_tolerance
+    assert decision["promoted"] is None and decision["rejected"] == "popularity"
+    assert decision["map@10"] < decision["production"] - tolerance
+    assert "publish" not in worse                                  # nothing published: ALS keeps serving
+    rows = registry.candidates(spark, settings.warehouse, worse["run_id"])
+    assert [(r["model"], r["stage"]) for r in rows] == [("popularity", registry.REJECTED)]
+    assert "worse than production implicit_als" in rows[0]["reason"]
+    assert registry.production(spark, settings.warehouse)["run_id"] == deployed["better"]["run_id"]
+
+
+def test_planted_good_model_beats_random_on_ctr_through_the_api(spark, deployed, tmp_path):
+    """An A/B test through the real app: half the users get the ALS version, half the random one; simulated users
+    click items of their own planted cluster. The ALS arm's CTR must be higher with p < 0.01."""
+    from recsys.monitor.indicators import run_indicators
+    from recsys.monitor.report import ab_readout, write_readout
+    from recsys.monitor.simulate import FlaskClient, Simulator
+    from recsys.serve.app import create_app
+
+    settings = deployed["settings"]
+    ab = ABSettings(enabled=True, experiment="good-vs-random", salt="sim-1", control="control", variants={
+        "control": VariantSettings(version="current", share=0.5),
+        "treatment": VariantSettings(version=deployed["random"], share=0.5)})
+    settings = settings.model_copy(update={"monitor": settings.monitor.model_copy(update={"ab": ab})})
+    app = create_app(settings.warehouse, settings.serve, ab=ab)
+    simulator = Simulator(FlaskClient(app), deployed["dump"], seed=3)
+    summary = simulator.run(users=300, sessions=2, user_ids=deployed["users"])   # 500 users in the dump
+    assert summary["counts"]["recommendations_200"] == 600 and summary["counts"]["events_202"] == 600
+
+    result = run_indicators(spark, settings)
+    by_version = {r["version"]: r for r in result["indicators"] if r["variant"] is not None}
+    readout = ab_readout(spark, settings.warehouse, ab)
+    path = write_readout(tmp_path / "ab-good-vs-random", readout)
+    control, treatment = readout["variants"]["control"], readout["variants"]["treatment"]
+    test = readout["tests"]["treatment"]["ctr"]
+    print(f"\nCTR good={control['ctr']:.4f} (n={control['impressions']}) random={treatment['ctr']:.4f} "
+          f"(n={treatment['impressions']}) diff={test['diff']:.4f} z={test['z']:.2f} p={test['p_value']:.3g}; "
+          f"users per arm {control['users']}/{treatment['users']} (SRM p={readout['balance']['p_value']:.3f})")
+
+    assert control["versions"] == [deployed["good"]]               # the API served each arm its own version
+    assert deployed["random"] in treatment["versions"]
+    assert control["ctr"] > treatment["ctr"] and test["p_value"] < 0.01
+    assert test["diff_high"] < 0          # diff = treatment - control: the whole interval favours the good model
+    assert readout["balance"]["p_value"] > 1e-3                    # 300 users split ~150/150, no sample ratio mismatch
+    assert control["offline"][deployed["good"]]["metrics"]["map@10"] > 0        # offline beside online
+    assert by_version[deployed["random"]]["ctr"] < by_version[deployed["good"]]["ctr"]
+    assert path.is_file() and (path.parent / "readout.html").is_file()

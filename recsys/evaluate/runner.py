@@ -86,7 +86,7 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
                                 params=model.params, metrics={k: v for k, v in metrics.items() if v == v},
                                 train_seconds=train_seconds, split=TEST, data_versions=data_versions,
                                 model_path=cand["model_path"])
-        decision = promote(spark, settings, run_id, results)
+        decision = promote(spark, settings, run_id, results, split=(fit, test))
         rec.update(decision=decision, **{f"{m}.{conf.primary_metric}": r["metrics"].get(conf.primary_metric)
                                          for m, r in results.items()})
     fit.unpersist()
@@ -101,28 +101,68 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
     return out
 
 
-def promote(spark: SparkSession, settings: Settings, run_id: str, results: dict[str, dict]) -> dict:
-    """Promotion rule: the run's best model on the primary metric becomes production if it is not worse
-    than the current production model by more than the tolerance (re-measured on this run's split when
-    the production model belongs to another run is out of scope: its recorded metric is used)."""
+def production_on_split(spark: SparkSession, settings: Settings, current: dict, fit: DataFrame,
+                        test: DataFrame) -> float | None:
+    """The production model's primary metric re-measured on this run's split (its recorded figure came from an
+    older split, so comparing against it would compare data, not models). None if its files are gone.
+
+    The model scored is the one registered (fitted on its own run's fit splits, not the refit-on-all copy that
+    was published), so with time-ordered splits it has never seen the newest test interactions; users and items
+    it does not know get no list and count 0, which is the point of asking it about the newest data.
+    """
     metric = settings.evaluate.primary_metric
+    _, _, cut = metric.partition("@")
+    if not cut.isdigit():
+        return None                 # not a ranking metric at K: only the recorded figure can be compared
+    k = int(cut)
+    try:
+        model = FactorModel.load(spark, current["model_path"], seen=fit)
+    except Exception:  # noqa: BLE001 - a pruned or erased model folder: fall back to the recorded figure
+        log.warning("production model %s of %s cannot be loaded from %s; using its recorded metric",
+                    current[C.MODEL], current["run_id"], current["model_path"])
+        return None
+    truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX)
+    preds = _lists(model.recommend(users=truth.select(C.USER_IDX), k=k))
+    return SM.ranking_metrics(preds, truth, [k], user_col=C.USER_IDX).get(metric)
+
+
+def promote(spark: SparkSession, settings: Settings, run_id: str, results: dict[str, dict],
+            split: tuple[DataFrame, DataFrame] | None = None) -> dict:
+    """Promotion gate: the run's best model on the primary metric becomes production unless it is worse than the
+    current production model by more than ``evaluate.promotion_tolerance`` — both measured on this run's test
+    split (``split`` = (fit, test); production's recorded metric only when its model cannot be re-scored).
+    Either way the decision and both figures are written to ``ops/model_registry``."""
+    metric = settings.evaluate.primary_metric
+    tolerance = settings.evaluate.promotion_tolerance
     scored = {m: r["metrics"][metric] for m, r in results.items()
               if r["metrics"].get(metric) is not None and r["metrics"][metric] == r["metrics"][metric]}
     if not scored:
         return {"promoted": None, "reason": f"no model has {metric}"}
     best = max(sorted(scored), key=lambda m: scored[m])
     current = registry.production(spark, settings.warehouse)
-    if current and current["metric"] is not None and scored[best] < current["metric"] - settings.evaluate.promotion_tolerance:
-        reason = (f"{best} {metric}={scored[best]:.4f} is worse than production {current['model']} "
-                  f"({current['metric']:.4f}) by more than {settings.evaluate.promotion_tolerance}")
-        return {"promoted": None, "reason": reason}
+    baseline, basis = (current or {}).get("metric"), "recorded"
+    if current and current["run_id"] != run_id and split is not None:
+        measured = production_on_split(spark, settings, current, *split)
+        if measured is not None:
+            baseline, basis = measured, "re-measured on this run's test split"
+    if current and baseline is not None and scored[best] < baseline - tolerance:
+        reason = (f"{best} {metric}={scored[best]:.4f} is worse than production {current['model']} of "
+                  f"{current['run_id']} ({baseline:.4f}, {basis}) by more than {tolerance}")
+        registry.set_stage(spark, settings.warehouse, run_id=run_id, model=best, stage=registry.REJECTED,
+                           model_path=results[best]["model_path"], params=results[best]["params"],
+                           metric=scored[best], reason=reason)
+        return {"promoted": None, "rejected": best, metric: scored[best], "production": baseline,
+                "basis": basis, "reason": reason}
     if current:
         registry.set_stage(spark, settings.warehouse, run_id=current["run_id"], model=current[C.MODEL],
                            stage=registry.ARCHIVED, model_path=current["model_path"],
                            params=json.loads(current["params"] or "{}"), metric=current["metric"],
                            reason=f"superseded by {run_id}/{best}")
     reason = f"best {metric} of run ({scored[best]:.4f})"
+    if current and baseline is not None:
+        reason += f" vs production {current['model']} of {current['run_id']} ({baseline:.4f}, {basis}; " \
+                  f"tolerance {tolerance})"
     registry.set_stage(spark, settings.warehouse, run_id=run_id, model=best, stage=registry.PRODUCTION,
                        model_path=results[best]["model_path"], params=results[best]["params"],
                        metric=scored[best], reason=reason)
-    return {"promoted": best, metric: scored[best], "reason": reason}
+    return {"promoted": best, metric: scored[best], "production": baseline, "basis": basis, "reason": reason}

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from recsys.monitor.settings import CURRENT, ABSettings, MonitorSettings
+from recsys.monitor.variants import build_pinned
 from recsys.serve.settings import ServeSettings
 from recsys.serve.snapshot import NoPublishedVersion, build_snapshot
 
@@ -40,16 +42,19 @@ def _gunicorn_knows(setting: str) -> bool:
     return any(s.name == setting for s in KNOWN_SETTINGS)
 
 
-def gunicorn_env(warehouse: Path | str, settings: ServeSettings) -> dict[str, str]:
+def gunicorn_env(warehouse: Path | str, settings: ServeSettings,
+                 monitor: MonitorSettings | None = None) -> dict[str, str]:
     """The environment the workers read their settings from (see :mod:`recsys.serve.wsgi`)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_SERVE")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_SERVE", "RECSYS_MONITOR"))}
     env["RECSYS_WAREHOUSE"] = str(Path(warehouse).resolve())
     env["RECSYS_SERVE"] = settings.resolved(warehouse).model_dump_json()
+    env["RECSYS_MONITOR"] = (monitor or MonitorSettings()).model_dump_json()
     return env
 
 
-def prepare(warehouse: Path | str, settings: ServeSettings) -> ServeSettings:
-    """Resolve folders and build the current snapshot if missing (no published version yet: warn, serve later)."""
+def prepare(warehouse: Path | str, settings: ServeSettings, ab: ABSettings | None = None) -> ServeSettings:
+    """Resolve folders and build the current snapshot if missing (no published version yet: warn, serve later),
+    and the snapshots of the versions an enabled A/B experiment pins (a version never published: an error)."""
     warehouse = Path(warehouse)
     if not warehouse.is_dir():
         raise FileNotFoundError(f"warehouse not found: {warehouse}")
@@ -60,15 +65,20 @@ def prepare(warehouse: Path | str, settings: ServeSettings) -> ServeSettings:
         log.info("serving snapshot %s", folder)
     except NoPublishedVersion as exc:
         log.warning("%s; the API will answer 503 on /ready until a version is published", exc)
+    if ab is not None and ab.enabled:
+        for version in sorted({v.version for v in ab.variants.values()} - {CURRENT}):
+            log.info("A/B pinned snapshot %s", build_pinned(warehouse, version))
     return settings
 
 
 def run_server(warehouse: Path | str, port: int | None = None, workers: int | None = None,
-               threads: int | None = None, settings: ServeSettings | None = None) -> NoReturn:
+               threads: int | None = None, settings: ServeSettings | None = None,
+               monitor: MonitorSettings | None = None) -> NoReturn:
     """Prepare the snapshot, then replace this process with gunicorn serving the API (does not return)."""
     overrides = {k: v for k, v in {"port": port, "workers": workers, "threads": threads}.items() if v is not None}
-    settings = prepare(warehouse, (settings or ServeSettings()).model_copy(update=overrides))
+    settings = prepare(warehouse, (settings or ServeSettings()).model_copy(update=overrides),
+                       monitor.ab if monitor else None)
     command = gunicorn_command(settings)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, command, gunicorn_env(warehouse, settings))
+    os.execve(sys.executable, command, gunicorn_env(warehouse, settings, monitor))

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.monitor.settings import MonitorSettings
+
 SERVING_DIR = "_serving"
 
 
@@ -50,10 +52,11 @@ class ServeSettings(BaseModel):
 
 
 class ServeEnv(BaseSettings):
-    """What a gunicorn worker reads from its environment: ``RECSYS_WAREHOUSE`` and ``RECSYS_SERVE`` (JSON) or
-    ``RECSYS_SERVE__<FIELD>``, the same keys ``recsys.config.Settings`` uses for its sections."""
+    """What a gunicorn worker reads from its environment: ``RECSYS_WAREHOUSE``, ``RECSYS_SERVE`` and
+    ``RECSYS_MONITOR`` (JSON) or ``RECSYS_SERVE__<FIELD>``, the same keys ``recsys.config.Settings`` uses."""
 
     model_config = SettingsConfigDict(env_prefix="RECSYS_", env_nested_delimiter="__", extra="ignore")
 
     warehouse: Path = Path("./warehouse")
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)   # the A/B experiment (RECSYS_MONITOR)

@@ -18,4 +18,5 @@ if not logging.getLogger().handlers:
                         format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s")
 
 _env = ServeEnv()
-app = create_app(_env.warehouse, _env.serve, wait_for_build=False)   # never block boot past gunicorn's timeout
+app = create_app(_env.warehouse, _env.serve, wait_for_build=False,   # never block boot past gunicorn's timeout
+                 ab=_env.monitor.ab)
