@@ -290,8 +290,11 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
             records = [validate_event(event, ID_PATTERN, settings.max_k, now) for event in batch]
         except EventError as exc:
             raise ApiError(400, "invalid_event", str(exc)) from None
-        snapshot = store.state.snapshot
-        ids = events.append(records, snapshot.version if snapshot else None, snapshot.model if snapshot else None)
+        state = store.state
+        records = [r for r in records if not state.denylist.user_erased(r[USER_ID])]   # erased: never stored
+        snapshot = state.snapshot
+        ids = events.append(records, snapshot.version if snapshot else None,
+                            snapshot.model if snapshot else None) if records else []
         return _json({"accepted": len(ids), "event_ids": ids}, 202)
 
     @app.get("/health")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from recsys.constants import DELETIONS
 from recsys.serve.delta import log_version, read_table
@@ -25,6 +26,8 @@ ID = "id"
 ID_HASH = "id_hash"
 KIND_ITEM = "item"
 KIND_USER = "user"
+STATUS = "status"
+RELISTED = "relisted"        # an item the catalog listed again: no longer denied
 
 
 def id_hash(salt: str, value: str) -> str:
@@ -62,12 +65,17 @@ class DenyList:
 
 
 def load_denylist(warehouse: Path) -> DenyList:
-    """Read every deletion row (applied or still pending: a request is honoured as soon as it lands)."""
+    """Read every deletion row (applied or still pending: a request is honoured as soon as it lands), except items
+    the catalog relisted (``status`` = relisted, see ``recsys.catalog.relist_items``)."""
     table_path = Path(warehouse) / DELETIONS
     version = log_version(table_path)
     if version < 0:
         return DenyList(salt=read_salt(warehouse))
-    table = read_table(table_path, [KIND, ID, ID_HASH])
+    columns = [KIND, ID, ID_HASH]
+    has_status = STATUS in DeltaTable(str(table_path)).schema().to_arrow().names
+    table = read_table(table_path, columns + [STATUS] if has_status else columns)
+    if has_status:
+        table = table.filter(pc.fill_null(pc.not_equal(table[STATUS], RELISTED), True))
     items = table.filter(pc.equal(table[KIND], KIND_ITEM))[ID].drop_null()
     users = table.filter(pc.equal(table[KIND], KIND_USER))[ID_HASH].drop_null()
     return DenyList(items=frozenset(items.to_pylist()), user_hashes=frozenset(users.to_pylist()),

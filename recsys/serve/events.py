@@ -15,6 +15,7 @@ Record fields: ``event_id``, ``event_type``, ``user_id``, ``parent_asin`` (or nu
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import socket
@@ -132,10 +133,15 @@ class EventLog:
         payload = b"".join(lines)
         with self._lock:
             fd = self._file()
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            # Shared with recsys.catalog, which rewrites these files in place to erase users under LOCK_EX.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
             self.written += len(records)
         return ids
 

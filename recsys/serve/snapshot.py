@@ -398,17 +398,20 @@ def _prune(snapshot_dir: Path, keep_name: str, keep: int) -> None:
                      key=lambda p: p.stat().st_mtime, reverse=True)
     kept = 1
     for path in folders:
-        if path.name.startswith(".tmp-") or kept >= keep or not is_complete(path):
+        if path.name.startswith((".tmp-", ".old-")) or kept >= keep or not is_complete(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
             kept += 1
 
 
-def build_snapshot(warehouse: Path, snapshot_dir: Path, version: str | None = None, keep: int = 1) -> Path:
+def build_snapshot(warehouse: Path, snapshot_dir: Path, version: str | None = None, keep: int = 1,
+                   force: bool = False) -> Path:
     """Build (once) the snapshot of ``version`` (default: the current published one); return its folder.
 
     Idempotent and safe to call from several processes at once: the first builds under the lock, the others find
-    the complete folder and return it.
+    the complete folder and return it. ``force`` rebuilds a complete folder in place (same version, new files):
+    what an erasure or item deletion does after rewriting the published rows (``recsys.catalog``); workers notice
+    the new ``built_at`` when ``ops/deletions`` changes and map the new files.
     """
     warehouse, snapshot_dir = Path(warehouse), Path(snapshot_dir)
     published = read_published(warehouse, version)
@@ -418,7 +421,7 @@ def build_snapshot(warehouse: Path, snapshot_dir: Path, version: str | None = No
     name = folder_name(published.version)
     folder = snapshot_dir / name
     with _locked(snapshot_dir):
-        if not is_complete(folder):
+        if force or not is_complete(folder):
             started = time.perf_counter()
             tmp = snapshot_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir(parents=True)
@@ -431,9 +434,11 @@ def build_snapshot(warehouse: Path, snapshot_dir: Path, version: str | None = No
                 with open(tmp / META, "w", encoding="utf-8") as handle:   # last: marks the folder complete
                     json.dump(meta, handle, indent=1)
                     _sync(handle)
-                if folder.exists():  # an incomplete folder left by a crash before the rename cannot exist, but
-                    shutil.rmtree(folder)  # a hand-made one could
+                aside = snapshot_dir / f".old-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                if folder.exists():  # a forced rebuild, or a hand-made folder: moved aside, then deleted
+                    os.rename(folder, aside)
                 os.rename(tmp, folder)
+                shutil.rmtree(aside, ignore_errors=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

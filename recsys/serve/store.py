@@ -9,6 +9,7 @@ published snapshot in a background thread (the old one keeps serving meanwhile).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from recsys.serve.delta import log_version
 from recsys.serve.denylist import DenyList, load_denylist
 from recsys.serve.settings import ServeSettings
 from recsys.serve.snapshot import (
-    Published, Snapshot, build_in_subprocess, build_snapshot, folder_name, is_complete, published_log_version,
+    META, Published, Snapshot, build_in_subprocess, build_snapshot, folder_name, is_complete, published_log_version,
     read_published,
 )
 
@@ -110,6 +111,32 @@ class SnapshotStore:
             self.state = replace(self.state, denylist=denylist)
         log.info("deny-list loaded deletions_version=%s items=%d users=%d", denylist.log_version,
                  len(denylist.items), len(denylist.user_hashes))
+        self._reload_if_rebuilt()
+
+    def _reload_if_rebuilt(self) -> None:
+        """Map the current snapshot again if it was rebuilt in place (same version, new ``built_at``).
+
+        Deletions and erasures rewrite the published rows and rebuild the snapshot before completing their
+        ``ops/deletions`` rows, so a deny-list change is the moment to look; the old files stay mapped until then.
+        """
+        current = self.state.snapshot
+        if current is None:
+            return
+        try:
+            built_at = json.loads((current.folder / META).read_text(encoding="utf-8")).get("built_at")
+        except (OSError, ValueError):
+            return                      # being swapped right now: the next deny-list change looks again
+        if built_at == current.meta.get("built_at"):
+            return
+        try:
+            snapshot = Snapshot(current.folder)
+        except Exception:  # noqa: BLE001 - keep serving the mapped files; the deny-list already applies
+            log.exception("snapshot reload after an in-place rebuild failed version=%s", current.version)
+            return
+        with self._swap_lock:
+            self.state = replace(self.state, snapshot=snapshot)
+            self.reloads += 1
+        log.info("snapshot reloaded after an in-place rebuild version=%s", snapshot.version)
 
     def _refresh_published(self, now: float) -> None:
         seen = published_log_version(self.warehouse)
