@@ -377,14 +377,20 @@ def test_failure_line_names_task_runs_error_and_log_url():
 @pytest.fixture(scope="module")
 def airflow_run(tmp_path_factory) -> dict[str, Any]:
     """A migrated SQLite DB in a fresh AIRFLOW_HOME, a small synthetic dump, and one full successful
-    ``recsys_pipeline`` run (two models, K=5) into a fresh warehouse."""
+    ``recsys_pipeline`` run (two models, K=5) into a fresh warehouse. The dump has two categories but the source
+    folder starts with Appliances only: All_Beauty is the "new raw files" a retrain later picks up."""
+    import shutil
+
     from recsys.config import SynthSettings
-    from recsys.synth import generate
+    from recsys.synth import generate, meta_file, reviews_file
 
     root = tmp_path_factory.mktemp("airflow_e2e")
-    source, warehouse = root / "dump", root / "warehouse"
-    generate(source, SynthSettings(users=400, items=80, reviews=3000, clusters=4, categories=["Appliances"]),
-             progress=False)
+    dump, source, warehouse = root / "full_dump", root / "dump", root / "warehouse"
+    generate(dump, SynthSettings(users=400, items=80, reviews=3000, clusters=4,
+                                 categories=["Appliances", "All_Beauty"]), progress=False)
+    source.mkdir()
+    for name in (reviews_file("Appliances"), meta_file("Appliances")):
+        shutil.copy(dump / name, source / name)
     env = _airflow_env(root / "airflow_home", {
         "RECSYS_WAREHOUSE": str(warehouse), "RECSYS_SOURCE": str(source), "RECSYS_REPORTS": str(root / "reports"),
         "RECSYS_SPARK__DRIVER_MEMORY": "1g", "RECSYS_SPARK__SHUFFLE_PARTITIONS": "2",
@@ -394,7 +400,8 @@ def airflow_run(tmp_path_factory) -> dict[str, Any]:
     _probe("migrate", env=env, cwd=root, timeout=300)
     conf = {"source": str(source), "models": ["popularity", "implicit_als"], "k": 5}
     result = _probe("dag_test", "recsys_pipeline", json.dumps(conf), env=env, cwd=root, timeout=3600)
-    return {"root": root, "source": source, "warehouse": warehouse, "env": env, "conf": conf, "result": result}
+    return {"root": root, "source": source, "dump": dump, "warehouse": warehouse, "env": env, "conf": conf,
+            "result": result}
 
 
 @pytest.mark.slow
@@ -419,6 +426,43 @@ def test_pipeline_dag_runs_end_to_end_and_the_api_serves_its_version(airflow_run
     assert client.get("/ready").get_json()["version"] == version
     body = client.get(f"/v1/users/{user}/recommendations?k=5").get_json()
     assert body["version"] == version and body["source"] == "personalized" and len(body["items"]) == 5
+
+
+@pytest.mark.slow
+def test_retrain_dag_ingests_the_new_files_and_publishes_only_what_the_gate_promotes(airflow_run):
+    """``recsys_retrain`` after the pipeline run: new raw files land, only they are ingested, the production
+    model's family is retrained and evaluated on the newest split against production re-scored on it, and the
+    publish steps run exactly when the gate promoted (the decision is in ops/model_registry either way)."""
+    import shutil
+
+    from recsys.orchestration import current_published, production_model, registry_state, run_ids
+    from recsys.synth import meta_file, reviews_file
+
+    warehouse, source = airflow_run["warehouse"], airflow_run["source"]
+    before, family = current_published(warehouse), production_model(warehouse)["model"]
+    for name in (reviews_file("All_Beauty"), meta_file("All_Beauty")):
+        shutil.copy(airflow_run["dump"] / name, source / name)
+    conf = {"source": str(source), "k": 5}
+    result = _probe("dag_test", "recsys_retrain", json.dumps(conf), env=airflow_run["env"],
+                    cwd=airflow_run["root"], timeout=3600)
+    tis = result["tis"]
+    assert result["state"] == "success", tis
+    assert set(tis) >= {"ingest", "evaluate", "promoted", f"train[{family}]"} and len(
+        [t for t in tis if t.startswith("train[")]) == 1                       # the production family only
+    run_id, version = run_ids("recsys_retrain", result["run_id"], datetime.fromisoformat(result["run_after"]))
+    from deltalake import DeltaTable
+
+    files = DeltaTable(str(warehouse / "ops" / "ingested_files")).to_pyarrow_table(columns=["path"]).to_pylist()
+    assert sum("All_Beauty" in r["path"] for r in files) == 2                  # the new files, once each
+    decision = {r["stage"] for r in registry_state(warehouse) if r["run_id"] == run_id}
+    assert decision in ({"production"}, {"rejected"})
+    publish_steps = ("publish_write", "gate_published", "publish_switch", "signal_api")
+    if decision == {"production"}:
+        assert all(tis[t] == "success" for t in publish_steps)
+        assert current_published(warehouse)["version"] == version
+    else:
+        assert all(tis[t] == "skipped" for t in publish_steps)
+        assert current_published(warehouse) == before
 
 
 @pytest.mark.slow
