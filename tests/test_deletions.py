@@ -79,6 +79,7 @@ def _quarantined_user(spark, warehouse: Path, exclude: set[str]) -> str:
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory) -> World:
+    from recsys.monitor.variants import build_pinned
     from recsys.pipeline import run_pipeline
     from recsys.serve import create_app
     from recsys.synth import generate
@@ -114,6 +115,7 @@ def world(spark, tmp_path_factory) -> World:
     user_drop.write_text("".join(json.dumps({"user_id": u, "reason": f"gdpr request for {u}",
                                              "requested_at": "2026-01-02T10:00:00+00:00"}) + "\n" for u in users))
     built_at = store.state.snapshot.meta["built_at"]
+    build_pinned(warehouse, store.state.snapshot.version)   # an A/B variant pinned to this version: files to scrub
     silver_version = _versions(warehouse)[C.SILVER_REVIEWS]
     drops = read_drops(items=item_drop, users=user_drop)
 

@@ -203,7 +203,8 @@ def test_subscription_boxes_counts_match_the_data_readme(spark, shared_data, tmp
         (src / name).symlink_to(shared_data / "amazon_reviews_2023" / name)
     wh = tmp_path / "wh"
     report = ingest(spark, src, wh, SETTINGS)
-    assert report.totals() == {"lines": 16_216 + 641, "blank": 0, "good": 16_216 + 641, "quarantined": 0}
+    assert report.totals() == {"lines": 16_216 + 641, "blank": 0, "good": 16_216 + 641, "quarantined": 0,
+                               "suppressed": 0}
     build_silver(spark, wh)
     silver = rows(spark, wh, C.SILVER_REVIEWS)
     assert silver.count() == 15_953

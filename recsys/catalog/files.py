@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -120,4 +121,30 @@ def refresh_snapshots(warehouse: Path | str, serve: ServeSettings, rebuild: bool
         build_snapshot(Path(warehouse), folder, force=rebuild, keep=1)
     except NoPublishedVersion:
         return False
+    if rebuild:
+        refresh_pinned_snapshots(warehouse)
     return rebuild
+
+
+def refresh_pinned_snapshots(warehouse: Path | str) -> list[str]:
+    """Rebuild in place the snapshots A/B variants pin to one version (``<serving>/ab/``, see
+    :mod:`recsys.monitor.variants`), so their files lose the removed rows too; a pinned version no longer
+    published is deleted. Workers keep serving their mapped copy behind the deny-list until they restart."""
+    from recsys.monitor.variants import AB_DIR
+    from recsys.serve.settings import SERVING_DIR
+    from recsys.serve.snapshot import META, NoPublishedVersion, build_snapshot, is_complete
+
+    root = Path(warehouse).resolve() / SERVING_DIR / AB_DIR
+    rebuilt = []
+    for target in sorted(p for p in root.glob("*") if p.is_dir()):
+        versions = {json.loads((f / META).read_text(encoding="utf-8"))["version"]
+                    for f in target.iterdir() if f.is_dir() and is_complete(f)}
+        for version in versions:
+            try:
+                build_snapshot(Path(warehouse), target, version, force=True, keep=1)
+                rebuilt.append(version)
+            except NoPublishedVersion:
+                shutil.rmtree(target, ignore_errors=True)
+        if not versions:
+            shutil.rmtree(target, ignore_errors=True)        # only half-built leftovers
+    return rebuilt
