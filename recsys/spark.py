@@ -57,6 +57,10 @@ def session_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.pyspark.python": sys.executable,
     }
+    if settings.master.startswith("local"):
+        # One machine: the driver on loopback, whatever the hostname resolves to (no "resolves to a loopback
+        # address" fallback onto another interface, no firewall surprises).
+        conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     conf.update(settings.extra)
     return conf
 
