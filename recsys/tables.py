@@ -175,7 +175,12 @@ def table_path(warehouse: Path | str, rel: str) -> str:
 
 
 def ensure_table(spark, warehouse: Path | str, spec: TableSpec) -> str:
-    """Create the table (empty, with its properties) if it does not exist; return its path."""
+    """Create the table (empty, with its properties) if it does not exist; return its path.
+
+    Parallel jobs (the DAG's train tasks on a fresh warehouse) may create the same table at once: the loser sees
+    a half-made ``_delta_log`` ("not empty and also not a Delta table") or a concurrent first commit, so a failure
+    is forgiven once another process's first commit appears.
+    """
     from delta.tables import DeltaTable
 
     path = table_path(warehouse, spec.path)
@@ -184,8 +189,30 @@ def ensure_table(spark, warehouse: Path | str, spec: TableSpec) -> str:
         builder = builder.partitionedBy(*spec.partition_by)
     for key, value in spec.table_properties().items():
         builder = builder.property(key, value)
-    builder.execute()
+    existed = _committed_soon(Path(path), 0.0)
+    try:
+        builder.execute()
+    except Exception:
+        if existed or not _committed_soon(Path(path), CREATE_RACE_WAIT_S):
+            raise                    # a real error on an existing table (e.g. another schema) is never hidden
     return path
+
+
+CREATE_RACE_WAIT_S = 30.0
+
+
+def _committed_soon(path: Path, wait_s: float) -> bool:
+    """Whether ``path`` has (or gets within ``wait_s``) a commit or checkpoint in its log."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        log = path / "_delta_log"
+        if log.is_dir() and any(f.name.endswith((".json", ".checkpoint.parquet")) for f in log.iterdir()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def _struct(spark, ddl: str):
