@@ -171,3 +171,24 @@ def signal_api(warehouse: str, version: str) -> dict[str, Any]:
     url = Variable.get(API_URL_VARIABLE, default=None)
     served = wait_until_served(url, version, timeout_s=300.0) if url else None
     return {"version": version, "model": current["model"], "api": url, "served": served is not None}
+
+
+def training_steps(p: XComArg, promotion: Any) -> list[Any]:
+    """The task chain ``recsys_pipeline`` and ``recsys_retrain`` share; ``promotion`` is each DAG's own decision
+    between evaluate and publish (fail the run, or skip publishing)."""
+    return [
+        p,
+        spark_job("ingest", "ingest.py"),
+        gate("bronze"),
+        spark_job("silver", "build_silver.py"),
+        gate("silver"),
+        spark_job("features", "build_features.py"),
+        gate("gold"),
+        train_jobs(p),
+        spark_job("evaluate", "evaluate.py"),
+        promotion,
+        spark_job("publish_write", "publish.py"),
+        gate("published"),
+        spark_job("publish_switch", "publish.py"),
+        signal_api(from_plan("warehouse"), from_plan("version")),
+    ]

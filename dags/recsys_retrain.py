@@ -19,8 +19,8 @@ from airflow.sdk import chain, dag, task
 
 if str(Path(__file__).parent) not in sys.path:   # a DAG bundle's root is on sys.path; a bare DagBag's folder is not
     sys.path.append(str(Path(__file__).parent))
-from recsys_common import (DEFAULT_ARGS, START_DATE, TAGS, TIMEOUTS, conf_defaults, from_plan, gate, plan,
-                           signal_api, spark_job, train_jobs, training_params)
+from recsys_common import (DEFAULT_ARGS, START_DATE, TAGS, TIMEOUTS, conf_defaults, from_plan, plan,
+                           training_params, training_steps)
 
 
 @task.short_circuit(task_id="promoted", retries=0, execution_timeout=TIMEOUTS["python"])
@@ -52,22 +52,7 @@ def promoted(warehouse: str, recsys_run_id: str) -> bool:
 )
 def recsys_retrain() -> None:
     p = plan("plan_retrain")
-    chain(
-        p,
-        spark_job("ingest", "ingest.py"),
-        gate("bronze"),
-        spark_job("silver", "build_silver.py"),
-        gate("silver"),
-        spark_job("features", "build_features.py"),
-        gate("gold"),
-        train_jobs(p),
-        spark_job("evaluate", "evaluate.py"),
-        promoted(from_plan("warehouse"), from_plan("run_id")),
-        spark_job("publish_write", "publish.py"),
-        gate("published"),
-        spark_job("publish_switch", "publish.py"),
-        signal_api(from_plan("warehouse"), from_plan("version")),
-    )
+    chain(*training_steps(p, promoted(from_plan("warehouse"), from_plan("run_id"))))
 
 
 recsys_retrain()
