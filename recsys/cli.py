@@ -253,6 +253,8 @@ def _retrain(args, settings: Settings) -> int:
 def _validate(args, settings: Settings) -> int:
     from recsys.quality import validate_layer
 
+    if not settings.warehouse.is_dir():
+        raise FileNotFoundError(f"warehouse not found: {settings.warehouse}")
     result = validate_layer(_spark(settings), settings.warehouse, args.layer, settings, args.run_id,
                             version=args.version, tables=args.table)
     _print_json(result.to_dict())

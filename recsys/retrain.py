@@ -16,12 +16,9 @@ from collections.abc import Sequence
 from recsys import registry
 from recsys.config import Settings
 from recsys.evaluate.runner import evaluate_run
-from recsys.features import build_features
-from recsys.ingest import ingest
 from recsys.logs import step
+from recsys.pipeline import build_data, layer_gate
 from recsys.publish import publish
-from recsys.quality import validate_layer
-from recsys.silver import build_silver
 from recsys.train import train
 
 
@@ -29,25 +26,12 @@ def retrain(spark, settings: Settings, *, models: Sequence[str] | None = None, r
     """One incremental retrain; returns what each step did, the gate's decision and the version if published."""
     run_id = run_id or registry.new_run_id()
     out: dict[str, object] = {"run_id": run_id}
-
-    def gate(layer: str, version: str | None = None) -> None:
-        validate_layer(spark, settings.warehouse, layer, settings, f"{run_id}-{layer}",
-                       version=version).raise_if_failed()
-
+    gate = layer_gate(spark, settings, run_id)
     with step("retrain", warehouse=str(settings.warehouse), run_id=run_id) as rec:
         if models is None:
             prod = registry.production(spark, settings.warehouse)
             models = [prod["model"]] if prod else list(settings.train.models)
-        report = ingest(spark, settings.source, settings.warehouse, settings.ingest)
-        out["ingest"] = report.to_dict()
-        if report.failed:
-            raise RuntimeError(f"{len(report.failed)} raw file(s) failed to ingest: "
-                               + ", ".join(f["path"] for f in report.failed))
-        gate("bronze")
-        out["silver"] = build_silver(spark, settings.warehouse)
-        gate("silver")
-        out["features"] = build_features(spark, settings.warehouse, settings.features)
-        gate("gold")
+        out.update(build_data(spark, settings, gate))
         out["train"] = [train(spark, settings, model, run_id) for model in models]
         evaluation = evaluate_run(spark, settings, run_id)
         out["decision"] = evaluation["decision"]
