@@ -114,6 +114,9 @@ def main() -> int:
     _timed("full_republish_seconds", results, publish, spark, no_refit)
     results["tables_after"] = _sizes(settings.warehouse)
     (args.out / "bench_deletions.json").write_text(json.dumps(results, indent=1, default=str))
+    committed = Path(__file__).resolve().parent / "results" / "deletions.json"     # the figures, without table sizes
+    committed.write_text(json.dumps({k: v for k, v in results.items() if not k.startswith("tables")}, indent=1,
+                                    default=str))
     print(json.dumps({k: v for k, v in results.items() if not k.startswith("tables")}, indent=1, default=str))
     return 0
 
