@@ -14,10 +14,9 @@ The proof side lives in :mod:`recsys.audit` (``recsys audit-deletions``).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from recsys.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "apply_drops": "recsys.catalog.apply",
     "apply_rows": "recsys.catalog.apply",
     "read_drops": "recsys.catalog.apply",
@@ -28,11 +27,4 @@ _EXPORTS = {
     "exclude_deleted": "recsys.catalog.guard",
     "flag_erased_lines": "recsys.catalog.guard",
     "DeletionSettings": "recsys.catalog.settings",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'recsys.catalog' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+})

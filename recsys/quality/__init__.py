@@ -9,10 +9,9 @@ context, checkpoints, Data Docs), ``gate`` (reading, caching, results). Exports 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from recsys.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "validate_layer": "recsys.quality.gate",
     "GateResult": "recsys.quality.gate",
     "Outcome": "recsys.quality.gate",
@@ -23,11 +22,4 @@ _EXPORTS = {
     "QualitySettings": "recsys.quality.settings",
     "load_quality_settings": "recsys.quality.settings",
     "LAYERS": "recsys.quality.settings",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'recsys.quality' has no attribute {name!r}")
+})

@@ -7,10 +7,9 @@ Public entry points: :func:`create_app` (app factory), :func:`run_server` (gunic
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from recsys.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "create_app": "recsys.serve.app",
     "run_server": "recsys.serve.server",
     "build_snapshot": "recsys.serve.snapshot",
@@ -18,11 +17,4 @@ _EXPORTS = {
     "read_salt": "recsys.serve.denylist",
     "read_events": "recsys.serve.events",
     "ServeSettings": "recsys.serve.settings",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'recsys.serve' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+})
