@@ -62,8 +62,7 @@ def tune(spark: SparkSession, settings: Settings, model: str, *, space: dict[str
     def trial(params: dict[str, Any]) -> dict:
         full = {**base, **params}
         fitted = fit_model(model, train, full, items=items)
-        preds = SM.to_lists(fitted.recommend(users=truth.select(C.USER_IDX), k=k), user_col=C.USER_IDX,
-                            item_col=C.ITEM_IDX, rank_col=C.RANK)
+        preds = fitted.recommend_lists(users=truth.select(C.USER_IDX), k=k)
         metrics = SM.ranking_metrics(preds, truth, [k], user_col=C.USER_IDX)
         return {"params": fitted.params, "metrics": metrics, "train_seconds": fitted.info.get("train_seconds")}
 

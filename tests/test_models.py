@@ -108,6 +108,21 @@ def test_popularity_ties_are_broken_by_item_index_and_seen_items_excluded(spark)
     assert recs[5] == [1, 2]        # only unseen items, never padded with seen ones
 
 
+def test_recommend_lists_hold_the_same_ranking_as_recommend(spark, planted):
+    """The list form evaluation reads is the long form grouped: same users, items, order; short lists kept."""
+    train, _ = planted
+    model = fit_model("implicit_als", train, ALS)
+    long = recs_by_user(model.recommend(k=7))
+    lists = {r[C.USER_IDX]: list(r["items"]) for r in model.recommend_lists(k=7).collect()}
+    assert lists == long and len(lists) == 200
+    users = train.sparkSession.createDataFrame([(3,), (150,), (999,)], f"{C.USER_IDX} int")
+    some = {r[C.USER_IDX]: list(r["items"]) for r in model.recommend_lists(users, k=7).collect()}
+    assert some == {3: long[3], 150: long[150]}            # users without factors get no row
+    few = fit_model("popularity", frame(spark, [(0, 0, 1.0), (0, 1, 1.0), (1, 1, 1.0), (2, 2, 1.0)]))
+    assert {r[C.USER_IDX]: list(r["items"]) for r in few.recommend_lists(k=5).collect()} == \
+        {0: [2], 1: [0, 2], 2: [1, 0]}                     # fewer unseen items than k: short, still ranked
+
+
 def test_content_model_groups_items_by_their_text(spark):
     words = {0: "kettle boil water steel", 1: "lipstick matte red shade", 2: "lego brick castle set"}
     items = spark.createDataFrame([(i, f"{words[i % 3]} item{i}") for i in range(30)],

@@ -2,6 +2,8 @@
 # A real Spark standalone cluster on this machine: one master and N workers started with spark-class
 # (the pip pyspark has no start-master.sh). Usage: standalone.sh up [WORKERS] | down | status
 # Submit to it with: PATH=$PWD/.venv/bin:$PATH spark-submit --master spark://127.0.0.1:7077 jobs/<step>.py …
+# Env: SPARK_MASTER_PORT (7077), SPARK_MASTER_WEBUI_PORT (8081), SPARK_WORKER_WEBUI_PORT (8081: workers take +1, +2…),
+# WORKER_MEMORY (2g), CLUSTER_DIR (.spark-cluster: pids, logs, work dirs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=${VENV:-.venv}
@@ -20,7 +22,7 @@ up() {
   for _ in $(seq 60); do grep -q "I have been elected leader" "$state/master.log" 2>/dev/null && break; sleep 0.5; done
   for i in $(seq "$workers"); do
     nohup "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker "$master" --cores 1 \
-      --memory "${WORKER_MEMORY:-2g}" --work-dir "$state/work-$i" --webui-port $((8081 + i)) \
+      --memory "${WORKER_MEMORY:-2g}" --work-dir "$state/work-$i" --webui-port $((${SPARK_WORKER_WEBUI_PORT:-8081} + i)) \
       >"$state/worker-$i.log" 2>&1 &
     echo $! >"$state/worker-$i.pid"
   done

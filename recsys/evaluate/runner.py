@@ -28,16 +28,12 @@ log = logging.getLogger(__name__)
 TEST = "test"
 
 
-def _lists(recs: DataFrame) -> DataFrame:
-    return SM.to_lists(recs, user_col=C.USER_IDX, item_col=C.ITEM_IDX, rank_col=C.RANK)
-
-
 def evaluate_model(model: FactorModel, fit: DataFrame, test: DataFrame, ks: list[int], curve_max_k: int,
                    catalog_size: int) -> tuple[dict[str, float], list[dict]]:
     """Metrics at ``ks`` and curves over K = 1..curve_max_k for one model (predictions cached once)."""
     kmax = max(max(ks), curve_max_k)
     truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX)
-    preds = _lists(model.recommend(users=truth.select(C.USER_IDX), k=kmax)).cache()
+    preds = model.recommend_lists(users=truth.select(C.USER_IDX), k=kmax).cache()
     try:
         metrics = SM.ranking_metrics(preds, truth, ks, user_col=C.USER_IDX)
         vectors = model.item_factors.select(F.col("id").alias(C.ITEM_IDX), F.col("features").alias(SM.VECTOR))
@@ -122,7 +118,7 @@ def production_on_split(spark: SparkSession, settings: Settings, current: dict, 
                     current[C.MODEL], current["run_id"], current["model_path"])
         return None
     truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX)
-    preds = _lists(model.recommend(users=truth.select(C.USER_IDX), k=k))
+    preds = model.recommend_lists(users=truth.select(C.USER_IDX), k=k)
     return SM.ranking_metrics(preds, truth, [k], user_col=C.USER_IDX).get(metric)
 
 
