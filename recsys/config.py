@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recsys.catalog.settings import DeletionSettings
+from recsys.constants import ITEM_EVENT_TYPES
 from recsys.monitor.settings import MonitorSettings
 from recsys.quality.settings import QualitySettings, read_quality_config
 from recsys.serve.settings import ServeSettings
@@ -47,7 +48,10 @@ class IngestSettings(BaseModel):
 class ConfidenceSettings(BaseModel):
     """Hu–Koren–Volinsky confidence c = 1 + alpha·w, with the interaction strength
     w = (base_weight + rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
-         + event weights) · 0.5^(age_days / half_life_days), age measured from the newest interaction."""
+         + Σ event weights) · 0.5^(age_days / half_life_days), age measured from the newest interaction.
+
+    ``event_weights``: per API event type naming an item (a click opens the item's page, so it is the "view"),
+    added once per event of that (user, item) in ``ops/events``; view < add_to_cart < purchase."""
 
     alpha: float = Field(10.0, ge=0)
     base_weight: float = Field(0.0, ge=0)          # 1 with every other weight 0: each interaction counts 1
@@ -56,7 +60,18 @@ class ConfidenceSettings(BaseModel):
     helpful_weight: float = Field(0.1, ge=0)
     half_life_days: float | None = Field(730.0, ge=0)   # 0 or None: no recency decay
     event_weights: dict[str, float] = Field(
-        default_factory=lambda: {"view": 0.1, "click": 0.2, "add_to_cart": 0.5, "purchase": 1.0})
+        default_factory=lambda: {"click": 0.2, "add_to_cart": 0.5, "purchase": 1.0})
+
+    @field_validator("event_weights")
+    @classmethod
+    def _item_events_only(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - ITEM_EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"event_weights keys must be API event types naming an item "
+                             f"({', '.join(sorted(ITEM_EVENT_TYPES))}); not {', '.join(unknown)}")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("event_weights must be >= 0")
+        return value
 
 
 class SplitSettings(BaseModel):

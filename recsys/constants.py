@@ -73,3 +73,7 @@ META_PREFIX = "meta_"
 # Official Amazon Reviews 2023 benchmark cut points (ms): valid >= VALID_CUT, test >= TEST_CUT.
 OFFICIAL_VALID_CUT_MS = 1628643414042
 OFFICIAL_TEST_CUT_MS = 1658002729837
+
+# API event types (POST /v1/events); the ones naming an item can weigh in a user-item interaction (features).
+EVENT_TYPES = frozenset({"impression", "click", "add_to_cart", "purchase", "scroll_end"})
+ITEM_EVENT_TYPES = frozenset({"click", "add_to_cart", "purchase"})

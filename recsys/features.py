@@ -7,7 +7,8 @@
   w = (base_weight + rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
        + Σ event weights) · 0.5^(age_days / half_life_days), age counted from the newest interaction
   (not from "now", so a rebuild of the same data gives the same weights). Both ALS trainers take w
-  and alpha, so they see the same confidences.
+  and alpha, so they see the same confidences. Event weights come from ``ops/events`` (API clicks,
+  add-to-carts, purchases: :func:`event_signals`); a pair only events know becomes an interaction too.
 - ``split``: official Amazon 2023 timestamp cuts (falling back to the 80 %/90 % time quantiles when
   those leave valid or test empty, e.g. data outside 2021–2023), leave-last-out per user, or a random
   mask per user; train always precedes valid and test in the temporal strategies.
@@ -72,11 +73,49 @@ def extend_index(spark: SparkSession, path: str, ids: DataFrame, id_col: str, id
 # confidence
 # ------------------------------------------------------------------------------------------------
 
+EVENT_WEIGHT = "event_weight"   # Σ event weights of a (user, item) pair, see event_signals
+
+
+def event_signals(spark: SparkSession, warehouse: Path, weights: dict[str, float]) -> DataFrame | None:
+    """Per (user_id, parent_asin) of ``ops/events``: the summed weight of its item events and the first one's time
+    (ms); None without an events table or weights. Impressions and scroll-ends name no item and weigh nothing."""
+    weights = {t: w for t, w in weights.items() if w > 0}
+    if not weights or not T.is_delta_table(Path(T.table_path(warehouse, C.EVENTS))):
+        return None
+    weight = F.create_map(*[F.lit(x) for t, w in sorted(weights.items()) for x in (t, float(w))])
+    return (T.read_table(spark, warehouse, C.EVENTS)
+            .where(F.col("event_type").isin(sorted(weights)) & F.col(C.ITEM_ID).isNotNull()
+                   & F.col(C.USER_ID).isNotNull())
+            .groupBy(C.USER_ID, C.ITEM_ID)
+            .agg(F.sum(weight[F.col("event_type")]).alias(EVENT_WEIGHT),
+                 F.min(F.unix_millis(F.col("ts"))).alias("_event_ts")))
+
+
+def with_events(reviews: DataFrame, events: DataFrame | None) -> DataFrame:
+    """Reviews plus the pairs only events know (rating null), each with its ``event_weight`` (0 if none).
+
+    A reviewed pair keeps its review's timestamp, so events never move it across a split cut; an event-only pair
+    takes its first event's time. Later events add to a pair's weight, as helpful votes (counted when the dump
+    was crawled) already do.
+    """
+    if events is None:
+        return reviews.withColumn(EVENT_WEIGHT, F.lit(0.0))
+    return (reviews.join(events, [C.USER_ID, C.ITEM_ID], "full_outer")
+            .withColumn(C.TIMESTAMP, F.coalesce(F.col(C.TIMESTAMP), F.col("_event_ts")))
+            .withColumn(EVENT_WEIGHT, F.coalesce(F.col(EVENT_WEIGHT), F.lit(0.0)))
+            .drop("_event_ts"))
+
+
 def interaction_weight(reviews: DataFrame, conf: ConfidenceSettings) -> DataFrame:
-    """Adds ``weight`` (w) and ``confidence`` (1 + alpha·w) to reviews; see the module docstring."""
-    raw = (F.lit(conf.base_weight) + F.lit(conf.rating_weight) * F.col(C.RATING) / 5.0
+    """Adds ``weight`` (w) and ``confidence`` (1 + alpha·w) to reviews; see the module docstring.
+
+    A missing rating (an event-only pair) adds nothing; ``event_weight`` (see :func:`with_events`) is added when
+    the column is there."""
+    raw = (F.lit(conf.base_weight) + F.lit(conf.rating_weight) * F.coalesce(F.col(C.RATING), F.lit(0.0)) / 5.0
            + F.lit(conf.verified_weight) * F.coalesce(F.col(C.VERIFIED).cast("double"), F.lit(0.0))
            + F.lit(conf.helpful_weight) * F.log1p(F.greatest(F.coalesce(F.col(C.HELPFUL_VOTE), F.lit(0)), F.lit(0))))
+    if EVENT_WEIGHT in reviews.columns:
+        raw = raw + F.col(EVENT_WEIGHT)
     if conf.half_life_days:
         newest = reviews.agg(F.max(C.TIMESTAMP)).first()[0] or 0
         age_days = (F.lit(newest) - F.col(C.TIMESTAMP)) / _MS_PER_DAY
@@ -166,13 +205,15 @@ def _random_split(df: DataFrame, settings: SplitSettings) -> DataFrame:
 def build_features(spark: SparkSession, warehouse: Path, settings: FeatureSettings) -> dict:
     """silver → gold/user_index, gold/item_index, gold/interactions, gold/splits (idempotent)."""
     with step("build_features", warehouse=str(warehouse), split=settings.split.strategy) as rec:
-        reviews = T.read_table(spark, warehouse, C.SILVER_REVIEWS)
+        events = event_signals(spark, warehouse, settings.confidence.event_weights)
+        reviews = with_events(T.read_table(spark, warehouse, C.SILVER_REVIEWS), events)
         items = T.read_table(spark, warehouse, C.SILVER_ITEMS)
         user_index = T.ensure_table(spark, warehouse, T.USER_INDEX)
         item_index = T.ensure_table(spark, warehouse, T.ITEM_INDEX)
         rec["new_users"] = extend_index(spark, user_index, reviews.select(C.USER_ID).distinct(), C.USER_ID, C.USER_IDX)
         # Items come from reviews and the catalog; the category is the file category of its rows.
-        item_ids = (reviews.select(C.ITEM_ID, C.CATEGORY).unionByName(items.select(C.ITEM_ID, C.CATEGORY))
+        item_ids = (reviews.where(F.col(C.CATEGORY).isNotNull()).select(C.ITEM_ID, C.CATEGORY)
+                    .unionByName(items.select(C.ITEM_ID, C.CATEGORY))
                     .groupBy(C.ITEM_ID).agg(F.min(C.CATEGORY).alias(C.CATEGORY))
                     .withColumn("deleted", F.lit(False)))
         rec["new_items"] = extend_index(spark, item_index, item_ids, C.ITEM_ID, C.ITEM_IDX, [C.CATEGORY, "deleted"])

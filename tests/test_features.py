@@ -62,6 +62,42 @@ def test_confidence_follows_the_documented_formula(spark):
     assert got[1] == pytest.approx((w_old, 1 + 4 * w_old))
 
 
+def test_api_events_weigh_in_and_event_only_pairs_become_interactions(spark, tmp_path):
+    from datetime import datetime, timezone
+
+    wh = tmp_path / "wh"
+    reviewed = {"user_id": "AU0001", "parent_asin": "B000000001", "asin": "B000000001", "rating": 5.0,
+                "timestamp": T0, "title": "t", "text": "x", "helpful_vote": 0, "verified_purchase": False,
+                "category": "Cat"}
+    other = {**reviewed, "user_id": "AU0002", "parent_asin": "B000000002", "asin": "B000000002", "rating": 1.0}
+    write_silver(spark, wh, [reviewed, other])
+    ts = datetime(2020, 9, 20, tzinfo=timezone.utc)
+    events = [("e1", "purchase", "AU0001", "B000000001"), ("e2", "click", "AU0001", "B000000001"),
+              ("e3", "click", "AU0001", "B000000001"),
+              ("e4", "add_to_cart", "NEWUSER", "B000000002"),     # a user only the API knows
+              ("e5", "impression", "AU0002", None), ("e6", "scroll_end", "AU0002", None),
+              ("e7", "purchase", "AU0002", "NOT_IN_CATALOG")]     # unknown item: never an interaction
+    spark.createDataFrame([(e, t, u, a, "r", None, None, ts, ts, "v1", "m") for e, t, u, a in events],
+                          T.EVENTS.ddl).write.format("delta").mode("append").save(T.ensure_table(spark, wh, T.EVENTS))
+    conf = ConfidenceSettings(alpha=2.0, rating_weight=1.0, verified_weight=0.0, helpful_weight=0.0,
+                              half_life_days=None, event_weights={"click": 0.2, "add_to_cart": 0.5, "purchase": 1.0})
+    build_features(spark, wh, FeatureSettings(confidence=conf, split=SplitSettings(strategy="random", seed=1)))
+    users = {r[C.USER_IDX]: r[C.USER_ID] for r in gold(spark, wh, C.USER_INDEX).collect()}
+    items = {r[C.ITEM_IDX]: r[C.ITEM_ID] for r in gold(spark, wh, C.ITEM_INDEX).collect()}
+    got = {(users[r[C.USER_IDX]], items[r[C.ITEM_IDX]]): (r["weight"], r[C.CONFIDENCE], r[C.TIMESTAMP])
+           for r in gold(spark, wh).collect()}
+    assert set(got) == {("AU0001", "B000000001"), ("AU0002", "B000000002"), ("NEWUSER", "B000000002")}
+    assert got["AU0001", "B000000001"] == pytest.approx((1.0 + 1.0 + 2 * 0.2, 1 + 2 * 2.4, T0))   # review keeps ts
+    assert got["AU0002", "B000000002"] == pytest.approx((1 / 5, 1 + 2 / 5, T0))     # no item event: review only
+    event_ms = int(ts.timestamp() * 1000)
+    assert got["NEWUSER", "B000000002"] == pytest.approx((0.5, 2.0, event_ms))      # event-only: its first event
+
+
+def test_event_weights_only_name_item_events():
+    with pytest.raises(ValueError, match="impression"):
+        ConfidenceSettings(event_weights={"impression": 0.1})
+
+
 @pytest.mark.parametrize("strategy", ["official", "leave_last_out", "random"])
 def test_splits_are_disjoint_complete_and_reproducible(spark, tmp_path, rows, strategy):
     wh = tmp_path / "wh"

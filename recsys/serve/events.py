@@ -28,10 +28,9 @@ from typing import Any
 
 import orjson
 
-from recsys.constants import ITEM_ID, USER_ID
+from recsys.constants import EVENT_TYPES, ITEM_ID, USER_ID
+from recsys.constants import ITEM_EVENT_TYPES as ITEM_REQUIRED
 
-EVENT_TYPES = frozenset({"impression", "click", "add_to_cart", "purchase", "scroll_end"})
-ITEM_REQUIRED = frozenset({"click", "add_to_cart", "purchase"})
 EVENT_TYPE = "event_type"
 REQUEST_ID = "request_id"
 ITEMS = "items"
