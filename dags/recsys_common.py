@@ -35,6 +35,7 @@ TIMEOUTS = {
     "publish_switch": timedelta(minutes=30),
     "apply_deletions": timedelta(hours=2),
     "indicators": timedelta(hours=1),
+    "ab_report": timedelta(hours=1),
     "gate": timedelta(hours=1),
     "python": timedelta(minutes=10),
 }

@@ -2,7 +2,9 @@
 ### recsys_monitoring — daily indicators and A/B readout
 
 `plan` → indicators (`jobs/indicators.py`: folds pending API events into `ops/events`, computes CTR, purchase rate,
-rec-to-rec and scroll-end indicators per model version and A/B variant).
+rec-to-rec and scroll-end indicators per model version and A/B variant) → ab_report (`jobs/ab_report.py`: the
+readout of conf `monitor.ab` — two-proportion tests, intervals, sample-ratio check, offline MAP@10 beside online
+CTR — in `reports/ab-<experiment>/`; a no-op when no experiment is enabled).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from recsys_common import DEFAULT_ARGS, START_DATE, TAGS, plan, spark_job
     doc_md=__doc__,
 )
 def recsys_monitoring() -> None:
-    chain(plan("plan_monitoring"), spark_job("indicators", "indicators.py"))
+    chain(plan("plan_monitoring"), spark_job("indicators", "indicators.py"), spark_job("ab_report", "ab_report.py"))
 
 
 recsys_monitoring()

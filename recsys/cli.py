@@ -229,15 +229,9 @@ def _simulate_traffic(args, settings: Settings) -> int:
 
 @command("ab-report")
 def _ab_report(args, settings: Settings) -> int:
-    from recsys.monitor.indicators import run_indicators
-    from recsys.monitor.report import ab_readout, write_readout
+    from recsys.monitor.report import run_ab_report
 
-    spark = _spark(settings)
-    run_indicators(spark, settings)                 # fold pending events first: the readout sees everything
-    readout = ab_readout(spark, settings.warehouse, settings.monitor.ab, confidence=settings.monitor.confidence,
-                         session_gap_s=settings.monitor.session_gap_s)
-    path = write_readout(settings.reports / f"ab-{settings.monitor.ab.experiment}", readout)
-    _print_json({"report": str(path), "tests": readout["tests"], "balance": readout["balance"]})
+    _print_json(run_ab_report(_spark(settings), settings))
     return 0
 
 

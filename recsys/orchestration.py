@@ -236,12 +236,13 @@ def plan_deletions(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, r
 
 
 def plan_monitoring(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, run_after: datetime) -> RunPlan:
-    """Plan of ``recsys_monitoring``: the indicators job over the warehouse (``params`` unused)."""
+    """Plan of ``recsys_monitoring``: the indicators job, then the A/B readout, over the warehouse (``params``
+    unused)."""
     settings = load()
     run_id, version = run_ids(dag_id, dag_run_id, run_after)
     wh = str(settings.warehouse.resolve())
     return RunPlan(run_id=run_id, version=version, warehouse=wh, env=job_env(settings), conf=submit_conf(settings),
-                   args={"indicators": ["--warehouse", wh]})
+                   args={"indicators": ["--warehouse", wh], "ab_report": ["--warehouse", wh]})
 
 
 # --- registry and published pointer, read with delta-rs (no JVM in the Airflow worker) ------------------------------

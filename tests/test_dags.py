@@ -32,7 +32,7 @@ PIPELINE_CHAIN = ["plan", "ingest", "gate_bronze", "silver", "gate_silver", "fea
 RETRAIN_CHAIN = [t if t != "promotion_gate" else "promoted" for t in PIPELINE_CHAIN]
 DELETIONS_CHAIN = ["wait_for_drops", "plan", "apply_deletions", "gate_silver", "gate_gold", "publish_write",
                    "gate_published", "publish_switch", "signal_api", "archive_drops"]
-MONITORING_CHAIN = ["plan", "indicators"]
+MONITORING_CHAIN = ["plan", "indicators", "ab_report"]
 
 
 # --- child-process probes (import Airflow) -----------------------------------------------------------------------

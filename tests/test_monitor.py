@@ -346,7 +346,7 @@ def test_planted_good_model_beats_random_on_ctr_through_the_api(spark, deployed,
     """An A/B test through the real app: half the users get the ALS version, half the random one; simulated users
     click items of their own planted cluster. The ALS arm's CTR must be higher with p < 0.01."""
     from recsys.monitor.indicators import run_indicators
-    from recsys.monitor.report import ab_readout, write_readout
+    from recsys.monitor.report import run_ab_report
     from recsys.monitor.simulate import FlaskClient, Simulator
     from recsys.serve.app import create_app
 
@@ -354,7 +354,8 @@ def test_planted_good_model_beats_random_on_ctr_through_the_api(spark, deployed,
     ab = ABSettings(enabled=True, experiment="good-vs-random", salt="sim-1", control="control", variants={
         "control": VariantSettings(version="current", share=0.5),
         "treatment": VariantSettings(version=deployed["random"], share=0.5)})
-    settings = settings.model_copy(update={"monitor": settings.monitor.model_copy(update={"ab": ab})})
+    settings = settings.model_copy(update={"monitor": settings.monitor.model_copy(update={"ab": ab}),
+                                           "reports": tmp_path})
     app = create_app(settings.warehouse, settings.serve, ab=ab)
     simulator = Simulator(FlaskClient(app), deployed["dump"], seed=3)
     summary = simulator.run(users=300, sessions=2, user_ids=deployed["users"])   # 500 users in the dump
@@ -362,8 +363,10 @@ def test_planted_good_model_beats_random_on_ctr_through_the_api(spark, deployed,
 
     result = run_indicators(spark, settings)
     by_version = {r["version"]: r for r in result["indicators"] if r["variant"] is not None}
-    readout = ab_readout(spark, settings.warehouse, ab)
-    path = write_readout(tmp_path / "ab-good-vs-random", readout)
+    out = run_ab_report(spark, settings)                           # what recsys ab-report and the DAG run
+    path = Path(out["report"])
+    assert path == tmp_path / "ab-good-vs-random" / "readout.json"
+    readout = json.loads(path.read_text())
     control, treatment = readout["variants"]["control"], readout["variants"]["treatment"]
     test = readout["tests"]["treatment"]["ctr"]
     print(f"\nCTR good={control['ctr']:.4f} (n={control['impressions']}) random={treatment['ctr']:.4f} "
@@ -378,3 +381,12 @@ def test_planted_good_model_beats_random_on_ctr_through_the_api(spark, deployed,
     assert control["offline"][deployed["good"]]["metrics"]["map@10"] > 0        # offline beside online
     assert by_version[deployed["random"]]["ctr"] < by_version[deployed["good"]]["ctr"]
     assert path.is_file() and (path.parent / "readout.html").is_file()
+
+
+def test_ab_report_without_an_experiment_writes_nothing_and_says_why(tmp_path):
+    from recsys.config import load_settings
+    from recsys.monitor.report import run_ab_report
+
+    out = run_ab_report(None, load_settings(warehouse=tmp_path / "wh", reports=tmp_path / "reports"))
+    assert out["report"] is None and "enabled is false" in out["reason"]
+    assert not (tmp_path / "reports").exists()

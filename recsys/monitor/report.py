@@ -132,3 +132,19 @@ def write_readout(folder: Path | str, readout: dict) -> Path:
         f"<h2>Tests</h2><ul>{tests}</ul><h2>Sample ratio</h2><p>chi² {_fmt(b['chi2'])} (dof {b['dof']}), "
         f"p {_fmt(b['p_value'])}</p>\n")
     return path
+
+
+def run_ab_report(spark: SparkSession, settings) -> dict:
+    """What ``recsys ab-report``, ``jobs/ab_report.py`` and the monitoring DAG do: fold pending events, then write
+    the readout of ``settings.monitor.ab`` to ``reports/ab-<experiment>/``. Without an enabled experiment there is
+    nothing to read out: says so and writes nothing. ``settings`` is a :class:`recsys.config.Settings`."""
+    from recsys.monitor.indicators import run_indicators
+
+    ab = settings.monitor.ab
+    if not ab.enabled:
+        return {"report": None, "reason": "monitor.ab.enabled is false: no experiment is running"}
+    run_indicators(spark, settings)                 # fold pending events first: the readout sees everything
+    readout = ab_readout(spark, settings.warehouse, ab, confidence=settings.monitor.confidence,
+                         session_gap_s=settings.monitor.session_gap_s)
+    path = write_readout(Path(settings.reports) / f"ab-{ab.experiment}", readout)
+    return {"report": str(path), "tests": readout["tests"], "balance": readout["balance"]}

@@ -1,0 +1,87 @@
+"""A real Spark standalone cluster (a master and two workers, started by ``conf/cluster/standalone.sh`` as
+``make cluster-up`` does) running the same ``jobs/*.py`` a user spark-submits: ingest then features, on a
+small synthetic dump. The job must finish on the cluster (the master lists it as FINISHED, both workers ran
+executors for it) and its tables must reconcile with what the generator wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from recsys import constants as C
+from recsys.config import SynthSettings
+from recsys.synth import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "conf" / "cluster" / "standalone.sh"
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _master_state(webui: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{webui}/json/", timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("cluster")
+    port, webui, worker_ui = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "VENV": str(BIN.parent), "CLUSTER_DIR": str(state), "SPARK_MASTER_PORT": str(port),
+           "SPARK_MASTER_WEBUI_PORT": str(webui), "SPARK_WORKER_WEBUI_PORT": str(worker_ui),
+           "WORKER_MEMORY": "2g"}
+    subprocess.run(["bash", str(SCRIPT), "up", "2"], env=env, check=True, timeout=180, capture_output=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len([w for w in _master_state(webui)["workers"] if w["state"] == "ALIVE"]) < 2:
+            assert time.monotonic() < deadline, (state / "master.log").read_text()[-3000:]
+            time.sleep(1)
+        yield {"master": f"spark://127.0.0.1:{port}", "webui": webui, "state": state}
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, check=False, timeout=60, capture_output=True)
+
+
+def _submit(cluster: dict, job: str, *args: str) -> None:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([str(BIN / "spark-submit"), "--master", cluster["master"], str(ROOT / "jobs" / job), *args],
+                          env=env, capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert done.returncode == 0, f"{job} failed on the cluster:\n{done.stderr[-4000:]}"
+
+
+def _rows(table: Path) -> int:
+    return DeltaTable(str(table)).to_pyarrow_table().num_rows
+
+
+def test_jobs_run_on_a_standalone_cluster(cluster, tmp_path):
+    source, warehouse = tmp_path / "dump", tmp_path / "wh"
+    summary = generate(source, SynthSettings(users=300, items=60, reviews=2000, categories=["Appliances"]),
+                       bad_line_rate=0.01, progress=False)
+    _submit(cluster, "ingest.py", "--source", str(source), "--warehouse", str(warehouse))
+    _submit(cluster, "build_features.py", "--warehouse", str(warehouse))
+
+    apps = _master_state(cluster["webui"])["completedapps"]
+    assert len(apps) == 2 and all(a["state"] == "FINISHED" for a in apps), apps
+    for worker in ("work-1", "work-2"):                    # executors of both jobs ran on both workers
+        assert len(list((cluster["state"] / worker).glob("app-*"))) == 2, worker
+
+    bad = sum(summary.bad_lines.values())
+    assert _rows(warehouse / C.BRONZE_REVIEWS) == summary.reviews
+    assert _rows(warehouse / C.QUARANTINE_REVIEWS) == bad
+    assert _rows(warehouse / C.BRONZE_ITEMS) == summary.items
+    assert _rows(warehouse / C.SILVER_ITEMS) == summary.items
+    assert 0 < _rows(warehouse / C.INTERACTIONS) <= summary.reviews
+    assert _rows(warehouse / C.USER_INDEX) == summary.reviewers
