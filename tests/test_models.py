@@ -151,16 +151,34 @@ def test_save_and_load_round_trip(spark, planted, tmp_path):
     assert loaded.similar_items(k=3).where(F.col(C.RANK) > 3).count() == 0
 
 
+def test_topk_at_catalogue_scale_mixes_pruned_and_wide_rows():
+    """k = 100 over 70K items (the evaluation's lists): a random row, a popularity-like row of heavy ties and
+    a constant row in one block, each equal to a full sort by (score desc, item id asc)."""
+    from recsys.models.factors import _topk
+
+    rng = np.random.default_rng(5)
+    n, k = 70_000, 100
+    scores = np.stack([rng.standard_normal(n), np.minimum(rng.zipf(1.5, n), 60), np.zeros(n)]).astype(np.float32)
+    scores[0, rng.choice(n, 500, replace=False)] = -np.inf
+    ids = np.arange(n, dtype=np.int32)
+    cols, top = _topk(scores, ids, k)
+    for r in range(3):
+        expected = np.lexsort((ids, -scores[r]))[:k]
+        assert cols[r].tolist() == expected.tolist() and np.array_equal(top[r], scores[r, expected])
+
+
 @settings(max_examples=60, deadline=None)
-@given(rows=st.integers(1, 6), items=st.integers(1, 3000), k=st.integers(1, 12), levels=st.integers(1, 5000),
-       seen_share=st.floats(0, 0.9), seed=st.integers(0, 2**16))
-def test_blocked_topk_equals_a_full_sort(rows, items, k, levels, seen_share, seed):
+@given(rows=st.integers(1, 6), items=st.integers(1, 6000), k=st.integers(1, 12), levels=st.integers(1, 5000),
+       seen_share=st.floats(0, 0.9), flat_rows=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_blocked_topk_equals_a_full_sort(rows, items, k, levels, seen_share, flat_rows, seed):
     """The chunk-pruned selection must equal sorting every score by (score desc, item id asc), with
-    ties (few distinct levels) and masked (-inf) items dropped."""
+    ties (few distinct levels), rows of one score (a zero user vector: every chunk ties, so the row takes
+    the wide path beside pruned ones) and masked (-inf) items dropped."""
     from recsys.models.factors import _select_topk
 
     rng = np.random.default_rng(seed)
     scores = rng.integers(0, levels, size=(rows, items)).astype(np.float32)
+    scores[:flat_rows] = 0.0
     scores[rng.random((rows, items)) < seen_share] = -np.inf
     ids = np.sort(rng.choice(10_000, size=items, replace=False)).astype(np.int32)
     batch = _select_topk(np.arange(rows, dtype=np.int32), scores.copy(), ids, min(k, items), "user_idx")

@@ -208,9 +208,7 @@ def _mask_seen(scores: np.ndarray, seen: pa.Array, ids: np.ndarray) -> None:
 
 def _select_topk(keys: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int, out_key: str) -> pa.RecordBatch:
     """Top-k per row by (score desc, item id asc); -inf (seen/excluded) entries are dropped."""
-    columns = _candidate_columns(scores, k)
-    cand_scores = np.take_along_axis(scores, columns, axis=1)
-    top_cols, top_scores = _exact_topk(cand_scores, columns, ids, k)
+    top_cols, top_scores = _topk(scores, ids, k)
     top_ids = ids[top_cols]
     valid = np.isfinite(top_scores)
     ranks = np.cumsum(valid, axis=1)
@@ -226,9 +224,7 @@ def _select_topk(keys: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int, 
 def _select_topk_lists(keys: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int,
                        out_key: str) -> pa.RecordBatch:
     """:func:`_select_topk` as one row per key: ``(out_key, items)`` best first."""
-    columns = _candidate_columns(scores, k)
-    cand_scores = np.take_along_axis(scores, columns, axis=1)
-    top_cols, top_scores = _exact_topk(cand_scores, columns, ids, k)
+    top_cols, top_scores = _topk(scores, ids, k)
     valid = np.isfinite(top_scores)                    # row-major masking keeps each row's rank order
     offsets = np.zeros(len(keys) + 1, dtype=np.int32)
     np.cumsum(valid.sum(axis=1), out=offsets[1:])
@@ -239,40 +235,41 @@ def _select_topk_lists(keys: np.ndarray, scores: np.ndarray, ids: np.ndarray, k:
 _CHUNK = 64
 
 
-def _candidate_columns(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices per row that surely contain the row's top k (exact, not approximate).
+def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k columns and scores per row, ordered by (score desc, item id asc).
 
-    Items are cut into chunks of 64; the k chunks with the largest maxima hold every top-k item (any
-    item outside them is beaten by k chunk maxima). One max-reduction pass over the scores replaces a
-    full selection, which is what keeps scoring close to the GEMM bound. Rows where chunk maxima tie
-    at the boundary, and small catalogues, keep every column.
+    Items are cut into chunks of 64. Let b be a row's k-th largest chunk maximum: k chunks hold an item
+    ≥ b, so the k-th best score is ≥ b and no item of a chunk whose maximum is < b can be in the top k
+    or tie with its k-th. So each row needs only its chunks with maximum ≥ b: k of them, more where
+    maxima tie (equal popularity counts, a user with a zero vector). One max-reduction pass replaces a
+    full selection, which keeps scoring close to the GEMM bound. Rows needing at most ``4k`` chunks are
+    selected together at their widest row's width; the rare rows needing more (heavy ties) get every
+    column, on their own, so they never widen the others.
     """
     rows, n = scores.shape
-    full = np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n))
     n_chunks = n // _CHUNK
-    if n_chunks <= 2 * k:
-        return full
-    body = scores[:, : n_chunks * _CHUNK].reshape(rows, n_chunks, _CHUNK)
-    chunk_max = body.max(axis=2)
-    top_chunks = np.argpartition(chunk_max, n_chunks - k, axis=1)[:, n_chunks - k:]
-    boundary = np.take_along_axis(chunk_max, top_chunks, axis=1).min(axis=1, keepdims=True)
-    tied = (chunk_max >= boundary).sum(axis=1) > k
-    cols = (top_chunks[:, :, None] * _CHUNK + np.arange(_CHUNK)).reshape(rows, k * _CHUNK)
-    tail = np.arange(n_chunks * _CHUNK, n, dtype=np.int64)
-    if tail.size:
-        cols = np.concatenate([cols, np.broadcast_to(tail, (rows, tail.size))], axis=1)
-    if tied.any():
-        # Ties at the chunk boundary (e.g. many equal popularity scores): these rows take every column.
-        return full if tied.mean() > 0.05 else _with_full_rows(cols, tied, n)
-    return cols
-
-
-def _with_full_rows(cols: np.ndarray, tied: np.ndarray, n: int) -> np.ndarray:
-    """Pad candidate lists to width n so some rows can hold every column (duplicates are harmless:
-    the padding repeats the row's own candidates, which the exact step deduplicates by position)."""
-    out = np.concatenate([cols, np.broadcast_to(cols[:, :1], (cols.shape[0], n - cols.shape[1]))], axis=1)
-    out[tied] = np.arange(n)
-    return out
+    if n_chunks <= 8 * k:
+        return _exact_topk(scores, np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n)), ids, k)
+    chunk_max = scores[:, : n_chunks * _CHUNK].reshape(rows, n_chunks, _CHUNK).max(axis=2)
+    kth = np.partition(chunk_max, n_chunks - k, axis=1)[:, n_chunks - k:].min(axis=1, keepdims=True)
+    need = (chunk_max >= kth).sum(axis=1)
+    narrow = need <= 4 * k
+    top_cols = np.zeros((rows, k), dtype=np.int64)
+    top_scores = np.full((rows, k), -np.inf, dtype=scores.dtype)
+    if narrow.any():
+        width = int(need[narrow].max())
+        sub = np.flatnonzero(narrow)
+        chunks = np.argpartition(chunk_max[sub], n_chunks - width, axis=1)[:, n_chunks - width:]
+        cols = (chunks[:, :, None] * _CHUNK + np.arange(_CHUNK)).reshape(sub.size, width * _CHUNK)
+        tail = np.arange(n_chunks * _CHUNK, n, dtype=np.int64)
+        if tail.size:
+            cols = np.concatenate([cols, np.broadcast_to(tail, (sub.size, tail.size))], axis=1)
+        top_cols[sub], top_scores[sub] = _exact_topk(scores[sub[:, None], cols], cols, ids, k)   # no row copy
+    if not narrow.all():
+        sub = np.flatnonzero(~narrow)
+        top_cols[sub], top_scores[sub] = _exact_topk(
+            scores[sub], np.broadcast_to(np.arange(n, dtype=np.int64), (sub.size, n)), ids, k)
+    return top_cols, top_scores
 
 
 def _exact_topk(cand_scores: np.ndarray, cand_cols: np.ndarray, ids: np.ndarray, k: int):
@@ -289,15 +286,5 @@ def _exact_topk(cand_scores: np.ndarray, cand_cols: np.ndarray, ids: np.ndarray,
         part = np.broadcast_to(np.arange(m), cand_scores.shape)
     sel_scores = np.take_along_axis(cand_scores, part, axis=1)
     sel_cols = np.take_along_axis(cand_cols, part, axis=1)
-    # the padding of _with_full_rows may repeat a column: keep its first occurrence only
     order = np.lexsort((ids[sel_cols], -sel_scores), axis=1)
-    sel_cols = np.take_along_axis(sel_cols, order, axis=1)
-    sel_scores = np.take_along_axis(sel_scores, order, axis=1)
-    dup = np.zeros(sel_cols.shape, dtype=bool)
-    dup[:, 1:] = sel_cols[:, 1:] == sel_cols[:, :-1]
-    if dup.any():
-        sel_scores = np.where(dup, -np.inf, sel_scores)
-        order = np.lexsort((ids[sel_cols], -sel_scores), axis=1)
-        sel_cols = np.take_along_axis(sel_cols, order, axis=1)
-        sel_scores = np.take_along_axis(sel_scores, order, axis=1)
-    return sel_cols[:, :k], sel_scores[:, :k]
+    return np.take_along_axis(sel_cols, order, axis=1)[:, :k], np.take_along_axis(sel_scores, order, axis=1)[:, :k]
