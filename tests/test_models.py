@@ -167,6 +167,36 @@ def test_topk_at_catalogue_scale_mixes_pruned_and_wide_rows():
         assert cols[r].tolist() == expected.tolist() and np.array_equal(top[r], scores[r, expected])
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 40), items=st.integers(1, 400), k=st.integers(1, 15), levels=st.integers(1, 30),
+       seed=st.integers(0, 2**16))
+def test_a_block_sharing_one_query_ranks_like_every_row_alone(rows, items, k, levels, seed):
+    """Popularity's users all share the query [1]: the scoring task ranks the shared list once and drops each
+    row's seen items; that must equal a full sort per row with its seen items removed."""
+    import pyarrow as pa
+
+    from recsys.models.factors import _topk_batches
+
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(5000, size=items, replace=False)).astype(np.int32)
+    matrix = rng.integers(0, levels, size=(items, 1)).astype(np.float32)          # ties galore
+    seen = [sorted(rng.choice(ids, size=rng.integers(0, items + 1), replace=False).tolist()) for _ in range(rows)]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(rows, dtype=np.int32)), pa.array([[1.0]] * rows, type=pa.list_(pa.float32())),
+         pa.array(seen, type=pa.list_(pa.int32()))], names=[C.USER_IDX, "features", "seen"])
+
+    class Broadcast:
+        value = (ids, matrix)
+
+    out = pa.Table.from_batches(list(_topk_batches(Broadcast, k, 16, C.USER_IDX, C.USER_IDX,
+                                                   as_lists=True)([batch])))
+    got = dict(zip(out.column(C.USER_IDX).to_pylist(), out.column("items").to_pylist()))
+    for r in range(rows):
+        expected = [int(ids[j]) for j in sorted(range(items), key=lambda j: (-matrix[j, 0], ids[j]))
+                    if int(ids[j]) not in set(seen[r])][:k]
+        assert got[r] == expected
+
+
 @settings(max_examples=60, deadline=None)
 @given(rows=st.integers(1, 6), items=st.integers(1, 6000), k=st.integers(1, 12), levels=st.integers(1, 5000),
        seen_share=st.floats(0, 0.9), flat_rows=st.integers(0, 2), seed=st.integers(0, 2**16))

@@ -184,11 +184,33 @@ def _topk_batches(bc, k: int, block: int, key: str, out_key: str, as_lists: bool
             seen = batch.column("seen")
             for start in range(0, batch.num_rows, block):
                 stop = min(start + block, batch.num_rows)
-                scores = queries[start:stop] @ matrix.T
-                _mask_seen(scores, seen.slice(start, stop - start), ids)
+                block_seen = seen.slice(start, stop - start)
+                q = queries[start:stop]
+                if q.shape[1] and (q == q[0]).all():
+                    yield select(keys[start:stop], *_shared_scores(q[0], matrix, ids, kk, block_seen), kk, out_key)
+                    continue
+                scores = q @ matrix.T
+                _mask_seen(scores, block_seen, ids)
                 yield select(keys[start:stop], scores, ids, kk, out_key)
 
     return run
+
+
+def _shared_scores(query: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int,
+                   seen: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and ids of a block whose rows share one query (popularity: every user is [1]).
+
+    A row's top k unseen items are among the first k + |its seen| of the shared ranking, so the block
+    scores only the first k + (longest seen list) items, in id order, instead of the whole catalogue.
+    """
+    row = matrix @ query
+    longest = int(seen.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).max(initial=0))
+    width = min(ids.size, k + longest)
+    cols = np.sort(_topk(row[None, :], ids, width)[0][0])
+    sub_ids = ids[cols]
+    scores = np.repeat(row[cols][None, :], len(seen), axis=0)
+    _mask_seen(scores, seen, sub_ids)
+    return scores, sub_ids
 
 
 def _mask_seen(scores: np.ndarray, seen: pa.Array, ids: np.ndarray) -> None:
