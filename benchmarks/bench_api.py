@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from common import save
 from deltalake import write_deltalake
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -280,6 +281,7 @@ def main() -> int:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
+    report["results"] = str(save("api", {"args": {k: str(v) for k, v in vars(args).items()}, **report}))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -1,7 +1,7 @@
 """A real Spark standalone cluster (a master and two workers, started by ``conf/cluster/standalone.sh`` as
-``make cluster-up`` does) running the same ``jobs/*.py`` a user spark-submits: ingest then features, on a
-small synthetic dump. The job must finish on the cluster (the master lists it as FINISHED, both workers ran
-executors for it) and its tables must reconcile with what the generator wrote."""
+``make cluster-up`` does) running the same ``jobs/*.py`` a user spark-submits: ingest, silver, features and a
+Spark ALS fit, on a small synthetic dump. Each job must succeed on the cluster (the master lists it, both
+workers ran executors for it) and its tables must reconcile with what the generator wrote."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def _submit(cluster: dict, job: str, *args: str) -> None:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run([str(BIN / "spark-submit"), "--master", cluster["master"], str(ROOT / "jobs" / job), *args],
                           env=env, capture_output=True, text=True, timeout=1200, cwd=ROOT)
-    assert done.returncode == 0, f"{job} failed on the cluster:\n{done.stderr[-4000:]}"
+    errors = [line for line in done.stderr.splitlines() if " error: " in line or "Error" in line]
+    assert done.returncode == 0, f"{job} failed on the cluster: {errors[-5:]}\n{done.stderr[-3000:]}"
 
 
 def _rows(table: Path) -> int:
@@ -70,13 +71,16 @@ def test_jobs_run_on_a_standalone_cluster(cluster, tmp_path):
     source, warehouse = tmp_path / "dump", tmp_path / "wh"
     summary = generate(source, SynthSettings(users=300, items=60, reviews=2000, categories=["Appliances"]),
                        bad_line_rate=0.01, progress=False)
-    _submit(cluster, "ingest.py", "--source", str(source), "--warehouse", str(warehouse))
-    _submit(cluster, "build_features.py", "--warehouse", str(warehouse))
+    jobs = [("ingest.py", "--source", str(source)), ("build_silver.py",), ("build_features.py",),
+            ("train.py", "--model", "spark_als", "--run-id", "run-cluster", "--params",
+             '{"factors": 4, "iterations": 3}')]
+    for job, *args in jobs:
+        _submit(cluster, job, "--warehouse", str(warehouse), *args)
 
     apps = _master_state(cluster["webui"])["completedapps"]
-    assert len(apps) == 2 and all(a["state"] == "FINISHED" for a in apps), apps
-    for worker in ("work-1", "work-2"):                    # executors of both jobs ran on both workers
-        assert len(list((cluster["state"] / worker).glob("app-*"))) == 2, worker
+    assert sorted(a["name"] for a in apps) == sorted(job for job, *_ in jobs), apps
+    for worker in ("work-1", "work-2"):                    # every job had executors on both workers
+        assert len(list((cluster["state"] / worker).glob("app-*"))) == len(jobs), worker
 
     bad = sum(summary.bad_lines.values())
     assert _rows(warehouse / C.BRONZE_REVIEWS) == summary.reviews
@@ -85,3 +89,5 @@ def test_jobs_run_on_a_standalone_cluster(cluster, tmp_path):
     assert _rows(warehouse / C.SILVER_ITEMS) == summary.items
     assert 0 < _rows(warehouse / C.INTERACTIONS) <= summary.reviews
     assert _rows(warehouse / C.USER_INDEX) == summary.reviewers
+    factors = warehouse / "models" / "spark_als" / "run-cluster" / "user_factors"
+    assert sorted(factors.glob("*.parquet")), "the ALS fitted on the cluster saved no factors"
