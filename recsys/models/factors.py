@@ -272,7 +272,8 @@ def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     n_chunks = n // _CHUNK
     if n_chunks <= 8 * k:
         return _exact_topk(scores, np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n)), ids, k)
-    chunk_max = scores[:, : n_chunks * _CHUNK].reshape(rows, n_chunks, _CHUNK).max(axis=2)
+    body = _chunks(scores, n_chunks)
+    chunk_max = body.max(axis=2)
     kth = np.partition(chunk_max, n_chunks - k, axis=1)[:, n_chunks - k:].min(axis=1, keepdims=True)
     need = (chunk_max >= kth).sum(axis=1)
     narrow = need <= 4 * k
@@ -283,15 +284,26 @@ def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
         sub = np.flatnonzero(narrow)
         chunks = np.argpartition(chunk_max[sub], n_chunks - width, axis=1)[:, n_chunks - width:]
         cols = (chunks[:, :, None] * _CHUNK + np.arange(_CHUNK)).reshape(sub.size, width * _CHUNK)
+        cand = body[sub[:, None], chunks].reshape(sub.size, width * _CHUNK)     # whole chunks: no row copy
         tail = np.arange(n_chunks * _CHUNK, n, dtype=np.int64)
         if tail.size:
             cols = np.concatenate([cols, np.broadcast_to(tail, (sub.size, tail.size))], axis=1)
-        top_cols[sub], top_scores[sub] = _exact_topk(scores[sub[:, None], cols], cols, ids, k)   # no row copy
+            cand = np.concatenate([cand, scores[sub, n_chunks * _CHUNK:]], axis=1)
+        top_cols[sub], top_scores[sub] = _exact_topk(cand, cols, ids, k)
     if not narrow.all():
         sub = np.flatnonzero(~narrow)
         top_cols[sub], top_scores[sub] = _exact_topk(
             scores[sub], np.broadcast_to(np.arange(n, dtype=np.int64), (sub.size, n)), ids, k)
     return top_cols, top_scores
+
+
+def _chunks(scores: np.ndarray, n_chunks: int) -> np.ndarray:
+    """The first ``n_chunks * 64`` columns as a (rows, n_chunks, 64) view: a reshape of the column slice
+    would copy the whole block whenever the catalogue is not a multiple of 64."""
+    scores = np.ascontiguousarray(scores)
+    step = scores.strides[1]
+    return np.lib.stride_tricks.as_strided(scores, shape=(scores.shape[0], n_chunks, _CHUNK),
+                                           strides=(scores.strides[0], _CHUNK * step, step), writeable=False)
 
 
 def _exact_topk(cand_scores: np.ndarray, cand_cols: np.ndarray, ids: np.ndarray, k: int):
