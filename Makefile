@@ -66,8 +66,10 @@ cluster-down:
 	bash conf/cluster/standalone.sh down
 
 bench: install               ## every benchmark, ratios side by side (results in benchmarks/results/)
+	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_publish.py
+	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_api.py
 	$(BIN)/python benchmarks/bench_quality.py      # GE gates vs the steps they guard, 2.1M reviews
 	$(BIN)/python benchmarks/bench_deletions.py    # erase 1,000 users + delete 1,000 items vs a republish (20+ min)
