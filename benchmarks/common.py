@@ -7,8 +7,6 @@ import json
 import os
 import platform
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +27,7 @@ def machine() -> dict:
             "numpy": np.__version__, "blas": sorted(set(blas)), "load_avg": os.getloadavg()}
 
 
-@contextmanager
-def timer(out: dict, key: str):
-    start = time.perf_counter()
-    yield
-    out[key] = round(time.perf_counter() - start, 3)
+from recsys.logs import timed as timer  # noqa: E402,F401 - one timer for the library and the benchmarks
 
 
 def power_law_interactions(users: int, items: int, nnz: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -45,3 +45,11 @@ def step(name: str, **fields: Any) -> Iterator[dict[str, Any]]:
     finally:
         record["seconds"] = round(time.perf_counter() - start, 3)
         log.info("step %s", json.dumps(record, default=str, sort_keys=False))
+
+
+@contextmanager
+def timed(out: dict[str, float], key: str, digits: int = 3) -> Iterator[None]:
+    """Store the seconds the body took in ``out[key]`` (sub-step timings inside a :func:`step`, benchmarks)."""
+    start = time.perf_counter()
+    yield
+    out[key] = round(time.perf_counter() - start, digits)

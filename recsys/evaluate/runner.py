@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -24,7 +21,7 @@ from recsys import tables as T
 from recsys.config import Settings
 from recsys.evaluate import spark_metrics as SM
 from recsys.evaluate.definitions import ITEMS
-from recsys.logs import step
+from recsys.logs import step, timed
 from recsys.models import FactorModel
 
 log = logging.getLogger(__name__)
@@ -39,32 +36,25 @@ def evaluate_model(model: FactorModel, fit: DataFrame, test: DataFrame, ks: list
     truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX).cache()
     preds = model.recommend_lists(users=truth.select(C.USER_IDX), k=kmax).cache()
     try:
-        with _timed(seconds, "lists"):
+        with timed(seconds, "lists"):
             lists = preds.count()
-        with _timed(seconds, "ranking"):
+        with timed(seconds, "ranking"):
             metrics = SM.ranking_metrics(preds, truth, ks, user_col=C.USER_IDX)
         vectors = model.item_factors.select(F.col("id").alias(C.ITEM_IDX), F.col("features").alias(SM.VECTOR))
-        with _timed(seconds, "beyond_accuracy"):
+        with timed(seconds, "beyond_accuracy"):
             for k in ks:
                 metrics.update(SM.beyond_accuracy_metrics(preds, k, catalog_size=catalog_size, train=fit,
                                                           item_vectors=vectors, item_col=C.ITEM_IDX,
                                                           user_col=C.USER_IDX))
-        with _timed(seconds, "curves"):
+        with timed(seconds, "curves"):
             curves = SM.metrics_over_k(preds, truth, range(1, curve_max_k + 1), user_col=C.USER_IDX)
-        with _timed(seconds, "popularity_bias"):
+        with timed(seconds, "popularity_bias"):
             metrics["popularity_percentile@10"] = popularity_percentile(preds, fit, 10)
     finally:
         preds.unpersist()
         truth.unpersist()
     log.info("evaluated model=%s lists=%d k=%d seconds=%s", model.name, lists, kmax, json.dumps(seconds))
     return metrics, curves
-
-
-@contextmanager
-def _timed(out: dict[str, float], key: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    out[key] = round(time.perf_counter() - start, 2)
 
 
 def popularity_percentile(preds: DataFrame, fit: DataFrame, k: int) -> float:

@@ -131,12 +131,16 @@ def compute_indicators(spark: SparkSession, warehouse: Path | str, session_gap_s
     return out
 
 
-def run_indicators(spark: SparkSession, settings) -> dict:
-    """What ``recsys indicators`` and ``jobs/indicators.py`` do: fold the API's pending event logs into
-    ``ops/events``, then recompute ``ops/indicators``. ``settings`` is a :class:`recsys.config.Settings`."""
+def fold_events(spark: SparkSession, settings) -> dict:
+    """Fold the API's pending event logs into ``ops/events`` (``settings``: a :class:`recsys.config.Settings`)."""
     from recsys.monitor.events_compaction import compact_events
 
     events_dir = settings.serve.resolved(settings.warehouse).events_dir
-    compaction = compact_events(spark, settings.warehouse, events_dir, settings.monitor.closed_after_s)
-    return {"compaction": compaction,
+    return compact_events(spark, settings.warehouse, events_dir, settings.monitor.closed_after_s)
+
+
+def run_indicators(spark: SparkSession, settings) -> dict:
+    """What ``recsys indicators`` and ``jobs/indicators.py`` do: :func:`fold_events`, then recompute
+    ``ops/indicators``. ``settings`` is a :class:`recsys.config.Settings`."""
+    return {"compaction": fold_events(spark, settings),
             "indicators": compute_indicators(spark, settings.warehouse, settings.monitor.session_gap_s)}

@@ -138,12 +138,12 @@ def run_ab_report(spark: SparkSession, settings) -> dict:
     """What ``recsys ab-report``, ``jobs/ab_report.py`` and the monitoring DAG do: fold pending events, then write
     the readout of ``settings.monitor.ab`` to ``reports/ab-<experiment>/``. Without an enabled experiment there is
     nothing to read out: says so and writes nothing. ``settings`` is a :class:`recsys.config.Settings`."""
-    from recsys.monitor.indicators import run_indicators
+    from recsys.monitor.indicators import fold_events
 
     ab = settings.monitor.ab
     if not ab.enabled:
         return {"report": None, "reason": "monitor.ab.enabled is false: no experiment is running"}
-    run_indicators(spark, settings)                 # fold pending events first: the readout sees everything
+    fold_events(spark, settings)    # the readout reads ops/events, not ops/indicators: fold what is pending
     readout = ab_readout(spark, settings.warehouse, ab, confidence=settings.monitor.confidence,
                          session_gap_s=settings.monitor.session_gap_s)
     path = write_readout(Path(settings.reports) / f"ab-{ab.experiment}", readout)
