@@ -27,6 +27,7 @@ help:
 ## install: .venv from requirements.lock, the package itself, the Delta jars. Reused while the lock is unchanged.
 install: $(STAMP)
 	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@PYTHON=$(BIN)/python bash conf/maven/spark-defaults.sh $(JARS)
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

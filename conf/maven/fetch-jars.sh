@@ -2,7 +2,7 @@
 # Fetch the Delta Lake jars (the delta-spark wheel ships none) from Maven Central into $1 (default .jars/),
 # keeping only what pyspark's own jars/ folder lacks so no second copy of Hadoop, Parquet, Jackson or
 # Scala lands on the classpath. Maven's local repository (~/.m2) caches the downloads across clones.
-# Also writes pyspark's conf/spark-defaults.conf so a plain `spark-submit jobs/<step>.py` has Delta.
+# Then writes pyspark's conf/spark-defaults.conf (spark-defaults.sh) so a plain `spark-submit jobs/<step>.py` has Delta.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-.jars}
@@ -22,16 +22,5 @@ for jar in "$tmp"/*.jar; do
 done
 rm -rf "$out" && mv "$out.new" "$out"
 
-abs=$(cd "$out" && pwd)
-venv_python=$("$python" -c 'import sys; print(sys.executable)')
-mkdir -p "$spark_home/conf"
-{
-  echo "# written by conf/maven/fetch-jars.sh: Delta for every spark-submit of this venv"
-  echo "spark.jars $(ls "$abs"/*.jar | paste -sd, -)"
-  echo "spark.sql.extensions io.delta.sql.DeltaSparkSessionExtension"
-  echo "spark.sql.catalog.spark_catalog org.apache.spark.sql.delta.catalog.DeltaCatalog"
-  echo "spark.sql.session.timeZone UTC"
-  echo "spark.pyspark.python $venv_python"
-  echo "spark.pyspark.driver.python $venv_python"
-} > "$spark_home/conf/spark-defaults.conf"
+bash "$here/spark-defaults.sh" "$out"
 echo "delta jars in $out: $(ls "$out" | wc -l) files"
