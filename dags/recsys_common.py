@@ -94,11 +94,14 @@ def from_plan(key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='plan', key='%s') }}" % key
 
 
-def spark_job(task_id: str, script: str, *, timeout: timedelta | None = None, **kwargs: Any) -> SparkSubmitOperator:
-    """``spark-submit jobs/<script>`` with this run's arguments (plan key = task id), conf and environment."""
+def spark_job(task_id: str, *, timeout: timedelta | None = None, **kwargs: Any) -> SparkSubmitOperator:
+    """``spark-submit jobs/<script>`` (``recsys.orchestration.JOB_SCRIPTS``) with this run's arguments (plan key =
+    task id), conf and environment."""
+    from recsys.orchestration import job_script
+
     return SparkSubmitOperator(
         task_id=task_id,
-        application=str(JOBS / script),
+        application=str(JOBS / job_script(task_id)),
         application_args=from_plan(task_id),
         conf=from_plan("conf"),
         env_vars=from_plan("env"),
@@ -112,7 +115,7 @@ def spark_job(task_id: str, script: str, *, timeout: timedelta | None = None, **
 def gate(layer: str) -> SparkSubmitOperator:
     """A Great Expectations gate (``jobs/validate.py``). Not retried: a failed gate is a verdict on the data, and
     rerunning it on the same data gives the same verdict; the run stops and the previous version keeps serving."""
-    return spark_job(f"gate_{layer}", "validate.py", timeout=TIMEOUTS["gate"], retries=0)
+    return spark_job(f"gate_{layer}", timeout=TIMEOUTS["gate"], retries=0)
 
 
 @task(retries=0, execution_timeout=TIMEOUTS["python"])
@@ -125,9 +128,11 @@ def candidates(train_args: list[list[str]]) -> list[list[str]]:
 def train_jobs(plan: XComArg, max_parallel: int = 2):
     """One mapped ``jobs/train.py`` per candidate model, labelled by model in the UI; at most ``max_parallel`` at
     once (each is a Spark driver plus a Python worker; more than 2 only thrash a 2-core machine)."""
+    from recsys.orchestration import job_script
+
     return SparkSubmitOperator.partial(
         task_id="train",
-        application=str(JOBS / "train.py"),
+        application=str(JOBS / job_script("train")),
         conf=from_plan("conf"),
         env_vars=from_plan("env"),
         conn_id=SPARK_CONN_ID,
@@ -179,17 +184,17 @@ def training_steps(p: XComArg, promotion: Any) -> list[Any]:
     between evaluate and publish (fail the run, or skip publishing)."""
     return [
         p,
-        spark_job("ingest", "ingest.py"),
+        spark_job("ingest"),
         gate("bronze"),
-        spark_job("silver", "build_silver.py"),
+        spark_job("silver"),
         gate("silver"),
-        spark_job("features", "build_features.py"),
+        spark_job("features"),
         gate("gold"),
         train_jobs(p),
-        spark_job("evaluate", "evaluate.py"),
+        spark_job("evaluate"),
         promotion,
-        spark_job("publish_write", "publish.py"),
+        spark_job("publish_write"),
         gate("published"),
-        spark_job("publish_switch", "publish.py"),
+        spark_job("publish_switch"),
         signal_api(from_plan("warehouse"), from_plan("version")),
     ]

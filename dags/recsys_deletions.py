@@ -60,12 +60,12 @@ def recsys_deletions() -> None:
     chain(
         wait_for_drops(),
         plan("plan_deletions"),
-        spark_job("apply_deletions", "apply_deletions.py"),
+        spark_job("apply_deletions"),
         gate("silver"),
         gate("gold"),
-        spark_job("publish_write", "publish.py"),
+        spark_job("publish_write"),
         gate("published"),
-        spark_job("publish_switch", "publish.py"),
+        spark_job("publish_switch"),
         signal_api(from_plan("warehouse"), from_plan("version")),
         archive_drops(from_plan("drops"), from_plan("run_id")),
     )

@@ -33,7 +33,7 @@ from recsys_common import DEFAULT_ARGS, START_DATE, TAGS, plan, spark_job
     doc_md=__doc__,
 )
 def recsys_monitoring() -> None:
-    chain(plan("plan_monitoring"), spark_job("indicators", "indicators.py"), spark_job("ab_report", "ab_report.py"))
+    chain(plan("plan_monitoring"), spark_job("indicators"), spark_job("ab_report"))
 
 
 recsys_monitoring()

@@ -36,6 +36,21 @@ LAYERS = ("bronze", "silver", "gold", "published")              # jobs/validate.
 DEFAULT_DROPS_DIR = Path("./data/drops")                        # when conf sets no deletions.drops_dir
 INFLIGHT, APPLIED = "_inflight", "_applied"                     # "_" folders: skipped by every folder scan
 
+# The job each DAG task runs (``jobs/<script>``); every ``gate_<layer>`` task runs jobs/validate.py.
+JOB_SCRIPTS = {
+    "ingest": "ingest.py", "silver": "build_silver.py", "features": "build_features.py", "train": "train.py",
+    "evaluate": "evaluate.py", "publish_write": "publish.py", "publish_switch": "publish.py",
+    "apply_deletions": "apply_deletions.py", "indicators": "indicators.py", "ab_report": "ab_report.py",
+}
+# The Spark steps of recsys_pipeline / recsys_retrain in order (the DAGs add plan, promotion and API tasks between).
+TRAINING_STEPS = ("ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train", "evaluate",
+                  "publish_write", "gate_published", "publish_switch")
+
+
+def job_script(task_id: str) -> str:
+    """``jobs/`` script of a DAG task: its entry in :data:`JOB_SCRIPTS`, jobs/validate.py for a gate."""
+    return "validate.py" if task_id.startswith("gate_") else JOB_SCRIPTS[task_id]
+
 
 # --- identifiers ------------------------------------------------------------------------------------------------
 
@@ -117,6 +132,30 @@ def _absolute(path: Path) -> Path:
     return path if path.is_absolute() else Path.cwd() / path
 
 
+# --- a local Airflow ------------------------------------------------------------------------------------------------
+
+STANDALONE_ENV = REPO_ROOT / "conf" / "airflow" / "standalone.env"
+
+
+def local_airflow_env(home: Path, spark_master: str = "local[2]",
+                      extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment of a throwaway local Airflow (tests, bench_dag): ``conf/airflow/standalone.env`` (what
+    ``make airflow`` exports), ``home`` as AIRFLOW_HOME, the project's DAGs, ``spark_default`` → ``spark_master``."""
+    env = dict(os.environ)
+    for line in STANDALONE_ENV.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": spark_master}),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    })
+    env.update(extra or {})
+    return env
+
+
 # --- run plans ------------------------------------------------------------------------------------------------------
 
 
@@ -143,6 +182,24 @@ class RunPlan:
         out = {k: v for k, v in asdict(self).items() if k != "args"}
         out.update(self.args)
         return out
+
+
+def spark_submit_commands(plan: RunPlan, master: str = "local[*]") -> list[tuple[str, list[str]]]:
+    """``(step, argv)`` of every Spark job of a training plan, in DAG order, train jobs one after another: the
+    commands the DAG's SparkSubmitOperators run, for running a plan by hand (``plan.env`` as environment) or
+    timing the DAG against the bare jobs."""
+    def submit(step: str, args: list[str], label: str) -> tuple[str, list[str]]:
+        conf = [arg for key, value in plan.conf.items() for arg in ("--conf", f"{key}={value}")]
+        return label, ["spark-submit", "--master", master, *conf, "--name", f"recsys-{step}",
+                       str(JOBS_DIR / job_script(step)), *args]
+
+    commands = []
+    for step in TRAINING_STEPS:
+        if step == "train":   # one per model, ``--model`` first (see RunPlan)
+            commands += [submit(step, args, f"train[{args[1]}]") for args in plan.train]
+        else:
+            commands.append(submit(step, plan.args[step], step))
+    return commands
 
 
 def _settings_for(params: Mapping[str, Any], models: Sequence[str] | None = None) -> Settings:

@@ -128,18 +128,21 @@ def write_version(spark: SparkSession, settings: Settings, version: str) -> dict
             if source is None:
                 continue
             sim = source.similar_items(k=conf.similar_k, exclude_items=deleted)
-            similar_frames.append(
+            similar_frames.append((method,
                 sim.join(asin, C.ITEM_IDX)
                 .join(asin.select(F.col(C.ITEM_IDX).alias("similar_idx"), F.col(C.ITEM_ID).alias("similar_asin")),
                       "similar_idx")
                 .select(F.lit(version).alias(C.VERSION), C.ITEM_ID, C.RANK, "similar_asin",
-                        F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(method).alias("method")))
+                        F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(method).alias("method"))))
+        rec.update(similar_methods=[m for m, _ in similar_frames])
+        similar_path = T.ensure_table(spark, warehouse, T.RECS_SIMILAR_ITEMS)   # exists even with no method
         if similar_frames:
-            similar = similar_frames[0]
-            for frame in similar_frames[1:]:
+            similar = similar_frames[0][1]
+            for _, frame in similar_frames[1:]:
                 similar = similar.unionByName(frame)
-            _write_version(similar, T.ensure_table(spark, warehouse, T.RECS_SIMILAR_ITEMS), version,
-                           (C.ITEM_ID, "method", C.RANK))
+            _write_version(similar, similar_path, version, (C.ITEM_ID, "method", C.RANK))
+        else:
+            log.warning("no ALS or content model in run %s: version %s has no similar items", prod["run_id"], version)
 
         popular = (popular_by_category(interactions, item_index, conf.popular_k).join(asin, C.ITEM_IDX)
                    .select(F.lit(version).alias(C.VERSION), C.CATEGORY, C.RANK, C.ITEM_ID,

@@ -24,7 +24,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
-STANDALONE_ENV = REPO / "conf" / "airflow" / "standalone.env"
 _MARK = "@@probe@@"
 
 PIPELINE_CHAIN = ["plan", "ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train",
@@ -98,19 +97,9 @@ _PROBES = {"dagbag": _probe_dagbag, "migrate": _probe_migrate, "dag_test": _prob
 
 
 def _airflow_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    for line in STANDALONE_ENV.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            env[key.strip()] = value.strip()
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    })
-    env.update(extra or {})
-    return env
+    from recsys.orchestration import local_airflow_env
+
+    return local_airflow_env(home, "local[2]", extra)
 
 
 def _probe(name: str, *args: str, env: dict[str, str], cwd: Path, timeout: float) -> dict[str, Any]:
@@ -252,6 +241,28 @@ def test_every_spark_task_finds_its_arguments_in_its_dags_plan(dagbag, tmp_path,
         for task_id in dagbag["dags"][dag_id]["spark"]:
             args = plan["train"][0] if task_id == "train" else plan[task_id]
             assert args[args.index("--warehouse") + 1] == str((tmp_path / "wh").resolve()), (dag_id, task_id)
+
+
+def test_plan_commands_are_the_pipeline_dags_spark_tasks_in_order(dagbag, tmp_path, monkeypatch):
+    """``spark_submit_commands`` (run a plan by hand, bench_dag) submits what the DAG's tasks submit, in its order."""
+    from recsys.orchestration import TRAINING_STEPS, plan_training, spark_submit_commands
+
+    monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
+    spark_tasks = dagbag["dags"]["recsys_pipeline"]["spark"]
+    assert [t for t in PIPELINE_CHAIN if t in spark_tasks] == list(TRAINING_STEPS)
+    plan = plan_training({"source": str(tmp_path), "models": ["popularity", "content"]}, dag_id="d",
+                         dag_run_id="r", run_after=datetime.now(timezone.utc))
+    commands = spark_submit_commands(plan, master="local[2]")
+    assert [label for label, _ in commands] == [
+        "ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train[popularity]",
+        "train[content]", "evaluate", "publish_write", "gate_published", "publish_switch"]
+    for label, argv in commands:
+        step = label.split("[")[0]
+        script = spark_tasks[step]["application"]
+        assert argv[:3] == ["spark-submit", "--master", "local[2]"] and script in argv, label
+        args = argv[argv.index(script) + 1:]
+        assert args == (plan.train[[m[1] for m in plan.train].index(label[6:-1])] if step == "train"
+                        else plan.args[step]), label
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -109,3 +109,20 @@ def test_a_failed_publish_gate_leaves_the_previous_version_current(spark, demo):
     with pytest.raises(RuntimeError, match="gate refused"):
         publish(spark, settings, gate=failing_gate)
     assert current_version(spark, settings.warehouse) == before
+
+
+def test_a_run_of_popularity_alone_publishes_through_the_gate(spark, tmp_path):
+    """No ALS or content model in the run: no similar items to publish, and the published gate still passes
+    (the table exists, without rows for this version) instead of failing on a missing table."""
+    settings = load_settings(warehouse=tmp_path / "wh", source=tmp_path / "src", reports=tmp_path / "reports")
+    settings.synth = settings.synth.model_copy(update={"users": 300, "items": 60, "reviews": 2000, "clusters": 3,
+                                                       "categories": ["Appliances"]})
+    settings.train = settings.train.model_copy(update={"models": ["popularity"]})
+    settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 2})
+    generate(settings.source, settings.synth, progress=False)
+    summary = run_pipeline(spark, settings)
+    version = summary["publish"]["version"]
+    assert current_version(spark, settings.warehouse) == version
+    assert summary["gates"]["published"]["success"]
+    assert T.read_table(spark, settings.warehouse, C.RECS_SIMILAR_ITEMS).where(F.col(C.VERSION) == version).count() == 0
+    assert T.read_table(spark, settings.warehouse, C.RECS_USER_TOPK).where(F.col(C.VERSION) == version).count() > 0
