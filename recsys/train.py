@@ -49,6 +49,9 @@ def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict,
         fitted.info["interactions_version"] = interactions_version(warehouse)
         fitted.info["fit_splits"] = splits or ["all"]
         fitted.save(path)
+        if fitted.scratch is not None:   # numpy-fitted: serve the saved copy, drop the temp one
+            temporary, fitted = fitted, FactorModel.load(spark, path, seen=fitted.seen)
+            temporary.discard_scratch()
     finally:
         data.unpersist()
     return fitted

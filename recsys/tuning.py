@@ -63,7 +63,10 @@ def tune(spark: SparkSession, settings: Settings, model: str, *, space: dict[str
         full = {**base, **params}
         fitted = fit_model(model, train, full, items=items)
         preds = fitted.recommend_lists(users=truth.select(C.USER_IDX), k=k)
-        metrics = SM.ranking_metrics(preds, truth, [k], user_col=C.USER_IDX)
+        try:
+            metrics = SM.ranking_metrics(preds, truth, [k], user_col=C.USER_IDX)
+        finally:
+            fitted.discard_scratch()
         return {"params": fitted.params, "metrics": metrics, "train_seconds": fitted.info.get("train_seconds")}
 
     with step("tune", model=model, run_id=run_id, trials=len(grid), parallel=parallel) as rec:

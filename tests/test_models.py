@@ -99,6 +99,28 @@ def test_implicit_wrapper_matches_calling_implicit_directly(spark, planted):
         assert ours[user] == [int(i) for i in ids[user]], user
 
 
+@pytest.mark.parametrize("name", ["implicit_als", "content"])
+def test_a_numpy_fitted_model_owns_its_temp_factors_until_saved(spark, planted, tmp_path, monkeypatch, name):
+    """implicit and content write factors to a temp folder: the saved copy serves the same lists, and
+    discarding the temp folder (what the train step and tuning do) leaves nothing behind."""
+    import tempfile
+
+    from recsys.models.factors import FactorModel
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    train, _ = planted
+    items = spark.createDataFrame([(i, f"item {i % 25} of cluster {i // 25}") for i in range(100)],
+                                  "item_idx int, text string") if name == "content" else None
+    fitted = fit_model(name, train, ALS if name == "implicit_als" else {}, items=items)
+    assert fitted.scratch is not None and fitted.scratch.parent == tmp_path / "tmp" and fitted.scratch.is_dir()
+    before = recs_by_user(fitted.recommend(k=5))
+    fitted.save(tmp_path / "model")
+    fitted.discard_scratch()
+    assert list((tmp_path / "tmp").iterdir()) == [] and fitted.scratch is None
+    assert recs_by_user(FactorModel.load(spark, tmp_path / "model", seen=train).recommend(k=5)) == before
+
+
 def test_popularity_ties_are_broken_by_item_index_and_seen_items_excluded(spark):
     # items 3, 1, 2 equally popular (2 users each), item 0 most popular; user 9 has seen item 0
     train = frame(spark, [(9, 0, 1.0), (5, 0, 1.0), (6, 0, 1.0), (5, 3, 1.0), (6, 3, 1.0), (7, 1, 1.0),

@@ -75,8 +75,9 @@ def fit(interactions: DataFrame, params: ContentParams, items: DataFrame | None 
     profiles = profiles / np.where(norms > 0, norms, 1.0)
     seconds = time.perf_counter() - start
 
-    scratch = Path(scratch or tempfile.mkdtemp(prefix="content-factors-"))
+    owned = None if scratch else Path(tempfile.mkdtemp(prefix="content-factors-"))   # ours to delete: FactorModel.scratch
+    scratch = Path(scratch or owned)
     users = numpy_to_factors(spark, user_ids, profiles, scratch / "user_factors")
     item_f = numpy_to_factors(spark, item_ids, vectors, scratch / "item_factors")
     return FactorModel(name="content", params=params.model_dump(), user_factors=users, item_factors=item_f,
-                       seen=interactions.select(C.USER_IDX, C.ITEM_IDX), info={"train_seconds": round(seconds, 3)})
+                       seen=interactions.select(C.USER_IDX, C.ITEM_IDX), info={"train_seconds": round(seconds, 3)}, scratch=owned)

@@ -13,6 +13,7 @@ Scoring is blocked GEMM inside ``mapInArrow``: the item matrix is broadcast once
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,14 @@ class FactorModel:
     seen: DataFrame | None = None          # (user_idx, item_idx) of the training interactions
     cosine_similar: bool = True            # similar_items by cosine (ALS, content) or raw dot
     info: dict[str, Any] = field(default_factory=dict)   # train_seconds, data versions, …
+    scratch: Path | None = None            # temp folder backing the factor DataFrames (numpy-fitted models)
+
+    def discard_scratch(self) -> None:
+        """Delete the temp folder behind the factors (after :meth:`save`, or once a trial is scored); the
+        DataFrames read from it are unusable afterwards. A fit at Appliances size leaves ~0.5 GB there."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
     # -- scoring ------------------------------------------------------------------------------
 
