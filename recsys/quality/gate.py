@@ -167,13 +167,18 @@ def validate_layer(spark: SparkSession, warehouse: Path | str, layer: str, setti
                 data = loaded.get(suite.table)
                 if data is None:
                     continue
-                planned = [Planned(c, *quality.rule(layer, suite.table, c.name)) for c in suite.checks]
-                run = runner.validate(layer, suite.table, planned, data.cached, data.full, run_id, now,
-                                      quality.sample_rows)
-                result_ids += run.result_ids
-                outcomes += [Outcome(layer, suite.table, data.version, e.check.name, e.expectation_type,
-                                     e.check.column, e.success, e.severity, e.observed, e.unexpected_count, e.sample)
-                             for e in run.evaluated]
+                batches = [(suite.checks, data.cached, data.full, None)]
+                batches += [(d.checks, *_derive(spark, d, data), d.name) for d in suite.derived]
+                for checks, cached, full, derived in batches:
+                    planned = [Planned(c, *quality.rule(layer, suite.table, c.name)) for c in checks]
+                    run = runner.validate(layer, suite.table, planned, cached, full, run_id, now,
+                                          quality.sample_rows, batch=derived)
+                    result_ids += run.result_ids
+                    outcomes += [Outcome(layer, suite.table, data.version, e.check.name, e.expectation_type,
+                                         e.check.column, e.success, e.severity, e.observed, e.unexpected_count,
+                                         e.sample) for e in run.evaluated]
+                    if derived is not None:
+                        cached.unpersist()
                 if not any(r.table == suite.table for later in suites[n + 1:] for r in later.refs):
                     data.cached.unpersist()        # free the cache as soon as no later query reads it
         result = GateResult(layer, run_id, tuple(outcomes), runner.build_docs(result_ids), version)
@@ -274,6 +279,20 @@ def _load(spark: SparkSession, warehouse: Path, table: str, columns: tuple[str, 
     projected = full.select(*[F.col(f"`{f.name}`") if f.name in keep else F.lit(None).cast(f.dataType).alias(f.name)
                               for f in full.schema.fields])
     return _Loaded(projected.persist(level), full, table_version)
+
+
+def _derive(spark: SparkSession, derived: S.Derived, data: _Loaded) -> tuple[DataFrame, DataFrame]:
+    """``derived``'s batch from the table's cached batch (computed once, cached) and from the uncached table (for
+    pass 2's samples)."""
+    from pyspark import StorageLevel
+
+    frames = []
+    for source in (data.cached, data.full):
+        name = f"recsys_q_batch_{uuid.uuid4().hex[:8]}"
+        source.createOrReplaceTempView(name)
+        frames.append(spark.sql(derived.sql.format(batch=name)))   # analysed now: the view can go at once
+        spark.catalog.dropTempView(name)
+    return frames[0].persist(StorageLevel.MEMORY_AND_DISK), frames[1]
 
 
 def _ref_ddl(table: str) -> str:

@@ -133,11 +133,12 @@ class GxRunner:
     # -- running --------------------------------------------------------------------------------------------
 
     def validate(self, layer: str, table: str, planned: list[Planned], cached, full, run_id: str,
-                 run_time: datetime, sample_rows: int) -> TableRun:
-        """Pass 1 on ``cached`` (all checks, counts only), then pass 2 on ``full`` for failed row-wise checks."""
+                 run_time: datetime, sample_rows: int, batch: str | None = None) -> TableRun:
+        """Pass 1 on ``cached`` (all checks, counts only), then pass 2 on ``full`` for failed row-wise checks.
+        ``batch``: the name of a derived batch of ``table`` (its own GE asset and suite, ``<table>.<batch>``)."""
         from great_expectations.core.run_identifier import RunIdentifier
 
-        asset_name = table.replace("/", ".")
+        asset_name = table.replace("/", ".") + (f".{batch}" if batch else "")
         expectations = [self._expectation(p, layer, table) for p in planned]
         checkpoint = self._checkpoint(asset_name, asset_name, expectations, COUNTS_ONLY)
         run = RunIdentifier(run_name=run_id, run_time=run_time)
