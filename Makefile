@@ -69,12 +69,14 @@ cluster-down:
 bench: install               ## every benchmark, ratios side by side (results in benchmarks/results/)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_train.py --size appliances --repeats 2
 	$(BIN)/python benchmarks/bench_publish.py
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_api.py
 	$(BIN)/python benchmarks/bench_quality.py      # GE gates vs the steps they guard, 2.1M reviews
 	$(BIN)/python benchmarks/bench_deletions.py    # erase 1,000 users + delete 1,000 items vs a republish (20+ min)
 	$(BIN)/python benchmarks/real_data.py
+	$(BIN)/python benchmarks/bench_dag.py          # recsys_pipeline via dag.test() vs the same spark-submits
 
 clean:
 	rm -rf $(WAREHOUSE) $(DATA) reports .spark-checkpoints spark-warehouse

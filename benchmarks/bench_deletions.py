@@ -74,7 +74,10 @@ def main() -> int:
     p.add_argument("--build-only", action="store_true", help="stop after the dump and the pipeline")
     args = p.parse_args()
 
+    from recsys.logs import setup_logging
     from recsys.pipeline import run_pipeline
+
+    setup_logging()   # one line per step with its seconds: the per-step figures of the pipeline run
     from recsys.publish import publish
     from recsys.spark import get_spark
     from recsys.synth import generate
