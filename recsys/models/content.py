@@ -75,9 +75,11 @@ def fit(interactions: DataFrame, params: ContentParams, items: DataFrame | None 
     profiles = profiles / np.where(norms > 0, norms, 1.0)
     seconds = time.perf_counter() - start
 
-    owned = None if scratch else Path(tempfile.mkdtemp(prefix="content-factors-"))   # ours to delete: FactorModel.scratch
+    # a folder we make is ours to delete (FactorModel.scratch); a caller's stays the caller's
+    owned = None if scratch else Path(tempfile.mkdtemp(prefix="content-factors-"))
     scratch = Path(scratch or owned)
     users = numpy_to_factors(spark, user_ids, profiles, scratch / "user_factors")
     item_f = numpy_to_factors(spark, item_ids, vectors, scratch / "item_factors")
     return FactorModel(name="content", params=params.model_dump(), user_factors=users, item_factors=item_f,
-                       seen=interactions.select(C.USER_IDX, C.ITEM_IDX), info={"train_seconds": round(seconds, 3)}, scratch=owned)
+                       seen=interactions.select(C.USER_IDX, C.ITEM_IDX), info={"train_seconds": round(seconds, 3)},
+                       scratch=owned)

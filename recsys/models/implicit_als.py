@@ -49,9 +49,11 @@ def fit(interactions: DataFrame, params: ALSParams, items: DataFrame | None = No
     # Only users and items that occur in training get factors (as with Spark's coldStartStrategy=drop).
     user_ids = np.flatnonzero(np.diff(matrix.indptr)).astype(np.int32)
     item_ids = np.unique(matrix.indices).astype(np.int32)
-    owned = None if scratch else Path(tempfile.mkdtemp(prefix="implicit-factors-"))   # ours to delete: FactorModel.scratch
+    # a folder we make is ours to delete (FactorModel.scratch); a caller's stays the caller's
+    owned = None if scratch else Path(tempfile.mkdtemp(prefix="implicit-factors-"))
     scratch = Path(scratch or owned)
     users = numpy_to_factors(spark, user_ids, model.user_factors[user_ids], scratch / "user_factors")
     items_f = numpy_to_factors(spark, item_ids, model.item_factors[item_ids], scratch / "item_factors")
     return FactorModel(name="implicit_als", params=params.model_dump(), user_factors=users, item_factors=items_f,
-                       seen=interactions.select(C.USER_IDX, C.ITEM_IDX), info={"train_seconds": round(seconds, 3)}, scratch=owned)
+                       seen=interactions.select(C.USER_IDX, C.ITEM_IDX), info={"train_seconds": round(seconds, 3)},
+                       scratch=owned)
