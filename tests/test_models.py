@@ -176,14 +176,14 @@ def test_save_and_load_round_trip(spark, planted, tmp_path):
 def test_topk_at_catalogue_scale_mixes_pruned_and_wide_rows():
     """k = 100 over 70K items (the evaluation's lists): a random row, a popularity-like row of heavy ties and
     a constant row in one block, each equal to a full sort by (score desc, item id asc)."""
-    from recsys.models.factors import _topk
+    from recsys.models.topk import topk_scores
 
     rng = np.random.default_rng(5)
     n, k = 70_000, 100
     scores = np.stack([rng.standard_normal(n), np.minimum(rng.zipf(1.5, n), 60), np.zeros(n)]).astype(np.float32)
     scores[0, rng.choice(n, 500, replace=False)] = -np.inf
     ids = np.arange(n, dtype=np.int32)
-    cols, top = _topk(scores, ids, k)
+    cols, top = topk_scores(scores.copy(), k)
     for r in range(3):
         expected = np.lexsort((ids, -scores[r]))[:k]
         assert cols[r].tolist() == expected.tolist() and np.array_equal(top[r], scores[r, expected])
@@ -220,24 +220,34 @@ def test_a_block_sharing_one_query_ranks_like_every_row_alone(rows, items, k, le
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.integers(1, 6), items=st.integers(1, 6000), k=st.integers(1, 12), levels=st.integers(1, 5000),
-       seen_share=st.floats(0, 0.9), flat_rows=st.integers(0, 2), seed=st.integers(0, 2**16))
-def test_blocked_topk_equals_a_full_sort(rows, items, k, levels, seen_share, flat_rows, seed):
-    """The chunk-pruned selection must equal sorting every score by (score desc, item id asc), with
-    ties (few distinct levels), rows of one score (a zero user vector: every chunk ties, so the row takes
-    the wide path beside pruned ones) and masked (-inf) items dropped."""
-    from recsys.models.factors import _select_topk
+@given(rows=st.integers(1, 6), items=st.integers(1, 6000), k=st.integers(1, 40), factors=st.integers(1, 3),
+       levels=st.integers(1, 50), seen_share=st.floats(0, 1), zero_rows=st.integers(0, 2), step=st.integers(1, 4),
+       seed=st.integers(0, 2**16))
+def test_blocked_topk_equals_a_full_sort(rows, items, k, factors, levels, seen_share, zero_rows, step, seed):
+    """The fused product + chunk-pruned selection must equal sorting every score by (score desc, item id
+    asc) after dropping seen items: with ties (small integer factors), rows of one score (a zero user
+    vector: every chunk ties), rows whose items are nearly all seen (fewer than k left), catalogues below
+    and above 64 · k items, and several products per block."""
+    import pyarrow as pa
+
+    from recsys.models.factors import _seen_columns, _select_topk
+    from recsys.models.topk import topk_products
 
     rng = np.random.default_rng(seed)
-    scores = rng.integers(0, levels, size=(rows, items)).astype(np.float32)
-    scores[:flat_rows] = 0.0
-    scores[rng.random((rows, items)) < seen_share] = -np.inf
+    queries = rng.integers(0, levels, size=(rows, factors)).astype(np.float32)
+    queries[:zero_rows] = 0.0
+    matrix = rng.integers(-levels, levels + 1, size=(items, factors)).astype(np.float32)
     ids = np.sort(rng.choice(10_000, size=items, replace=False)).astype(np.int32)
-    batch = _select_topk(np.arange(rows, dtype=np.int32), scores.copy(), ids, min(k, items), "user_idx")
+    seen = [sorted(ids[rng.random(items) < seen_share].tolist()) for _ in range(rows)]
+    scores = queries @ matrix.T
+    kk = min(k, items)
+    cols, top = topk_products(queries, np.ascontiguousarray(matrix.T), kk,
+                              _seen_columns(pa.array(seen, type=pa.list_(pa.int32())), ids), step=step)
+    batch = _select_topk(np.arange(rows, dtype=np.int32), cols, top, ids, "user_idx")
     got: dict[int, list[int]] = {}
     for user, item in zip(batch.column("user_idx").to_pylist(), batch.column(C.ITEM_IDX).to_pylist()):
         got.setdefault(user, []).append(item)
     for r in range(rows):
         expected = [int(ids[j]) for j in sorted(range(items), key=lambda j: (-scores[r, j], ids[j]))
-                    if np.isfinite(scores[r, j])][:k]
+                    if int(ids[j]) not in set(seen[r])][:kk]
         assert got.get(r, []) == expected

@@ -6,8 +6,9 @@ Factors live as Spark DataFrames in Spark ALS's own layout (``id INT, features A
 saved as Parquet, so evaluation and publish never branch on the model.
 
 Scoring is blocked GEMM inside ``mapInArrow``: the item matrix is broadcast once, each task scores
-``block`` users at a time with one BLAS call, masks seen items, and selects the top k with
-``argpartition``. Ties are broken by item index, so a ranking never depends on partitioning.
+``block`` users at a time with one BLAS call and selects the top k with a compiled kernel that masks
+seen items (recsys.models.topk). Ties are broken by item index, so a ranking never depends on
+partitioning.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pyspark.sql import functions as F
 
 from recsys import constants as C
 from recsys.evaluate.definitions import ITEMS as LIST_ITEMS
+from recsys.models.topk import seen_columns, topk_products, topk_scores
 
 FACTOR_SCHEMA = "id INT, features ARRAY<FLOAT>"
 RECS_SCHEMA = f"{C.USER_IDX} INT, {C.ITEM_IDX} INT, {C.SCORE} FLOAT, {C.RANK} INT"
@@ -65,11 +67,11 @@ class FactorModel:
         ids, matrix = item_matrix(self.item_factors, exclude_items)
         if ids.size == 0:
             return spark.createDataFrame([], LISTS_SCHEMA if as_lists else RECS_SCHEMA)
-        factors = self.user_factors.select(F.col("id").alias(C.USER_IDX), "features")
+        factors = _spread(self.user_factors.select(F.col("id").alias(C.USER_IDX), "features"), C.USER_IDX)
         if users is not None:
             factors = factors.join(users.select(C.USER_IDX).distinct(), C.USER_IDX, "left_semi")
         if exclude_seen and self.seen is not None:
-            seen = self.seen.groupBy(C.USER_IDX).agg(F.collect_list(C.ITEM_IDX).alias("seen"))
+            seen = _spread(self.seen, C.USER_IDX).groupBy(C.USER_IDX).agg(F.collect_list(C.ITEM_IDX).alias("seen"))
             factors = factors.join(seen, C.USER_IDX, "left")
         else:
             factors = factors.withColumn("seen", F.lit(None).cast("array<int>"))
@@ -94,7 +96,7 @@ class FactorModel:
         ids, matrix = item_matrix(self.item_factors, exclude_items, normalize=self.cosine_similar)
         if ids.size == 0:
             return spark.createDataFrame([], SIMILAR_SCHEMA)
-        keys = self.item_factors.select(F.col("id").alias(C.ITEM_IDX), "features")
+        keys = _spread(self.item_factors.select(F.col("id").alias(C.ITEM_IDX), "features"), C.ITEM_IDX)
         if items is not None:
             keys = keys.join(items.select(C.ITEM_IDX).distinct(), C.ITEM_IDX, "left_semi")
         if self.cosine_similar:
@@ -123,6 +125,15 @@ class FactorModel:
                    cosine_similar=meta.get("cosine_similar", True),
                    user_factors=spark.read.parquet(str(path / "user_factors")),
                    item_factors=spark.read.parquet(str(path / "item_factors")), seen=seen)
+
+
+def _spread(df: DataFrame, key: str) -> DataFrame:
+    """Hash-partition by ``key`` into ``spark.sql.shuffle.partitions`` parts before scoring. Factor files
+    hold one row group per few hundred MB, so read as they are, every user would be scored by one task
+    on one core; and the joins that follow (seen lists, a user subset) find the rows already partitioned
+    by the key and add no shuffle. An explicit count, so adaptive execution does not coalesce it back."""
+    parts = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return df.repartition(parts, key)
 
 
 def _normalized(col: str):
@@ -186,6 +197,7 @@ def _topk_batches(bc, k: int, block: int, key: str, out_key: str, as_lists: bool
 
     def run(batches):
         ids, matrix = bc.value
+        items_t = np.ascontiguousarray(matrix.T)       # factors × items: each product's right-hand side
         kk = min(k, ids.size)
         for batch in batches:
             if batch.num_rows == 0:
@@ -198,138 +210,61 @@ def _topk_batches(bc, k: int, block: int, key: str, out_key: str, as_lists: bool
                 block_seen = seen.slice(start, stop - start)
                 q = queries[start:stop]
                 if q.shape[1] and (q == q[0]).all():
-                    yield select(keys[start:stop], *_shared_scores(q[0], matrix, ids, kk, block_seen), kk, out_key)
-                    continue
-                scores = q @ matrix.T
-                _mask_seen(scores, block_seen, ids)
-                yield select(keys[start:stop], scores, ids, kk, out_key)
+                    top_cols, top_scores, block_ids = _shared_topk(q[0], matrix, ids, kk, block_seen)
+                else:
+                    top_cols, top_scores = topk_products(q, items_t, kk, _seen_columns(block_seen, ids))
+                    block_ids = ids
+                yield select(keys[start:stop], top_cols, top_scores, block_ids, out_key)
 
     return run
 
 
-def _shared_scores(query: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int,
-                   seen: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and ids of a block whose rows share one query (popularity: every user is [1]).
+def _seen_columns(seen: pa.Array, ids: np.ndarray):
+    """A block's seen lists (Arrow list<int> of item ids) → the kernel's CSR of catalogue columns."""
+    if seen.null_count == len(seen):
+        return None
+    lengths = seen.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    return seen_columns(lengths, seen.flatten().to_numpy(zero_copy_only=False), ids)
+
+
+def _shared_topk(query: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int, seen: pa.Array):
+    """Top k of a block whose rows share one query (popularity: every user is [1]) → (columns, scores,
+    the ids those columns index).
 
     A row's top k unseen items are among the first k + |its seen| of the shared ranking, so the block
-    scores only the first k + (longest seen list) items, in id order, instead of the whole catalogue.
+    ranks only the first k + (longest seen list) items, in id order, instead of the whole catalogue.
     """
     row = matrix @ query
     longest = int(seen.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).max(initial=0))
     width = min(ids.size, k + longest)
-    cols = np.sort(_topk(row[None, :], ids, width)[0][0])
+    cols = np.sort(topk_scores(row[None, :], width)[0][0])
     sub_ids = ids[cols]
     scores = np.repeat(row[cols][None, :], len(seen), axis=0)
-    _mask_seen(scores, seen, sub_ids)
-    return scores, sub_ids
+    top_cols, top_scores = topk_scores(scores, k, _seen_columns(seen, sub_ids))
+    return top_cols, top_scores, sub_ids
 
 
-def _mask_seen(scores: np.ndarray, seen: pa.Array, ids: np.ndarray) -> None:
-    """Set the scores of each row's seen items to -inf (vectorised over the block)."""
-    if seen.null_count == len(seen):
-        return
-    lengths = seen.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-    if lengths.sum() == 0:
-        return
-    flat = seen.flatten().to_numpy(zero_copy_only=False)
-    rows = np.repeat(np.arange(len(seen)), lengths)
-    cols = np.searchsorted(ids, flat)
-    cols = np.clip(cols, 0, ids.size - 1)
-    hit = ids[cols] == flat
-    scores[rows[hit], cols[hit]] = -np.inf
-
-
-def _select_topk(keys: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int, out_key: str) -> pa.RecordBatch:
-    """Top-k per row by (score desc, item id asc); -inf (seen/excluded) entries are dropped."""
-    top_cols, top_scores = _topk(scores, ids, k)
-    top_ids = ids[top_cols]
+def _select_topk(keys: np.ndarray, top_cols: np.ndarray, top_scores: np.ndarray, ids: np.ndarray,
+                 out_key: str) -> pa.RecordBatch:
+    """A block's top-k (columns and scores per row, best first) → rows (key, item, score, rank);
+    ``-inf`` entries (fewer than k unmasked items) are dropped."""
+    k = top_cols.shape[1]
     valid = np.isfinite(top_scores)
     ranks = np.cumsum(valid, axis=1)
     flat = valid.ravel()
     return pa.RecordBatch.from_arrays(
         [pa.array(np.repeat(keys, k)[flat].astype(np.int32)),
-         pa.array(top_ids.ravel()[flat].astype(np.int32)),
+         pa.array(ids[top_cols].ravel()[flat].astype(np.int32)),
          pa.array(top_scores.ravel()[flat].astype(np.float32)),
          pa.array(ranks.ravel()[flat].astype(np.int32))],
         names=[out_key, C.ITEM_IDX, C.SCORE, C.RANK])
 
 
-def _select_topk_lists(keys: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int,
+def _select_topk_lists(keys: np.ndarray, top_cols: np.ndarray, top_scores: np.ndarray, ids: np.ndarray,
                        out_key: str) -> pa.RecordBatch:
     """:func:`_select_topk` as one row per key: ``(out_key, items)`` best first."""
-    top_cols, top_scores = _topk(scores, ids, k)
     valid = np.isfinite(top_scores)                    # row-major masking keeps each row's rank order
     offsets = np.zeros(len(keys) + 1, dtype=np.int32)
     np.cumsum(valid.sum(axis=1), out=offsets[1:])
     items = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[top_cols][valid].astype(np.int32)))
     return pa.RecordBatch.from_arrays([pa.array(keys.astype(np.int32)), items], names=[out_key, LIST_ITEMS])
-
-
-_CHUNK = 64
-
-
-def _topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k columns and scores per row, ordered by (score desc, item id asc).
-
-    Items are cut into chunks of 64. Let b be a row's k-th largest chunk maximum: k chunks hold an item
-    ≥ b, so the k-th best score is ≥ b and no item of a chunk whose maximum is < b can be in the top k
-    or tie with its k-th. So each row needs only its chunks with maximum ≥ b: k of them, more where
-    maxima tie (equal popularity counts, a user with a zero vector). One max-reduction pass replaces a
-    full selection, which keeps scoring close to the GEMM bound. Rows needing at most ``4k`` chunks are
-    selected together at their widest row's width; the rare rows needing more (heavy ties) get every
-    column, on their own, so they never widen the others.
-    """
-    rows, n = scores.shape
-    n_chunks = n // _CHUNK
-    if n_chunks <= 8 * k:
-        return _exact_topk(scores, np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n)), ids, k)
-    body = _chunks(scores, n_chunks)
-    chunk_max = body.max(axis=2)
-    kth = np.partition(chunk_max, n_chunks - k, axis=1)[:, n_chunks - k:].min(axis=1, keepdims=True)
-    need = (chunk_max >= kth).sum(axis=1)
-    narrow = need <= 4 * k
-    top_cols = np.zeros((rows, k), dtype=np.int64)
-    top_scores = np.full((rows, k), -np.inf, dtype=scores.dtype)
-    if narrow.any():
-        width = int(need[narrow].max())
-        sub = np.flatnonzero(narrow)
-        chunks = np.argpartition(chunk_max[sub], n_chunks - width, axis=1)[:, n_chunks - width:]
-        cols = (chunks[:, :, None] * _CHUNK + np.arange(_CHUNK)).reshape(sub.size, width * _CHUNK)
-        cand = body[sub[:, None], chunks].reshape(sub.size, width * _CHUNK)     # whole chunks: no row copy
-        tail = np.arange(n_chunks * _CHUNK, n, dtype=np.int64)
-        if tail.size:
-            cols = np.concatenate([cols, np.broadcast_to(tail, (sub.size, tail.size))], axis=1)
-            cand = np.concatenate([cand, scores[sub, n_chunks * _CHUNK:]], axis=1)
-        top_cols[sub], top_scores[sub] = _exact_topk(cand, cols, ids, k)
-    if not narrow.all():
-        sub = np.flatnonzero(~narrow)
-        top_cols[sub], top_scores[sub] = _exact_topk(
-            scores[sub], np.broadcast_to(np.arange(n, dtype=np.int64), (sub.size, n)), ids, k)
-    return top_cols, top_scores
-
-
-def _chunks(scores: np.ndarray, n_chunks: int) -> np.ndarray:
-    """The first ``n_chunks * 64`` columns as a (rows, n_chunks, 64) view: a reshape of the column slice
-    would copy the whole block whenever the catalogue is not a multiple of 64."""
-    scores = np.ascontiguousarray(scores)
-    step = scores.strides[1]
-    return np.lib.stride_tricks.as_strided(scores, shape=(scores.shape[0], n_chunks, _CHUNK),
-                                           strides=(scores.strides[0], _CHUNK * step, step), writeable=False)
-
-
-def _exact_topk(cand_scores: np.ndarray, cand_cols: np.ndarray, ids: np.ndarray, k: int):
-    """Exact top-k among candidates, ordered by (score desc, item id asc); returns (columns, scores)."""
-    m = cand_scores.shape[1]
-    if k < m:
-        part = np.argpartition(cand_scores, m - k, axis=1)[:, m - k:]
-        kth = np.take_along_axis(cand_scores, part, axis=1).min(axis=1, keepdims=True)
-        tied = (cand_scores >= kth).sum(axis=1)
-        if (tied > k).any():   # equal scores at the k-th place: widen so ties are ordered by item id
-            width = int(min(m, tied.max()))
-            part = np.argpartition(cand_scores, m - width, axis=1)[:, m - width:]
-    else:
-        part = np.broadcast_to(np.arange(m), cand_scores.shape)
-    sel_scores = np.take_along_axis(cand_scores, part, axis=1)
-    sel_cols = np.take_along_axis(cand_cols, part, axis=1)
-    order = np.lexsort((ids[sel_cols], -sel_scores), axis=1)
-    return np.take_along_axis(sel_cols, order, axis=1)[:, :k], np.take_along_axis(sel_scores, order, axis=1)[:, :k]

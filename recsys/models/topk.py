@@ -1,0 +1,240 @@
+"""Exact top-k of ``queries @ items.T``: the scoring kernel of every recommend-for-all (publish,
+evaluation, similar items).
+
+One BLAS call scores a block of rows against the whole catalogue (full-width products: tiling the items
+as well makes OpenBLAS re-pack and runs 20-40 % slower), then a compiled (numba) pass selects each row's
+top k. The selection reads every score once, as 64 strided chunk maxima (an element-wise max of 64
+contiguous slices, which vectorises), and looks item by item only into the chunks that can hold a top-k
+score: about k of them. So the selection costs a third of the GEMM, where a partition + sort of every
+row costs three times it.
+
+Order is (score desc, column asc); columns index an id-sorted catalogue, so ties break by item id. Masked
+items (seen, deleted) score ``-inf`` and never enter a list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+CHUNK = 64
+TILE_BYTES = 128 << 20     # scores per product: 1024 rows up to 32K items (fewer rows: more re-packs of the items)
+_NO_COL = np.iinfo(np.int64).max
+_FAST = {"nnan", "nsz", "reassoc"}   # lets LLVM vectorise the maxima; keeps ±inf semantics (no "ninf")
+
+
+@njit(cache=True, fastmath=_FAST)
+def _chunk_max(row: np.ndarray, start: int, stop: int) -> float:
+    best = row[start]
+    for j in range(start + 1, stop):
+        best = max(best, row[j])
+    return best
+
+
+@njit(cache=True)
+def _sift_down(heap_s: np.ndarray, heap_c: np.ndarray, k: int) -> None:
+    """Restore the root-is-worst heap order after the root was replaced: worse = lower score, then
+    higher column."""
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= k:
+            return
+        worst = left
+        right = left + 1
+        if right < k and (heap_s[right] < heap_s[left]
+                          or (heap_s[right] == heap_s[left] and heap_c[right] > heap_c[left])):
+            worst = right
+        if heap_s[worst] < heap_s[i] or (heap_s[worst] == heap_s[i] and heap_c[worst] > heap_c[i]):
+            heap_s[i], heap_s[worst] = heap_s[worst], heap_s[i]
+            heap_c[i], heap_c[worst] = heap_c[worst], heap_c[i]
+            i = worst
+        else:
+            return
+
+
+@njit(cache=True)
+def _kth_largest(values: np.ndarray, n: int, k: int, heap: np.ndarray) -> float:
+    """The k-th largest of ``values[:n]`` (``-inf`` when n < k), with a size-k min-heap in ``heap``."""
+    if n < k:
+        return -np.inf
+    for i in range(k):
+        heap[i] = -np.inf
+    for i in range(n):
+        v = values[i]
+        if v > heap[0]:
+            heap[0] = v
+            j = 0
+            while True:
+                left = 2 * j + 1
+                if left >= k:
+                    break
+                small = left
+                if left + 1 < k and heap[left + 1] < heap[left]:
+                    small = left + 1
+                if heap[small] < heap[j]:
+                    heap[j], heap[small] = heap[small], heap[j]
+                    j = small
+                else:
+                    break
+    return heap[0]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _strided_maxima(row: np.ndarray, n_chunks: int, maxima: np.ndarray) -> None:
+    """``maxima[c]`` = max of chunk c = columns c, c + n_chunks, c + 2·n_chunks, … (64 of them), then
+    the tail (the last ``items mod 64`` columns) as one more chunk. Strided chunks make this an
+    element-wise max of 64 contiguous slices, which vectorises, where a max over 64 adjacent columns
+    is a horizontal reduction per chunk."""
+    for c in range(n_chunks):
+        maxima[c] = row[c]
+    for j in range(1, CHUNK):
+        part = row[j * n_chunks:(j + 1) * n_chunks]
+        for c in range(n_chunks):
+            maxima[c] = max(maxima[c], part[c])
+    body = CHUNK * n_chunks
+    if body < row.size:
+        maxima[n_chunks] = _chunk_max(row, body, row.size)
+
+
+@njit(cache=True)
+def _offer(hs: np.ndarray, hc: np.ndarray, s: float, col: int, k: int) -> None:
+    if s > hs[0] or (s == hs[0] and s > -np.inf and col < hc[0]):
+        hs[0] = s
+        hc[0] = col
+        _sift_down(hs, hc, k)
+
+
+@njit(cache=True)
+def fold_rows(scores: np.ndarray, heap_s: np.ndarray, heap_c: np.ndarray, seen_start: np.ndarray,
+              seen_end: np.ndarray, seen_cols: np.ndarray, row0: int) -> None:
+    """Top-k of every row of ``scores`` (rows ``row0..`` of the heaps) after masking each row's seen
+    columns (``seen_cols[seen_start[r]:seen_end[r]]``) to ``-inf``.
+
+    Let b be the row's k-th largest chunk maximum: k chunks hold a score ≥ b, so the k-th best is ≥ b and
+    no chunk whose maximum is below b can hold a top-k score or tie with the k-th. One vectorised pass
+    takes the maxima; only the chunks reaching b (k of them, more on ties) are scanned item by item.
+    """
+    n_rows, n = scores.shape
+    k = heap_s.shape[1]
+    n_chunks = n // CHUNK
+    body = CHUNK * n_chunks
+    maxima = np.empty(n_chunks + 1, dtype=np.float32)
+    scratch = np.empty(k, dtype=np.float32)
+    for t in range(n_rows):
+        r = row0 + t
+        row = scores[t]
+        for p in range(seen_start[r], seen_end[r]):
+            row[seen_cols[p]] = -np.inf
+        hs = heap_s[r]
+        hc = heap_c[r]
+        if n_chunks <= k:                   # a small catalogue: offer every column
+            for j in range(n):
+                _offer(hs, hc, row[j], j, k)
+            continue
+        _strided_maxima(row, n_chunks, maxima)
+        used = n_chunks + (1 if body < n else 0)
+        bound = _kth_largest(maxima, used, k, scratch)
+        for c in range(n_chunks):
+            if maxima[c] >= bound and maxima[c] >= hs[0]:
+                for j in range(c, body, n_chunks):
+                    if row[j] >= bound:
+                        _offer(hs, hc, row[j], j, k)
+        if body < n and maxima[n_chunks] >= bound:
+            for j in range(body, n):
+                if row[j] >= bound:
+                    _offer(hs, hc, row[j], j, k)
+
+
+@njit(cache=True)
+def _sorted_heaps(heap_s: np.ndarray, heap_c: np.ndarray) -> None:
+    """Sort every row of the heaps in place, best first (score desc, column asc)."""
+    rows, k = heap_s.shape
+    for r in range(rows):
+        s, c = heap_s[r], heap_c[r]
+        for i in range(1, k):
+            si, ci = s[i], c[i]
+            j = i - 1
+            while j >= 0 and (s[j] < si or (s[j] == si and c[j] > ci)):
+                s[j + 1], c[j + 1] = s[j], c[j]
+                j -= 1
+            s[j + 1], c[j + 1] = si, ci
+
+
+def seen_columns(lengths: np.ndarray, flat: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-row seen item ids (a list column's lengths and values) → CSR of sorted columns of ``ids``
+    (ids not in the catalogue dropped): (start, end, columns)."""
+    rows = np.repeat(np.arange(lengths.size), lengths)
+    cols = np.clip(np.searchsorted(ids, flat), 0, max(ids.size - 1, 0))
+    hit = ids[cols] == flat if ids.size else np.zeros(flat.size, dtype=bool)
+    rows, cols = rows[hit], cols[hit].astype(np.int64)
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    end = np.searchsorted(rows, np.arange(lengths.size), side="right").astype(np.int64)
+    start = np.concatenate([[0], end[:-1]]).astype(np.int64)
+    return start, end, cols
+
+
+def _empty_heaps(rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((rows, k), -np.inf, dtype=np.float32), np.full((rows, k), _NO_COL, dtype=np.int64)
+
+
+def topk_products(queries: np.ndarray, items_t: np.ndarray, k: int, seen: tuple[np.ndarray, ...] | None = None,
+                  step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` columns and scores of ``queries @ items_t`` per row, best first; ``items_t`` is the
+    (factors × items) C-contiguous item matrix. Rows with fewer than ``k`` unmasked items end in
+    ``-inf`` entries (callers drop them). ``seen``: from :func:`seen_columns`; ``step``: rows per product
+    (default :func:`tile_rows`)."""
+    rows, n = queries.shape[0], items_t.shape[1]
+    heap_s, heap_c = _empty_heaps(rows, k)
+    start, end, cols = seen if seen is not None else _no_seen(rows)
+    step = step or tile_rows(n)
+    tile = _tile_buffer(min(step, rows) * n).reshape(-1, n)
+    for r0 in range(0, rows, step):
+        q = queries[r0:r0 + step]
+        out = tile[: q.shape[0]]
+        np.matmul(q, items_t, out=out)
+        fold_rows(out, heap_s, heap_c, start, end, cols, r0)
+    return _finished(heap_s, heap_c)
+
+
+_BUFFER = np.empty(0, dtype=np.float32)
+
+
+def _tile_buffer(size: int) -> np.ndarray:
+    """One score buffer per process, grown on demand: a fresh allocation per block would fault its pages
+    in on every call (tens of MB), which costs a third of the GEMM."""
+    global _BUFFER
+    if _BUFFER.size < size:
+        _BUFFER = np.empty(size, dtype=np.float32)
+    return _BUFFER[:size]
+
+
+def tile_rows(items: int) -> int:
+    """Rows per product: as many as fit ``TILE_BYTES`` of scores (each call re-packs the item matrix, so
+    fewer rows cost GEMM time), between 32 and 1024."""
+    return int(max(32, min(1024, TILE_BYTES // (4 * max(items, 1)))))
+
+
+def topk_scores(scores: np.ndarray, k: int,
+                seen: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk_products` of an already computed (rows × items) score matrix; ``seen`` columns are
+    masked in place."""
+    rows = scores.shape[0]
+    heap_s, heap_c = _empty_heaps(rows, k)
+    start, end, cols = seen if seen is not None else _no_seen(rows)
+    fold_rows(np.ascontiguousarray(scores, dtype=np.float32), heap_s, heap_c, start, end, cols, 0)
+    return _finished(heap_s, heap_c)
+
+
+def _finished(heap_s: np.ndarray, heap_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Heaps → (columns, scores) best first; unfilled entries keep score ``-inf`` and get column 0, so
+    the columns always index the catalogue."""
+    _sorted_heaps(heap_s, heap_c)
+    heap_c[heap_c == _NO_COL] = 0
+    return heap_c, heap_s
+
+
+def _no_seen(rows: int) -> tuple[np.ndarray, ...]:
+    zero = np.zeros(rows, dtype=np.int64)
+    return zero, zero, np.zeros(0, dtype=np.int64)
