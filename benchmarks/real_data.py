@@ -27,12 +27,18 @@ DATASETS = {
     "movielens-llo5": {"format": "movielens", "path": SHARED / "movielens/ml-latest-small",
                        "split": {"strategy": "leave_last_out", "holdout": 5}, "confidence": BINARY},
     "movielens-temporal": {"format": "movielens", "path": SHARED / "movielens/ml-latest-small",
-                           "split": {"strategy": "official"}, "confidence": BINARY},   # falls back to 80/90 % quantiles
+                           "split": {"strategy": "temporal"}, "confidence": BINARY},       # 80 % / 90 % time quantiles
     "all_beauty": {"format": "amazon-csv", "path": SHARED / "amazon_reviews_2023/benchmark/5core/rating_only/All_Beauty.csv",
-                   "split": {"strategy": "official"}, "confidence": BINARY},
+                   "split": {"strategy": "temporal"}, "confidence": BINARY, "tune": True},
     "subscription_boxes": {"format": "raw", "path": SHARED / "amazon_reviews_2023",
-                           "split": {"strategy": "official"}, "confidence": {}},
+                           "split": {"strategy": "official"}, "confidence": {}, "tune": True},
 }
+# The Amazon sets are far smaller and sparser than MovieLens: their ALS hyper-parameters are searched on their
+# own validation split (`recsys tune`: fit on train, MAP@10 on valid), then the winner is refit on train+valid.
+TUNE_SPACE = {"spark_als": {"factors": [16, 64], "regularization": [0.01, 0.1, 1.0], "alpha": [1.0, 10.0],
+                            "iterations": [15]},
+              "implicit_als": {"factors": [16, 64], "regularization": [0.1, 1.0, 10.0], "alpha": [1.0, 10.0],
+                               "iterations": [15]}}
 # Per model: implicit's regularization is absolute, Spark's is scaled by each user's/item's count (ALS-WR), so the
 # same number means different things. implicit: best of a grid on MovieLens llo5 (factors 64-256, regularization
 # 0.1-100, alpha 0.5-20, then 120 configurations around the best): 192 factors, regularization 10, alpha 1,
@@ -67,6 +73,13 @@ def run(name: str, spec: dict, spark, params: dict) -> dict:
     else:
         load_benchmark(spark, spec["path"], settings.warehouse, spec["format"])
     split = build_features(spark, settings.warehouse, settings.features)
+    tuned = {}
+    if spec.get("tune"):
+        from recsys.tuning import tune
+
+        for model, space in TUNE_SPACE.items():
+            best = tune(spark, settings, model, space=space, trials=None)["best"]
+            settings.train.params[model] = tuned[model] = best["params"]
     run_id = registry.new_run_id()
     for model in settings.train.models:
         train(spark, settings, model, run_id)
@@ -75,7 +88,8 @@ def run(name: str, spec: dict, spark, params: dict) -> dict:
     models = {m: {k: round(v, 5) for k, v in r["metrics"].items() if k.endswith("@10")} | {
         "train_seconds": r["train_seconds"]} for m, r in result["models"].items()}
     return {"split": {k: split[k] for k in ("strategy", "train", "valid", "test", "note")},
-            "models": models, "seconds": round(time.perf_counter() - start, 1)}
+            "models": models, "params": {m: settings.train.params[m] for m in ALS}, "tuned": bool(tuned),
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def main() -> None:
@@ -93,6 +107,7 @@ def main() -> None:
         models = out[name]["models"]
         pop = models["popularity"]["map@10"] or float("nan")
         print(f"\n{name}: split {out[name]['split']}  ({out[name]['seconds']} s)")
+        print(f"  ALS params ({'tuned on valid' if out[name]['tuned'] else 'given'}): {out[name]['params']}")
         print(f"  {'model':<14}{'MAP@10':>9}{'NDCG@10':>9}{'R@10':>8}{'vs pop':>8}{'train s':>9}")
         for m, r in sorted(models.items()):
             print(f"  {m:<14}{r['map@10']:>9.4f}{r['ndcg@10']:>9.4f}{r['recall@10']:>8.4f}"

@@ -77,10 +77,10 @@ class ConfidenceSettings(BaseModel):
 class SplitSettings(BaseModel):
     """How gold/interactions is labelled train/valid/test (see recsys.features)."""
 
-    strategy: str = Field("official", pattern="^(official|leave_last_out|random)$")
+    strategy: str = Field("official", pattern="^(official|temporal|leave_last_out|random)$")
     valid_cut_ms: int = 1628643414042     # official Amazon Reviews 2023 cut points
     test_cut_ms: int = 1658002729837
-    fallback_quantiles: tuple[float, float] = (0.8, 0.9)
+    fallback_quantiles: tuple[float, float] = (0.8, 0.9)   # time quantiles: `temporal`'s cuts, `official`'s fallback
     holdout: int = Field(1, ge=1)         # leave_last_out: the last `holdout` interactions of a user → test
     random_test_fraction: float = Field(0.2, gt=0, lt=1)
     random_valid_fraction: float = Field(0.1, ge=0, lt=1)

@@ -10,7 +10,8 @@
   and alpha, so they see the same confidences. Event weights come from ``ops/events`` (API clicks,
   add-to-carts, purchases: :func:`event_signals`); a pair only events know becomes an interaction too.
 - ``split``: official Amazon 2023 timestamp cuts (falling back to the 80 %/90 % time quantiles when
-  those leave valid or test empty, e.g. data outside 2021–2023), leave-last-out per user, or a random
+  those leave valid or test empty, e.g. data outside 2021–2023), the time quantiles themselves
+  (``temporal``: any dataset, one global clock), leave-last-out per user, or a random
   mask per user; train always precedes valid and test in the temporal strategies.
 """
 
@@ -150,6 +151,9 @@ def label_split(df: DataFrame, settings: SplitSettings) -> tuple[DataFrame, Spli
     """Add ``split`` ∈ {train, valid, test} to interactions (user_idx, item_idx, timestamp)."""
     if settings.strategy == "official":
         return _temporal_split(df, settings)
+    if settings.strategy == "temporal":
+        valid_cut, test_cut = _quantile_cuts(df, settings)
+        return df.withColumn(C.SPLIT, _by_cuts(valid_cut, test_cut)), SplitInfo("temporal", valid_cut, test_cut)
     if settings.strategy == "leave_last_out":
         return _leave_last_out(df, settings.holdout), SplitInfo("leave_last_out")
     return _random_split(df, settings), SplitInfo("random")
@@ -169,11 +173,17 @@ def _temporal_split(df: DataFrame, settings: SplitSettings) -> tuple[DataFrame, 
     if counts["valid"] and counts["test"] and counts["train"]:
         return df.withColumn(C.SPLIT, _by_cuts(valid_cut, test_cut)), SplitInfo("official", valid_cut, test_cut)
     q_valid, q_test = settings.fallback_quantiles
-    valid_cut, test_cut = (int(x) for x in df.approxQuantile(C.TIMESTAMP, [q_valid, q_test], 0.0))
+    valid_cut, test_cut = _quantile_cuts(df, settings)
     note = (f"official cut points leave train/valid/test = {counts['train']}/{counts['valid']}/{counts['test']}: "
             f"fell back to the {q_valid:.0%}/{q_test:.0%} timestamp quantiles")
     log.warning(note)
     return df.withColumn(C.SPLIT, _by_cuts(valid_cut, test_cut)), SplitInfo("official", valid_cut, test_cut, note)
+
+
+def _quantile_cuts(df: DataFrame, settings: SplitSettings) -> tuple[int, int]:
+    """The (valid, test) cut points at the ``fallback_quantiles`` of all timestamps (exact quantiles)."""
+    valid_cut, test_cut = (int(x) for x in df.approxQuantile(C.TIMESTAMP, list(settings.fallback_quantiles), 0.0))
+    return valid_cut, test_cut
 
 
 def _leave_last_out(df: DataFrame, holdout: int = 1) -> DataFrame:

@@ -98,7 +98,7 @@ def test_event_weights_only_name_item_events():
         ConfidenceSettings(event_weights={"impression": 0.1})
 
 
-@pytest.mark.parametrize("strategy", ["official", "leave_last_out", "random"])
+@pytest.mark.parametrize("strategy", ["official", "temporal", "leave_last_out", "random"])
 def test_splits_are_disjoint_complete_and_reproducible(spark, tmp_path, rows, strategy):
     wh = tmp_path / "wh"
     write_silver(spark, wh, rows)
@@ -133,6 +133,22 @@ def test_official_split_has_no_future_in_train_and_falls_back_outside_2021_2023(
     stamps = gold(spark, old).groupBy(C.SPLIT).agg(F.max(C.TIMESTAMP).alias("hi"), F.min(C.TIMESTAMP).alias("lo"))
     b = {r[C.SPLIT]: (r["lo"], r["hi"]) for r in stamps.collect()}
     assert b["train"][1] < b["valid"][0] and b["valid"][1] < b["test"][0]
+
+
+def test_temporal_split_cuts_at_the_time_quantiles(spark, tmp_path, rows):
+    """``temporal``: one global clock cut at the 80 %/90 % quantiles of all timestamps, whatever the dates."""
+    wh = tmp_path / "wh"
+    write_silver(spark, wh, rows)
+    summary = build_features(spark, wh, FeatureSettings(split=SplitSettings(strategy="temporal")))
+    stamps = sorted(r[C.TIMESTAMP] for r in gold(spark, wh).select(C.TIMESTAMP).collect())
+    assert summary["strategy"] == "temporal" and summary["note"] is None
+    for cut, q in ((summary["valid_cut_ms"], 0.8), (summary["test_cut_ms"], 0.9)):   # a q-quantile of the stamps
+        assert sum(t < cut for t in stamps) <= q * len(stamps) <= sum(t <= cut for t in stamps) + 1
+    labels = gold(spark, wh).groupBy(C.SPLIT).agg(F.min(C.TIMESTAMP).alias("lo"), F.max(C.TIMESTAMP).alias("hi"))
+    b = {r[C.SPLIT]: (r["lo"], r["hi"]) for r in labels.collect()}
+    assert b["train"][1] < summary["valid_cut_ms"] == b["valid"][0]
+    assert b["valid"][1] < summary["test_cut_ms"] == b["test"][0]
+    assert abs(summary["test"] / len(stamps) - 0.1) < 0.05
 
 
 def test_leave_last_out_holds_out_each_users_latest(spark, tmp_path, rows):
