@@ -203,7 +203,8 @@ _BUFFER = np.empty(0, dtype=np.float32)
 
 def _tile_buffer(size: int) -> np.ndarray:
     """One score buffer per process, grown on demand: a fresh allocation per block would fault its pages
-    in on every call (tens of MB), which costs a third of the GEMM."""
+    in on every call (tens of MB), which costs a third of the GEMM. Not for concurrent threads: a Spark
+    Python worker runs one task at a time."""
     global _BUFFER
     if _BUFFER.size < size:
         _BUFFER = np.empty(size, dtype=np.float32)
