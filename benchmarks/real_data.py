@@ -73,13 +73,11 @@ def run(name: str, spec: dict, spark, params: dict) -> dict:
     else:
         load_benchmark(spark, spec["path"], settings.warehouse, spec["format"])
     split = build_features(spark, settings.warehouse, settings.features)
-    tuned = {}
     if spec.get("tune"):
         from recsys.tuning import tune
 
         for model, space in TUNE_SPACE.items():
-            best = tune(spark, settings, model, space=space, trials=None)["best"]
-            settings.train.params[model] = tuned[model] = best["params"]
+            settings.train.params[model] = tune(spark, settings, model, space=space, trials=None)["best"]["params"]
     run_id = registry.new_run_id()
     for model in settings.train.models:
         train(spark, settings, model, run_id)
@@ -88,7 +86,7 @@ def run(name: str, spec: dict, spark, params: dict) -> dict:
     models = {m: {k: round(v, 5) for k, v in r["metrics"].items() if k.endswith("@10")} | {
         "train_seconds": r["train_seconds"]} for m, r in result["models"].items()}
     return {"split": {k: split[k] for k in ("strategy", "train", "valid", "test", "note")},
-            "models": models, "params": {m: settings.train.params[m] for m in ALS}, "tuned": bool(tuned),
+            "models": models, "params": {m: settings.train.params[m] for m in ALS}, "tuned": bool(spec.get("tune")),
             "seconds": round(time.perf_counter() - start, 1)}
 
 
