@@ -219,30 +219,33 @@ def test_a_block_sharing_one_query_ranks_like_every_row_alone(rows, items, k, le
         assert got[r] == expected
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(rows=st.integers(1, 6), items=st.integers(1, 6000), k=st.integers(1, 40), factors=st.integers(1, 3),
        levels=st.integers(1, 50), seen_share=st.floats(0, 1), zero_rows=st.integers(0, 2), step=st.integers(1, 4),
-       seed=st.integers(0, 2**16))
-def test_blocked_topk_equals_a_full_sort(rows, items, k, factors, levels, seen_share, zero_rows, step, seed):
-    """The fused product + chunk-pruned selection must equal sorting every score by (score desc, item id
-    asc) after dropping seen items: with ties (small integer factors), rows of one score (a zero user
-    vector: every chunk ties), rows whose items are nearly all seen (fewer than k left), catalogues below
-    and above 64 · k items, and several products per block."""
+       first=st.sampled_from([1, 7, 64, 300, 2048]), spread=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_blocked_topk_equals_a_full_sort(rows, items, k, factors, levels, seen_share, zero_rows, step, first,
+                                         spread, seed):
+    """The staged products (items by descending norm, a row stopping once its k-th best beats every norm
+    bound left) + chunk-pruned selection must equal sorting every score by (score desc, item id asc) after
+    dropping seen items: with ties (small integer factors), item norms spread like popular/unpopular ALS
+    items, rows of one score (a zero user vector: every chunk ties), rows whose items are nearly all seen
+    (fewer than k left), catalogues below and above 64 · k items, and several products per block."""
     import pyarrow as pa
 
     from recsys.models.factors import _seen_columns, _select_topk
-    from recsys.models.topk import topk_products
+    from recsys.models.topk import Catalogue, topk_products
 
     rng = np.random.default_rng(seed)
     queries = rng.integers(0, levels, size=(rows, factors)).astype(np.float32)
     queries[:zero_rows] = 0.0
     matrix = rng.integers(-levels, levels + 1, size=(items, factors)).astype(np.float32)
+    matrix *= rng.integers(1, spread + 1, size=(items, 1)).astype(np.float32)
     ids = np.sort(rng.choice(10_000, size=items, replace=False)).astype(np.int32)
     seen = [sorted(ids[rng.random(items) < seen_share].tolist()) for _ in range(rows)]
     scores = queries @ matrix.T
     kk = min(k, items)
-    cols, top = topk_products(queries, np.ascontiguousarray(matrix.T), kk,
-                              _seen_columns(pa.array(seen, type=pa.list_(pa.int32())), ids), step=step)
+    cols, top = topk_products(queries, Catalogue.of(matrix), kk,
+                              _seen_columns(pa.array(seen, type=pa.list_(pa.int32())), ids), step=step, first=first)
     batch = _select_topk(np.arange(rows, dtype=np.int32), cols, top, ids, "user_idx")
     got: dict[int, list[int]] = {}
     for user, item in zip(batch.column("user_idx").to_pylist(), batch.column(C.ITEM_IDX).to_pylist()):

@@ -6,8 +6,8 @@ Factors live as Spark DataFrames in Spark ALS's own layout (``id INT, features A
 saved as Parquet, so evaluation and publish never branch on the model.
 
 Scoring is blocked GEMM inside ``mapInArrow``: the item matrix is broadcast once, each task scores
-``block`` users at a time with one BLAS call and selects the top k with a compiled kernel that masks
-seen items (recsys.models.topk). Ties are broken by item index, so a ranking never depends on
+``block`` users at a time with a few BLAS calls over norm-ordered items (stopping once no item left can
+enter a list) and selects the top k with a compiled kernel that masks seen items (recsys.models.topk). Ties are broken by item index, so a ranking never depends on
 partitioning.
 """
 
@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from recsys import constants as C
 from recsys.evaluate.definitions import ITEMS as LIST_ITEMS
-from recsys.models.topk import seen_columns, topk_products, topk_scores
+from recsys.models.topk import Catalogue, seen_columns, topk_products, topk_scores
 
 FACTOR_SCHEMA = "id INT, features ARRAY<FLOAT>"
 RECS_SCHEMA = f"{C.USER_IDX} INT, {C.ITEM_IDX} INT, {C.SCORE} FLOAT, {C.RANK} INT"
@@ -197,7 +197,7 @@ def _topk_batches(bc, k: int, block: int, key: str, out_key: str, as_lists: bool
 
     def run(batches):
         ids, matrix = bc.value
-        items_t = np.ascontiguousarray(matrix.T)       # factors × items: each product's right-hand side
+        catalogue = Catalogue.of(matrix)               # norm-ordered item side of every product
         kk = min(k, ids.size)
         for batch in batches:
             if batch.num_rows == 0:
@@ -212,7 +212,7 @@ def _topk_batches(bc, k: int, block: int, key: str, out_key: str, as_lists: bool
                 if q.shape[1] and (q == q[0]).all():
                     top_cols, top_scores, block_ids = _shared_topk(q[0], matrix, ids, kk, block_seen)
                 else:
-                    top_cols, top_scores = topk_products(q, items_t, kk, _seen_columns(block_seen, ids))
+                    top_cols, top_scores = topk_products(q, catalogue, kk, _seen_columns(block_seen, ids))
                     block_ids = ids
                 yield select(keys[start:stop], top_cols, top_scores, block_ids, out_key)
 
