@@ -80,7 +80,7 @@ def training_params(defaults: Mapping[str, Any], *, models: bool = True) -> dict
                         items={"type": "string", "enum": defaults["model_choices"]},
                         examples=defaults["model_choices"], description="Candidates to train (in parallel)."),
         "split_strategy": Param(defaults["split_strategy"], type="string",
-                                enum=["official", "leave_last_out", "random"], title="Split strategy",
+                                enum=defaults["split_choices"], title="Split strategy",
                                 description="How gold/interactions is labelled train/valid/test."),
     }
     if not models:

@@ -74,10 +74,13 @@ class ConfidenceSettings(BaseModel):
         return value
 
 
+SPLIT_STRATEGIES = ("official", "temporal", "leave_last_out", "random")   # recsys.features; the DAGs' choices
+
+
 class SplitSettings(BaseModel):
     """How gold/interactions is labelled train/valid/test (see recsys.features)."""
 
-    strategy: str = Field("official", pattern="^(official|temporal|leave_last_out|random)$")
+    strategy: str = Field("official", pattern=f"^({'|'.join(SPLIT_STRATEGIES)})$")
     valid_cut_ms: int = 1628643414042     # official Amazon Reviews 2023 cut points
     test_cut_ms: int = 1658002729837
     fallback_quantiles: tuple[float, float] = (0.8, 0.9)   # time quantiles: `temporal`'s cuts, `official`'s fallback

@@ -31,7 +31,6 @@ log = logging.getLogger("recsys.orchestration")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR = REPO_ROOT / "jobs"
-SPLIT_STRATEGIES = ("official", "leave_last_out", "random")     # recsys.config.SplitSettings.strategy
 LAYERS = ("bronze", "silver", "gold", "published")              # jobs/validate.py --layer
 DEFAULT_DROPS_DIR = Path("./data/drops")                        # when conf sets no deletions.drops_dir
 INFLIGHT, APPLIED = "_inflight", "_applied"                     # "_" folders: skipped by every folder scan
@@ -78,6 +77,8 @@ def load(**overrides: Any) -> Settings:
 
 def ui_defaults(settings: Settings | None = None) -> dict[str, Any]:
     """Defaults of the DAGs' UI params, from ``conf/default.yaml`` + ``RECSYS_*`` as the scheduler sees them."""
+    from recsys.config import SPLIT_STRATEGIES
+
     settings = settings or load()
     return {
         "source": str(settings.source.resolve()),
@@ -86,6 +87,7 @@ def ui_defaults(settings: Settings | None = None) -> dict[str, Any]:
         "models": list(settings.train.models),
         "model_choices": sorted(settings.train.params),
         "split_strategy": settings.features.split.strategy,
+        "split_choices": list(SPLIT_STRATEGIES),
         "drops": str(drops_dir(settings)),
     }
 

@@ -229,8 +229,8 @@ class Catalogue:
     def first_slice(self, first: int) -> int:
         """Items in the next block's first product: ``first`` while that pays (or is being probed), else all."""
         n = self.size
-        if first >= n or self.norm_from[min(first, n)] >= self.norm_from[0]:
-            return n                                      # nothing to prune: every norm is the largest
+        if first >= n or self.norm_from[first] * (1 + NORM_SLACK) >= self.norm_from[0]:
+            return n                                      # nothing to prune: norms all alike (cosine neighbours)
         probing = self.blocks < PROBE_BLOCKS or self.blocks % REPROBE == 0
         self.blocks += 1
         if probing or self.finished_rows >= MIN_FINISHED * self.probed_rows:
