@@ -210,9 +210,8 @@ def test_a_block_sharing_one_query_ranks_like_every_row_alone(rows, items, k, le
     class Broadcast:
         value = (ids, matrix)
 
-    out = pa.Table.from_batches(list(_topk_batches(Broadcast, k, 16, C.USER_IDX, C.USER_IDX,
-                                                   as_lists=True)([batch])))
-    got = dict(zip(out.column(C.USER_IDX).to_pylist(), out.column("items").to_pylist()))
+    out = pa.Table.from_batches(list(_topk_batches(Broadcast, k, 16, C.USER_IDX)([batch])))
+    got = dict(zip(out.column("_key").to_pylist(), out.column("items").to_pylist()))
     for r in range(rows):
         expected = [int(ids[j]) for j in sorted(range(items), key=lambda j: (-matrix[j, 0], ids[j]))
                     if int(ids[j]) not in set(seen[r])][:k]
@@ -232,7 +231,7 @@ def test_blocked_topk_equals_a_full_sort(rows, items, k, factors, levels, seen_s
     (fewer than k left), catalogues below and above 64 · k items, and several products per block."""
     import pyarrow as pa
 
-    from recsys.models.factors import _seen_columns, _select_topk
+    from recsys.models.factors import _seen_columns, ranked_lists
     from recsys.models.topk import Catalogue, topk_products
 
     rng = np.random.default_rng(seed)
@@ -246,10 +245,8 @@ def test_blocked_topk_equals_a_full_sort(rows, items, k, factors, levels, seen_s
     kk = min(k, items)
     cols, top = topk_products(queries, Catalogue.of(matrix), kk,
                               _seen_columns(pa.array(seen, type=pa.list_(pa.int32())), ids), step=step, first=first)
-    batch = _select_topk(np.arange(rows, dtype=np.int32), cols, top, ids, "user_idx")
-    got: dict[int, list[int]] = {}
-    for user, item in zip(batch.column("user_idx").to_pylist(), batch.column(C.ITEM_IDX).to_pylist()):
-        got.setdefault(user, []).append(item)
+    batch = ranked_lists(np.arange(rows, dtype=np.int32), cols, top, ids)
+    got = dict(zip(batch.column("_key").to_pylist(), batch.column("items").to_pylist()))
     for r in range(rows):
         expected = [int(ids[j]) for j in sorted(range(items), key=lambda j: (-scores[r, j], ids[j]))
                     if int(ids[j]) not in set(seen[r])][:kk]

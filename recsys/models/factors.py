@@ -32,6 +32,7 @@ FACTOR_SCHEMA = "id INT, features ARRAY<FLOAT>"
 RECS_SCHEMA = f"{C.USER_IDX} INT, {C.ITEM_IDX} INT, {C.SCORE} FLOAT, {C.RANK} INT"
 SIMILAR_SCHEMA = f"{C.ITEM_IDX} INT, similar_idx INT, {C.SCORE} FLOAT, {C.RANK} INT"
 LISTS_SCHEMA = f"{C.USER_IDX} INT, {LIST_ITEMS} ARRAY<INT>"
+RANKED_SCHEMA = f"_key INT, {LIST_ITEMS} ARRAY<INT>, scores ARRAY<FLOAT>"   # what a scoring task emits
 DEFAULT_BLOCK = 1024
 
 
@@ -76,9 +77,11 @@ class FactorModel:
         else:
             factors = factors.withColumn("seen", F.lit(None).cast("array<int>"))
         bc = spark.sparkContext.broadcast((ids, matrix))
-        schema = LISTS_SCHEMA if as_lists else RECS_SCHEMA
-        return factors.select(C.USER_IDX, "features", "seen").mapInArrow(
-            _topk_batches(bc, k, block, key=C.USER_IDX, out_key=C.USER_IDX, as_lists=as_lists), schema)
+        ranked = factors.select(C.USER_IDX, "features", "seen").mapInArrow(
+            _topk_batches(bc, k, block, key=C.USER_IDX), RANKED_SCHEMA)
+        if as_lists:
+            return ranked.select(F.col("_key").alias(C.USER_IDX), LIST_ITEMS)
+        return _ranked_rows(ranked, C.USER_IDX, C.ITEM_IDX)
 
     def recommend_lists(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
                         block: int = DEFAULT_BLOCK) -> DataFrame:
@@ -103,9 +106,8 @@ class FactorModel:
             keys = keys.withColumn("features", _normalized("features"))
         keys = keys.withColumn("seen", F.array(F.col(C.ITEM_IDX)))   # never an item's own neighbour
         bc = spark.sparkContext.broadcast((ids, matrix))
-        out = keys.mapInArrow(_topk_batches(bc, k, block, key=C.ITEM_IDX, out_key="_key"),
-                              RECS_SCHEMA.replace(C.USER_IDX, "_key"))
-        return out.select(F.col("_key").alias(C.ITEM_IDX), F.col(C.ITEM_IDX).alias("similar_idx"), C.SCORE, C.RANK)
+        ranked = keys.mapInArrow(_topk_batches(bc, k, block, key=C.ITEM_IDX), RANKED_SCHEMA)
+        return _ranked_rows(ranked, C.ITEM_IDX, "similar_idx")
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -191,9 +193,9 @@ def numpy_to_factors(spark: SparkSession, ids: np.ndarray, matrix: np.ndarray, s
     return spark.read.schema(FACTOR_SCHEMA).parquet(str(scratch))
 
 
-def _topk_batches(bc, k: int, block: int, key: str, out_key: str, as_lists: bool = False):
-    """mapInArrow function: score rows of (key, features, seen) against the broadcast items."""
-    select = _select_topk_lists if as_lists else _select_topk
+def _topk_batches(bc, k: int, block: int, key: str):
+    """mapInArrow function: score rows of (key, features, seen) against the broadcast items → one ranked
+    list per row (``RANKED_SCHEMA``)."""
 
     def run(batches):
         ids, matrix = bc.value
@@ -214,9 +216,18 @@ def _topk_batches(bc, k: int, block: int, key: str, out_key: str, as_lists: bool
                 else:
                     top_cols, top_scores = topk_products(q, catalogue, kk, _seen_columns(block_seen, ids))
                     block_ids = ids
-                yield select(keys[start:stop], top_cols, top_scores, block_ids, out_key)
+                yield ranked_lists(keys[start:stop], top_cols, top_scores, block_ids)
 
     return run
+
+
+def _ranked_rows(ranked: DataFrame, key: str, item: str) -> DataFrame:
+    """Ranked lists → one row per entry ``(key, item, score, rank)``. Exploding in the JVM is ~3× cheaper
+    than sending the rows from Python: 6M rows cross as 200K lists."""
+    entry = F.posexplode(F.arrays_zip(F.col(LIST_ITEMS).alias("item"), F.col("scores").alias("score")))
+    return (ranked.select(F.col("_key").alias(key), entry.alias("pos", "entry"))
+            .select(key, F.col("entry.item").alias(item), F.col("entry.score").alias(C.SCORE),
+                    (F.col("pos") + 1).alias(C.RANK)))
 
 
 def _seen_columns(seen: pa.Array, ids: np.ndarray):
@@ -244,27 +255,14 @@ def _shared_topk(query: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int,
     return top_cols, top_scores, sub_ids
 
 
-def _select_topk(keys: np.ndarray, top_cols: np.ndarray, top_scores: np.ndarray, ids: np.ndarray,
-                 out_key: str) -> pa.RecordBatch:
-    """A block's top-k (columns and scores per row, best first) → rows (key, item, score, rank);
-    ``-inf`` entries (fewer than k unmasked items) are dropped."""
-    k = top_cols.shape[1]
-    valid = np.isfinite(top_scores)
-    ranks = np.cumsum(valid, axis=1)
-    flat = valid.ravel()
-    return pa.RecordBatch.from_arrays(
-        [pa.array(np.repeat(keys, k)[flat].astype(np.int32)),
-         pa.array(ids[top_cols].ravel()[flat].astype(np.int32)),
-         pa.array(top_scores.ravel()[flat].astype(np.float32)),
-         pa.array(ranks.ravel()[flat].astype(np.int32))],
-        names=[out_key, C.ITEM_IDX, C.SCORE, C.RANK])
-
-
-def _select_topk_lists(keys: np.ndarray, top_cols: np.ndarray, top_scores: np.ndarray, ids: np.ndarray,
-                       out_key: str) -> pa.RecordBatch:
-    """:func:`_select_topk` as one row per key: ``(out_key, items)`` best first."""
+def ranked_lists(keys: np.ndarray, top_cols: np.ndarray, top_scores: np.ndarray,
+                 ids: np.ndarray) -> pa.RecordBatch:
+    """A block's top-k (columns and scores per row, best first) → one row per key ``(_key, items,
+    scores)``, best first; ``-inf`` entries (fewer than k unmasked items) are dropped."""
     valid = np.isfinite(top_scores)                    # row-major masking keeps each row's rank order
     offsets = np.zeros(len(keys) + 1, dtype=np.int32)
     np.cumsum(valid.sum(axis=1), out=offsets[1:])
     items = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[top_cols][valid].astype(np.int32)))
-    return pa.RecordBatch.from_arrays([pa.array(keys.astype(np.int32)), items], names=[out_key, LIST_ITEMS])
+    scores = pa.ListArray.from_arrays(pa.array(offsets), pa.array(top_scores[valid].astype(np.float32)))
+    return pa.RecordBatch.from_arrays([pa.array(keys.astype(np.int32)), items, scores],
+                                      names=["_key", LIST_ITEMS, "scores"])
