@@ -47,7 +47,7 @@ class IngestSettings(BaseModel):
 
 class ConfidenceSettings(BaseModel):
     """Hu–Koren–Volinsky confidence c = 1 + alpha·w, with the interaction strength
-    w = (base_weight + rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
+    w = (base_weight + rating_weight·(rating/5)^rating_power + verified_weight·verified + helpful_weight·log1p(helpful_vote)
          + Σ event weights) · 0.5^(age_days / half_life_days), age measured from the newest interaction.
 
     ``event_weights``: per API event type naming an item (a click opens the item's page, so it is the "view"),
@@ -56,6 +56,7 @@ class ConfidenceSettings(BaseModel):
     alpha: float = Field(10.0, ge=0)
     base_weight: float = Field(0.0, ge=0)          # 1 with every other weight 0: each interaction counts 1
     rating_weight: float = Field(1.0, ge=0)
+    rating_power: float = Field(1.0, gt=0)         # > 1 makes low stars count for little: (4/5)^4 = 0.41
     verified_weight: float = Field(0.2, ge=0)
     helpful_weight: float = Field(0.1, ge=0)
     half_life_days: float | None = Field(730.0, ge=0)   # 0 or None: no recency decay

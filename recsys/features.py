@@ -4,7 +4,7 @@
   append new ids (existing ones keep their index), so every model and the API share one vocabulary.
 - ``gold/interactions``: one row per (user_idx, item_idx) with ``weight`` w and ``confidence``
   c = 1 + alpha·w (Hu, Koren & Volinsky 2008), where
-  w = (base_weight + rating_weight·rating/5 + verified_weight·verified + helpful_weight·log1p(helpful_vote)
+  w = (base_weight + rating_weight·(rating/5)^rating_power + verified_weight·verified + helpful_weight·log1p(helpful_vote)
        + Σ event weights) · 0.5^(age_days / half_life_days), age counted from the newest interaction
   (not from "now", so a rebuild of the same data gives the same weights). Both ALS trainers take w
   and alpha, so they see the same confidences. Event weights come from ``ops/events`` (API clicks,
@@ -112,7 +112,8 @@ def interaction_weight(reviews: DataFrame, conf: ConfidenceSettings) -> DataFram
 
     A missing rating (an event-only pair) adds nothing; ``event_weight`` (see :func:`with_events`) is added when
     the column is there."""
-    raw = (F.lit(conf.base_weight) + F.lit(conf.rating_weight) * F.coalesce(F.col(C.RATING), F.lit(0.0)) / 5.0
+    stars = F.coalesce(F.col(C.RATING), F.lit(0.0)) / 5.0
+    raw = (F.lit(conf.base_weight) + F.lit(conf.rating_weight) * F.pow(stars, F.lit(conf.rating_power))
            + F.lit(conf.verified_weight) * F.coalesce(F.col(C.VERIFIED).cast("double"), F.lit(0.0))
            + F.lit(conf.helpful_weight) * F.log1p(F.greatest(F.coalesce(F.col(C.HELPFUL_VOTE), F.lit(0)), F.lit(0))))
     if EVENT_WEIGHT in reviews.columns:

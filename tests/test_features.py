@@ -60,6 +60,10 @@ def test_confidence_follows_the_documented_formula(spark):
     w_old = (2.0 / 5) * 0.5                                # one half-life older
     assert got[0] == pytest.approx((w_new, 1 + 4 * w_new))
     assert got[1] == pytest.approx((w_old, 1 + 4 * w_old))
+    steep = conf.model_copy(update={"rating_power": 4.0, "verified_weight": 0.0, "helpful_weight": 0.0,
+                                    "half_life_days": None})
+    got = [r["weight"] for r in interaction_weight(df, steep).orderBy(F.desc(C.TIMESTAMP)).collect()]
+    assert got == pytest.approx([(4.0 / 5) ** 4, (2.0 / 5) ** 4])
 
 
 def test_api_events_weigh_in_and_event_only_pairs_become_interactions(spark, tmp_path):
