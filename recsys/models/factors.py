@@ -7,8 +7,9 @@ saved as Parquet, so evaluation and publish never branch on the model.
 
 Scoring is blocked GEMM inside ``mapInArrow``: the item matrix is broadcast once, each task scores
 ``block`` users at a time with a few BLAS calls over norm-ordered items (stopping once no item left can
-enter a list) and selects the top k with a compiled kernel that masks seen items (recsys.models.topk). Ties are broken by item index, so a ranking never depends on
-partitioning.
+enter a list) and selects the top k with a compiled kernel that masks seen items (recsys.models.topk).
+Ties are broken by item index, so a ranking never depends on partitioning. A task emits one ranked list
+per user; rows, where wanted, are exploded in the JVM.
 """
 
 from __future__ import annotations

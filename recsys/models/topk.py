@@ -9,9 +9,9 @@ item norms grow with popularity, so on trained factors most rows finish within t
 the catalogue; on factors of equal norm (cosine neighbours) it degrades to one full-width product plus one
 narrow one. Tiling the items more finely costs more than it saves: OpenBLAS re-packs on every call.
 
-After each product a compiled (numba) pass selects each row's top k. It reads every score once, as 64
-strided chunk maxima (an element-wise max of 64 contiguous slices, which vectorises), and looks item by
-item only into the chunks that can hold a top-k score: about k of them.
+After each product a compiled (numba) pass selects each row's top k. It reads every score once, as strided
+chunk maxima (chunks of up to 64 items; an element-wise max of contiguous slices, which vectorises), and
+looks item by item only into the chunks that can hold a top-k score: about k of them.
 
 Order is (score desc, column asc); columns index an id-sorted catalogue, so ties break by item id. Masked
 items (seen, deleted) score ``-inf`` and never enter a list.
