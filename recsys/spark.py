@@ -56,6 +56,13 @@ def session_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.pyspark.python": sys.executable,
+        # Python workers import pyspark from site-packages, not from the zips Spark prepends to their path:
+        # those cost ~0.2 s of CPU per task (see recsys.spark_daemon).
+        "spark.python.daemon.module": "recsys.spark_daemon",
+        # Arrow batches to Python bounded by rows only (maxRecordsPerBatch, 10K). A byte bound makes Spark 4.1
+        # measure the batch after every row, which for list columns (factors, seen lists) re-walks the whole
+        # batch: 2/3 of the JVM's time when scoring 200K users. Int.MaxValue turns that check off.
+        "spark.sql.execution.arrow.maxBytesPerBatch": str(2**31 - 1),
     }
     if settings.master.startswith("local"):
         # One machine: the driver on loopback, whatever the hostname resolves to (no "resolves to a loopback

@@ -69,10 +69,12 @@ class FactorModel:
         ids, matrix = item_matrix(self.item_factors, exclude_items)
         if ids.size == 0:
             return spark.createDataFrame([], LISTS_SCHEMA if as_lists else RECS_SCHEMA)
-        factors = _spread(self.user_factors.select(F.col("id").alias(C.USER_IDX), "features"), C.USER_IDX)
+        join_seen = exclude_seen and self.seen is not None
+        factors = _spread(self.user_factors.select(F.col("id").alias(C.USER_IDX), "features"), C.USER_IDX,
+                          joined=users is not None or join_seen)
         if users is not None:
             factors = factors.join(users.select(C.USER_IDX).distinct(), C.USER_IDX, "left_semi")
-        if exclude_seen and self.seen is not None:
+        if join_seen:
             seen = _spread(self.seen, C.USER_IDX).groupBy(C.USER_IDX).agg(F.collect_list(C.ITEM_IDX).alias("seen"))
             factors = factors.join(seen, C.USER_IDX, "left")
         else:
@@ -100,7 +102,8 @@ class FactorModel:
         ids, matrix = item_matrix(self.item_factors, exclude_items, normalize=self.cosine_similar)
         if ids.size == 0:
             return spark.createDataFrame([], SIMILAR_SCHEMA)
-        keys = _spread(self.item_factors.select(F.col("id").alias(C.ITEM_IDX), "features"), C.ITEM_IDX)
+        keys = _spread(self.item_factors.select(F.col("id").alias(C.ITEM_IDX), "features"), C.ITEM_IDX,
+                       joined=items is not None)
         if items is not None:
             keys = keys.join(items.select(C.ITEM_IDX).distinct(), C.ITEM_IDX, "left_semi")
         if self.cosine_similar:
@@ -130,12 +133,16 @@ class FactorModel:
                    item_factors=spark.read.parquet(str(path / "item_factors")), seen=seen)
 
 
-def _spread(df: DataFrame, key: str) -> DataFrame:
-    """Hash-partition by ``key`` into ``spark.sql.shuffle.partitions`` parts before scoring. Factor files
-    hold one row group per few hundred MB, so read as they are, every user would be scored by one task
-    on one core; and the joins that follow (seen lists, a user subset) find the rows already partitioned
-    by the key and add no shuffle. An explicit count, so adaptive execution does not coalesce it back."""
+def _spread(df: DataFrame, key: str, joined: bool = True) -> DataFrame:
+    """Hash-partition by ``key`` into ``spark.sql.shuffle.partitions`` parts before scoring, so the joins
+    that follow (seen lists, a subset of keys) find the rows already partitioned by the key and add no
+    shuffle. An explicit count, so adaptive execution does not coalesce it back.
+
+    With nothing to join (``joined=False``) the shuffle only buys parallelism: it is skipped when the input
+    already has as many partitions (Spark-written factors, :func:`numpy_to_factors`'s row groups)."""
     parts = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    if not joined and df.rdd.getNumPartitions() >= parts:
+        return df
     return df.repartition(parts, key)
 
 
@@ -180,7 +187,8 @@ def numpy_to_factors(spark: SparkSession, ids: np.ndarray, matrix: np.ndarray, s
 
     Going through a file keeps large matrices out of the driver's local relation. The file is scratch, read
     once: no dictionary (random floats never repeat), no compression, no statistics — 2.5× faster to write
-    at 1.8M × 64 than pyarrow's defaults — and the schema is given, so the read needs no footer pass.
+    at 1.8M × 64 than pyarrow's defaults — and the schema is given, so the read needs no footer pass. One
+    row group per ``spark.default.parallelism`` share, so the read is split across every core.
     """
     import pyarrow.parquet as pq
 
@@ -189,8 +197,10 @@ def numpy_to_factors(spark: SparkSession, ids: np.ndarray, matrix: np.ndarray, s
     offsets = pa.array(np.arange(0, matrix.size + 1, max(matrix.shape[1], 1), dtype=np.int32)[: len(ids) + 1])
     features = pa.ListArray.from_arrays(offsets, flat)
     scratch.mkdir(parents=True, exist_ok=True)
+    parts = spark.sparkContext.defaultParallelism
     pq.write_table(pa.table({"id": pa.array(ids, type=pa.int32()), "features": features}),
-                   scratch / "part-0.parquet", use_dictionary=False, compression="none", write_statistics=False)
+                   scratch / "part-0.parquet", row_group_size=max(1, -(-len(ids) // parts)),
+                   use_dictionary=False, compression="none", write_statistics=False)
     return spark.read.schema(FACTOR_SCHEMA).parquet(str(scratch))
 
 
