@@ -173,7 +173,8 @@ def _parquet_texts(path: Path) -> Iterator[tuple[str, bytes]]:
         for ci in range(group.num_columns):
             column = group.column(ci)
             stats = column.statistics
-            if stats is not None and stats.has_min_max and column.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"):
+            textual = column.physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
+            if stats is not None and stats.has_min_max and textual:
                 texts = [v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogatepass")
                          for v in (stats.min, stats.max)]
                 yield f"parquet statistics {column.path_in_schema}", b"\n".join(texts)

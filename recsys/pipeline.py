@@ -51,7 +51,8 @@ def build_data(spark, settings: Settings, gate: Callable[..., None]) -> dict:
 
 
 def run_pipeline(spark, settings: Settings, run_id: str | None = None) -> dict:
-    """ingest → silver → features (each gated) → train every configured model → evaluate/promote → gated publish."""
+    """ingest → silver → features (each gated) → train every configured model → evaluate/promote → gated
+    publish."""
     run_id = run_id or registry.new_run_id()
     gates: dict[str, object] = {}
     gate = layer_gate(spark, settings, run_id, gates)

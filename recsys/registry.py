@@ -3,8 +3,8 @@
 A *run* is one training pass over one split: each model trained in it is a *candidate*; evaluation
 records its metrics; the promotion rule moves at most one model to ``production`` (the others of that
 run stay candidates, the previous production model is ``archived``), or marks the run's best ``rejected``
-when it lost to production on the run's own test split (the reason row says by how much). Every change is an append, so the
-tables double as the audit trail; the current state of a model is its latest row.
+when it lost to production on the run's own test split (the reason row says by how much). Every change is an
+append, so the tables double as the audit trail; the current state of a model is its latest row.
 """
 
 from __future__ import annotations
