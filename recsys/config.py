@@ -48,7 +48,8 @@ class IngestSettings(BaseModel):
 class ConfidenceSettings(BaseModel):
     """Hu–Koren–Volinsky confidence c = 1 + alpha·w, with the interaction strength
     w = (base_weight + rating_weight·(rating/5)^rating_power + verified_weight·verified
-         + helpful_weight·log1p(helpful_vote) + Σ event weights) · 0.5^(age_days / half_life_days), age measured from the newest interaction.
+         + helpful_weight·log1p(helpful_vote) + Σ event weights) · 0.5^(age_days / half_life_days),
+         age measured from the newest interaction.
 
     ``event_weights``: per API event type naming an item (a click opens the item's page, so it is the "view"),
     added once per event of that (user, item) in ``ops/events``; view < add_to_cart < purchase."""

@@ -5,7 +5,8 @@
 - ``gold/interactions``: one row per (user_idx, item_idx) with ``weight`` w and ``confidence``
   c = 1 + alpha·w (Hu, Koren & Volinsky 2008), where
   w = (base_weight + rating_weight·(rating/5)^rating_power + verified_weight·verified
-       + helpful_weight·log1p(helpful_vote) + Σ event weights) · 0.5^(age_days / half_life_days), age counted from the newest interaction
+       + helpful_weight·log1p(helpful_vote) + Σ event weights) · 0.5^(age_days / half_life_days),
+       age counted from the newest interaction
   (not from "now", so a rebuild of the same data gives the same weights). Both ALS trainers take w
   and alpha, so they see the same confidences. Event weights come from ``ops/events`` (API clicks,
   add-to-carts, purchases: :func:`event_signals`); a pair only events know becomes an interaction too.
