@@ -56,8 +56,9 @@ def session_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.pyspark.python": sys.executable,
-        # Python workers import pyspark from site-packages, not from the zips Spark prepends to their path:
-        # those cost ~0.2 s of CPU per task (see recsys.spark_daemon).
+        # Python workers import pyspark from site-packages, not from the zips Spark prepends to their path, and
+        # freeze each task's survivors before the daemon's between-task gc.collect(): ~0.3 s of CPU per task
+        # less (see recsys.spark_daemon).
         "spark.python.daemon.module": "recsys.spark_daemon",
         # Arrow batches to Python bounded by rows only (maxRecordsPerBatch, 10K). A byte bound makes Spark 4.1
         # measure the batch after every row, which for list columns (factors, seen lists) re-walks the whole
