@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 from recsys import constants as C
 from recsys.catalog.drops import Drop, read_drop
 from recsys.catalog.mentions import Matcher
-from recsys.serve.denylist import ID, ID_HASH, KIND, KIND_ITEM, KIND_USER, id_hash, read_salt
+from recsys.ids import id_hash
+from recsys.serve.denylist import ID, ID_HASH, KIND, KIND_ITEM, KIND_USER, read_salt
 
 log = logging.getLogger(__name__)
 

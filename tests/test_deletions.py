@@ -26,7 +26,8 @@ from recsys.catalog.drops import DropError
 from recsys.catalog.mentions import Matcher, windows
 from recsys.catalog.swap import recover, staging, swap_in
 from recsys.config import load_settings
-from recsys.serve.denylist import id_hash, read_salt
+from recsys.ids import id_hash
+from recsys.serve.denylist import read_salt
 
 K, SPARE = 5, 3
 ITEM_DROP = "parent_asin,reason,requested_at\n"

@@ -29,7 +29,7 @@ from recsys.serve import denylist as denylist_mod
 from recsys.serve import snapshot as snapshot_mod
 from recsys.serve import store as store_mod
 from recsys.serve.app import create_app
-from recsys.serve.denylist import id_hash
+from recsys.ids import id_hash
 from recsys.serve.events import read_events
 from recsys.serve.settings import ServeSettings
 from recsys.serve.snapshot import Snapshot, build_snapshot, fixed_width

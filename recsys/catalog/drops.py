@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import csv
 import json
-import re
+
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from recsys.constants import ITEM_ID, REASON, USER_ID
+from recsys.ids import is_valid_id
 from recsys.serve.denylist import KIND_ITEM, KIND_USER
 
 REQUESTED_AT = "requested_at"
 ID_COLUMNS = {ITEM_ID: KIND_ITEM, USER_ID: KIND_USER}
-# The API's id pattern. Matching ids inside raw text (recsys.catalog.mentions) relies on ids being made of
-# exactly these characters, so an id outside it is refused rather than half-erased.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 SUFFIXES = (".csv", ".jsonl")
 
 
@@ -70,7 +68,7 @@ def _kind_of(keys: Iterable[str], where: str) -> tuple[str, str]:
 
 def _row(record: dict, column: str, kind: str, where: str) -> DropRow:
     value = record.get(column)
-    if not isinstance(value, str) or not ID_PATTERN.match(value.strip()):
+    if not isinstance(value, str) or not is_valid_id(value.strip()):
         raise DropError(f"{where}: {column} must be 1-64 characters of A-Z a-z 0-9 _ -")
     reason = record.get(REASON)
     if reason is not None and not isinstance(reason, str):

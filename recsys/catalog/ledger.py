@@ -23,7 +23,8 @@ from pyspark.sql import functions as F
 from recsys import constants as C
 from recsys import tables as T
 from recsys.catalog.drops import DropRow
-from recsys.serve.denylist import ID, ID_HASH, KIND, KIND_ITEM, KIND_USER, SALT_FILE, id_hash, read_salt
+from recsys.ids import id_hash
+from recsys.serve.denylist import ID, ID_HASH, KIND, KIND_ITEM, KIND_USER, SALT_FILE, read_salt
 
 STATUS = "status"
 DELETED, RELISTED = "deleted", "relisted"

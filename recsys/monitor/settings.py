@@ -7,12 +7,11 @@ by the gunicorn workers from ``RECSYS_MONITOR`` (JSON), which :func:`recsys.serv
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, Field, model_validator
 
+from recsys.ids import is_valid_id
+
 CURRENT = "current"                    # a variant that serves whatever ops/published points at
-_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")   # the API's id pattern: variants travel in events
 
 
 class VariantSettings(BaseModel):
@@ -30,7 +29,7 @@ class ABSettings(BaseModel):
     """
 
     enabled: bool = False
-    experiment: str = Field("exp-1", pattern=_NAME.pattern)
+    experiment: str = "exp-1"
     salt: str = Field("recsys-ab-1", min_length=1)
     control: str = "control"           # the variant the readout compares the others against
     variants: dict[str, VariantSettings] = Field(default_factory=lambda: {
@@ -39,9 +38,9 @@ class ABSettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ABSettings":
-        bad = [name for name in self.variants if not _NAME.match(name)]
+        bad = [name for name in [self.experiment, *self.variants] if not is_valid_id(name)]
         if bad:
-            raise ValueError(f"variant names must match {_NAME.pattern}: {', '.join(bad)}")
+            raise ValueError(f"experiment and variant names must be 1-64 characters of A-Z a-z 0-9 _ -: {bad}")
         if self.control not in self.variants:
             raise ValueError(f"control variant {self.control!r} is not one of {', '.join(self.variants)}")
         total = sum(v.share for v in self.variants.values())

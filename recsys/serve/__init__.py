@@ -13,7 +13,7 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "create_app": "recsys.serve.app",
     "run_server": "recsys.serve.server",
     "build_snapshot": "recsys.serve.snapshot",
-    "id_hash": "recsys.serve.denylist",
+    "id_hash": "recsys.ids",
     "read_salt": "recsys.serve.denylist",
     "read_events": "recsys.serve.events",
     "ServeSettings": "recsys.serve.settings",

@@ -21,6 +21,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from recsys.constants import ITEM_ID, MODEL, RANK, SCORE, USER_ID, VERSION
+from recsys.ids import is_valid_id
 from recsys.serve.denylist import DenyList
 from recsys.monitor.settings import ABSettings
 from recsys.monitor.variants import AssignedEventLog, VariantRouter
@@ -33,8 +34,7 @@ from recsys.serve.store import ServingState, SnapshotStore
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("recsys.serve.access")
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")   # user ids, asins, categories, request ids, variants
-K_PATTERN = re.compile(r"^[0-9]{1,9}$")          # decimal digits; the cap keeps int() cheap
+K_PATTERN = re.compile(r"[0-9]{1,9}")            # decimal digits (fullmatch); the cap keeps int() cheap
 FALLBACK_MODEL = "popularity"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -60,7 +60,7 @@ def _error(status: int, code: str, message: str) -> Response:
 
 
 def _check_id(value: str, name: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not is_valid_id(value):
         raise ApiError(400, f"invalid_{name}", f"{name} must be 1-64 characters of A-Z a-z 0-9 _ -")
     return value
 
@@ -82,7 +82,7 @@ def _k(params: dict[str, str], settings: ServeSettings) -> int:
     raw = params.get("k")
     if raw is None:
         return settings.default_k
-    if not K_PATTERN.match(raw) or not 1 <= int(raw) <= settings.max_k:
+    if not K_PATTERN.fullmatch(raw) or not 1 <= int(raw) <= settings.max_k:
         raise ApiError(400, "invalid_k", f"k must be an integer between 1 and {settings.max_k}")
     return int(raw)
 
@@ -287,7 +287,7 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
             raise ApiError(400, "invalid_event", f"send 1..{settings.max_event_batch} events per request")
         now = datetime.now(timezone.utc)
         try:
-            records = [validate_event(event, ID_PATTERN, settings.max_k, now) for event in batch]
+            records = [validate_event(event, settings.max_k, now) for event in batch]
         except EventError as exc:
             raise ApiError(400, "invalid_event", str(exc)) from None
         state = store.state

@@ -1,13 +1,11 @@
 """Deleted items and erased users, read from ``ops/deletions`` and applied on every response.
 
 Erased users are stored only as ``id_hash`` (hex sha256 of salt + id) so the audit table never holds the plain id;
-the salt lives in ``<warehouse>/ops/_salt``. The deletion jobs use :func:`id_hash` and :func:`read_salt` from here
-so both sides hash the same way.
+the salt lives in ``<warehouse>/ops/_salt``. Both sides hash with :func:`recsys.ids.id_hash`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from recsys.constants import DELETIONS
+from recsys.ids import id_hash
 from recsys.serve.delta import log_version, read_table
 
 log = logging.getLogger(__name__)
@@ -28,11 +27,6 @@ KIND_ITEM = "item"
 KIND_USER = "user"
 STATUS = "status"
 RELISTED = "relisted"        # an item the catalog listed again: no longer denied
-
-
-def id_hash(salt: str, value: str) -> str:
-    """Hex sha256 of ``salt + value`` (both UTF-8): the only form in which an erased user id is kept."""
-    return hashlib.sha256((salt + value).encode("utf-8")).hexdigest()
 
 
 def read_salt(warehouse: Path) -> str | None:

@@ -30,6 +30,7 @@ import orjson
 
 from recsys.constants import EVENT_TYPES, ITEM_ID, USER_ID
 from recsys.constants import ITEM_EVENT_TYPES as ITEM_REQUIRED
+from recsys.ids import is_valid_id
 
 EVENT_TYPE = "event_type"
 REQUEST_ID = "request_id"
@@ -70,7 +71,7 @@ def _parse_ts(value: Any, now: datetime) -> datetime:
     return moment
 
 
-def validate_event(body: Any, id_pattern: re.Pattern[str], max_items: int, now: datetime) -> dict[str, Any]:
+def validate_event(body: Any, max_items: int, now: datetime) -> dict[str, Any]:
     """The normalised record for one event object, or :class:`EventError` saying what is wrong."""
     if not isinstance(body, dict):
         raise EventError("an event must be a JSON object")
@@ -84,8 +85,8 @@ def validate_event(body: Any, id_pattern: re.Pattern[str], max_items: int, now: 
             if required:
                 raise EventError(f"{name} is required")
             return None
-        if not isinstance(value, str) or not id_pattern.match(value):
-            raise EventError(f"{name} must match {id_pattern.pattern}")
+        if not isinstance(value, str) or not is_valid_id(value):
+            raise EventError(f"{name} must be 1-64 characters of A-Z a-z 0-9 _ -")
         return value
 
     event_type = body.get(EVENT_TYPE)
@@ -94,7 +95,7 @@ def validate_event(body: Any, id_pattern: re.Pattern[str], max_items: int, now: 
     items = body.get(ITEMS)
     if items is not None:
         if not isinstance(items, list) or not 0 < len(items) <= max_items or not all(
-                isinstance(i, str) and id_pattern.match(i) for i in items):
+                is_valid_id(i) for i in items):
             raise EventError(f"items must be a list of 1..{max_items} parent_asin strings")
     elif event_type == "impression":
         raise EventError("items is required for an impression")

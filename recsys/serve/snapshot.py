@@ -111,7 +111,7 @@ def published_log_version(warehouse: Path) -> int:
 
 def folder_name(version: str) -> str:
     """The version itself when it is a safe file name, else a stable digest of it."""
-    if _SAFE_DIR.match(version):
+    if _SAFE_DIR.fullmatch(version):
         return version
     return "v-" + hashlib.sha256(version.encode("utf-8")).hexdigest()[:32]
 
@@ -344,7 +344,7 @@ def _write_arrays(folder: Path, warehouse: Path, published: Published) -> dict[s
     kept_methods = []
     for code, raw in enumerate(methods.fixed.tolist()):
         method = raw.decode("utf-8")
-        if not _SAFE_DIR.match(method):
+        if not _SAFE_DIR.fullmatch(method):
             log.warning("skipping similar-items method with an unsafe name: %r", method)
             continue
         rows = np.flatnonzero(method_codes == code)
