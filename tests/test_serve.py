@@ -229,6 +229,17 @@ def test_user_ids_with_dash_and_underscore_are_served(ro_client):
     ("GET", "/v1/users/" + "U" * 65 + "/recommendations", None, 400, "invalid_user_id"),
     ("GET", "/v1/users/%C3%A9/recommendations", None, 400, "invalid_user_id"),
     ("GET", "/v1/items/I0%201/similar", None, 400, "invalid_parent_asin"),
+    # re's `$` matches before a trailing newline: "U1\n" must not pass for "U1" (a different, unerasable user)
+    ("GET", "/v1/users/U1%0A/recommendations", None, 400, "invalid_user_id"),
+    ("GET", "/v1/items/I01%0A/similar", None, 400, "invalid_parent_asin"),
+    ("GET", "/v1/popular?category=Toys%0A", None, 400, "invalid_category"),
+    ("GET", "/v1/users/U1/recommendations?k=3%0A", None, 400, "invalid_k"),
+    ("POST", "/v1/events", b'{"event_type":"scroll_end","user_id":"U1\\n","request_id":"r1"}', 400,
+     "invalid_event"),
+    ("POST", "/v1/events", b'{"event_type":"click","user_id":"U1","parent_asin":"I01\\n","request_id":"r1"}', 400,
+     "invalid_event"),
+    ("POST", "/v1/events", b'{"event_type":"impression","user_id":"U1","request_id":"r1","items":["I01\\n"]}', 400,
+     "invalid_event"),
     ("GET", "/v1/users/U1/recommendations?kk=3", None, 400, "unknown_parameter"),
     ("GET", "/v1/users/U1/recommendations?k=3&k=4", None, 400, "repeated_parameter"),
     ("GET", "/v1/popular?exclude=I01", None, 400, "unknown_parameter"),
@@ -255,6 +266,18 @@ def test_user_ids_with_dash_and_underscore_are_served(ro_client):
 ])
 def test_bad_requests_get_json_4xx(ro_client, method, url, body, status, code):
     assert_json_error(ro_client.open(url, method=method, data=body), status, code)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(core=st.text(alphabet="AZaz09_-", min_size=1, max_size=64),
+       junk=st.sampled_from(["\n", "\r\n", " ", "\t", "\x00", "\u2028", "é"]), where=st.sampled_from(["end", "start"]))
+def test_an_id_with_any_extra_character_is_refused(ro_client, core, junk, where):
+    from recsys.ids import is_valid_id
+
+    bad = core + junk if where == "end" else junk + core
+    assert is_valid_id(core) and not is_valid_id(bad)
+    response = ro_client.get(f"/v1/users/{quote(bad, safe='')}/recommendations")
+    assert_json_error(response, 400, "invalid_user_id")
 
 
 def test_405_lists_the_allowed_methods(ro_client):
