@@ -44,9 +44,9 @@ def _child_dag_test(conf: str) -> None:
 
 
 def _child_migrate() -> None:
-    from airflow.utils import db
+    from recsys.orchestration import migrate_local_airflow
 
-    db.initdb()
+    migrate_local_airflow()
 
 
 def _child(name: str, *args: str, env: dict[str, str], cwd: Path) -> dict:

@@ -17,6 +17,8 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Param, XComArg, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from recsys.orchestration import WRITER_POOL     # stdlib-only at import: cheap to parse
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOBS = REPO_ROOT / "jobs"
 SPARK_CONN_ID = "spark_default"          # local[*] by default, spark://host:7077 for a standalone master
@@ -108,6 +110,7 @@ def spark_job(task_id: str, *, timeout: timedelta | None = None, **kwargs: Any) 
         conn_id=SPARK_CONN_ID,
         name=f"recsys-{task_id}",
         execution_timeout=timeout or TIMEOUTS.get(task_id, DEFAULT_ARGS["execution_timeout"]),
+        pool=WRITER_POOL,
         **kwargs,
     )
 
@@ -127,7 +130,8 @@ def candidates(train_args: list[list[str]]) -> list[list[str]]:
 
 def train_jobs(plan: XComArg, max_parallel: int = 2):
     """One mapped ``jobs/train.py`` per candidate model, labelled by model in the UI; at most ``max_parallel`` at
-    once (each is a Spark driver plus a Python worker; more than 2 only thrash a 2-core machine)."""
+    once (each is a Spark driver plus a Python worker; more than 2 only thrash a 2-core machine), and in practice one
+    at a time: training writes the warehouse (models, registry), so it takes the writer pool's slot."""
     from recsys.orchestration import job_script
 
     return SparkSubmitOperator.partial(
@@ -138,6 +142,7 @@ def train_jobs(plan: XComArg, max_parallel: int = 2):
         conn_id=SPARK_CONN_ID,
         name="recsys-train",
         execution_timeout=TIMEOUTS["train"],
+        pool=WRITER_POOL,
         max_active_tis_per_dagrun=max_parallel,
         map_index_template="{{ task.application_args[1] }}",
     ).expand(application_args=candidates(plan["train"]))

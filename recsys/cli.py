@@ -18,13 +18,27 @@ from recsys.logs import setup_logging
 
 Command = Callable[[argparse.Namespace, Settings], int]
 _COMMANDS: dict[str, Command] = {}
+_WRITERS: dict[str, bool] = {}       # command -> may it create the warehouse (see recsys.lock)
 
 
-def command(name: str) -> Callable[[Command], Command]:
+def command(name: str, *, writes: bool = False, creates: bool = False) -> Callable[[Command], Command]:
+    """Register a subcommand; ``writes``: it runs under the warehouse's writer lock (``creates``: and may make the
+    warehouse folder, like ingest; the others refuse a warehouse that does not exist)."""
     def register(fn: Command) -> Command:
         _COMMANDS[name] = fn
+        if writes or creates:
+            _WRITERS[name] = creates
         return fn
     return register
+
+
+def _run(name: str, args: argparse.Namespace, settings: Settings) -> int:
+    if name not in _WRITERS:
+        return _COMMANDS[name](args, settings)
+    from recsys.lock import warehouse_writer
+
+    with warehouse_writer(settings, f"recsys {name}", create=_WRITERS[name]):
+        return _COMMANDS[name](args, settings)
 
 
 def _spark(settings: Settings):
@@ -52,13 +66,15 @@ def _synth(args, settings: Settings) -> int:
     return 0
 
 
-@command("ingest")
+@command("ingest", creates=True)
 def _ingest(args, settings: Settings) -> int:
     from recsys.ingest import ingest
     from recsys.silver import build_silver
 
     spark = _spark(settings)
-    report = ingest(spark, settings.source, settings.warehouse, settings.ingest, force=args.force)
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    report = ingest(spark, settings.source, settings.warehouse, settings.ingest, force=args.force,
+                    categories=categories)
     out = {"ingest": report.to_dict()}
     if not args.bronze_only:
         out["silver"] = build_silver(spark, settings.warehouse)
@@ -66,7 +82,7 @@ def _ingest(args, settings: Settings) -> int:
     return 1 if report.failed else 0
 
 
-@command("build-silver")
+@command("build-silver", writes=True)
 def _build_silver(args, settings: Settings) -> int:
     from recsys.silver import build_silver
 
@@ -74,7 +90,7 @@ def _build_silver(args, settings: Settings) -> int:
     return 0
 
 
-@command("pipeline")
+@command("pipeline", creates=True)
 def _pipeline(args, settings: Settings) -> int:
     from recsys.pipeline import run_pipeline
 
@@ -82,7 +98,7 @@ def _pipeline(args, settings: Settings) -> int:
     return 0
 
 
-@command("load-benchmark")
+@command("load-benchmark", creates=True)
 def _load_benchmark(args, settings: Settings) -> int:
     from recsys.benchmark_data import load_benchmark
 
@@ -90,7 +106,7 @@ def _load_benchmark(args, settings: Settings) -> int:
     return 0
 
 
-@command("features")
+@command("features", writes=True)
 def _features(args, settings: Settings) -> int:
     from recsys.features import build_features
 
@@ -98,7 +114,7 @@ def _features(args, settings: Settings) -> int:
     return 0
 
 
-@command("train")
+@command("train", writes=True)
 def _train(args, settings: Settings) -> int:
     from recsys import registry
     from recsys.train import train
@@ -110,7 +126,7 @@ def _train(args, settings: Settings) -> int:
     return 0
 
 
-@command("tune")
+@command("tune", writes=True)
 def _tune(args, settings: Settings) -> int:
     from recsys.tuning import tune
 
@@ -120,7 +136,7 @@ def _tune(args, settings: Settings) -> int:
     return 0
 
 
-@command("evaluate")
+@command("evaluate", writes=True)
 def _evaluate(args, settings: Settings) -> int:
     from recsys.evaluate.runner import evaluate_run
 
@@ -129,13 +145,13 @@ def _evaluate(args, settings: Settings) -> int:
     return 0
 
 
-@command("publish")
+@command("publish", writes=True)
 def _publish(args, settings: Settings) -> int:
     from recsys.publish import publish
     from recsys.quality import published_gate
 
     spark = _spark(settings)
-    _print_json(publish(spark, settings, version=args.version,
+    _print_json(publish(spark, settings, version=args.version, refit=args.refit,
                         gate=None if args.no_gate else published_gate(spark, settings)))
     return 0
 
@@ -144,6 +160,8 @@ def _publish(args, settings: Settings) -> int:
 def _runs(args, settings: Settings) -> int:
     from recsys.registry import best_per_model, list_runs
 
+    if not settings.warehouse.is_dir():
+        raise FileNotFoundError(f"warehouse not found: {settings.warehouse}")
     runs = list_runs(_spark(settings), settings.warehouse)
     if args.json:
         print(json.dumps(runs, default=str))
@@ -192,7 +210,7 @@ def _serve(args, settings: Settings) -> int:
                       settings=settings.serve, monitor=settings.monitor) or 0
 
 
-@command("indicators")
+@command("indicators", writes=True)
 def _indicators(args, settings: Settings) -> int:
     from recsys.monitor.indicators import run_indicators
 
@@ -227,7 +245,7 @@ def _simulate_traffic(args, settings: Settings) -> int:
     return 0
 
 
-@command("ab-report")
+@command("ab-report", writes=True)
 def _ab_report(args, settings: Settings) -> int:
     from recsys.monitor.report import run_ab_report
 
@@ -235,7 +253,7 @@ def _ab_report(args, settings: Settings) -> int:
     return 0
 
 
-@command("retrain")
+@command("retrain", creates=True)
 def _retrain(args, settings: Settings) -> int:
     from recsys.retrain import retrain
 
@@ -243,7 +261,7 @@ def _retrain(args, settings: Settings) -> int:
     return 0
 
 
-@command("validate")
+@command("validate", writes=True)
 def _validate(args, settings: Settings) -> int:
     from recsys.quality import validate_layer
 
@@ -266,17 +284,17 @@ def _apply(args, settings: Settings, **drop) -> int:
     return 0
 
 
-@command("delete-items")
+@command("delete-items", writes=True)
 def _delete_items(args, settings: Settings) -> int:
     return _apply(args, settings, items=args.file)
 
 
-@command("erase-users")
+@command("erase-users", writes=True)
 def _erase_users(args, settings: Settings) -> int:
     return _apply(args, settings, users=args.file)
 
 
-@command("apply-deletions")
+@command("apply-deletions", writes=True)
 def _apply_deletions(args, settings: Settings) -> int:
     folder = args.drops or settings.deletions.drops_dir
     if folder is None:
@@ -284,7 +302,7 @@ def _apply_deletions(args, settings: Settings) -> int:
     return _apply(args, settings, drops=folder)
 
 
-@command("relist-items")
+@command("relist-items", writes=True)
 def _relist_items(args, settings: Settings) -> int:
     from recsys.catalog import relist_items
 
@@ -292,11 +310,12 @@ def _relist_items(args, settings: Settings) -> int:
     return 0
 
 
-@command("audit-deletions")
+@command("audit-deletions", writes=True)
 def _audit_deletions(args, settings: Settings) -> int:
     from recsys.audit import audit
 
-    report = audit(settings.warehouse, drop=args.drop, api=args.api)
+    extra = [settings.quality.quality_root(settings.warehouse), *(args.logs or [])]   # GX results, job logs
+    report = audit(settings.warehouse, drop=args.drop, api=args.api, extra=extra)
     _print_json(report.to_dict())
     if not report.ok:
         print(f"recsys audit-deletions: {len(report.findings)} finding(s): deleted ids are still present",
@@ -332,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", "raw dump → bronze/quarantine → silver", source=True)
     p.add_argument("--force", action="store_true", help="re-ingest every file, even unchanged ones")
     p.add_argument("--bronze-only", action="store_true", help="stop after bronze/quarantine")
+    p.add_argument("--categories", help="only these categories' files, comma-separated (default: all)")
     add("build-silver", "bronze → silver (MERGE)")
     add("pipeline", "every step in order, locally", source=True)
     p = add("load-benchmark", "load MovieLens or an Amazon 2023 benchmark CSV straight into silver")
@@ -354,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("publish", "publish the production model's top-K tables as a new version")
     p.add_argument("--version", help="version label (default: a new timestamp)")
     p.add_argument("--no-gate", action="store_true", help="switch without the published quality gate")
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                   help="refit the production model on every split first (default from conf publish.refit_on_all)")
     p = add("runs", "list runs (params, metrics, stage) and the best per model")
     p.add_argument("--json", action="store_true")
     p = add("tables", "each Delta table under the warehouse: version, rows, files")
@@ -384,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("audit-deletions", "scan every file under the warehouse (and the API) for deleted/erased ids")
     p.add_argument("--drop", type=Path, help="search the plain ids of this drop (default: the ids in ops/deletions)")
     p.add_argument("--api", help="also ask the running API, e.g. http://127.0.0.1:8000")
+    p.add_argument("--logs", type=Path, action="append", help="also scan this folder of job logs (repeatable)")
 
     p = add("metrics", "ranking metrics of prediction lists against truth lists", warehouse=False)
     p.add_argument("--predictions", required=True)
@@ -419,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(os.environ.get("RECSYS_LOG_LEVEL", "INFO"))
     try:
         settings = load_settings(warehouse=getattr(args, "warehouse", None), source=getattr(args, "source", None))
-        return _COMMANDS[args.command](args, settings)
+        return _run(args.command, args, settings)
     except KeyboardInterrupt:
         print("recsys: interrupted", file=sys.stderr)
         return 130

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from recsys.catalog.settings import DeletionSettings
 from recsys.constants import ITEM_EVENT_TYPES
+from recsys.lock import LockSettings
 from recsys.monitor.settings import MonitorSettings
 from recsys.quality.settings import QualitySettings, read_quality_config
 from recsys.serve.settings import ServeSettings
@@ -130,6 +131,7 @@ class PublishSettings(BaseModel):
     popular_k: int = Field(100, ge=1)
     refit_on_all: bool = True                  # refit the promoted model on train+valid+test before publishing
     keep_versions: int = Field(3, ge=1)        # published versions kept in gold/recs_* (older rows are removed)
+    unswitched_grace_hours: float = Field(48.0, gt=0)   # a version written but never switched is kept this long
 
 
 class SynthSettings(BaseModel):
@@ -169,6 +171,14 @@ class Settings(BaseSettings):
     deletions: DeletionSettings = Field(default_factory=DeletionSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)   # from conf/quality.yaml (see _YamlSource)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)   # events, indicators, A/B experiment
+    lock: LockSettings = Field(default_factory=LockSettings)            # one writer at a time per warehouse
+
+    @field_validator("warehouse")
+    @classmethod
+    def _resolved_warehouse(cls, value: Path) -> Path:
+        """Absolute, symlinks followed, once (every CLI command and job loads settings here): table paths are
+        compared below it (``recsys.catalog``), and ``./warehouse`` or a symlink would not match them."""
+        return value.expanduser().resolve()
 
     @classmethod
     def settings_customise_sources(

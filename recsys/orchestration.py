@@ -34,6 +34,10 @@ JOBS_DIR = REPO_ROOT / "jobs"
 LAYERS = ("bronze", "silver", "gold", "published")              # jobs/validate.py --layer
 DEFAULT_DROPS_DIR = Path("./data/drops")                        # when conf sets no deletions.drops_dir
 INFLIGHT, APPLIED = "_inflight", "_applied"                     # "_" folders: skipped by every folder scan
+# Every Spark task writes the warehouse: one slot, so Airflow queues them instead of letting them wait on the
+# writer lock (recsys.lock), which still guards against writers from outside Airflow. Create it once per
+# Airflow DB (`make airflow` does, and :func:`migrate_local_airflow`): a task in a missing pool is never scheduled.
+WRITER_POOL = "recsys_warehouse_writer"
 
 # The job each DAG task runs (``jobs/<script>``); every ``gate_<layer>`` task runs jobs/validate.py.
 JOB_SCRIPTS = {
@@ -158,6 +162,16 @@ def local_airflow_env(home: Path, spark_master: str = "local[2]",
     return env
 
 
+def migrate_local_airflow() -> None:
+    """What ``airflow db migrate`` + ``airflow pools set`` do, in this process (``AIRFLOW_HOME`` from the
+    environment): a throwaway Airflow DB for tests and benchmarks, with the writer pool the DAGs need."""
+    from airflow.models.pool import Pool
+    from airflow.utils import db
+
+    db.initdb()
+    Pool.create_or_update_pool(WRITER_POOL, 1, "recsys jobs that write the warehouse, one at a time", False)
+
+
 # --- run plans ------------------------------------------------------------------------------------------------------
 
 
@@ -231,11 +245,13 @@ def _gate(warehouse: str, layer: str, run_id: str, version: str | None = None) -
             + (["--version", version] if version else []))
 
 
-def _publish_args(warehouse: str, run_id: str, version: str) -> dict[str, list[str]]:
+def _publish_args(warehouse: str, run_id: str, version: str, refit: bool = True) -> dict[str, list[str]]:
     """Write the version's rows, validate them, then switch ``ops/published``: a failed gate leaves the previous
-    version serving (``jobs/publish.py --no-switch`` / ``--switch``)."""
+    version serving (``jobs/publish.py --no-switch`` / ``--switch``). ``refit=False``: republish the model as
+    last fitted (``--no-refit``); otherwise conf ``publish.refit_on_all`` decides."""
     return {
-        "publish_write": ["--warehouse", warehouse, "--version", version, "--no-switch"],
+        "publish_write": ["--warehouse", warehouse, "--version", version, "--no-switch"]
+        + ([] if refit else ["--no-refit"]),
         "gate_published": _gate(warehouse, "published", run_id, version),
         "publish_switch": ["--warehouse", warehouse, "--version", version, "--switch"],
     }
@@ -289,7 +305,7 @@ def plan_deletions(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, r
     claimed = claim_drops(drops, run_id)
     args = {"apply_deletions": ["--warehouse", wh, "--drops", str(claimed)],
             "gate_silver": _gate(wh, "silver", run_id), "gate_gold": _gate(wh, "gold", run_id),
-            **_publish_args(wh, run_id, version)}
+            **_publish_args(wh, run_id, version, refit=False)}
     return RunPlan(run_id=run_id, version=version, warehouse=wh, env=job_env(settings), conf=submit_conf(settings),
                    args=args, drops=str(drops))
 
@@ -397,25 +413,46 @@ def wait_until_served(api_url: str, version: str, *, timeout_s: float = 300.0, i
 
 
 def pending_drops(drops: Path | str) -> list[str]:
-    """Drop files waiting at the top of the drops folder, as ``jobs/apply_deletions.py --drops`` reads them (claimed
-    and applied ones live in ``_`` sub-folders, which it skips)."""
+    """Drop files waiting: those at the top of the drops folder, as ``jobs/apply_deletions.py --drops`` reads them,
+    then those a failed run left claimed in ``_inflight/<run>/`` (the DAG runs one at a time, so a claim the
+    sensor sees belongs to a run that died before archiving it: its users are denied, not yet erased)."""
     from recsys.catalog.drops import find_drops
 
     folder = Path(drops)
-    return [p.name for p in find_drops(folder)] if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return [p.name for p in find_drops(folder)] + [str(p.relative_to(folder)) for p in _claimed(folder)]
+
+
+def _claimed(folder: Path, except_run: str | None = None) -> list[Path]:
+    """Drop files under ``_inflight/<run>/`` of every run but ``except_run``."""
+    from recsys.catalog.drops import find_drops
+
+    inflight = folder / INFLIGHT
+    runs = sorted(p for p in inflight.iterdir() if p.is_dir() and p.name != except_run) if inflight.is_dir() else []
+    return [path for run in runs for path in find_drops(run)]
 
 
 def claim_drops(drops: Path | str, run_id: str) -> Path:
     """Move the pending drops into ``_inflight/<run_id>/`` and return that folder.
 
     A run then applies exactly the files it claimed, a retry finds them again (same run id), and a drop that lands
-    meanwhile waits for the next run instead of being half-seen.
+    meanwhile waits for the next run instead of being half-seen. Drops a failed run left claimed are reclaimed
+    (renamed ``<old run>-<name>``): applying them again completes their pending requests, and what was already
+    applied is skipped.
     """
+    from recsys.catalog.drops import find_drops
+
     folder = Path(drops)
     claim = folder / INFLIGHT / run_id
     claim.mkdir(parents=True, exist_ok=True)
-    for name in pending_drops(folder):
-        os.replace(folder / name, claim / name)
+    for path in find_drops(folder):
+        os.replace(path, claim / path.name)
+    for stranded in _claimed(folder, except_run=run_id):
+        os.replace(stranded, claim / f"{stranded.parent.name}-{stranded.name}")
+        log.warning("reclaimed drop %s of a failed run into %s", stranded.relative_to(folder), claim.name)
+        if not any(stranded.parent.iterdir()):
+            stranded.parent.rmdir()
     return claim
 
 

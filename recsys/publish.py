@@ -7,14 +7,22 @@ that append leaves the previous version serving. Older versions beyond ``keep_ve
 afterwards.
 
 Per user: K + ``spare`` items (the spares let the API and deletions backfill lists to K), seen and
-deleted items excluded, ties broken by item index (see :mod:`recsys.models.factors`).
+deleted items excluded, ties broken by item index (see :mod:`recsys.models.factors`). Right before the rows are
+written, the deletion ledger (``ops/deletions``, pending requests included) is applied once more, so a request
+that landed after the model was read, or whose cascade failed, never reaches a published table.
+
+Pruning never removes a version an A/B variant pins, nor one written and not switched yet (the DAG writes,
+validates, then switches in separate tasks): those are listed in ``ops/_unswitched.json`` until they are switched
+or older than ``publish.unswitched_grace_hours`` (a version whose gate failed is abandoned).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from datetime import datetime, timezone
+import os
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -33,21 +41,24 @@ log = logging.getLogger(__name__)
 
 ALS_MODELS = ("spark_als", "implicit_als")
 Gate = Callable[[str], None]          # called with the new version; raises to stop the publish
+UNSWITCHED = "ops/_unswitched.json"   # version -> when its rows were written, until it is switched
 
 
 def new_version() -> str:
     return f"v{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
 
 
-def _production_model(spark: SparkSession, settings: Settings, seen: DataFrame) -> tuple[dict, FactorModel]:
+def _production_model(spark: SparkSession, settings: Settings, seen: DataFrame,
+                      refit: bool) -> tuple[dict, FactorModel]:
+    """The production model, refit on every split (``refit``), or as last fitted: the refit a previous publish
+    saved (``<run_id>-all``, scrubbed by deletions like every model folder), else the registered candidate."""
     prod = registry.production(spark, settings.warehouse)
     if prod is None:
         raise LookupError("no production model in ops/model_registry: run train and evaluate first")
-    if not settings.publish.refit_on_all:
-        return prod, FactorModel.load(spark, prod["model_path"], seen=seen)
-    import json
-
     path = registry.model_dir(settings.warehouse, prod[C.MODEL], prod["run_id"] + "-all")
+    if not refit:
+        saved = path if path.is_dir() else prod["model_path"]
+        return prod, FactorModel.load(spark, str(saved), seen=seen)
     with step("refit", model=prod[C.MODEL], run_id=prod["run_id"]):
         model = fit_and_save(spark, settings.warehouse, prod[C.MODEL], json.loads(prod["params"] or "{}"), None, path)
     model.seen = seen
@@ -85,16 +96,18 @@ def _write_version(df: DataFrame, path: str, version: str, sort_by: tuple[str, .
 
 
 def publish(spark: SparkSession, settings: Settings, *, version: str | None = None, gate: Gate | None = None,
-            write: bool = True, switch: bool = True) -> dict:
+            write: bool = True, switch: bool = True, refit: bool | None = None) -> dict:
     """Publish the production model's lists as ``version`` (default: a new timestamped version).
 
     ``write=False`` only switches ``ops/published`` to an already written version; ``switch=False`` only
-    writes the rows (the DAG validates them in between, then switches).
+    writes the rows (the DAG validates them in between, then switches). ``refit`` (default
+    ``publish.refit_on_all``): refit the production model on every split first; the deletions DAG republishes
+    with ``refit=False``.
     """
     version = version or new_version()
     out = {"version": version}
     if write:
-        out.update(write_version(spark, settings, version))
+        out.update(write_version(spark, settings, version, refit=refit))
     if gate is not None:
         gate(version)          # raises on failure: ops/published is not touched, the old version serves
     if switch:
@@ -102,24 +115,28 @@ def publish(spark: SparkSession, settings: Settings, *, version: str | None = No
     return out
 
 
-def write_version(spark: SparkSession, settings: Settings, version: str) -> dict:
+def write_version(spark: SparkSession, settings: Settings, version: str, *, refit: bool | None = None) -> dict:
     """Write every gold/recs_* row of ``version`` (idempotent: each table replaces that version's rows)."""
     warehouse = settings.warehouse
     conf = settings.publish
-    with step("publish_write", version=version) as rec:
+    refit = conf.refit_on_all if refit is None else refit
+    with step("publish_write", version=version, refit=refit) as rec:
         interactions = T.read_table(spark, warehouse, C.INTERACTIONS)
         seen = interactions.select(C.USER_IDX, C.ITEM_IDX)
         item_index = T.read_table(spark, warehouse, C.ITEM_INDEX)
         users = T.read_table(spark, warehouse, C.USER_INDEX)
         deleted = [r[C.ITEM_IDX] for r in item_index.where(F.col("deleted")).select(C.ITEM_IDX).collect()]
-        prod, model = _production_model(spark, settings, seen)
+        prod, model = _production_model(spark, settings, seen, refit)
         asin = item_index.select(C.ITEM_IDX, C.ITEM_ID)
         rec.update(model=prod[C.MODEL], run_id=prod["run_id"], deleted_items=len(deleted))
+        ledger = Ledger.read(spark, warehouse)
+        _mark_unswitched(warehouse, version)
 
         recs = (model.recommend(k=conf.k + conf.spare, exclude_items=deleted)
                 .join(users, C.USER_IDX).join(asin, C.ITEM_IDX)
                 .select(F.lit(version).alias(C.VERSION), C.USER_ID, C.RANK, C.ITEM_ID,
                         F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(prod[C.MODEL]).alias(C.MODEL)))
+        recs = ledger.without_users(ledger.without_items(recs, C.ITEM_ID), C.USER_ID)
         _write_version(recs, T.ensure_table(spark, warehouse, T.RECS_USER_TOPK), version, (C.USER_ID, C.RANK))
 
         similar_frames = []
@@ -140,6 +157,7 @@ def write_version(spark: SparkSession, settings: Settings, version: str) -> dict
             similar = similar_frames[0][1]
             for _, frame in similar_frames[1:]:
                 similar = similar.unionByName(frame)
+            similar = ledger.without_items(ledger.without_items(similar, C.ITEM_ID), "similar_asin")
             _write_version(similar, similar_path, version, (C.ITEM_ID, "method", C.RANK))
         else:
             log.warning("no ALS or content model in run %s: version %s has no similar items", prod["run_id"], version)
@@ -147,8 +165,74 @@ def write_version(spark: SparkSession, settings: Settings, version: str) -> dict
         popular = (popular_by_category(interactions, item_index, conf.popular_k).join(asin, C.ITEM_IDX)
                    .select(F.lit(version).alias(C.VERSION), C.CATEGORY, C.RANK, C.ITEM_ID,
                            F.col(C.SCORE).cast("double").alias(C.SCORE)))
+        popular = ledger.without_items(popular, C.ITEM_ID)
         _write_version(popular, T.ensure_table(spark, warehouse, T.RECS_POPULAR), version, (C.CATEGORY, C.RANK))
-    return {"model": prod[C.MODEL], "run_id": prod["run_id"]}
+    return {"model": prod[C.MODEL], "run_id": prod["run_id"], "refit": refit}
+
+
+class Ledger:
+    """The deletion ledger as Spark filters: denied items by id, erased users by salted hash (the only form the
+    ledger keeps). Read with delta-rs, the same reader the API's deny-list uses, so both honour the same rows."""
+
+    def __init__(self, spark: SparkSession, items: Iterable[str], user_hashes: Iterable[str], salt: str | None):
+        self.items = spark.createDataFrame([(i,) for i in sorted(items)], "denied STRING")
+        self.hashes = spark.createDataFrame([(h,) for h in sorted(user_hashes)], "denied_hash STRING")
+        self.salt = salt
+        self.any_users = bool(self.salt) and not self.hashes.isEmpty()
+
+    @classmethod
+    def read(cls, spark: SparkSession, warehouse: Path) -> Ledger:
+        from recsys.serve.denylist import load_denylist
+
+        deny = load_denylist(warehouse)
+        return cls(spark, deny.items, deny.user_hashes, deny.salt)
+
+    def without_items(self, df: DataFrame, column: str) -> DataFrame:
+        return df.join(F.broadcast(self.items), F.col(column) == F.col("denied"), "left_anti")
+
+    def without_users(self, df: DataFrame, column: str) -> DataFrame:
+        if not self.any_users:
+            return df
+        digest = F.sha2(F.concat(F.lit(self.salt), F.col(column)), 256)
+        return df.join(F.broadcast(self.hashes), digest == F.col("denied_hash"), "left_anti")
+
+
+# --- versions written but not switched yet ---------------------------------------------------------------------
+
+
+def _unswitched_path(warehouse: Path) -> Path:
+    return Path(warehouse) / UNSWITCHED
+
+
+def unswitched(warehouse: Path) -> dict[str, datetime]:
+    """Versions written and not switched yet, with when they were written."""
+    try:
+        raw = json.loads(_unswitched_path(warehouse).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {v: datetime.fromisoformat(t) for v, t in raw.items()}
+
+
+def _save_unswitched(warehouse: Path, versions: dict[str, datetime]) -> None:
+    """Replace the file atomically (the writer lock keeps other writers out; readers see old or new)."""
+    path = _unswitched_path(warehouse)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({v: t.isoformat() for v, t in sorted(versions.items())}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _mark_unswitched(warehouse: Path, version: str) -> None:
+    versions = unswitched(warehouse)
+    versions[version] = datetime.now(timezone.utc)
+    _save_unswitched(warehouse, versions)
+
+
+def _clear_unswitched(warehouse: Path, versions: Iterable[str]) -> None:
+    current = unswitched(warehouse)
+    remaining = {v: t for v, t in current.items() if v not in set(versions)}
+    if remaining != current:
+        _save_unswitched(warehouse, remaining)
 
 
 def switch_version(spark: SparkSession, settings: Settings, version: str) -> dict:
@@ -164,24 +248,41 @@ def switch_version(spark: SparkSession, settings: Settings, version: str) -> dic
         spark.createDataFrame([{"version": version, "model": first[0][C.MODEL], "run_id": prod.get("run_id"),
                                 "published_at": datetime.now(timezone.utc), "k": settings.publish.k}],
                               schema=T.PUBLISHED.ddl).write.format("delta").mode("append").save(published_path)
-        rec["removed_versions"] = prune_versions(spark, warehouse, settings.publish.keep_versions)
+        _clear_unswitched(warehouse, [version])
+        rec["removed_versions"] = prune_versions(spark, warehouse, settings.publish.keep_versions,
+                                                 pinned=pinned_versions(settings),
+                                                 grace_hours=settings.publish.unswitched_grace_hours)
     return {"current": version}
+
+
+def pinned_versions(settings: Settings) -> set[str]:
+    """Versions A/B variants serve by name (not ``current``): pruning must keep them."""
+    from recsys.monitor.settings import CURRENT
+
+    return {v.version for v in settings.monitor.ab.variants.values() if v.version != CURRENT}
 
 
 def current_version(spark: SparkSession, warehouse: Path) -> str | None:
     path = Path(T.table_path(warehouse, C.PUBLISHED))
     if not T.is_delta_table(path):
         return None
-    row = spark.read.format("delta").load(str(path)).orderBy(F.desc("published_at")).select(C.VERSION).first()
+    row = (spark.read.format("delta").load(str(path)).where(F.col("published_at").isNotNull())
+           .orderBy(F.desc("published_at"), F.desc(C.VERSION)).select(C.VERSION).first())
     return row[0] if row else None
 
 
-def prune_versions(spark: SparkSession, warehouse: Path, keep: int) -> list[str]:
-    """Delete rows of versions older than the ``keep`` most recently published ones."""
+def prune_versions(spark: SparkSession, warehouse: Path, keep: int, *, pinned: Iterable[str] = (),
+                   grace_hours: float = 48.0) -> list[str]:
+    """Delete rows of versions older than the ``keep`` most recently published ones, except ``pinned`` versions
+    and versions written less than ``grace_hours`` ago that were never switched (their switch may be coming)."""
     from delta.tables import DeltaTable
 
     published = spark.read.format("delta").load(T.table_path(warehouse, C.PUBLISHED))
-    kept = [r[0] for r in published.orderBy(F.desc("published_at")).select(C.VERSION).limit(keep).collect()]
+    order = [F.desc_nulls_last("published_at"), F.desc(C.VERSION)]
+    kept = {r[0] for r in published.orderBy(*order).select(C.VERSION).limit(keep).collect()} | set(pinned)
+    horizon = datetime.now(timezone.utc) - timedelta(hours=grace_hours)
+    waiting = unswitched(warehouse)
+    kept |= {v for v, written in waiting.items() if written > horizon}
     removed: set[str] = set()
     for spec in (T.RECS_USER_TOPK, T.RECS_SIMILAR_ITEMS, T.RECS_POPULAR):
         path = T.table_path(warehouse, spec.path)
@@ -192,4 +293,5 @@ def prune_versions(spark: SparkSession, warehouse: Path, keep: int) -> list[str]
         if stale:
             DeltaTable.forPath(spark, path).delete(F.col(C.VERSION).isin(stale))
             removed.update(stale)
+    _clear_unswitched(warehouse, [v for v in waiting if v not in kept])
     return sorted(removed)

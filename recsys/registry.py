@@ -42,6 +42,30 @@ def model_dir(warehouse: Path | str, model: str, run_id: str) -> Path:
     return Path(warehouse).resolve() / "models" / model / run_id
 
 
+def stored_path(warehouse: Path | str, model_path: str) -> str:
+    """A model folder as the registry keeps it: relative to the warehouse when inside it, so a copied or moved
+    warehouse loads its own models, not the original's."""
+    if not model_path:
+        return model_path
+    try:
+        return str(Path(model_path).resolve().relative_to(Path(warehouse).resolve()))
+    except ValueError:
+        return model_path
+
+
+def resolved_path(warehouse: Path | str, model_path: str | None) -> str | None:
+    """The absolute folder of a registry ``model_path`` (relative ones are under the warehouse)."""
+    if not model_path or Path(model_path).is_absolute():
+        return model_path
+    return str(Path(warehouse).resolve() / model_path)
+
+
+def _entry(warehouse: Path | str, row) -> dict:
+    entry = row.asDict()
+    entry["model_path"] = resolved_path(warehouse, entry.get("model_path"))
+    return entry
+
+
 def _append(spark: SparkSession, warehouse, spec: T.TableSpec, rows: list[dict[str, Any]]) -> None:
     path = T.ensure_table(spark, warehouse, spec)
     spark.createDataFrame(rows, schema=spec.ddl).write.format("delta").mode("append").save(path)
@@ -54,13 +78,13 @@ def record_run(spark: SparkSession, warehouse, *, run_id: str, model: str, stage
         "run_id": run_id, "model": model, "stage": stage, "params": json.dumps(params, sort_keys=True),
         "metrics": {k: float(v) for k, v in metrics.items()}, "train_seconds": train_seconds, "split": split,
         "data_versions": json.dumps(data_versions, sort_keys=True), "code_version": code_version(),
-        "model_path": model_path, "recorded_at": datetime.now(timezone.utc)}])
+        "model_path": stored_path(warehouse, model_path), "recorded_at": datetime.now(timezone.utc)}])
 
 
 def set_stage(spark: SparkSession, warehouse, *, run_id: str, model: str, stage: str, model_path: str,
               params: dict, metric: float | None, reason: str) -> None:
     _append(spark, warehouse, T.MODEL_REGISTRY, [{
-        "run_id": run_id, "model": model, "stage": stage, "model_path": model_path,
+        "run_id": run_id, "model": model, "stage": stage, "model_path": stored_path(warehouse, model_path),
         "params": json.dumps(params, sort_keys=True), "metric": metric, "reason": reason,
         "updated_at": datetime.now(timezone.utc)}])
 
@@ -76,17 +100,19 @@ def current_registry(spark: SparkSession, warehouse):
 def production(spark: SparkSession, warehouse) -> dict | None:
     rows = current_registry(spark, warehouse).where(F.col("stage") == PRODUCTION).orderBy(
         F.desc("updated_at")).limit(1).collect()
-    return rows[0].asDict() if rows else None
+    return _entry(warehouse, rows[0]) if rows else None
 
 
 def candidates(spark: SparkSession, warehouse, run_id: str) -> list[dict]:
-    return [r.asDict() for r in current_registry(spark, warehouse)
+    return [_entry(warehouse, r) for r in current_registry(spark, warehouse)
             .where((F.col("run_id") == run_id)).orderBy(C.MODEL).collect()]
 
 
 def list_runs(spark: SparkSession, warehouse) -> list[dict]:
-    """Every evaluated run row as the CLI prints it (``recsys runs --json``)."""
-    path = T.ensure_table(spark, warehouse, T.RUNS)
+    """Every evaluated run row as the CLI prints it (``recsys runs --json``); a reader: it creates nothing."""
+    path = T.table_path(warehouse, T.RUNS.path)
+    if not T.is_delta_table(Path(path)):
+        return []
     out = []
     for r in spark.read.format("delta").load(path).orderBy("recorded_at").collect():
         out.append({"run_id": r["run_id"], "model": r[C.MODEL], "stage": r["stage"],

@@ -50,7 +50,6 @@ def session_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": str(max(1, settings.shuffle_partitions // 2)),
         # Keep ids out of Delta's per-file statistics by default (see recsys.tables); erasure relies on it.
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
-        "spark.databricks.delta.retentionDurationCheck.enabled": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +32,39 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# --- one small warehouse through the whole pipeline, built once per session -----------------------------------------
+
+@dataclass(frozen=True)
+class BuiltWarehouse:
+    """A warehouse after ``run_pipeline`` on a small planted-cluster dump (ingest → … → publish). Read-only: a test
+    that writes takes :func:`copy_warehouse` first (Delta tables are folders; the registry's model paths are
+    relative to the warehouse, so a copy loads its own models)."""
+
+    settings: Any
+    summary: dict
+
+
+@pytest.fixture(scope="session")
+def built_warehouse(spark, tmp_path_factory) -> BuiltWarehouse:
+    from recsys.config import load_settings
+    from recsys.pipeline import run_pipeline
+    from recsys.synth import generate
+
+    root = tmp_path_factory.mktemp("built")
+    settings = load_settings(warehouse=root / "wh", source=root / "src", reports=root / "reports")
+    settings.synth = settings.synth.model_copy(update={"users": 300, "items": 80, "reviews": 2500, "clusters": 4,
+                                                       "categories": ["Appliances", "All_Beauty"]})
+    settings.train = settings.train.model_copy(update={"models": ["implicit_als", "popularity"]})
+    settings.train.params["implicit_als"] = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
+    settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})
+    settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False})
+    generate(settings.source, settings.synth, bad_line_rate=0.01, progress=False)
+    return BuiltWarehouse(settings, run_pipeline(spark, settings))
+
+
+def copy_warehouse(built: BuiltWarehouse, target: Path):
+    """A private copy of the built warehouse and the settings pointing at it."""
+    shutil.copytree(built.settings.warehouse, target / "wh", symlinks=True)
+    return built.settings.model_copy(update={"warehouse": target / "wh", "reports": target / "reports"})

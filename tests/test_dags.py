@@ -68,6 +68,7 @@ def _probe_dagbag() -> dict[str, Any]:
             "retries": {t.task_id: t.retries for t in dag.tasks},
             "callbacks": sorted(t.task_id for t in dag.tasks if t.on_failure_callback),
             "timeouts": sorted(t.task_id for t in dag.tasks if t.execution_timeout),
+            "pools": {t.task_id: t.pool for t in dag.tasks},
         }
     return {"import_errors": bag.import_errors, "dags": dags, "seconds": seconds,
             "heavy_modules": sorted(m for m in ("pyspark", "delta", "deltalake", "great_expectations", "implicit",
@@ -75,10 +76,12 @@ def _probe_dagbag() -> dict[str, Any]:
 
 
 def _probe_migrate() -> dict[str, Any]:
-    from airflow.utils import db
+    from airflow.models.pool import Pool
 
-    db.initdb()          # what `airflow db migrate` does on an empty DB
-    return {"ok": True}
+    from recsys.orchestration import WRITER_POOL, migrate_local_airflow
+
+    migrate_local_airflow()          # `airflow db migrate` + the writer pool
+    return {"ok": True, "pool_slots": Pool.get_pool(WRITER_POOL).slots}
 
 
 def _probe_dag_test(dag_id: str, conf: str) -> dict[str, Any]:
@@ -177,7 +180,8 @@ def test_params_retries_timeouts_and_failure_callbacks(dagbag):
 
 def test_dag_files_import_only_airflow_and_cheap_modules_at_top_level():
     allowed = {"__future__", "sys", "pathlib", "datetime", "typing", "collections.abc", "airflow.sdk",
-               "airflow.sdk.exceptions", "airflow.providers.apache.spark.operators.spark_submit", "recsys_common"}
+               "airflow.sdk.exceptions", "airflow.providers.apache.spark.operators.spark_submit", "recsys_common",
+               "recsys.orchestration"}     # stdlib-only at import (checked by the parse probe's heavy_modules)
     for path in DAGS.glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in tree.body:
@@ -227,6 +231,27 @@ def test_training_plan_carries_params_into_args_and_env(tmp_path, monkeypatch):
     assert env["RECSYS_WAREHOUSE"] == wh and all(Path(env[k]).is_absolute() for k in env if k.endswith("DIR"))
     no_filter = plan_training({**params, "categories": []}, dag_id="d", dag_run_id="r", run_after=after).xcom()
     assert "--categories" not in no_filter["ingest"]
+
+
+def test_every_warehouse_writer_takes_the_one_slot_writer_pool(dagbag):
+    from recsys.orchestration import WRITER_POOL
+
+    for dag_id, dag in dagbag["dags"].items():
+        writers = {task_id for task_id, pool in dag["pools"].items() if pool == WRITER_POOL}
+        assert writers == set(dag["spark"]), dag_id     # every Spark job writes; Python tasks do not
+
+
+def test_the_deletions_dag_republishes_without_refitting(tmp_path, monkeypatch):
+    from recsys import orchestration as O
+
+    monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
+    now = datetime.now(timezone.utc)
+    deletions = O.plan_deletions({"drops": str(tmp_path / "drops")}, dag_id="recsys_deletions", dag_run_id="r",
+                                 run_after=now).xcom()
+    training = O.plan_training({"source": str(tmp_path)}, dag_id="recsys_pipeline", dag_run_id="r",
+                               run_after=now).xcom()
+    assert "--no-refit" in deletions["publish_write"] and "--no-refit" not in training["publish_write"]
+    assert "--refit" not in training["publish_write"]      # the pipeline follows conf publish.refit_on_all
 
 
 def test_every_spark_task_finds_its_arguments_in_its_dags_plan(dagbag, tmp_path, monkeypatch):
@@ -359,7 +384,8 @@ def test_drops_are_claimed_once_and_archived_after_the_run(tmp_path):
     assert pending_drops(tmp_path) == ["items-1.csv", "users-1.jsonl"]
     claim = claim_drops(tmp_path, "run-a")
     assert sorted(p.name for p in claim.iterdir()) == ["items-1.csv", "users-1.jsonl"]
-    assert pending_drops(tmp_path) == []
+    # Still listed: the sensor of the next run (one run at a time) sees them only if run-a died (reclaimed then).
+    assert pending_drops(tmp_path) == ["_inflight/run-a/items-1.csv", "_inflight/run-a/users-1.jsonl"]
     (tmp_path / "items-2.csv").write_text("parent_asin,reason,requested_at\n")   # lands during the run
     assert claim_drops(tmp_path, "run-a") == claim                              # a retry finds its claim again
     assert archive_drops(tmp_path, "run-a") == tmp_path / "_applied" / "run-a"

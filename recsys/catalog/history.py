@@ -1,8 +1,11 @@
 """Make removed rows unrecoverable: VACUUM the old files, and optionally drop the table's history altogether.
 
-After a MERGE the removed rows still sit in data files the log no longer references. ``VACUUM … RETAIN 0 HOURS
-FULL`` deletes them (the session disables Delta's retention check), so time travel to an older version fails
-instead of returning them. The log itself keeps no ids (statistics exclude id columns, deletes are MERGEs against
+After a MERGE the removed rows still sit in data files the log no longer references. ``VACUUM … FULL`` deletes
+those older than ``deletions.purge_window_hours`` (default 24 h), so readers of a recent version (a snapshot
+build, a delta-rs reader) keep their files, and time travel past the window fails instead of returning them.
+Delta's retention check stays on: the window becomes the table's ``delta.deletedFileRetentionDuration`` before
+the VACUUM, so no other VACUUM of the table can go below it either. Erasures do not wait for the window: they
+rewrite the table (below), at once or by the first deletion run after the window. The log itself keeps no ids (statistics exclude id columns, deletes are MERGEs against
 DataFrames), but it is history all the same, and VACUUM never touches it; log cleanup only happens at checkpoints
 once ``delta.logRetentionDuration`` has passed. ``purge_history`` therefore rewrites the table's current version
 into a fresh directory (same schema, partitioning and properties) and swaps it in.
@@ -16,6 +19,7 @@ rebuild once.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -30,10 +34,26 @@ log = logging.getLogger(__name__)
 SPECS = {spec.path: spec for spec in vars(T).values() if isinstance(spec, T.TableSpec)}
 
 
-def vacuum(spark: SparkSession, path: str) -> None:
-    """Delete every data file the current version does not reference (FULL mode, no retention)."""
-    quoted = "`" + path.replace("`", "``") + "`"        # a path, never an id, goes into this statement
-    spark.sql(f"VACUUM delta.{quoted} RETAIN 0 HOURS FULL").collect()
+RETENTION = "delta.deletedFileRetentionDuration"
+
+
+def retention_hours(window_hours: float) -> int:
+    """Delta's VACUUM counts retention in whole hours (it rounds ``RETAIN``): the window, rounded up."""
+    return max(0, math.ceil(window_hours - 1e-9))
+
+
+def vacuum(spark: SparkSession, path: str, retain_hours: float) -> None:
+    """Delete the data files the current version does not reference and that were removed over ``retain_hours``
+    ago (FULL mode, whole hours), with the table's retention set to the same window so Delta's check agrees."""
+    from delta.tables import DeltaTable
+
+    quoted = "`" + path.replace("`", "``") + "`"        # a path, never an id, goes into these statements
+    hours = retention_hours(retain_hours)
+    interval = f"interval {hours} hours"
+    properties = DeltaTable.forPath(spark, path).detail().first()["properties"] or {}
+    if properties.get(RETENTION) != interval:
+        spark.sql(f"ALTER TABLE delta.{quoted} SET TBLPROPERTIES ('{RETENTION}' = '{interval}')").collect()
+    spark.sql(f"VACUUM delta.{quoted} RETAIN {hours} HOURS FULL").collect()
 
 
 def clear_log_cache(spark: SparkSession) -> None:

@@ -14,5 +14,9 @@ class DeletionSettings(BaseModel):
                                              # the warehouse: the files name users in plain text
     purge_history: bool = True               # rewrite tables that lost erased users' rows into fresh directories
                                              # right away (no time travel before the erasure)
-    purge_window_hours: float = Field(0.0, ge=0)   # with purge_history off: the longest an erasure may stay in
-                                                   # table history; the first deletion run after it purges
+    purge_window_hours: float = Field(24.0, ge=0)  # VACUUM keeps unreferenced files this long (readers of older
+                                                   # versions keep working); with purge_history off, also the
+                                                   # longest an erasure may stay in table history: the first
+                                                   # deletion run after it purges
+    pending_warn_hours: float = Field(24.0, ge=0)  # warn (each deletion run) about a request still pending this
+                                                   # long after it was requested: denied, but not yet erased
