@@ -5,8 +5,12 @@ What is searched, and why it is enough:
 - Erased users, everywhere: the raw bytes of *every* file (Delta commits, checkpoints, ``.crc``, data files,
   ``.npy`` snapshots, ``.jsonl`` event logs, gzip members decompressed), plus every Parquet file decoded —
   every string value of every column (nested ones included) and the footer min/max statistics — because
-  compressed pages hide ids from a byte scan. The 32-character prefix Delta cuts string statistics to is
-  searched too. Matching is substring-exact (:mod:`recsys.catalog.mentions`).
+  compressed pages hide ids from a byte scan, and every ``.npy`` array of strings decoded element by element,
+  because a fixed-width array of full-width ids is one unbroken run of id characters. The 32-character prefix
+  Delta cuts string statistics to is searched too. An id is found as a whole token, JSON escapes undone
+  (:mod:`recsys.catalog.mentions`): user ``U1`` is not found in ``U10``.
+- Beyond the warehouse, the folders passed as ``extra`` (``recsys audit-deletions`` adds the quality folder, Great
+  Expectations results and Data Docs, when it lies elsewhere, and every ``--logs DIR``): files a job or GX wrote.
 - Deleted items, where serving could see them: ``silver/*``, ``gold/recs_*``, the serving snapshots (bytes and
   decoded), and by index ``gold/interactions`` and model item factors. Bronze keeps them (the raw record,
   relisting brings them back from there), ``gold/item_index`` keeps the tombstone, ``ops/deletions`` the id.
@@ -26,7 +30,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -47,6 +51,7 @@ STATS_PREFIX = 32                 # Delta truncates string statistics to this ma
 ITEM_SCOPE = (C.SILVER_ITEMS, C.SILVER_REVIEWS, C.RECS_USER_TOPK, C.RECS_SIMILAR_ITEMS, C.RECS_POPULAR,
               "_serving/snapshots")
 PARQUET_MAGIC = b"PAR1"
+NPY_MAGIC = b"\x93NUMPY"
 ApiGet = Callable[[str], tuple[int, dict]]     # path → (status, JSON body)
 
 
@@ -186,6 +191,23 @@ def _parquet_texts(path: Path) -> Iterator[tuple[str, bytes]]:
                     yield f"parquet value {leaf_name}", _blob(leaf)
 
 
+def _npy_text(data: bytes) -> bytes:
+    """The elements of a ``.npy`` array of strings, one per line (b"" for other arrays or a damaged file)."""
+    import io
+
+    import numpy as np
+
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return b""
+    if array.dtype.kind == "S":
+        return b"\n".join(array.reshape(-1).tolist())
+    if array.dtype.kind == "U":
+        return "\n".join(array.reshape(-1).tolist()).encode("utf-8", "surrogatepass")
+    return b""
+
+
 def scan_file(path: Path, rel: str, matchers: list[Matcher]) -> list[tuple[str, str]]:
     """(label, place) of every needle in the file: raw bytes, gzip content, decoded Parquet."""
     data = path.read_bytes()
@@ -196,6 +218,9 @@ def scan_file(path: Path, rel: str, matchers: list[Matcher]) -> list[tuple[str, 
         except (OSError, EOFError):
             inner = b""
         found += [(label, "gzip content") for m in matchers for label in m.find(inner)]
+    if data[:6] == NPY_MAGIC:
+        text = _npy_text(data)
+        found += [(label, "npy values") for m in matchers for label in m.find(text)]
     if data[:4] == PARQUET_MAGIC and data[-4:] == PARQUET_MAGIC:
         try:
             for place, text in _parquet_texts(path):
@@ -210,11 +235,25 @@ def scan_warehouse(warehouse: Path, targets: Targets, report: AuditReport) -> No
     for path in _files(root):
         rel = str(path.relative_to(root))
         matchers = [m for m in (targets.users, targets.items if _in_item_scope(rel) else None) if m]
-        report.files += 1
-        report.bytes += path.stat().st_size
-        if matchers:
-            for label, place in sorted(set(scan_file(path, rel, matchers))):
-                report.findings.append(Finding(label, rel, place))
+        _scan_one(path, rel, matchers, report)
+
+
+def scan_folder(folder: Path, targets: Targets, report: AuditReport) -> None:
+    """Erased users in a folder outside the warehouse (quality results, job logs); findings name it absolutely."""
+    root = Path(folder).resolve()
+    if not root.is_dir():
+        report.notes.append(f"not scanned (no such folder): {root}")
+        return
+    for path in _files(root):
+        _scan_one(path, str(path), [m for m in (targets.users,) if m], report)
+
+
+def _scan_one(path: Path, rel: str, matchers: list[Matcher], report: AuditReport) -> None:
+    report.files += 1
+    report.bytes += path.stat().st_size
+    if matchers:
+        for label, place in sorted(set(scan_file(path, rel, matchers))):
+            report.findings.append(Finding(label, rel, place))
 
 
 def check_item_indices(warehouse: Path, targets: Targets, report: AuditReport) -> None:
@@ -285,14 +324,19 @@ def check_api(get: ApiGet, targets: Targets, report: AuditReport) -> None:
         report.findings.append(Finding(targets.plain_items[asin], "GET /v1/popular", "api popular list"))
 
 
-def audit(warehouse: Path | str, drop: Path | str | None = None, api: ApiGet | str | None = None) -> AuditReport:
-    """Scan the warehouse (and the API, when given a URL or a getter) for the ids of ``drop`` or of the ledger."""
-    warehouse = Path(warehouse)
+def audit(warehouse: Path | str, drop: Path | str | None = None, api: ApiGet | str | None = None,
+          extra: Iterable[Path | str] = ()) -> AuditReport:
+    """Scan the warehouse, the ``extra`` folders outside it (quality results, logs) and the API (given a URL or a
+    getter) for the ids of ``drop`` or of the ledger."""
+    warehouse = Path(warehouse).resolve()
     if not warehouse.is_dir():
         raise FileNotFoundError(f"warehouse not found: {warehouse}")
     targets = targets_from_drop(read_drop(drop), warehouse) if drop is not None else targets_from_ledger(warehouse)
     report = AuditReport(users=len(targets.plain_users) or len(targets.users.needles), items=len(targets.items.needles))
     scan_warehouse(warehouse, targets, report)
+    for folder in extra:
+        if not Path(folder).resolve().is_relative_to(warehouse):
+            scan_folder(Path(folder), targets, report)
     check_item_indices(warehouse, targets, report)
     if api is not None:
         check_api(http_get(api) if isinstance(api, str) else api, targets, report)

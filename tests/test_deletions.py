@@ -23,7 +23,7 @@ from recsys import tables as T
 from recsys.audit import audit
 from recsys.catalog import apply_drops, read_drop, read_drops, relist_items
 from recsys.catalog.drops import DropError
-from recsys.catalog.mentions import Matcher, windows
+from recsys.catalog.mentions import Matcher, tokens
 from recsys.catalog.swap import recover, staging, swap_in
 from recsys.config import load_settings
 from recsys.ids import id_hash
@@ -211,7 +211,7 @@ def test_the_audit_agrees_for_both_drops_and_the_ledger(world):
 
 def test_the_audit_finds_a_planted_id(world, tmp_path):
     planted = world.settings.warehouse / "ops" / "stray.log"
-    planted.write_text(f"left behind: x{world.users[1]}y\n")
+    planted.write_text(f"left behind: {world.users[1]}, not x{world.users[0]}y\n")   # whole tokens only
     try:
         report = audit(world.settings.warehouse, world.user_drop)
         hashed = audit(world.settings.warehouse)             # from ops/deletions: hashes and the salt only
@@ -366,22 +366,22 @@ def test_a_drop_keeps_the_latest_request_per_id(tmp_path):
         read_drop(path, "item")
 
 
-def test_matcher_finds_ids_inside_runs_and_by_hash():
+def test_matcher_finds_ids_as_whole_tokens_and_by_hash():
     ids = {"AEXAMPLE00000000000000000001": "u1", "B0ITEM0001": "i1"}
     plain = Matcher(ids, [28, 10])
     assert plain.find(b'{"user_id": "AEXAMPLE00000000000000000001"}') == {"u1"}
-    assert plain.find(b"\\nAEXAMPLE00000000000000000001x and B0ITEM0001") == {"u1", "i1"}
-    assert plain.find(b"AEXAMPLE0000000000000000000 B0ITEM000") == set()
-    assert plain.find(b"\0".join([b"A" * 28] * 300) + b"AEXAMPLE00000000000000000001" + b"Z" * 5000) == {"u1"}
+    assert plain.find(b"\\nAEXAMPLE00000000000000000001 and B0ITEM0001") == {"u1", "i1"}   # escape undone
+    assert plain.find(b"AEXAMPLE00000000000000000001x B0ITEM000 xB0ITEM0001") == set()
+    assert plain.find(b"\0".join([b"A" * 28] * 300) + b"\0AEXAMPLE00000000000000000001\0" + b"Z" * 5000) == {"u1"}
     hashed = Matcher({id_hash("salt", k): v for k, v in ids.items()}, [28, 10], salt="salt")
-    assert hashed.find("xx-AEXAMPLE00000000000000000001-yy") == {"u1"}
+    assert hashed.find("xx AEXAMPLE00000000000000000001.yy") == {"u1"} and not hashed.find("xxB0ITEM0001")
 
 
-def test_spark_windows_match_the_python_twin(spark):
+def test_spark_tokens_match_the_python_twin(spark):
     text = "a AEXAMPLE00000000000000000001, zzAEXAMPLE00000000000000000001 B0ITEM0001"
-    got = spark.createDataFrame([(text,)], "t STRING").select(windows(F.col("t"), [28])).first()[0]
-    assert "AEXAMPLE00000000000000000001" in got and all(len(w) == 28 for w in got)
-    assert len(got) == 1 + 3
+    got = spark.createDataFrame([(text,)], "t STRING").select(tokens(F.col("t"), [28])).first()[0]
+    assert got == ["AEXAMPLE00000000000000000001"]
+    assert [t.decode() for t in Matcher({"x": "x"}, [28]).tokens(text)] == got
 
 
 def test_an_interrupted_swap_is_repaired_and_leaves_no_old_copy(tmp_path):

@@ -30,7 +30,6 @@ from recsys import tables as T
 from recsys.catalog import cascade, history, ledger, swap
 from recsys.catalog.drops import Drop, DropRow, find_drops, read_drop
 from recsys.catalog.files import drop_model_rows, refresh_snapshots, scrub_event_logs
-from recsys.catalog.mentions import Matcher
 from recsys.catalog.settings import DeletionSettings
 from recsys.config import Settings
 from recsys.logs import step
@@ -75,7 +74,7 @@ def apply_drops(spark: SparkSession, settings: Settings, drops: Sequence[Drop], 
 def apply_rows(spark: SparkSession, settings: Settings, rows: Sequence[DropRow], *,
                purge_history: bool | None = None) -> dict:
     """Apply deletion requests; returns a summary without any plain user id (safe to print and log)."""
-    warehouse = Path(settings.warehouse)
+    warehouse = Path(settings.warehouse).resolve()     # one absolute path: table paths are compared below it
     conf = deletion_settings(settings)
     purge = conf.purge_history if purge_history is None else purge_history
     now = datetime.now(timezone.utc)
@@ -96,7 +95,7 @@ def apply_rows(spark: SparkSession, settings: Settings, rows: Sequence[DropRow],
                 if purged:
                     history.rewrite(spark, warehouse, rel)
                 else:
-                    history.vacuum(spark, T.table_path(warehouse, rel))
+                    history.vacuum(spark, T.table_path(warehouse, rel), conf.purge_window_hours)
             extra["seconds"]["history"] = round(time.perf_counter() - started, 2)
             ledger.record_applied(spark, warehouse, requests, removed, now, purged)
             totals: dict[str, int] = defaultdict(int)
@@ -105,13 +104,14 @@ def apply_rows(spark: SparkSession, settings: Settings, rows: Sequence[DropRow],
                     totals[rel] += n
             rec.update(changed=changed, rows_removed=dict(sorted(totals.items())), history_purged=purged, **extra)
         rec["deferred_purges"] = _purge_due(spark, warehouse, conf, now, {r.id_hash for r in requests})
+        rec["overdue_pending"] = _warn_overdue(spark, warehouse, conf, now)
         return {k: v for k, v in rec.items() if k != "step"}
 
 
 def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.Request],
              salt: str) -> tuple[dict[str, dict[str, int]], list[str], dict]:
     """Every table and file; returns rows removed per id_hash per table, the Delta tables changed, and extras."""
-    warehouse = Path(settings.warehouse)
+    warehouse = Path(settings.warehouse).resolve()
     items = {r.id: r.id_hash for r in requests if r.kind == KIND_ITEM}
     users = {r.id: r.id_hash for r in requests if r.kind == KIND_USER}
     batch = cascade.build_batch(spark, warehouse, salt, items, users)
@@ -136,14 +136,35 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
             removed[owners[idx]][folder] = 1
     events = settings.serve.resolved(warehouse).events_dir
     assert events is not None
-    for digest, n in scrub_event_logs(events, Matcher({u: h for u, h in users.items()}, map(len, users))).items():
+    for digest, n in scrub_event_logs(events, users).items():
         removed[digest][EVENT_LOGS] = n
+    quality_purged = purge_quality_artifacts(warehouse, settings) if users else []
     recs_changed = any(rel in changed for rel in RECS)
     seconds["files"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     rebuilt = refresh_snapshots(warehouse, settings.serve, rebuild=recs_changed) if recs_changed or users else False
     seconds["snapshot"] = round(time.perf_counter() - started, 2)
-    return removed, changed, {"snapshot_rebuilt": rebuilt, "seconds": seconds}
+    return removed, changed, {"snapshot_rebuilt": rebuilt, "seconds": seconds,
+                              "quality_artifacts_purged": quality_purged}
+
+
+def purge_quality_artifacts(warehouse: Path, settings: Settings) -> list[str]:
+    """Delete the stored Great Expectations results and their Data Docs pages: written before samples were
+    redacted (or by GX itself, which keeps unexpected rows whole), they can name an erased user."""
+    from recsys.quality.gate import purge_validation_artifacts
+
+    return [str(p) for p in purge_validation_artifacts(warehouse, settings.quality)]
+
+
+def _warn_overdue(spark: SparkSession, warehouse: Path, conf: DeletionSettings, now: datetime) -> list[dict]:
+    """Warn about requests pending longer than ``pending_warn_hours``: denied, but never erased (a run failed
+    and its drops were not reclaimed); they complete when their drop is applied again."""
+    overdue = ledger.overdue_pending(spark, warehouse, conf.pending_warn_hours, now)
+    for row in overdue:
+        log.warning("deletion request pending for %.1f h (over deletions.pending_warn_hours = %s): %s %s…; "
+                    "apply its drop again", row["pending_hours"], conf.pending_warn_hours, row["kind"],
+                    row["id_hash"])
+    return overdue
 
 
 def _purge_due(spark: SparkSession, warehouse: Path, conf: DeletionSettings, now: datetime,
@@ -175,7 +196,7 @@ def relist_items(spark: SparkSession, settings: Settings, path: Path | str) -> d
     from recsys.features import build_features
     from recsys.silver import build_silver
 
-    warehouse = Path(settings.warehouse)
+    warehouse = Path(settings.warehouse).resolve()
     drop = read_drop(path, KIND_ITEM)
     with step("relist_items", warehouse=str(warehouse), requested=len(drop.rows)) as rec:
         salt = ledger.ensure_salt(warehouse)

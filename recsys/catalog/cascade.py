@@ -4,9 +4,14 @@ Deleted items leave ``silver/*`` and ``gold/interactions``, are tombstoned in ``
 and are cut out of every ranked list in ``gold/recs_*`` with the gap closed: the next candidate (the spares the
 publisher keeps beyond K) moves up, so the MERGE updates the shifted ranks and deletes each list's tail.
 
-Erased users are looked for in *every* Delta table under the warehouse (bronze, quarantine, silver, gold, ops,
-tables added later): a row goes if its ``user_id`` is the id or any of its text columns mentions it
-(:mod:`recsys.catalog.mentions`), e.g. a quarantined raw line. ``gold/interactions`` goes by ``user_idx``.
+Erased users are looked for in every Delta table that can hold a user id, each the way its rows name users
+(:func:`user_search`): a table with a ``user_id`` column by that column alone (bronze and silver reviews, gold
+user index and lists, ``ops/events``, a table added later); ``gold/interactions`` by ``user_idx``; a table of raw
+lines (``quarantine/reviews``) by the line's own ``user_id`` when it has a valid one, else by whole token
+(:mod:`recsys.catalog.mentions`); any other table added later by whole token in its text columns. Tables that hold
+no user ids are not searched: the ``ops/*`` metadata (runs, registry, published, ingested files, quality results,
+indicators; ``ops/deletions`` must also survive the run that reads it) and the catalogue (items, item index,
+similar and popular lists, splits). So erasing user ``1`` removes user ``1``'s rows and nothing else.
 
 No id reaches a Delta commit: MERGE conditions name columns only and the ids arrive as a DataFrame (a ``DELETE
 WHERE id = 'x'`` would store the literal in ``commitInfo``), and table statistics exclude id columns.
@@ -25,7 +30,7 @@ from pyspark.sql import functions as F
 
 from recsys import constants as C
 from recsys import tables as T
-from recsys.catalog.mentions import ID_HASH, mention_hits, text_columns
+from recsys.catalog.mentions import ID_HASH, mention_hits, owner_of_json_line, text_columns
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +58,24 @@ KEYS: dict[str, tuple[str, ...]] = {
 # Columns that hold item ids, labels or paths, never a user id: not searched for users (saves a scan).
 NOT_USER_TEXT = frozenset({C.ITEM_ID, C.ASIN, SIMILAR_ASIN, C.VERSION, C.MODEL, C.CATEGORY, METHOD, C.SPLIT,
                            C.SOURCE_FILE})
-# Never searched: the ledger holds hashes only, and must survive the run that reads it.
-UNTOUCHED = frozenset({C.DELETIONS})
+OPS_PREFIX = "ops/"
+# Tables of the catalogue and of the split: item ids, counts and labels only, no user id.
+CATALOGUE = frozenset({C.BRONZE_ITEMS, C.QUARANTINE_ITEMS, C.SILVER_ITEMS, C.ITEM_INDEX, C.RECS_SIMILAR_ITEMS,
+                       C.RECS_POPULAR, C.SPLITS})
+BY_COLUMN, BY_INDEX, BY_OWNER_OR_TOKEN, BY_TOKEN, NOT_SEARCHED = "column", "index", "owner", "token", "none"
+
+
+def user_search(rel: str, columns: Sequence[str]) -> str:
+    """How the table ``rel`` (with ``columns``) names users, hence how erased users are looked for in it."""
+    if rel == C.DELETIONS:
+        return NOT_SEARCHED                  # the ledger: hashes only, and it must survive the run that reads it
+    if C.USER_ID in columns:
+        return BY_COLUMN                     # every row has its owner: other columns are that owner's data
+    if rel == C.INTERACTIONS:
+        return BY_INDEX
+    if rel.startswith(OPS_PREFIX) or rel in CATALOGUE:
+        return NOT_SEARCHED
+    return BY_OWNER_OR_TOKEN if C.RAW in columns else BY_TOKEN
 
 
 @dataclass(frozen=True)
@@ -175,33 +196,43 @@ def item_plans(spark: SparkSession, warehouse: Path | str, batch: Batch) -> dict
 
 
 def user_plans(spark: SparkSession, warehouse: Path | str, batch: Batch) -> dict[str, Plan]:
-    """Per table, what erasing ``batch.users`` changes: every table under the warehouse is searched."""
+    """Per table, what erasing ``batch.users`` changes: every table that can hold a user id is searched."""
     plans: dict[str, Plan] = {}
     if batch.users is None:
         return plans
-    hashes = batch.users.select(ID_HASH)
-    for path in T.find_tables(warehouse):
-        rel = str(path.relative_to(Path(warehouse).resolve()))
-        if rel in UNTOUCHED:
-            continue
+    root = Path(warehouse).resolve()
+    for path in T.find_tables(root):
+        rel = path.relative_to(root).as_posix()
         df = spark.read.format("delta").load(str(path))
+        how = user_search(rel, df.columns)
+        if how == NOT_SEARCHED:
+            continue
         keys = table_keys(rel, df)
         if FINGERPRINT in keys:
             df = with_fingerprint(df)
-        hits = []
-        if C.USER_ID in df.columns:
-            hits.append(df.join(F.broadcast(batch.users), C.USER_ID).select(*keys, ID_HASH))
-        columns = text_columns(df, skip=NOT_USER_TEXT | {C.USER_ID, FINGERPRINT})
-        if columns and batch.user_lengths:
-            hits.append(mention_hits(df, columns, keys, hashes, batch.salt, batch.user_lengths))
-        if rel == C.INTERACTIONS and batch.user_idx is not None:
-            hits.append(df.join(F.broadcast(batch.user_idx), C.USER_IDX).select(*keys, ID_HASH))
-        if hits:
-            union = hits[0]
-            for more in hits[1:]:
-                union = union.unionByName(more)
-            plans.setdefault(rel, Plan()).delete(union.distinct(), keys)
+        hits = _user_hits(df, how, keys, batch)
+        if hits is not None:
+            plans.setdefault(rel, Plan()).delete(hits, keys)
     return plans
+
+
+def _user_hits(df: DataFrame, how: str, keys: Sequence[str], batch: Batch) -> DataFrame | None:
+    """(keys…, id_hash) of the rows of erased users, found the way ``how`` says."""
+    assert batch.users is not None
+    if how == BY_COLUMN:
+        return df.join(F.broadcast(batch.users), C.USER_ID).select(*keys, ID_HASH)
+    if how == BY_INDEX:
+        if batch.user_idx is None:
+            return None
+        return df.join(F.broadcast(batch.user_idx), C.USER_IDX).select(*keys, ID_HASH)
+    hashes = batch.users.select(ID_HASH)
+    if how == BY_OWNER_OR_TOKEN:
+        return mention_hits(df, [C.RAW], keys, hashes, batch.salt, batch.user_lengths,
+                            owner=owner_of_json_line(F.col(C.RAW)))
+    columns = text_columns(df, skip=NOT_USER_TEXT | {FINGERPRINT})
+    if not columns or not batch.user_lengths:
+        return None
+    return mention_hits(df, columns, keys, hashes, batch.salt, batch.user_lengths)
 
 
 def table_keys(rel: str, df: DataFrame) -> tuple[str, ...]:

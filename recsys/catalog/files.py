@@ -2,20 +2,19 @@
 
 - Model outputs (``models/<model>/<run>/{user,item}_factors``, Parquet ``id INT, features ARRAY<FLOAT>``) lose
   the rows of erased users and deleted items: rewritten beside and swapped in (:mod:`recsys.catalog.swap`).
-- Event logs (``_serving/events/*.jsonl``) lose every line mentioning an erased user, rewritten in place under
-  the same ``flock`` the API takes to append, so no event written meanwhile is lost.
+- Event logs (``_serving/events/*.jsonl``) lose every line of an erased user — by the line's ``user_id``, or by
+  whole token for a line without one (torn or garbled) — each log replaced by a rewritten copy
+  (:func:`recsys.serve.events.rewrite_event_file`: crash-safe, and no event appended meanwhile is lost).
 - Serving snapshots are rebuilt from the changed ``gold/recs_*`` rows (same version, new files); every other
   snapshot folder is deleted, since an older one can still hold an erased user.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,6 +24,8 @@ import pyarrow.parquet as pq
 
 from recsys.catalog import swap
 from recsys.catalog.mentions import Matcher
+from recsys.ids import is_valid_id
+from recsys.serve.events import event_files, rewrite_event_file
 from recsys.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -70,33 +71,40 @@ def drop_model_rows(warehouse: Path | str, user_idx: Iterable[int], item_idx: It
     return out
 
 
-def scrub_event_logs(folder: Path, matcher: Matcher) -> dict[str, int]:
-    """Rewrite each event log in place without the lines that mention a needle; lines removed per label."""
+def line_owner(line: bytes) -> str | None:
+    """The ``user_id`` a JSON line names, when it is one valid id (the twin of ``owner_of_json_line``)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    owner = record.get("user_id") if isinstance(record, dict) else None
+    return owner if is_valid_id(owner) else None
+
+
+def line_labels(line: bytes, owners: Mapping[str, str], matcher: Matcher) -> set[str]:
+    """Which erased users a line belongs to: its owner's label, or (no valid owner) every id it names."""
+    owner = line_owner(line)
+    if owner is not None:
+        return {owners[owner]} if owner in owners else set()
+    return matcher.find(line)
+
+
+def scrub_event_logs(folder: Path, users: Mapping[str, str]) -> dict[str, int]:
+    """Rewrite each event log without the lines of ``users`` (plain id → label); lines removed per label."""
     out: dict[str, int] = {}
+    matcher = Matcher(users, map(len, users))
     if not matcher or not folder.is_dir():
         return out
-    for path in sorted(folder.glob("*.jsonl")):
-        with open(path, "r+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)      # the API's appends wait meanwhile
-            try:
-                lines = handle.read().splitlines(keepends=True)
-                kept = []
-                for line in lines:
-                    labels = matcher.find(line)
-                    for label in labels:
-                        out[label] = out.get(label, 0) + 1
-                    if not labels:
-                        kept.append(line)
-                if len(kept) == len(lines):
-                    continue
-                handle.seek(0)
-                handle.write(b"".join(kept))
-                handle.truncate()
-                handle.flush()
-                os.fsync(handle.fileno())
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        log.info("event log scrubbed: %s", path.name)
+
+    def keep(line: bytes) -> bool:
+        labels = line_labels(line, users, matcher)
+        for label in labels:
+            out[label] = out.get(label, 0) + 1
+        return not labels
+
+    for path in event_files(folder):
+        if rewrite_event_file(path, keep):
+            log.info("event log scrubbed: %s", path.name)
     return out
 
 

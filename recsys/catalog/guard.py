@@ -1,7 +1,9 @@
 """What ingest and silver consult so that deleted items and erased users never come back from raw files.
 
-- Ingest (:func:`flag_erased_lines`): a raw line mentioning an erased user — good or bad, whatever the field —
-  lands neither in bronze nor in quarantine; the file's ``suppressed`` count keeps the reconciliation exact.
+- Ingest (:func:`flag_erased_lines`): a raw review line of an erased user — by its parsed ``user_id``, or, for a
+  line without a valid one, by any whole token naming the user — lands neither in bronze nor in quarantine; the
+  file's ``suppressed`` count keeps the reconciliation exact. Catalogue lines (no ``user_id`` column) hold no
+  users and are never flagged: an item whose details say ``1 pounds`` is not user ``1``'s.
 - Silver (:func:`exclude_deleted`): rows of deleted items (bronze keeps them: it is the raw record, and relisting
   brings them back from there) and of erased users (belt and braces) are left out of the rebuild.
 
@@ -25,14 +27,14 @@ SUPPRESSED = "_suppressed"
 
 def flag_erased_lines(spark: SparkSession, warehouse: Path | str, lines: DataFrame, text: str,
                       keys: Sequence[str], flag: str = SUPPRESSED) -> DataFrame:
-    """``lines`` plus a boolean ``flag``: true when ``text`` (the raw line) mentions an erased user.
+    """``lines`` plus a boolean ``flag``: true when the line belongs to an erased user (see the module docstring).
 
-    Pass a persisted DataFrame: it is read twice (the mentions, then the rows they flag).
+    Pass a persisted DataFrame: it is read twice (the matches, then the rows they flag).
     """
-    erased = ledger.erased_users(spark, warehouse)
+    erased = ledger.erased_users(spark, warehouse) if C.USER_ID in lines.columns else None
     if erased is None or not erased.lengths:
         return lines.withColumn(flag, F.lit(False))
-    hits = (mention_hits(lines, [text], keys, erased.hashes, erased.salt, erased.lengths)
+    hits = (mention_hits(lines, [text], keys, erased.hashes, erased.salt, erased.lengths, owner=F.col(C.USER_ID))
             .select(*keys).distinct().withColumn(flag, F.lit(True)))
     return lines.join(hits, list(keys), "left").withColumn(flag, F.coalesce(F.col(flag), F.lit(False)))
 

@@ -208,3 +208,18 @@ def due_purges(spark: SparkSession, warehouse: Path | str, window_hours: float,
 def record_purged(spark: SparkSession, warehouse: Path | str, hashes: Sequence[str], purged_at: datetime) -> None:
     rows = [_complete({KIND: KIND_USER, ID_HASH: h, PURGED_AT: purged_at}) for h in hashes]
     _merge(spark, warehouse, rows, update=[PURGED_AT], insert=False)
+
+
+def overdue_pending(spark: SparkSession, warehouse: Path | str, hours: float, now: datetime) -> list[dict]:
+    """Requests still pending (recorded, never completed: a run died) ``hours`` after they were requested.
+
+    Such a user is denied by the API but still in the tables; each is named by kind and a hash prefix only.
+    """
+    if not T.is_delta_table(Path(_path(warehouse))):
+        return []
+    cutoff = now - timedelta(hours=hours)
+    rows = (spark.read.format("delta").load(_path(warehouse))
+            .where((F.col(STATUS) == DELETED) & F.col(APPLIED_AT).isNull() & (F.col(REQUESTED_AT) <= F.lit(cutoff)))
+            .select(KIND, ID_HASH, REQUESTED_AT).orderBy(REQUESTED_AT).collect())
+    return [{KIND: r[KIND], ID_HASH: r[ID_HASH][:12],
+             "pending_hours": round((now - _aware(r[REQUESTED_AT])).total_seconds() / 3600, 1)} for r in rows]

@@ -25,6 +25,10 @@ COUNTS_ONLY = {"result_format": "BASIC", "partial_unexpected_count": 0}   # no p
 WITH_ROWS = {"result_format": "COMPLETE", "include_unexpected_rows": True}   # GE caps rows at 200
 _MAX_CELL = 120                            # long strings (review text, raw lines) are cut in samples
 _SAMPLING = {"ExpectNoUnexpectedRows": "UnexpectedRowsExpectation"}      # pass 2: the stock, row-fetching class
+# Columns whose values name a user (raw lines embed the user_id): never kept in a sample, so neither
+# ops/quality_results, a gate's message nor a job log holds an id an erasure would have to find.
+REDACTED_COLUMNS = frozenset({"user_id", "user_idx", "raw", "value"})   # "value": see redact_sample
+REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ class GxRunner:
             result_ids += list(outcome.run_results)
             samples = {_rule(r): _samples(r, sample_rows) for r in _results(outcome)}
             evaluated = [_with_sample(e, samples.get(e.check.name)) for e in evaluated]
-        return TableRun([_cut(e, sample_rows) for e in evaluated], result_ids)
+        return TableRun([_redacted(_cut(e, sample_rows)) for e in evaluated], result_ids)
 
     def build_docs(self, result_ids: list[Any]) -> Path:
         """Render this gate's validation results and refresh the index; returns the index page."""
@@ -264,6 +268,18 @@ def _short(row: dict[str, Any]) -> dict[str, Any]:
 
 def _with_sample(e: Evaluated, sample: list[dict[str, Any]] | None) -> Evaluated:
     return replace(e, sample=sample) if sample else e
+
+
+def redact_sample(sample: list[dict[str, Any]], column: str | None) -> list[dict[str, Any]]:
+    """``sample`` with user-naming values replaced: columns of :data:`REDACTED_COLUMNS`, and ``value`` (a bare
+    unexpected value) when the expectation is about such a column."""
+    about_user = any(c.strip() in REDACTED_COLUMNS for c in (column or "").split(","))
+    return [{k: REDACTED if k in REDACTED_COLUMNS and (k != "value" or about_user) else v for k, v in row.items()}
+            for row in sample]
+
+
+def _redacted(e: Evaluated) -> Evaluated:
+    return replace(e, sample=redact_sample(e.sample, e.check.column)) if e.sample else e
 
 
 def _cut(e: Evaluated, rows: int) -> Evaluated:

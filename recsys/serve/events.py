@@ -8,6 +8,7 @@ File contract for that job: ``<events_dir>/events-<YYYYMMDD>-<host>-<pid>.jsonl`
 written whole by one ``write`` call; a last line without ``\\n`` is a torn write and must be skipped (see
 :func:`read_events`). Every record has a unique ``event_id``, so MERGE on it makes the compaction idempotent.
 A file of a past UTC day whose mtime is older than a minute is closed for good and can be deleted once merged.
+Erasure never edits a file in place: it renames a rewritten copy over it (:func:`rewrite_event_file`).
 Record fields: ``event_id``, ``event_type``, ``user_id``, ``parent_asin`` (or null), ``request_id``, ``items``
 (list or null), ``variant`` (or null), ``ts`` (ISO-8601 UTC, client time if sent, else receipt), ``received_at``
 (ISO-8601 UTC), ``version`` and ``model`` (the snapshot current when the event arrived, or null).
@@ -21,7 +22,7 @@ import re
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ TS = "ts"
 FIELDS = frozenset({EVENT_TYPE, USER_ID, ITEM_ID, REQUEST_ID, ITEMS, VARIANT, TS})
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_CLOCK_SKEW = timedelta(days=1)
+FILE_MODE = 0o640
 _HOST = re.sub(r"[^A-Za-z0-9_\-]", "_", socket.gethostname())[:32] or "host"
 
 
@@ -118,6 +120,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._day: str | None = None
+        self._path: Path | None = None
         self.written = 0
 
     def append(self, records: list[dict[str, Any]], version: str | None, model: str | None) -> list[str]:
@@ -132,9 +135,7 @@ class EventLog:
                                        "version": version, "model": model}) + b"\n")
         payload = b"".join(lines)
         with self._lock:
-            fd = self._file()
-            # Shared with recsys.catalog, which rewrites these files in place to erase users under LOCK_EX.
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = self._locked_file()
             try:
                 view = memoryview(payload)
                 while view:
@@ -145,19 +146,29 @@ class EventLog:
             self.written += len(records)
         return ids
 
+    def _locked_file(self) -> int:
+        """Today's file, opened and locked (``LOCK_EX``), and still the file its name points to.
+
+        An erasure (:func:`rewrite_event_file`) replaces a log by a new file under the old one's lock: an append
+        that waited for that lock would land in the replaced file, so it reopens the name and locks again.
+        """
+        while True:
+            fd = self._file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, self._path):
+                return fd
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self.close()
+
     def _file(self) -> int:
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
         if self._fd is None or day != self._day:
             self.close()
             self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / f"events-{day}-{_HOST}-{os.getpid()}.jsonl"
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._path = self.folder / f"events-{day}-{_HOST}-{os.getpid()}.jsonl"
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
             self._day = day
-            dir_fd = os.open(self.folder, os.O_RDONLY)   # make the new file's name durable too
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(self.folder)                 # make the new file's name durable too
         return self._fd
 
     def close(self) -> None:
@@ -188,3 +199,55 @@ def file_day(path: Path) -> str | None:
     """The UTC day (``YYYYMMDD``) a log file was opened for, from its name; None if it is not a log file."""
     match = re.match(r"^events-(\d{8})-", Path(path).name)
     return match.group(1) if match else None
+
+
+def _same_file(fd: int, path: Path | None) -> bool:
+    """Does ``path`` still name the open file ``fd`` (not replaced, not deleted)?"""
+    try:
+        named = os.stat(path) if path is not None else None
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return named is not None and (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def rewrite_event_file(path: Path, keep: Callable[[bytes], bool]) -> int:
+    """Replace a log by a copy holding only the lines ``keep`` accepts; returns the lines dropped.
+
+    Crash-safe: the copy is written beside it, fsync'd and renamed over the log (then the folder is fsync'd), so
+    the log is always either the old file or the complete new one, never a torn mix. Appends are safe: the
+    rewrite holds the old file's ``LOCK_EX`` from reading to renaming, and an appender that waited for that
+    lock finds the name now points elsewhere and reopens it (:meth:`EventLog._locked_file`).
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            if not _same_file(handle.fileno(), path):      # replaced meanwhile: the next scrub sees the new one
+                return 0
+            lines = handle.read().splitlines(keepends=True)
+            kept = [line for line in lines if keep(line)]
+            if len(kept) == len(lines):
+                return 0
+            staged = path.with_name(f".{path.name}.rewrite")
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            try:
+                view = memoryview(b"".join(kept))
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(staged, path)
+            _fsync_dir(path.parent)
+            return len(lines) - len(kept)
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
