@@ -2,15 +2,20 @@
 readout of conf ``monitor.ab`` (two-proportion tests, intervals, sample-ratio check) to reports/ab-<experiment>/;
 a no-op that says so when no experiment is enabled."""
 
+import argparse
 from pathlib import Path
 
 import _bootstrap
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = _bootstrap.parser(__doc__)
     p.add_argument("--reports", type=Path, help="reports folder (default from conf)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
 
     import json
 

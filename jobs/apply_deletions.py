@@ -8,7 +8,7 @@ from pathlib import Path
 import _bootstrap
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = _bootstrap.parser(__doc__)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--drops", type=Path, help="folder of drop files (default from conf deletions.drops_dir)")
@@ -17,6 +17,11 @@ def main() -> int:
     p.add_argument("--purge-history", action=argparse.BooleanOptionalAction, default=None,
                    help="rewrite tables that lost erased users into fresh directories now "
                         "(default from conf deletions.purge_history: on)")
+    return p
+
+
+def main() -> int:
+    p = build_parser()
     args = p.parse_args()
 
     from recsys.catalog import apply_drops, read_drops

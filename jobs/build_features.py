@@ -1,10 +1,16 @@
 """spark-submit jobs/build_features.py --warehouse DIR: silver → gold (vocabularies, confidence, splits)."""
 
+import argparse
+
 import _bootstrap
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return _bootstrap.parser(__doc__)
+
+
 def main() -> int:
-    args = _bootstrap.parser(__doc__).parse_args()
+    args = build_parser().parse_args()
 
     from recsys.config import load_settings
     from recsys.features import build_features

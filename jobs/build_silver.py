@@ -1,12 +1,18 @@
 """spark-submit jobs/build_silver.py --warehouse DIR [--force]: bronze → silver (MERGE, idempotent)."""
 
+import argparse
+
 import _bootstrap
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = _bootstrap.parser(__doc__)
     p.add_argument("--force", action="store_true", help="rebuild even if bronze is unchanged")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
 
     from recsys.config import load_settings
     from recsys.silver import build_silver

@@ -1,12 +1,18 @@
 """spark-submit jobs/evaluate.py --warehouse DIR --run-id RUN: metrics of every candidate, promotion, report."""
 
+import argparse
+
 import _bootstrap
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = _bootstrap.parser(__doc__)
     p.add_argument("--run-id", required=True)
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
 
     from recsys.config import load_settings
     from recsys.evaluate.runner import evaluate_run

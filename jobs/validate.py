@@ -2,16 +2,22 @@
 the Great Expectations gate of one layer. Exits non-zero, naming the failed expectations and sample rows, when
 an error-severity expectation fails; the JSON summary goes to stdout either way."""
 
+import argparse
+
 import _bootstrap
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = _bootstrap.parser(__doc__)
     p.add_argument("--layer", required=True, choices=("bronze", "silver", "gold", "published"))
     p.add_argument("--version", help="published layer: the version to validate (default: the current one)")
     p.add_argument("--run-id", help="stored with the results (default: a new quality-<layer>-… id)")
     p.add_argument("--table", action="append", help="validate only this table of the layer (repeatable)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
 
     import json
 

@@ -6,12 +6,16 @@ equals the one measured independently by :mod:`recsys.rawfiles`; otherwise the f
 nothing of it is committed. Each batch of files replaces exactly its own rows (``replaceWhere`` on
 ``_source_file``), so reruns and re-ingests of a changed file are idempotent and atomic per table.
 Files already ingested with the same size/mtime (or checksum) are skipped.
+
+Which lines are JSON at all is decided by the strict parse of :mod:`recsys.rawfiles` (Spark's reader is lenient);
+Spark adds what needs the typed row: duplicate keys, ids (:mod:`recsys.ids`), required fields and ranges.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +27,9 @@ from recsys import constants as C
 from recsys import tables as T
 from recsys.catalog.guard import SUPPRESSED, flag_erased_lines
 from recsys.config import IngestSettings
+from recsys.ids import ID_JAVA_REGEX
 from recsys.logs import step
-from recsys.rawfiles import FileCheck, RawFile, discover, inspect_all, stat
+from recsys.rawfiles import UNPARSEABLE_JSON, FileCheck, RawFile, discover, inspect_all, stat
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +57,8 @@ REVIEW_TYPED_FIELDS = ("rating", "title", "text", "asin", "parent_asin", "user_i
                        "helpful_vote", "verified_purchase")
 META_REQUIRED_IDS = (C.ITEM_ID,)
 
-_SCALAR_JSON = r'^\s*("(?:[^"\\]|\\.)*"|-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null)\s*$'
-_ARRAY_JSON = r"^\s*\[.*\]\s*$"
+STRICT_REASON = "_strict_reason"      # the reason the strict parse of recsys.rawfiles gave a line, or null
+_BLANK_ID = r"(?U)\A\s*\z"            # empty or only (Unicode) whitespace, a trailing newline included
 
 
 @dataclass
@@ -81,63 +86,81 @@ def read_lines(spark: SparkSession, files: list[RawFile]) -> DataFrame:
     """(``_source_file``, ``_line``, ``value``) for every line of ``files``; must run under
     :data:`_ONE_PARTITION_PER_FILE` so that line numbers are exact."""
     by_path = F.create_map(*[x for f in files for x in (F.lit(str(f.path)), F.lit(f.rel))])
-    local_path = F.url_decode(F.regexp_replace(F.col("_metadata.file_path"), r"^file:(//)?", ""))
+    # _metadata.file_path is a URI: percent-escapes are decoded, but a "+" is a plus, not a space.
+    uri_path = F.regexp_replace(F.col("_metadata.file_path"), r"^file:(//)?", "")
+    local_path = F.url_decode(F.regexp_replace(uri_path, r"\+", "%2B"))
     return (
         spark.read.option("lineSep", "\n").text([str(f.path) for f in files])
         .select(
             by_path[local_path].alias(C.SOURCE_FILE),
             ((F.monotonically_increasing_id().bitwiseAND(F.lit(_LINE_MASK))) + 1).alias(C.LINE),
             # CRLF files leave a "\r" before the "\n"; a UTF-8 BOM may start a line. Both are valid.
-            F.regexp_replace(F.regexp_replace("value", "\r$", ""), "^\ufeff", "").alias("value"),
+            # Exactly as recsys.rawfiles.normalized_line: one trailing CR, then one leading BOM.
+            F.regexp_replace(F.regexp_replace("value", "\r\\z", ""), "^\ufeff", "").alias("value"),
         )
     )
 
 
-def _not_json_reason(value: Column) -> Column:
-    return (
-        F.when(value.rlike(_SCALAR_JSON) | value.rlike(_ARRAY_JSON), F.lit("not_a_json_object"))
-        .otherwise(F.lit("unparseable_json"))
-    )
+def with_strict_reasons(spark: SparkSession, lines: DataFrame, checks: list[FileCheck]) -> DataFrame:
+    """``lines`` + :data:`STRICT_REASON`: the reason the strict parse refused each line (null for good ones).
+
+    Refused lines are normally few (the bronze gate fails a file with more than a few percent), so they are
+    broadcast and the lines keep their one-partition-per-file layout; with none, there is no join at all."""
+    refused = [(c.file.rel, line, reason) for c in checks if c.refused for line, reason in c.refused.items()]
+    if not refused:
+        return lines.withColumn(STRICT_REASON, F.lit(None).cast("string"))
+    table = spark.createDataFrame(refused, f"{C.SOURCE_FILE} STRING, {C.LINE} BIGINT, {STRICT_REASON} STRING")
+    return lines.join(F.broadcast(table), [C.SOURCE_FILE, C.LINE], "left")
 
 
-def _missing_id(parsed: Column, ids: tuple[str, ...]) -> Column:
-    """First required id that is null or blank, as ``missing_id:<field>``."""
+def _duplicate_key(value: Column) -> Column:
+    """``duplicate_key:<field>`` for an object naming a top-level field twice. JSON leaves the meaning open and
+    parsers differ on which value wins (Spark's typed parse may keep either), so no value is picked."""
+    keys = F.json_object_keys(value)
+    repeated = F.filter(keys, lambda key, i: F.array_position(keys, key) != i + 1)
+    return F.when(F.size(repeated) > 0, F.concat(F.lit("duplicate_key:"), F.get(repeated, 0)))
+
+
+def _bad_id(parsed: Column, ids: tuple[str, ...]) -> Column:
+    """First required id that is null or blank (``missing_id:<field>``) or not an id the API could serve or an
+    erasure could match (``invalid_id:<field>``, :data:`recsys.ids.ID_JAVA_REGEX`)."""
     expr = F.lit(None).cast("string")
     for name in reversed(ids):
         value = parsed[name]
-        expr = F.when(value.isNull() | (F.trim(value) == ""), F.lit(f"missing_id:{name}")).otherwise(expr)
+        expr = (F.when(value.isNull() | value.rlike(_BLANK_ID), F.lit(f"missing_id:{name}"))
+                .when(~value.rlike(ID_JAVA_REGEX), F.lit(f"invalid_id:{name}"))
+                .otherwise(expr))
     return expr
 
 
-def _wrong_type(parsed: Column, generic: Column, fields: tuple[str, ...]) -> Column:
-    """First field present in the JSON whose value did not convert to the schema's type."""
-    expr = F.lit(None).cast("string")
+def _unconverted(parsed: Column, value: Column, fields: tuple[str, ...]) -> Column:
+    """Backstop: a line the strict parse accepted but Spark could not convert (a limit of its parser, say) is
+    quarantined, naming the first field Spark lost, rather than landing in bronze with a null."""
+    keys = F.json_object_keys(value)
+    expr = F.lit(UNPARSEABLE_JSON)
     for name in reversed(fields):
-        expr = F.when(parsed[name].isNull() & generic[name].isNotNull(), F.lit(f"wrong_type:{name}")).otherwise(expr)
-    return expr
+        expr = F.when(F.array_contains(keys, name) & parsed[name].isNull(), F.lit(f"wrong_type:{name}")).otherwise(expr)
+    return F.when(parsed["_corrupt"].isNotNull(), expr)
 
 
 def parse_reviews(lines: DataFrame, settings: IngestSettings, now_ms: int) -> DataFrame:
-    """Typed review columns + ``reason`` (null for a good row) for every non-blank line."""
+    """Typed review columns + ``reason`` (null for a good row) for every non-blank line of ``lines`` (which carry
+    :data:`STRICT_REASON`, see :func:`with_strict_reasons`): the first reason in the README's order."""
     parsed = F.from_json("value", REVIEW_JSON_SCHEMA,
                          {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
     df = lines.where(F.trim("value") != "").withColumn("p", parsed)
-    p = F.col("p")
-    # Only lines that failed somewhere are parsed a second time, as a generic map, to tell why.
-    generic = F.when(p["_corrupt"].isNotNull(), F.from_json("value", "map<string,string>"))
-    df = df.withColumn("g", generic)
+    p, value = F.col("p"), F.col("value")
     rating, ts = p["rating"], p["timestamp"]
-    reason = (
-        F.when(F.col("g").isNull() & p["_corrupt"].isNotNull(), _not_json_reason(F.col("value")))
-        .otherwise(F.coalesce(
-            _missing_id(p, REVIEW_REQUIRED_IDS),
-            _wrong_type(p, F.col("g"), REVIEW_TYPED_FIELDS),
-            F.when(rating.isNull(), F.lit("missing_field:rating")),
-            F.when(F.isnan(rating) | (rating < 1) | (rating > 5), F.lit("rating_out_of_range")),
-            F.when(ts.isNull(), F.lit("missing_field:timestamp")),
-            F.when((ts < settings.min_timestamp_ms) | (ts > now_ms + settings.max_future_ms),
-                   F.lit("timestamp_out_of_range")),
-        ))
+    reason = F.coalesce(
+        F.col(STRICT_REASON),
+        _duplicate_key(value),
+        _bad_id(p, REVIEW_REQUIRED_IDS),
+        _unconverted(p, value, REVIEW_TYPED_FIELDS),
+        F.when(rating.isNull(), F.lit("missing_field:rating")),
+        F.when(F.isnan(rating) | (rating < 1) | (rating > 5), F.lit("rating_out_of_range")),
+        F.when(ts.isNull(), F.lit("missing_field:timestamp")),
+        F.when((ts < settings.min_timestamp_ms) | (ts > now_ms + settings.max_future_ms),
+               F.lit("timestamp_out_of_range")),
     )
     return df.select(
         *[p[c].alias(c) for c in ("rating", "title", "text", "images", "asin", "parent_asin", "user_id",
@@ -150,14 +173,14 @@ _PRICE_NUMBER = r"(-?\d[\d,]*\.?\d*)"
 
 
 def parse_items(lines: DataFrame) -> DataFrame:
-    """Typed meta columns + ``reason`` for every non-blank line. Only a missing id or a line that is
-    not a JSON object quarantines a meta row; other fields are parsed leniently."""
+    """Typed meta columns + ``reason`` for every non-blank line. Only a line that is not exactly one JSON object,
+    a duplicate key, or a missing or invalid id quarantines a meta row; other fields are parsed leniently."""
     parsed = F.from_json("value", META_JSON_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
     df = lines.where(F.trim("value") != "").withColumn("p", parsed)
-    p = F.col("p")
-    # With every field read as text, _corrupt is set only when the line is not a JSON object at all.
-    reason = F.when(p["_corrupt"].isNotNull(), _not_json_reason(F.col("value"))).otherwise(
-        _missing_id(p, META_REQUIRED_IDS))
+    p, value = F.col("p"), F.col("value")
+    # With every field read as text, _corrupt is set only when Spark could not read the line as an object at all.
+    reason = F.coalesce(F.col(STRICT_REASON), _duplicate_key(value), _bad_id(p, META_REQUIRED_IDS),
+                        F.when(p["_corrupt"].isNotNull(), F.lit(UNPARSEABLE_JSON)))
     price_number = F.regexp_extract(p["price"], _PRICE_NUMBER, 1)
     return df.select(
         p["main_category"].alias("main_category"),
@@ -220,7 +243,8 @@ def ingest_batch(spark: SparkSession, warehouse: Path, kind: str, checks: list[F
 
     with T.spark_conf(spark, _ONE_PARTITION_PER_FILE):
         lines = read_lines(spark, files)
-        parse = parse_reviews(lines, settings, now_ms) if kind == C.KIND_REVIEWS else parse_items(lines)
+        judged = with_strict_reasons(spark, lines, checks)
+        parse = parse_reviews(judged, settings, now_ms) if kind == C.KIND_REVIEWS else parse_items(judged)
         parsed = (parse.withColumn(C.CATEGORY, category_of[F.col(C.SOURCE_FILE)])
                   .withColumn(C.INGESTED_AT, F.lit(now).cast("timestamp"))
                   .persist(StorageLevel.MEMORY_AND_DISK))
@@ -310,13 +334,16 @@ def _unchanged(check: FileCheck, known: dict | None) -> bool:
 
 
 def ingest(spark: SparkSession, source: Path, warehouse: Path, settings: IngestSettings,
-           *, force: bool = False) -> IngestReport:
-    """Ingest every new or changed raw file below ``source`` into the warehouse's bronze layer."""
+           *, force: bool = False, categories: Sequence[str] | None = None) -> IngestReport:
+    """Ingest every new or changed raw file below ``source`` into the warehouse's bronze layer (``categories``:
+    only the files of these categories, reviews and meta)."""
     report = IngestReport()
     with step("ingest", source=str(source)) as rec:
-        files = discover(Path(source))
+        files = of_categories(discover(Path(source)), categories)
         if not files:
-            raise FileNotFoundError(f"no raw files (<Category>.jsonl[.gz], meta_<Category>.jsonl[.gz]) in {source}")
+            wanted = f" of categories {', '.join(categories)}" if categories else ""
+            raise FileNotFoundError(
+                f"no raw files (<Category>.jsonl[.gz], meta_<Category>.jsonl[.gz]){wanted} in {source}")
         known = {} if force else _known_files(spark, warehouse)
         # Cheap size/mtime check first; only files that look new or changed are read and hashed.
         candidates = [f for f in files if force or not _unchanged(stat(f), known.get(f.rel))]
@@ -347,6 +374,14 @@ def ingest(spark: SparkSession, source: Path, warehouse: Path, settings: IngestS
         for failure in report.failed:
             log.error("file failed, nothing of it ingested: %s: %s", failure["path"], failure["error"])
     return report
+
+
+def of_categories(files: list[RawFile], categories: Sequence[str] | None) -> list[RawFile]:
+    """The files of ``categories`` (all of them when None or empty)."""
+    if not categories:
+        return files
+    wanted = set(categories)
+    return [f for f in files if f.category in wanted]
 
 
 def _batches(checks: list[FileCheck], max_bytes: int) -> list[list[FileCheck]]:
