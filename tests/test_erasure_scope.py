@@ -349,3 +349,52 @@ def test_settings_resolve_a_relative_or_symlinked_warehouse_once(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert load_settings(warehouse=Path("link")).warehouse == (tmp_path / "real").resolve()
     assert load_settings(warehouse=Path("real")).warehouse.is_absolute()
+
+
+def test_erasure_purges_the_stored_quality_results(numbered):
+    purged = numbered["reports"][0]["quality_artifacts_purged"]
+    assert any(p.endswith("validations") for p in purged)
+    assert not list(numbered["settings"].warehouse.glob("_quality/gx/uncommitted/validations/*"))
+
+
+# --- pending requests ----------------------------------------------------------------------------------------
+
+def test_a_request_pending_too_long_is_reported_and_logged(spark, tmp_path, caplog):
+    from datetime import datetime, timedelta, timezone
+
+    from recsys.catalog import apply_rows, ledger
+    from recsys.config import load_settings
+
+    settings = load_settings(warehouse=tmp_path / "wh")
+    settings.warehouse.mkdir()
+    salt = ledger.ensure_salt(settings.warehouse)
+    old = datetime.now(timezone.utc) - timedelta(hours=50)
+    fresh = datetime.now(timezone.utc) - timedelta(hours=1)
+    ledger.record_pending(spark, settings.warehouse, [       # a run died after recording them
+        ledger.Request("user", "U1", id_hash(salt, "U1"), "gdpr", old),
+        ledger.Request("user", "U2", id_hash(salt, "U2"), "gdpr", fresh)])
+    with caplog.at_level("WARNING", logger="recsys.catalog.apply"):
+        report = apply_rows(spark, settings, [])
+    assert [(r["id_hash"], r["pending_hours"] >= 50) for r in report["overdue_pending"]] == [
+        (id_hash(salt, "U1")[:12], True)]
+    assert "pending for 50" in caplog.text and "U1" not in caplog.text
+
+
+# --- the audit -----------------------------------------------------------------------------------------------
+
+def test_the_audit_reads_npy_arrays_and_folders_outside_the_warehouse(tmp_path):
+    import numpy as np
+
+    from recsys.audit import audit
+
+    warehouse, logs = tmp_path / "wh", tmp_path / "logs"
+    (warehouse / "_serving").mkdir(parents=True)
+    logs.mkdir()
+    ids = ["AE" + "0" * 25 + str(n) for n in range(3)]          # full width: the array is one run of id characters
+    np.save(warehouse / "_serving" / "users.npy", np.array(ids, dtype="S28"))
+    (logs / "job.log").write_text(f"sample: {ids[2]}\n")
+    drop = tmp_path / "users.csv"
+    drop.write_text(f"user_id,reason,requested_at\n{ids[1]},x,2026-01-01T00:00:00Z\n{ids[2]},x,2026-01-01T00:00:00Z\n")
+    report = audit(warehouse, drop, extra=[logs, warehouse / "_serving"])
+    assert sorted((f.path, f.where) for f in report.findings) == sorted([
+        ("_serving/users.npy", "npy values"), ("_serving/users.npy", "npy values"), (str(logs / "job.log"), "bytes")])
