@@ -18,11 +18,11 @@ else
   SYNTH_ARGS := --bad-line-rate 0.002
 endif
 
-.PHONY: help install jars demo test synth pipeline tables serve bench clean cluster-up cluster-down
+.PHONY: help install jars demo test test-fast test-all synth pipeline tables serve bench clean cluster-up cluster-down
 
 help:
 	@echo "make demo   set up .venv + Delta jars, generate the synthetic dump, run the pipeline (SCALE=small|appliances)"
-	@echo "make test   run the test suite (installs first if needed)"
+	@echo "make test   run the test suite (installs first if needed); make test-fast: the 2-minute inner loop"
 
 ## install: .venv from requirements.lock, the package itself, the Delta jars. Reused while the lock is unchanged.
 install: $(STAMP)
@@ -57,8 +57,17 @@ demo: install synth pipeline
 tables: install
 	$(BIN)/recsys tables --warehouse $(WAREHOUSE)
 
+## test: everything (what .ci/run calls). test-fast: the inner loop, no JVM, no pipeline, no Airflow run, no cluster
+## (tests marked heavy by tests/conftest.py are deselected), under 2 minutes. test-all: everything with the full
+## Hypothesis example counts for the Spark-backed properties (make test runs a quarter of them).
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+test-all: install
+	HYPOTHESIS_PROFILE=full $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 cluster-up: install          ## a Spark standalone master + 2 workers on 127.0.0.1:7077
 	bash conf/cluster/standalone.sh up 2

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_profiles import spark_examples
 from recsys.evaluate import python_metrics as npm
 from recsys.evaluate.cli_metrics import run_metrics
 from recsys.evaluate.definitions import (
@@ -362,7 +363,7 @@ def test_spark_and_numpy_match_rankingmetrics_on_random_lists(spark):
     assert full["map@60"] == pytest.approx(reference.meanAveragePrecision, abs=1e-9)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=spark_examples(25), deadline=None)       # Spark jobs per example: a quarter in make test
 @given(datasets(), KS, st.booleans())
 def test_spark_equals_numpy_on_random_lists(spark, data, ks, count_empty_truth):
     from recsys.evaluate import spark_metrics as sm
