@@ -1,4 +1,6 @@
-"""Shared fixtures: one real local Spark session (with Delta) per test run, paths to the real data."""
+"""Shared fixtures: one real local Spark session (with Delta) per test run, paths to the real data, one small
+warehouse through the whole pipeline; the tiers (``heavy`` marked from the fixtures a test uses) and the Hypothesis
+profiles (``HYPOTHESIS_PROFILE``: ``default`` in ``make test``, ``full`` in ``make test-all``)."""
 
 from __future__ import annotations
 
@@ -10,17 +12,41 @@ from typing import Any
 
 import pytest
 
+import hypothesis_profiles  # noqa: F401 - registers and loads the Hypothesis profile before any test runs
+
 SHARED_DATA = Path(os.environ.get("RECSYS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+# --- tiers: `make test` runs everything, `make test-fast` deselects `heavy` ------------------------------------------
+
+# A test is heavy if it needs one of these (directly or through another fixture): a JVM, a pipeline run, an Airflow
+# run, the standalone cluster. Marking by fixture means a new Spark test is heavy without anyone remembering to say so.
+HEAVY_FIXTURES = frozenset({"spark", "built_warehouse", "airflow_run", "cluster"})
+# Heavy without one of those fixtures: a real gunicorn in child processes (~40 s on a busy 2-core box).
+HEAVY_TESTS = frozenset({"test_serve.py::test_real_gunicorn_serves_reloads_and_keeps_events"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark ``heavy`` every test that uses a heavy fixture, is marked ``slow``, or is listed in HEAVY_TESTS."""
+    for item in items:
+        name = f"{item.path.name}::{item.originalname}"
+        if (HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow")
+                or name in HEAVY_TESTS):
+            item.add_marker(pytest.mark.heavy)
 
 
 @pytest.fixture(scope="session")
 def spark():
-    """A real ``local[2]`` session built by :func:`recsys.spark.get_spark`, UI and progress bars off."""
+    """A real ``local[2]`` session built by :func:`recsys.spark.get_spark`, UI and progress bars off. Tuned for
+    tables of a few thousand rows: one shuffle partition and no adaptive re-planning (each costs a task or a plan
+    per stage, not work), while input stays split in two (``default.parallelism``) so code that runs per partition
+    still sees more than one."""
     from recsys.config import SparkSettings
     from recsys.spark import get_spark
 
-    settings = SparkSettings(master="local[2]", driver_memory="2g", shuffle_partitions=2,
-                             ui_enabled=False, console_progress=False, log_level="ERROR")
+    settings = SparkSettings(master="local[2]", driver_memory="2g", shuffle_partitions=1,
+                             ui_enabled=False, console_progress=False, log_level="ERROR",
+                             extra={"spark.sql.adaptive.enabled": "false", "spark.default.parallelism": "2"})
     session = get_spark(settings)
     yield session
     session.stop()
@@ -48,6 +74,8 @@ class BuiltWarehouse:
 
 @pytest.fixture(scope="session")
 def built_warehouse(spark, tmp_path_factory) -> BuiltWarehouse:
+    """Built once per session (per xdist worker): 300 users, 80 items, 2,500 reviews in two categories, 1% bad
+    lines, every model family, K=5 with 3 spare."""
     from recsys.config import load_settings
     from recsys.pipeline import run_pipeline
     from recsys.synth import generate
@@ -56,8 +84,12 @@ def built_warehouse(spark, tmp_path_factory) -> BuiltWarehouse:
     settings = load_settings(warehouse=root / "wh", source=root / "src", reports=root / "reports")
     settings.synth = settings.synth.model_copy(update={"users": 300, "items": 80, "reviews": 2500, "clusters": 4,
                                                        "categories": ["Appliances", "All_Beauty"]})
-    settings.train = settings.train.model_copy(update={"models": ["implicit_als", "popularity"]})
-    settings.train.params["implicit_als"] = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
+    # Every model family, so test_pipeline reads its assertions (both ALS beat popularity, similar items by ALS and
+    # by content) off this one build instead of a pipeline run of its own.
+    settings.train = settings.train.model_copy(update={"models": ["implicit_als", "popularity", "spark_als",
+                                                                  "content"]})
+    settings.train.params["spark_als"] = settings.train.params["implicit_als"] = {
+        "factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})
     settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False})
     generate(settings.source, settings.synth, bad_line_rate=0.01, progress=False)
