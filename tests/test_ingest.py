@@ -17,7 +17,7 @@ from recsys import constants as C
 from recsys import tables as T
 from recsys.config import IngestSettings
 from recsys.ingest import REVIEW_TYPED_FIELDS, STRICT_REASON, ingest, parse_reviews
-from recsys.rawfiles import RawFile, inspect, normalized_line
+from recsys.rawfiles import RawFile, inspect, normalized_line, strict_reason
 from recsys.silver import build_silver
 
 SETTINGS = IngestSettings()
@@ -375,3 +375,14 @@ def test_strict_verdicts_do_not_depend_on_where_chunks_split_lines(tmp_path, mon
     assert check.lines == len(text)
     assert check.refused.items() == [(n, r) for n, (_, r) in enumerate(STRICT_BAD_LINES[:8], start=1)] + \
         [(len(text), "unparseable_json")]
+
+
+@pytest.mark.parametrize("kind, raw, reason", [
+    (C.KIND_REVIEWS, b'{"user_id": "\xff\xfe"}', "unparseable_json"),   # invalid UTF-8: Spark would store U+FFFD
+    (C.KIND_REVIEWS, b"\xef\xbb\xbf" + GOOD.encode() + b"\r", None),     # BOM and CR, as Spark strips them
+    (C.KIND_REVIEWS, b"\xef\xbb\xbf   \r", None),                        # blank once stripped: counted as blank
+    (C.KIND_ITEMS, b'{"parent_asin": true}', "wrong_type:parent_asin"),
+    (C.KIND_ITEMS, b'{"parent_asin": "B1", "price": true, "details": "x"}', None),   # meta: lenient but the id
+])
+def test_strict_verdicts_of_raw_bytes(kind, raw, reason):
+    assert strict_reason(raw, kind) == reason
