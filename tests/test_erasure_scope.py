@@ -189,6 +189,7 @@ def test_quality_samples_never_keep_a_user_id():
     assert redact_sample([{"value": "AE1"}], "user_id") == [{"value": REDACTED}]
     assert redact_sample([{"value": 6.0}], "rating") == [{"value": 6.0}]
     assert redact_sample([{"value": "AE1"}], "user_id,parent_asin") == [{"value": REDACTED}]
+    assert redact_sample([{"user_id": None, "_line": 5}], "user_id") == [{"user_id": None, "_line": 5}]   # missing
 
 
 # --- raw lines: by their owner, by token only without one ----------------------------------------------------

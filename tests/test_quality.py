@@ -250,7 +250,7 @@ def test_dangling_parent_asin_fails_silver(spark, warehouse, settings, quality):
     write(spark, warehouse, C.SILVER_REVIEWS, rows)
     result = gate(spark, warehouse, "silver", settings, quality)
     assert failed(result) == {(C.SILVER_REVIEWS, "parent_asin_in_items")}
-    assert result.failures[0].sample == [{"user_id": "u9", "parent_asin": "GHOST"}]
+    assert result.failures[0].sample == [{"user_id": "[redacted]", "parent_asin": "GHOST"}]   # no user id kept
 
 
 # --- published --------------------------------------------------------------------------------------------------
@@ -295,8 +295,9 @@ def test_deleted_or_unknown_published_items_fail(spark, warehouse, settings, qua
     result = gate(spark, warehouse, "published", settings, quality, tables=[TOPK, SIMILAR])
     assert failed(result) == {(TOPK, "items_exist_not_deleted"), (SIMILAR, "items_exist_not_deleted")}
     samples = {f.table: f.sample for f in result.failures}
-    assert sorted(samples[TOPK], key=lambda r: r["user_id"]) == [
-        {"user_id": "u1", "rank": 3, "parent_asin": "A5"}, {"user_id": "u2", "rank": 3, "parent_asin": "A8"}]
+    assert sorted(samples[TOPK], key=lambda r: r["parent_asin"]) == [
+        {"user_id": "[redacted]", "rank": 3, "parent_asin": "A5"},
+        {"user_id": "[redacted]", "rank": 3, "parent_asin": "A8"}]
     assert samples[SIMILAR] == [{"parent_asin": "A2", "method": "als", "rank": 2, "similar_asin": "NOPE"}]
 
 

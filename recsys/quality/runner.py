@@ -272,10 +272,14 @@ def _with_sample(e: Evaluated, sample: list[dict[str, Any]] | None) -> Evaluated
 
 def redact_sample(sample: list[dict[str, Any]], column: str | None) -> list[dict[str, Any]]:
     """``sample`` with user-naming values replaced: columns of :data:`REDACTED_COLUMNS`, and ``value`` (a bare
-    unexpected value) when the expectation is about such a column."""
+    unexpected value) when the expectation is about such a column. A null stays null: it names no one, and says
+    what was wrong (a missing ``user_id``)."""
     about_user = any(c.strip() in REDACTED_COLUMNS for c in (column or "").split(","))
-    return [{k: REDACTED if k in REDACTED_COLUMNS and (k != "value" or about_user) else v for k, v in row.items()}
-            for row in sample]
+
+    def hidden(key: str, value: Any) -> bool:
+        return value is not None and key in REDACTED_COLUMNS and (key != "value" or about_user)
+
+    return [{k: REDACTED if hidden(k, v) else v for k, v in row.items()} for row in sample]
 
 
 def _redacted(e: Evaluated) -> Evaluated:
