@@ -1,6 +1,9 @@
 """The whole pipeline on a small planted-cluster synthetic dump: every table appears, both ALS beat
 popularity, the published lists obey their contract, the API serves them, and a failed publish
-leaves the previous version current."""
+leaves the previous version current.
+
+The run is the session's shared ``built_warehouse`` (tests/conftest.py: every model family, K=5), read only; the
+failed-publish test writes, so it works on a copy."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from conftest import copy_warehouse
 from recsys import constants as C
 from recsys import registry
 from recsys import tables as T
@@ -19,17 +23,9 @@ from recsys.synth import generate
 
 
 @pytest.fixture(scope="module")
-def demo(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    settings = load_settings(warehouse=root / "wh", source=root / "src", reports=root / "reports")
-    settings.synth = settings.synth.model_copy(update={"users": 600, "items": 120, "reviews": 5000, "clusters": 4,
-                                                       "categories": ["Appliances", "All_Beauty"]})
-    settings.train.params["spark_als"] = settings.train.params["implicit_als"] = {
-        "factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 10}
-    settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})
-    generate(settings.source, settings.synth, bad_line_rate=0.01, progress=False)
-    summary = run_pipeline(spark, settings)
-    return settings, summary
+def demo(built_warehouse):
+    """``(settings, run_pipeline summary)`` of the shared warehouse: read it, never write it."""
+    return built_warehouse.settings, built_warehouse.summary
 
 
 def test_every_table_of_the_design_exists(demo):
@@ -98,8 +94,8 @@ def test_the_api_serves_the_published_version(spark, demo):
     assert body["items"][0]["parent_asin"] == row[C.ITEM_ID]
 
 
-def test_a_failed_publish_gate_leaves_the_previous_version_current(spark, demo):
-    settings, summary = demo
+def test_a_failed_publish_gate_leaves_the_previous_version_current(spark, built_warehouse, tmp_path):
+    settings = copy_warehouse(built_warehouse, tmp_path)        # publish writes the version before its gate runs
     before = current_version(spark, settings.warehouse)
 
     def failing_gate(version: str) -> None:
@@ -115,7 +111,8 @@ def test_a_run_of_popularity_alone_publishes_through_the_gate(spark, tmp_path):
     """No ALS or content model in the run: no similar items to publish, and the published gate still passes
     (the table exists, without rows for this version) instead of failing on a missing table."""
     settings = load_settings(warehouse=tmp_path / "wh", source=tmp_path / "src", reports=tmp_path / "reports")
-    settings.synth = settings.synth.model_copy(update={"users": 300, "items": 60, "reviews": 2000, "clusters": 3,
+    # A warehouse of its own: in one with a production ALS the gate would publish that ALS's similar items.
+    settings.synth = settings.synth.model_copy(update={"users": 150, "items": 40, "reviews": 1000, "clusters": 3,
                                                        "categories": ["Appliances"]})
     settings.train = settings.train.model_copy(update={"models": ["popularity"]})
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 2})
