@@ -2,7 +2,7 @@
 
 One row per (kind, id_hash). A user is kept only as ``id_hash`` = sha256(salt + id) (``recsys.serve.denylist``;
 salt in ``<warehouse>/ops/_salt``, created once) plus the id's length: enough for ingest and silver to refuse the
-id later by hashing same-length windows (``recsys.catalog.mentions``), never enough to print it. Items keep their
+id later by hashing same-length tokens (``recsys.catalog.mentions``), never enough to print it. Items keep their
 plain ``id`` (the deny-list and relisting need it). A request is written *pending* (``applied_at`` null) before
 the cascade, so the API denies it at once, and completed with ``applied_at`` and ``rows_removed`` after it.
 Every write is a MERGE on (kind, id_hash) against a DataFrame: no id ever appears in a Delta commit.
