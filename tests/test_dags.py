@@ -411,11 +411,29 @@ def test_failure_line_names_task_runs_error_and_log_url():
 # --- end to end: dag.test() on a synthetic dump -----------------------------------------------------------------
 
 
+# Each task is a spark-submit whose driver JVM lives a few seconds on a few thousand rows: JIT-compiling for peak
+# speed (C2) and a parallel collector cost it more CPU than they save, so the test runs use C1 and the serial GC. One
+# shuffle partition and no adaptive re-planning: tables this small gain nothing from either.
+_SMALL_JOB_SPARK = {"spark.sql.adaptive.enabled": "false",
+                    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
+
+
+def _run_env(root: Path, warehouse: Path, source: Path) -> dict[str, str]:
+    """The Airflow (``root/airflow_home``) and recsys environment of the end-to-end runs, on ``warehouse``."""
+    return _airflow_env(root / "airflow_home", {
+        "RECSYS_WAREHOUSE": str(warehouse), "RECSYS_SOURCE": str(source), "RECSYS_REPORTS": str(root / "reports"),
+        "RECSYS_SPARK__DRIVER_MEMORY": "1g", "RECSYS_SPARK__SHUFFLE_PARTITIONS": "1",
+        "RECSYS_SPARK__EXTRA": json.dumps(_SMALL_JOB_SPARK),
+        "RECSYS_SPARK__LOG_LEVEL": "ERROR", "RECSYS_SPARK__CHECKPOINT_DIR": str(root / "checkpoints"),
+    })
+
+
 @pytest.fixture(scope="module")
 def airflow_run(tmp_path_factory) -> dict[str, Any]:
     """A migrated SQLite DB in a fresh AIRFLOW_HOME, a small synthetic dump, and one full successful
     ``recsys_pipeline`` run (two models, K=5) into a fresh warehouse. The dump has two categories but the source
-    folder starts with Appliances only: All_Beauty is the "new raw files" a retrain later picks up."""
+    folder starts with Appliances only: All_Beauty is the "new raw files" a retrain later picks up. The dump is as
+    small as still gives every task rows to work on (Spark's fixed costs dominate these runs, not the data)."""
     import shutil
 
     from recsys.config import SynthSettings
@@ -423,16 +441,12 @@ def airflow_run(tmp_path_factory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("airflow_e2e")
     dump, source, warehouse = root / "full_dump", root / "dump", root / "warehouse"
-    generate(dump, SynthSettings(users=400, items=80, reviews=3000, clusters=4,
+    generate(dump, SynthSettings(users=200, items=50, reviews=1500, clusters=4,
                                  categories=["Appliances", "All_Beauty"]), progress=False)
     source.mkdir()
     for name in (reviews_file("Appliances"), meta_file("Appliances")):
         shutil.copy(dump / name, source / name)
-    env = _airflow_env(root / "airflow_home", {
-        "RECSYS_WAREHOUSE": str(warehouse), "RECSYS_SOURCE": str(source), "RECSYS_REPORTS": str(root / "reports"),
-        "RECSYS_SPARK__DRIVER_MEMORY": "1g", "RECSYS_SPARK__SHUFFLE_PARTITIONS": "2",
-        "RECSYS_SPARK__LOG_LEVEL": "ERROR", "RECSYS_SPARK__CHECKPOINT_DIR": str(root / "checkpoints"),
-    })
+    env = _run_env(root, warehouse, source)
     (root / "airflow_home").mkdir()
     _probe("migrate", env=env, cwd=root, timeout=300)
     conf = {"source": str(source), "models": ["popularity", "implicit_als"], "k": 5}
@@ -503,19 +517,26 @@ def test_retrain_dag_ingests_the_new_files_and_publishes_only_what_the_gate_prom
 
 
 @pytest.mark.slow
-def test_a_failed_gate_stops_the_run_before_anything_is_published(airflow_run):
+def test_a_failed_gate_stops_the_run_before_anything_is_published(airflow_run, tmp_path):
+    """On a copy of the end-to-end warehouse and source (whatever ran before): nothing to rebuild, and the broken
+    file lands in no other test's source folder."""
+    import shutil
+
     from recsys.orchestration import current_published
     from recsys.serve import create_app
 
-    warehouse, source = airflow_run["warehouse"], airflow_run["source"]
+    root = airflow_run["root"]
+    warehouse, source = tmp_path / "warehouse", tmp_path / "dump"
+    shutil.copytree(airflow_run["warehouse"], warehouse, symlinks=True)
+    shutil.copytree(airflow_run["source"], source)
+    env = _run_env(root, warehouse, source)
     before = current_published(warehouse)
     # A new raw file lands whose every line is broken: bronze's quarantine share is far above the limit.
     lines = ['{"user_id": "u1", "parent_asin": "B000", "rating": 9, "timestamp": 1700000000000}', "{not json"] * 200
     with gzip.open(source / "Broken_Category.jsonl.gz", "wt") as handle:
         handle.write("\n".join(lines) + "\n")
-    conf = {**airflow_run["conf"], "models": ["popularity"]}
-    result = _probe("dag_test", "recsys_pipeline", json.dumps(conf), env=airflow_run["env"],
-                    cwd=airflow_run["root"], timeout=1800)
+    conf = {**airflow_run["conf"], "source": str(source), "models": ["popularity"]}
+    result = _probe("dag_test", "recsys_pipeline", json.dumps(conf), env=env, cwd=root, timeout=1800)
     tis = result["tis"]
     assert result["state"] == "failed"
     assert tis["ingest"] == "success" and tis["gate_bronze"] == "failed"
