@@ -93,6 +93,8 @@ def world(spark, tmp_path_factory) -> World:
     settings.train.params["implicit_als"] = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
     settings.publish = settings.publish.model_copy(update={"k": K, "spare": SPARE, "refit_on_all": False})
     settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False})
+    # No purge window: VACUUM keeps no old file, and the erasure applied without purging is due at the next run.
+    settings.deletions = settings.deletions.model_copy(update={"purge_window_hours": 0.0})
     generate(settings.source, settings.synth, bad_line_rate=0.02, progress=False)
     run_pipeline(spark, settings)
     warehouse = settings.warehouse
