@@ -11,8 +11,8 @@ What is searched, and why it is enough:
   (:mod:`recsys.catalog.mentions`): user ``U1`` is not found in ``U10``.
 - Beyond the warehouse, the folders passed as ``extra`` (``recsys audit-deletions`` adds the quality folder, Great
   Expectations results and Data Docs, when it lies elsewhere, and every ``--logs DIR``): files a job or GX wrote.
-- Deleted items, where serving could see them: ``silver/*``, ``gold/recs_*``, the serving snapshots (bytes and
-  decoded), and by index ``gold/interactions`` and model item factors. Bronze keeps them (the raw record,
+- Deleted items, where serving could see them: the current versions of ``silver/*`` and ``gold/recs_*`` (files
+  only earlier versions reference wait for VACUUM's window), the serving snapshots (bytes and decoded), and by index ``gold/interactions`` and model item factors. Bronze keeps them (the raw record,
   relisting brings them back from there), ``gold/item_index`` keeps the tombstone, ``ops/deletions`` the id.
 - The API: a deleted item's ``/similar`` is a 404 and no popular list names it; an erased user gets the popular
   fallback.
@@ -230,12 +230,57 @@ def scan_file(path: Path, rel: str, matchers: list[Matcher]) -> list[tuple[str, 
     return found
 
 
+def _delta_root(path: Path, root: Path) -> Path | None:
+    """The Delta table folder holding the data file ``path`` (None for a log file or a file outside tables)."""
+    for parent in path.parents:
+        if parent == root or parent.name == "_delta_log":
+            return None
+        if (parent / "_delta_log").is_dir():
+            return parent
+    return None
+
+
+class LiveFiles:
+    """Which data files each table's current version references (read with delta-rs, once per table)."""
+
+    def __init__(self) -> None:
+        self._tables: dict[Path, set[Path]] = {}
+
+    def __call__(self, path: Path, root: Path) -> bool:
+        """False for a data file only earlier versions reference: history kept for the purge window."""
+        table = _delta_root(path, root)
+        if table is None:
+            return True
+        if table not in self._tables:
+            from urllib.parse import unquote
+
+            from deltalake import DeltaTable
+
+            uris = [u.removeprefix("file://") for u in DeltaTable(str(table)).file_uris()]
+            self._tables[table] = {Path(u).resolve() for u in uris} | {Path(unquote(u)).resolve() for u in uris}
+        return path in self._tables[table]
+
+
 def scan_warehouse(warehouse: Path, targets: Targets, report: AuditReport) -> None:
+    """Erased users in every file; deleted items in the current version of the tables serving reads.
+
+    A data file only earlier versions of a table reference (a MERGE removed the item's rows) is history: no
+    reader of the current version sees it, and VACUUM deletes it once ``deletions.purge_window_hours`` have
+    passed, so concurrent readers of the version before keep their files. Erased users get no such window:
+    their tables' history is rewritten at once (or by the first run after the window), and every file counts.
+    """
     root = Path(warehouse).resolve()
+    live = LiveFiles()
+    history = 0
     for path in _files(root):
         rel = str(path.relative_to(root))
-        matchers = [m for m in (targets.users, targets.items if _in_item_scope(rel) else None) if m]
-        _scan_one(path, rel, matchers, report)
+        items = targets.items if targets.items and _in_item_scope(rel) else None
+        if items is not None and not live(path, root):
+            items, history = None, history + 1
+        _scan_one(path, rel, [m for m in (targets.users, items) if m], report)
+    if history:
+        report.notes.append(f"{history} data file(s) of earlier table versions not searched for deleted items "
+                            "(history VACUUM removes after deletions.purge_window_hours)")
 
 
 def scan_folder(folder: Path, targets: Targets, report: AuditReport) -> None:

@@ -1,6 +1,6 @@
 """Raw dump → ``bronze/*`` (every good row, typed) + ``quarantine/*`` (every bad row, raw text + reason).
 
-Contract (see DESIGN.md): per file, non-blank lines = good + quarantined + suppressed (lines of users erased
+Contract (README "Ingestion rules"): per file, non-blank lines = good + quarantined + suppressed (lines of users erased
 earlier, which land nowhere: see :mod:`recsys.catalog.guard`), and the total line count
 equals the one measured independently by :mod:`recsys.rawfiles`; otherwise the file is failed and
 nothing of it is committed. Each batch of files replaces exactly its own rows (``replaceWhere`` on

@@ -5,7 +5,7 @@ splits rebuilt over everything, so the test split holds the newest interactions)
 family (the configured candidates while nothing is in production) → evaluate, where the promotion gate compares
 the candidate with the production model *re-scored on this same split* and records the decision in
 ``ops/model_registry`` (:func:`recsys.evaluate.runner.promote`) → publish only if promoted. Training is a
-retrain from scratch: the data grew, and an ALS fit on this size costs seconds (DESIGN.md), so warm starts would
+retrain from scratch: the data grew, and an ALS fit on this size costs seconds (benchmarks/bench_train.py), so warm starts would
 save little and make runs depend on their history. Quality gates follow each layer as in ``recsys pipeline``.
 """
 

@@ -1,4 +1,5 @@
-"""Item deletions and user erasure on one small end-to-end warehouse (synth → pipeline → API → deletions).
+"""Item deletions and user erasure on a private copy of the session's end-to-end warehouse (synth → pipeline →
+API → deletions).
 
 The module fixture applies one drop of items and one of users three times: first without purging history
 (MERGE + VACUUM only), then with the default settings (the deferred purge rewrites the touched tables), then
@@ -25,9 +26,9 @@ from recsys.catalog import apply_drops, read_drop, read_drops, relist_items
 from recsys.catalog.drops import DropError
 from recsys.catalog.mentions import Matcher, tokens
 from recsys.catalog.swap import recover, staging, swap_in
-from recsys.config import load_settings
 from recsys.ids import id_hash
 from recsys.serve.denylist import read_salt
+from conftest import copy_warehouse
 
 K, SPARE = 5, 3
 ITEM_DROP = "parent_asin,reason,requested_at\n"
@@ -79,24 +80,17 @@ def _quarantined_user(spark, warehouse: Path, exclude: set[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory) -> World:
+def world(spark, built_warehouse, tmp_path_factory) -> World:
     from recsys.monitor.variants import build_pinned
-    from recsys.pipeline import run_pipeline
     from recsys.serve import create_app
-    from recsys.synth import generate
 
     root = tmp_path_factory.mktemp("deletions")
-    settings = load_settings(warehouse=root / "wh", source=root / "src", reports=root / "reports")
-    settings.synth = settings.synth.model_copy(update={"users": 500, "items": 100, "reviews": 4000, "clusters": 4,
-                                                       "categories": ["Appliances", "All_Beauty"]})
-    settings.train = settings.train.model_copy(update={"models": ["implicit_als", "popularity"]})   # lean
-    settings.train.params["implicit_als"] = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
-    settings.publish = settings.publish.model_copy(update={"k": K, "spare": SPARE, "refit_on_all": False})
-    settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False})
-    # No purge window: VACUUM keeps no old file, and the erasure applied without purging is due at the next run.
+    settings = copy_warehouse(built_warehouse, root)          # a private copy of the session's pipeline run
+    assert (settings.publish.k, settings.publish.spare) == (K, SPARE)
+    # No refit at republish, and no purge window: VACUUM keeps no old file, and the erasure applied without
+    # purging is due at the next run.
+    settings.publish = settings.publish.model_copy(update={"refit_on_all": False})
     settings.deletions = settings.deletions.model_copy(update={"purge_window_hours": 0.0})
-    generate(settings.source, settings.synth, bad_line_rate=0.02, progress=False)
-    run_pipeline(spark, settings)
     warehouse = settings.warehouse
 
     app = create_app(warehouse, settings.serve)

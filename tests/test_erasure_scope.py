@@ -399,3 +399,25 @@ def test_the_audit_reads_npy_arrays_and_folders_outside_the_warehouse(tmp_path):
     report = audit(warehouse, drop, extra=[logs, warehouse / "_serving"])
     assert sorted((f.path, f.where) for f in report.findings) == sorted([
         ("_serving/users.npy", "npy values"), ("_serving/users.npy", "npy values"), (str(logs / "job.log"), "bytes")])
+
+
+def test_the_audit_finds_a_deleted_item_in_the_current_version_not_in_history_vacuum_keeps(tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from recsys.audit import audit
+
+    warehouse = tmp_path / "wh"
+    table = warehouse / "silver" / "items"
+    write_deltalake(str(table), pa.table({"parent_asin": ["B0GONE0001", "B0KEPT0001"]}),   # no stats, as ours
+                    configuration={"delta.dataSkippingNumIndexedCols": "0"})
+    drop = tmp_path / "items.csv"
+    drop.write_text("parent_asin,reason,requested_at\nB0GONE0001,x,2026-01-01T00:00:00Z\n")
+    live = audit(warehouse, drop)
+    assert {(f.label, f.where) for f in live.findings} >= {("item:B0GONE0001", "parquet value parent_asin")}
+    assert all(f.path.startswith("silver/items/part-") for f in live.findings)
+
+    write_deltalake(str(table), pa.table({"parent_asin": ["B0KEPT0001"]}), mode="overwrite")  # the item removed
+    after = audit(warehouse, drop)
+    assert after.ok, after.findings                 # its old file is history, kept for the purge window
+    assert any("1 data file(s) of earlier table versions" in n for n in after.notes)

@@ -1,4 +1,4 @@
-"""Ranking metrics: known answers (RankingMetrics' documented example), a literal oracle of DESIGN.md's
+"""Ranking metrics: known answers (RankingMetrics' documented example), a literal oracle of the
 definitions, the real ``pyspark.mllib.evaluation.RankingMetrics`` as reference, numpy == Spark on random
 lists, and properties every ranking metric must have."""
 
@@ -31,7 +31,7 @@ from recsys.evaluate.definitions import (
     metric_key,
 )
 
-# --- RankingMetrics' documented example (DESIGN.md "Golden values") ------------------------------------------
+# --- RankingMetrics' documented example (known answers) ------------------------------------------
 DOC_PREDICTIONS = {"a": [1, 6, 2, 7, 8, 3, 9, 10, 4, 5], "b": [4, 1, 5, 6, 2, 7, 3, 8, 9, 10], "c": [1, 2, 3, 4, 5]}
 DOC_TRUTH = {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3], "c": []}
 AP_A = Fraction(1, 1) + Fraction(2, 3) + Fraction(3, 6) + Fraction(4, 9) + Fraction(5, 10)  # hits at 1,3,6,9,10
@@ -51,7 +51,7 @@ def _assert_same(got: dict, want: dict, tol: float = 1e-9) -> None:
 
 
 def _oracle(predictions: dict, truth: dict, k: int, count_empty_truth: bool = False) -> dict[str, float]:
-    """DESIGN.md's formulas written out literally, one user at a time (independent of the twins)."""
+    """The formulas of recsys.evaluate.definitions written out literally, one user at a time (independent of the twins)."""
     rows = []
     for user, truth_items in truth.items():
         relevant = {x for x in truth_items if x is not None}

@@ -2,7 +2,7 @@
 
 Public entry points (imported lazily, so ingest can use the guard without loading the whole cascade):
 
-- :func:`read_drops` / :func:`read_drop` — parse and validate drop files (CSV or JSONL, DESIGN.md "Commands").
+- :func:`read_drops` / :func:`read_drop` — parse and validate drop files (CSV or JSONL, README "Deletions and user erasure").
 - :func:`apply_drops` — apply item deletions and/or user erasures (``recsys delete-items``, ``recsys erase-users``,
   ``jobs/apply_deletions.py``); applying the same drop twice changes nothing.
 - :func:`relist_items` — undo an item deletion when the catalog lists the item again (``recsys relist-items``).

@@ -1,4 +1,4 @@
-"""Deletion drops: the files a catalog or privacy team hands over (contract in DESIGN.md, "Commands").
+"""Deletion drops: the files a catalog or privacy team hands over (contract in the README, "Deletions and user erasure").
 
 CSV with a header — ``parent_asin,reason,requested_at`` (item deletions) or ``user_id,reason,requested_at``
 (user erasures) — or JSONL objects with the same keys; ``requested_at`` is ISO-8601 UTC. The kind is read from

@@ -14,6 +14,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from recsys.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 NEW, OLD = ".swap-new", ".swap-old"
@@ -28,14 +30,6 @@ def _aside(target: Path) -> Path:
     return target.parent / f".{target.name}{OLD}"
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def swap_in(target: Path) -> None:
     """Put the complete :func:`staging` copy in place of ``target`` and delete the previous content."""
     new, old = staging(target), _aside(target)
@@ -46,7 +40,7 @@ def swap_in(target: Path) -> None:
     if target.exists():
         os.rename(target, old)
     os.rename(new, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -1,4 +1,4 @@
-"""What the metrics mean, defined once for the numpy and Spark twins (DESIGN.md, section "Metrics").
+"""What the metrics mean, defined once for the numpy and Spark twins.
 
 Contract shared by :mod:`recsys.evaluate.python_metrics` and :mod:`recsys.evaluate.spark_metrics`:
 

@@ -3,7 +3,7 @@
 
 Protocol: candidates were fitted on ``train.fit_splits`` (default train+valid); each is asked for
 its top-``kmax`` list for every user with ≥1 test interaction, seen (fitted) items excluded; truth is
-the user's test items; users without a list count 0 (DESIGN.md "Metrics").
+the user's test items; users without a list count 0 (:mod:`recsys.evaluate.definitions`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Flask app factory of the recommendation API (contract in DESIGN.md, section "API").
+"""Flask app factory of the recommendation API (its routes, parameters and error shape are documented below).
 
 Every answer is JSON, errors included (``{"error": {"code", "message"}}`` with a 4xx for bad input); a catch-all
 handler turns an unexpected exception into a JSON 500 that is logged, and the tests fuzz the routes so that no input

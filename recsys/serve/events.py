@@ -31,6 +31,7 @@ import orjson
 
 from recsys.constants import EVENT_TYPES, ITEM_ID, USER_ID
 from recsys.constants import ITEM_EVENT_TYPES as ITEM_REQUIRED
+from recsys.durable import fsync_dir
 from recsys.ids import is_valid_id
 
 EVENT_TYPE = "event_type"
@@ -168,7 +169,7 @@ class EventLog:
             self._path = self.folder / f"events-{day}-{_HOST}-{os.getpid()}.jsonl"
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
             self._day = day
-            _fsync_dir(self.folder)                 # make the new file's name durable too
+            fsync_dir(self.folder)                 # make the new file's name durable too
         return self._fd
 
     def close(self) -> None:
@@ -211,14 +212,6 @@ def _same_file(fd: int, path: Path | None) -> bool:
     return named is not None and (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
-def _fsync_dir(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def rewrite_event_file(path: Path, keep: Callable[[bytes], bool]) -> int:
     """Replace a log by a copy holding only the lines ``keep`` accepts; returns the lines dropped.
 
@@ -247,7 +240,7 @@ def rewrite_event_file(path: Path, keep: Callable[[bytes], bool]) -> int:
             finally:
                 os.close(fd)
             os.replace(staged, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             return len(lines) - len(kept)
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -1,6 +1,6 @@
 """Start the API under gunicorn (``recsys serve``): prepare the snapshot once, then exec gunicorn.
 
-Why gthread, 2 workers x 8 threads by default: measured on 2 cores (DESIGN.md) it gives p99 ~2 ms at low
+Why gthread, 2 workers x 8 threads by default: measured on 2 cores (benchmarks/bench_api.py) it gives p99 ~2 ms at low
 concurrency and ~3.2-3.6k req/s at 32 connections, and memory-mapped snapshots keep extra workers cheap. Building
 the snapshot here, before the exec, means workers start by mapping files (milliseconds) and the build's peak memory
 is returned to the system by the exec.
