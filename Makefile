@@ -60,14 +60,19 @@ tables: install
 ## test: everything (what .ci/run calls). test-fast: the inner loop, no JVM, no pipeline, no Airflow run, no cluster
 ## (tests marked heavy by tests/conftest.py are deselected), under 2 minutes. test-all: everything with the full
 ## Hypothesis example counts for the Spark-backed properties (make test runs a quarter of them) and 3 race rounds.
+## Two xdist workers (TEST_WORKERS=0 runs in one process); tests sharing a session or module world stay on one
+## worker, the longest groups first (tests/conftest.py).
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) -m "not heavy" $(PYTEST_ARGS)
 
 test-all: install
-	HYPOTHESIS_PROFILE=full RECSYS_TEST_RACE_ROUNDS=3 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=full RECSYS_TEST_RACE_ROUNDS=3 $(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS)
 
 cluster-up: install          ## a Spark standalone master + 2 workers on 127.0.0.1:7077
 	bash conf/cluster/standalone.sh up 2

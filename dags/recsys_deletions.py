@@ -52,7 +52,7 @@ def archive_drops(drops: str, recsys_run_id: str) -> str | None:
     dagrun_timeout=timedelta(hours=6),
     default_args=DEFAULT_ARGS,
     params={"drops": Param(conf_defaults()["drops"], type="string", minLength=1, title="Drops folder",
-                           description="Where deletion / erasure drops land (CSV or JSONL, as README "Deletions and user erasure").")},
+                           description="Where deletion / erasure drops land (CSV or JSONL, as the README's deletions section says).")},
     tags=TAGS,
     doc_md=__doc__,
 )

@@ -135,7 +135,7 @@ def test_every_dag_file_loads_without_import_errors(dagbag):
 
 def test_parsing_imports_no_spark_and_is_fast(dagbag):
     assert dagbag["heavy_modules"] == []
-    assert dagbag["seconds"] < 10
+    assert dagbag["seconds"] < 30           # Airflow's dagbag_import_timeout: parsing past it fails the DAG file
 
 
 @pytest.mark.parametrize("dag_id, chain, extra", [
