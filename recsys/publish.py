@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 ALS_MODELS = ("spark_als", "implicit_als")
 Gate = Callable[[str], None]          # called with the new version; raises to stop the publish
 UNSWITCHED = "ops/_unswitched.json"   # version -> when its rows were written, until it is switched
+USER_LIST_ORDER = (C.USER_ID, C.RANK)  # how a version's user lists are laid out in their files
 
 
 def new_version() -> str:
@@ -132,12 +133,8 @@ def write_version(spark: SparkSession, settings: Settings, version: str, *, refi
         ledger = Ledger.read(spark, warehouse)
         _mark_unswitched(warehouse, version)
 
-        recs = (model.recommend(k=conf.k + conf.spare, exclude_items=deleted)
-                .join(users, C.USER_IDX).join(asin, C.ITEM_IDX)
-                .select(F.lit(version).alias(C.VERSION), C.USER_ID, C.RANK, C.ITEM_ID,
-                        F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(prod[C.MODEL]).alias(C.MODEL)))
-        recs = ledger.without_users(ledger.without_items(recs, C.ITEM_ID), C.USER_ID)
-        _write_version(recs, T.ensure_table(spark, warehouse, T.RECS_USER_TOPK), version, (C.USER_ID, C.RANK))
+        recs = _user_rows(model, version, prod[C.MODEL], users, asin, conf.k + conf.spare, deleted, ledger)
+        _write_version(recs, T.ensure_table(spark, warehouse, T.RECS_USER_TOPK), version, USER_LIST_ORDER)
 
         similar_frames = []
         for method, source in (("als", _als_for_similar(spark, settings, prod, model)),
@@ -168,6 +165,88 @@ def write_version(spark: SparkSession, settings: Settings, version: str, *, refi
         popular = ledger.without_items(popular, C.ITEM_ID)
         _write_version(popular, T.ensure_table(spark, warehouse, T.RECS_POPULAR), version, (C.CATEGORY, C.RANK))
     return {"model": prod[C.MODEL], "run_id": prod["run_id"], "refit": refit}
+
+
+def _user_rows(model: FactorModel, version: str, model_name: str, users: DataFrame, asin: DataFrame, k: int,
+               deleted: list[int], ledger: Ledger, only: DataFrame | None = None) -> DataFrame:
+    """Rows of ``gold/recs_user_topk`` for ``version``: each user's top ``k`` (``only``: those ``user_idx``)."""
+    recs = (model.recommend(users=only, k=k, exclude_items=deleted)
+            .join(users, C.USER_IDX).join(asin, C.ITEM_IDX)
+            .select(F.lit(version).alias(C.VERSION), C.USER_ID, C.RANK, C.ITEM_ID,
+                    F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(model_name).alias(C.MODEL)))
+    return ledger.without_users(ledger.without_items(recs, C.ITEM_ID), C.USER_ID)
+
+
+# --- lists that item deletions cut below K -----------------------------------------------------------------------
+
+
+def refill_short_lists(spark: SparkSession, settings: Settings) -> dict:
+    """Re-score every user whose list in the current version fell below K (item deletions ran out of spares)
+    from the production model as last fitted, deleted and seen items excluded: every list keeps K items.
+
+    Only the lists of the current version are refilled, and only when the production model is the one that
+    version was published from (``ops/published.run_id``): lists of an older or pinned version, or of a model
+    replaced since, shrink instead of mixing two models. When more than ``publish.refill_rewrite_share`` of the
+    version's lists are short, the version's user lists are rewritten whole (``replaceWhere``) rather than
+    MERGEd into nearly every file.
+    """
+    warehouse = settings.warehouse
+    conf = settings.publish
+    version, run_id = _current_with_run(spark, warehouse)
+    out: dict = {"version": version, "short_lists": 0, "refilled": 0, "how": None}
+    prod = registry.production(spark, warehouse)
+    if version is None or prod is None:
+        return out
+    if prod["run_id"] != run_id:
+        log.warning("refill skipped: version %s was published from run %s, production is run %s", version,
+                    run_id, prod["run_id"])
+        out["how"] = "skipped: production model changed since the version was published"
+        return out
+    path = T.table_path(warehouse, C.RECS_USER_TOPK)
+    lists = spark.read.format("delta").load(path).where(F.col(C.VERSION) == version)
+    sizes = lists.groupBy(C.USER_ID).agg(F.count(F.lit(1)).alias("_n"))
+    users = T.read_table(spark, warehouse, C.USER_INDEX)            # erased users are gone from it
+    short = (users.join(sizes, C.USER_ID, "left").where(F.coalesce(F.col("_n"), F.lit(0)) < conf.k)
+             .select(C.USER_IDX))
+    interactions = T.read_table(spark, warehouse, C.INTERACTIONS)
+    _, model = _production_model(spark, settings, interactions.select(C.USER_IDX, C.ITEM_IDX), refit=False)
+    short = short.join(model.user_factors.select(F.col("id").alias(C.USER_IDX)), C.USER_IDX, "left_semi")
+    short_users = short.count()                 # users the model can score (others never had a list)
+    out["short_lists"] = short_users
+    if short_users == 0:
+        return out
+    item_index = T.read_table(spark, warehouse, C.ITEM_INDEX)
+    deleted = [r[C.ITEM_IDX] for r in item_index.where(F.col("deleted")).select(C.ITEM_IDX).collect()]
+    asin = item_index.select(C.ITEM_IDX, C.ITEM_ID)
+    ledger = Ledger.read(spark, warehouse)
+    k = conf.k + conf.spare
+    if short_users > conf.refill_rewrite_share * max(1, lists.select(C.USER_ID).distinct().count()):
+        fresh = _user_rows(model, version, prod[C.MODEL], users, asin, k, deleted, ledger)
+        _write_version(fresh, path, version, USER_LIST_ORDER)
+        out.update(refilled=short_users, how="rewrite")
+        return out
+    fresh = _user_rows(model, version, prod[C.MODEL], users, asin, k, deleted, ledger, only=short)
+    _replace_lists(spark, path, lists, fresh)
+    out.update(refilled=short_users, how="merge")
+    return out
+
+
+def _replace_lists(spark: SparkSession, path: str, lists: DataFrame, fresh: DataFrame) -> None:
+    """One MERGE: the users of ``fresh`` get exactly its rows (ranks it lacks are deleted)."""
+    from delta.tables import DeltaTable
+
+    keys = [C.VERSION, C.USER_ID, C.RANK]
+    stale = (lists.join(fresh.select(C.USER_ID).distinct(), C.USER_ID, "left_semi").select(*keys)
+             .join(fresh.select(*keys), keys, "left_anti"))
+    source = (fresh.withColumn("_delete", F.lit(False))
+              .unionByName(stale.withColumn("_delete", F.lit(True)), allowMissingColumns=True))
+    values = {c: f"s.`{c}`" for c in fresh.columns}
+    (DeltaTable.forPath(spark, path).alias("t")
+     .merge(source.alias("s"), " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
+     .whenMatchedDelete(condition="s._delete")
+     .whenMatchedUpdate(condition="NOT s._delete", set={c: v for c, v in values.items() if c not in keys})
+     .whenNotMatchedInsert(condition="NOT s._delete", values=values)
+     .execute())
 
 
 class Ledger:
@@ -263,12 +342,17 @@ def pinned_versions(settings: Settings) -> set[str]:
 
 
 def current_version(spark: SparkSession, warehouse: Path) -> str | None:
+    return _current_with_run(spark, warehouse)[0]
+
+
+def _current_with_run(spark: SparkSession, warehouse: Path) -> tuple[str | None, str | None]:
+    """The current published version and the run whose model it was published from."""
     path = Path(T.table_path(warehouse, C.PUBLISHED))
     if not T.is_delta_table(path):
-        return None
+        return None, None
     row = (spark.read.format("delta").load(str(path)).where(F.col("published_at").isNotNull())
-           .orderBy(F.desc("published_at"), F.desc(C.VERSION)).select(C.VERSION).first())
-    return row[0] if row else None
+           .orderBy(F.desc("published_at"), F.desc(C.VERSION)).select(C.VERSION, "run_id").first())
+    return (row[0], row[1]) if row else (None, None)
 
 
 def prune_versions(spark: SparkSession, warehouse: Path, keep: int, *, pinned: Iterable[str] = (),

@@ -69,6 +69,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=_start_order)                       # stable: collection order within each rank
 
 
+# Spark jobs the tests start as child processes (spark-submit, the recsys CLI, Airflow tasks) live seconds on a few
+# thousand rows: JIT-compiling for peak speed (C2) and a parallel collector cost them more CPU than they save, and
+# adaptive re-planning gains nothing on tables this small.
+SMALL_JOB_JAVA = "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+SMALL_JOB_SPARK = {"spark.sql.adaptive.enabled": "false", "spark.driver.extraJavaOptions": SMALL_JOB_JAVA,
+                   "spark.executor.extraJavaOptions": SMALL_JOB_JAVA}
+
+
 @pytest.fixture(scope="session")
 def spark():
     """A real ``local[2]`` session built by :func:`recsys.spark.get_spark`, UI and progress bars off. Tuned for

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from conftest import SMALL_JOB_SPARK
 from recsys import constants as C
 from recsys.config import SynthSettings
 from recsys.synth import generate
@@ -55,16 +56,9 @@ def cluster(tmp_path_factory):
         subprocess.run(["bash", str(SCRIPT), "down"], env=env, check=False, timeout=60, capture_output=True)
 
 
-# Drivers and executors that live seconds on a few thousand rows: C1 and the serial GC cost less CPU than peak-speed
-# JIT and a parallel collector; no adaptive re-planning on tables this small.
-_SMALL_JOB_CONF = {"spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-                   "spark.executor.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-                   "spark.sql.adaptive.enabled": "false"}
-
-
 def _submit(cluster: dict, job: str, *args: str) -> None:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RECSYS_SPARK__SHUFFLE_PARTITIONS": "2"}
-    conf = [arg for key, value in _SMALL_JOB_CONF.items() for arg in ("--conf", f"{key}={value}")]
+    conf = [arg for key, value in SMALL_JOB_SPARK.items() for arg in ("--conf", f"{key}={value}")]
     done = subprocess.run([str(BIN / "spark-submit"), "--master", cluster["master"], *conf, str(ROOT / "jobs" / job),
                            *args], env=env, capture_output=True, text=True, timeout=1200, cwd=ROOT)
     errors = [line for line in done.stderr.splitlines() if " error: " in line or "Error" in line]

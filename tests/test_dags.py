@@ -411,19 +411,14 @@ def test_failure_line_names_task_runs_error_and_log_url():
 # --- end to end: dag.test() on a synthetic dump -----------------------------------------------------------------
 
 
-# Each task is a spark-submit whose driver JVM lives a few seconds on a few thousand rows: JIT-compiling for peak
-# speed (C2) and a parallel collector cost it more CPU than they save, so the test runs use C1 and the serial GC. One
-# shuffle partition and no adaptive re-planning: tables this small gain nothing from either.
-_SMALL_JOB_SPARK = {"spark.sql.adaptive.enabled": "false",
-                    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
-
-
 def _run_env(root: Path, warehouse: Path, source: Path) -> dict[str, str]:
     """The Airflow (``root/airflow_home``) and recsys environment of the end-to-end runs, on ``warehouse``."""
+    from conftest import SMALL_JOB_SPARK
+
     return _airflow_env(root / "airflow_home", {
         "RECSYS_WAREHOUSE": str(warehouse), "RECSYS_SOURCE": str(source), "RECSYS_REPORTS": str(root / "reports"),
         "RECSYS_SPARK__DRIVER_MEMORY": "1g", "RECSYS_SPARK__SHUFFLE_PARTITIONS": "1",
-        "RECSYS_SPARK__EXTRA": json.dumps(_SMALL_JOB_SPARK),
+        "RECSYS_SPARK__EXTRA": json.dumps(SMALL_JOB_SPARK),     # each task is a short spark-submit
         "RECSYS_SPARK__LOG_LEVEL": "ERROR", "RECSYS_SPARK__CHECKPOINT_DIR": str(root / "checkpoints"),
     })
 

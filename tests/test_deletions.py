@@ -402,3 +402,62 @@ def _api_getter(client):
         response = client.get(path)
         return response.status_code, response.get_json() or {}
     return get
+
+
+# --- lists cut below K are re-scored ---------------------------------------------------------------------------
+
+def _list_of(spark, warehouse: Path, version: str, user: str) -> list[tuple[int, str, float]]:
+    rows = (T.read_table(spark, warehouse, C.RECS_USER_TOPK)
+            .where((F.col(C.VERSION) == version) & (F.col(C.USER_ID) == user)).collect())
+    return sorted((r[C.RANK], r[C.ITEM_ID], r[C.SCORE]) for r in rows)
+
+
+def _delete_head_of(spark, settings, version: str, user: str, n: int, drop: Path) -> tuple[list[str], dict]:
+    """Delete the first ``n`` items of ``user``'s list; returns the items and the run's report."""
+    head = [item for _, item, _ in _list_of(spark, settings.warehouse, version, user)[:n]]
+    drop.write_text(ITEM_DROP + "".join(f"{i},takedown,2026-01-01T00:00:00Z\n" for i in head))
+    return head, apply_drops(spark, settings, [read_drop(drop, "item")])
+
+
+def test_lists_deletions_cut_below_k_are_rescored_from_the_production_model(spark, built_warehouse, tmp_path):
+    from recsys.serve import create_app
+
+    settings = copy_warehouse(built_warehouse, tmp_path)
+    settings.serve = settings.serve.model_copy(update={"build_in_subprocess": True})   # as deployed
+    warehouse, version = settings.warehouse, built_warehouse.summary["publish"]["version"]
+    k, spare = settings.publish.k, settings.publish.spare
+    client = create_app(warehouse, settings.serve).test_client()          # a snapshot the deletions must rebuild
+    assert client.get("/ready").get_json()["version"] == version
+    topk = T.read_table(spark, warehouse, C.RECS_USER_TOPK).where(F.col(C.VERSION) == version)
+    sizes_before = {r[0]: r[1] for r in topk.groupBy(C.USER_ID).count().collect()}
+    first, second = sorted(u for u, n in sizes_before.items() if n == k + spare)[:2]
+    before = _list_of(spark, warehouse, version, first)
+
+    # More of one list than the spares cover: without a refill it would hold k + spare - (spare + 1) < k items.
+    gone, report = _delete_head_of(spark, settings, version, first, spare + 1, tmp_path / "a.csv")
+    assert report["refill"]["how"] == "merge" and report["refill"]["refilled"] >= 1
+    after = _list_of(spark, warehouse, version, first)
+    assert [rank for rank, _, _ in after] == list(range(1, k + spare + 1))
+    kept = [item for _, item, _ in before if item not in gone]
+    assert [item for _, item, _ in after][:len(kept)] == kept       # same model: the survivors lead, in order
+    assert not set(gone) & {item for _, item, _ in after}
+    assert [s for _, _, s in after] == sorted((s for _, _, s in after), reverse=True)
+    user_idx = T.read_table(spark, warehouse, C.USER_INDEX).where(F.col(C.USER_ID) == first).first()[C.USER_IDX]
+    seen = {r[0] for r in T.read_table(spark, warehouse, C.INTERACTIONS).where(F.col(C.USER_IDX) == user_idx)
+            .join(T.read_table(spark, warehouse, C.ITEM_INDEX), C.ITEM_IDX).select(C.ITEM_ID).collect()}
+    assert not seen & {item for _, item, _ in after}                # nothing the user already has
+    assert report["snapshot_rebuilt"] is True                       # in a child interpreter
+    body = client.get(f"/v1/users/{first}/recommendations?k={k}").get_json()
+    assert [i[C.ITEM_ID] for i in body["items"]] == [item for _, item, _ in after][:k]
+
+    # Past publish.refill_rewrite_share the version's lists are rewritten whole, with the same result per user.
+    settings.publish = settings.publish.model_copy(update={"refill_rewrite_share": 0.0})
+    gone_too, report = _delete_head_of(spark, settings, version, second, spare + 1, tmp_path / "b.csv")
+    assert report["refill"]["how"] == "rewrite"
+    deleted = set(gone) | set(gone_too)
+    sizes_after = {}
+    for r in T.read_table(spark, warehouse, C.RECS_USER_TOPK).where(F.col(C.VERSION) == version).collect():
+        assert r[C.ITEM_ID] not in deleted
+        sizes_after[r[C.USER_ID]] = sizes_after.get(r[C.USER_ID], 0) + 1
+    assert all(sizes_after.get(u, 0) >= min(k, n) for u, n in sizes_before.items()), "a list fell below K"
+    assert len(_list_of(spark, warehouse, version, second)) == k + spare

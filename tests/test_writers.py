@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import copy_warehouse
+from conftest import SMALL_JOB_SPARK, copy_warehouse
 from recsys import constants as C
 from recsys import tables as T
 from recsys.lock import LockSettings, WarehouseBusyError, holder, writer_lock
@@ -196,7 +196,8 @@ def test_publish_reapplies_pending_deletions_and_no_refit_fits_nothing(spark, bu
 def _cli_env() -> dict[str, str]:
     return {**os.environ, "RECSYS_SPARK__MASTER": "local[1]", "RECSYS_SPARK__DRIVER_MEMORY": "1g",
             "RECSYS_SPARK__SHUFFLE_PARTITIONS": "2", "RECSYS_SPARK__CONSOLE_PROGRESS": "false",
-            "RECSYS_SPARK__LOG_LEVEL": "ERROR", "RECSYS_PUBLISH__K": "5", "RECSYS_PUBLISH__SPARE": "3"}
+            "RECSYS_SPARK__LOG_LEVEL": "ERROR", "RECSYS_PUBLISH__K": "5", "RECSYS_PUBLISH__SPARE": "3",
+            "RECSYS_SPARK__EXTRA": json.dumps(SMALL_JOB_SPARK)}
 
 
 def _full_read(spark, path: Path) -> int:

@@ -5,8 +5,9 @@ Order of a run, each step safe to repeat:
 1. Repair directory swaps a crash left half-done (:mod:`recsys.catalog.swap`).
 2. Keep only requests not applied yet (``ops/deletions``): a drop applied twice changes nothing.
 3. Land them as *pending* rows in ``ops/deletions``: the API denies them from its next request on.
-4. One MERGE per Delta table (:mod:`recsys.catalog.cascade`), then model factors, event logs and the serving
-   snapshot (:mod:`recsys.catalog.files`).
+4. One MERGE per Delta table (:mod:`recsys.catalog.cascade`); users whose current list fell below K are
+   re-scored from the production model (:func:`recsys.publish.refill_short_lists`); then model factors, event
+   logs and the serving snapshot (:mod:`recsys.catalog.files`).
 5. Make the removed rows unrecoverable: VACUUM every changed table, or — when users were erased and
    ``purge_history`` is on (the default) — rewrite those tables into fresh directories (:mod:`.history`).
 6. Complete the ``ops/deletions`` rows (``applied_at``, rows removed per table); API workers then map the rebuilt
@@ -33,6 +34,7 @@ from recsys.catalog.files import drop_model_rows, refresh_snapshots, scrub_event
 from recsys.catalog.settings import DeletionSettings
 from recsys.config import Settings
 from recsys.logs import step
+from recsys.publish import refill_short_lists
 from recsys.serve.denylist import KIND_ITEM, KIND_USER
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,13 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
             changed.append(rel)
         for digest, n in outcome.removed.items():
             removed[digest][rel] = n
+    refill = {}
+    if items and T.is_delta_table(Path(T.table_path(warehouse, C.RECS_USER_TOPK))):
+        started = time.perf_counter()
+        refill = refill_short_lists(spark, settings)      # lists the deletions cut below K, re-scored
+        seconds["refill"] = round(time.perf_counter() - started, 2)
+        if refill["refilled"] and C.RECS_USER_TOPK not in changed:
+            changed.append(C.RECS_USER_TOPK)
     started = time.perf_counter()
 
     user_idx = {r[C.USER_IDX]: r["id_hash"] for r in batch.user_idx.collect()} if batch.user_idx else {}
@@ -144,7 +153,7 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
     started = time.perf_counter()
     rebuilt = refresh_snapshots(warehouse, settings.serve, rebuild=recs_changed) if recs_changed or users else False
     seconds["snapshot"] = round(time.perf_counter() - started, 2)
-    return removed, changed, {"snapshot_rebuilt": rebuilt, "seconds": seconds,
+    return removed, changed, {"snapshot_rebuilt": rebuilt, "seconds": seconds, "refill": refill,
                               "quality_artifacts_purged": quality_purged}
 
 

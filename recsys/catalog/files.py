@@ -112,9 +112,10 @@ def refresh_snapshots(warehouse: Path | str, serve: ServeSettings, rebuild: bool
     """Rebuild the current snapshot in place (``rebuild``) and delete every other snapshot folder.
 
     Returns whether a snapshot was rebuilt. Running workers keep their mapped files until ``ops/deletions``
-    changes, then map the new ones (``recsys.serve.store``); the deny-list covers the moments in between.
+    changes, then map the new ones (``recsys.serve.store``); the deny-list covers the moments in between. Built in
+    a child interpreter when ``serve.build_in_subprocess`` (the default), away from the deletion job's driver.
     """
-    from recsys.serve.snapshot import CURRENT, NoPublishedVersion, build_snapshot, read_published
+    from recsys.serve.snapshot import CURRENT, NoPublishedVersion, build_in_subprocess, build_snapshot, read_published
 
     folder = serve.resolved(warehouse).snapshot_dir
     assert folder is not None
@@ -126,7 +127,10 @@ def refresh_snapshots(warehouse: Path | str, serve: ServeSettings, rebuild: bool
                 shutil.rmtree(path, ignore_errors=True)
         return False
     try:
-        build_snapshot(Path(warehouse), folder, force=rebuild, keep=1)
+        if serve.build_in_subprocess:
+            build_in_subprocess(Path(warehouse), folder, None, keep=1, force=rebuild)
+        else:
+            build_snapshot(Path(warehouse), folder, force=rebuild, keep=1)
     except NoPublishedVersion:
         return False
     if rebuild:

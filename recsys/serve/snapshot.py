@@ -449,10 +449,15 @@ def build_snapshot(warehouse: Path, snapshot_dir: Path, version: str | None = No
     return folder
 
 
-def build_in_subprocess(warehouse: Path, snapshot_dir: Path, version: str, keep: int = 1) -> Path:
-    """:func:`build_snapshot` in a child interpreter, so a worker's RSS never carries the build's peak memory."""
+def build_in_subprocess(warehouse: Path, snapshot_dir: Path, version: str | None, keep: int = 1,
+                        force: bool = False) -> Path:
+    """:func:`build_snapshot` in a child interpreter, so a worker's RSS never carries the build's peak memory
+    (and a busy Spark driver's heap and threads do not slow the build: 165 s in a deletion job's driver against
+    42 s fresh, at 1.8M users). ``version`` None: the current published one."""
     cmd = [sys.executable, "-m", "recsys.serve.snapshot", "--warehouse", str(warehouse),
-           "--snapshot-dir", str(snapshot_dir), "--version", version, "--keep", str(keep)]
+           "--snapshot-dir", str(snapshot_dir), "--keep", str(keep)]
+    cmd += ["--version", version] if version is not None else []
+    cmd += ["--force"] if force else []
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"snapshot build failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -538,10 +543,11 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-dir", type=Path, required=True)
     parser.add_argument("--version", default=None, help="default: the current published version")
     parser.add_argument("--keep", type=int, default=1)
+    parser.add_argument("--force", action="store_true", help="rebuild a complete snapshot in place")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        folder = build_snapshot(args.warehouse, args.snapshot_dir, args.version, args.keep)
+        folder = build_snapshot(args.warehouse, args.snapshot_dir, args.version, args.keep, force=args.force)
     except NoPublishedVersion as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
