@@ -60,10 +60,10 @@ tables: install
 ## test: everything (what .ci/run calls). test-fast: the inner loop, no JVM, no pipeline, no Airflow run, no cluster
 ## (tests marked heavy by tests/conftest.py are deselected), under 2 minutes. test-all: everything with the full
 ## Hypothesis example counts for the Spark-backed properties (make test runs a quarter of them) and 3 race rounds.
-## Two xdist workers (TEST_WORKERS=0 runs in one process); tests sharing a session or module world stay on one
-## worker, the longest groups first (tests/conftest.py).
+## Two xdist workers (TEST_WORKERS=0 runs in one process); a file's tests stay on one worker, the longest files
+## first (tests/conftest.py).
 TEST_WORKERS ?= 2
-PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: install
 	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS)

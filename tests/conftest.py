@@ -26,47 +26,30 @@ HEAVY_FIXTURES = frozenset({"spark", "built_warehouse", "airflow_run", "cluster"
 HEAVY_TESTS = frozenset({"test_serve.py::test_real_gunicorn_serves_reloads_and_keeps_events"})
 
 
-# --- parallel groups: `make test` runs two pytest-xdist workers with --dist loadgroup -----------------------------
+# --- parallel: `make test` runs two pytest-xdist workers with --dist loadfile --------------------------------------
 
-# A fixture wider than a test is built once per worker, so the tests sharing one must run on one worker. The
-# session worlds below are too dear to build twice: their tests form one group each. The session fixtures not
-# listed (a Spark session, paths) are cheap enough for each worker to have its own.
-SHARED_WORLDS = ("built_warehouse",)
-CHEAP_SHARED = frozenset({"spark", "shared_data", "tmp_path_factory", "worker_id", "testrun_uid"})
-# Groups started first (longest first), so the two workers finish together; the rest run in collection order.
-LONGEST_FIRST = ("built_warehouse", "test_dags.py", "test_monitor.py", "test_cluster.py", "test_features.py")
-
-
-def xdist_group(item) -> str | None:
-    """The group a test must share a worker with: the session world or the module whose fixture it uses."""
-    names = set(getattr(item, "fixturenames", ()))
-    for world in SHARED_WORLDS:
-        if world in names:
-            return world
-    info = getattr(item, "_fixtureinfo", None)
-    for name, defs in (info.name2fixturedefs.items() if info else ()):
-        if name not in CHEAP_SHARED and any(d.scope != "function" for d in defs):
-            return item.path.name
-    return None
+# A module's tests stay on one worker, so each module fixture is built once; a session world (built_warehouse) is
+# built once per worker that needs it (~80 s). The longest files start first, so the two workers finish together;
+# the rest follow in collection order. (Not --dist loadgroup: with pytest 9 its group suffix never reaches the
+# scheduler, and every test is scheduled on its own.)
+LONGEST_FIRST = ("test_dags.py", "test_deletions.py", "test_writers.py", "test_monitor.py", "test_cluster.py",
+                 "test_erasure_scope.py", "test_pipeline.py", "test_features.py", "test_quality.py")
 
 
 def _start_order(item) -> int:
-    group = next((m.args[0] for m in item.iter_markers("xdist_group")), None)
-    return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark ``heavy`` every test that uses a heavy fixture, is marked ``slow``, or is listed in HEAVY_TESTS; put
-    each test in its xdist group and the longest groups first."""
+    """Mark ``heavy`` every test that uses a heavy fixture, is marked ``slow``, or is listed in HEAVY_TESTS; the
+    longest files first."""
     for item in items:
         name = f"{item.path.name}::{item.originalname}"
         if (HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow")
                 or name in HEAVY_TESTS):
             item.add_marker(pytest.mark.heavy)
-        group = xdist_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=_start_order)                       # stable: collection order within each rank
+    items.sort(key=_start_order)                       # stable: a file's tests keep their order
 
 
 # Spark jobs the tests start as child processes (spark-submit, the recsys CLI, Airflow tasks) live seconds on a few
