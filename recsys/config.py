@@ -132,7 +132,7 @@ class PublishSettings(BaseModel):
     refit_on_all: bool = True                  # refit the promoted model on train+valid+test before publishing
     keep_versions: int = Field(3, ge=1)        # published versions kept in gold/recs_* (older rows are removed)
     unswitched_grace_hours: float = Field(48.0, gt=0)   # a version written but never switched is kept this long
-    refill_rewrite_share: float = Field(0.5, ge=0, le=1)  # lists cut below K above this share: rewrite, not MERGE
+    rewrite_share: float = Field(0.5, ge=0, le=1)  # a deletion changes more user lists than this: rewrite, not MERGE
 
 
 class SynthSettings(BaseModel):

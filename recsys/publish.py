@@ -186,7 +186,7 @@ def refill_short_lists(spark: SparkSession, settings: Settings) -> dict:
 
     Only the lists of the current version are refilled, and only when the production model is the one that
     version was published from (``ops/published.run_id``): lists of an older or pinned version, or of a model
-    replaced since, shrink instead of mixing two models. When more than ``publish.refill_rewrite_share`` of the
+    replaced since, shrink instead of mixing two models. When more than ``publish.rewrite_share`` of the
     version's lists are short, the version's user lists are rewritten whole (``replaceWhere``) rather than
     MERGEd into nearly every file.
     """
@@ -220,7 +220,7 @@ def refill_short_lists(spark: SparkSession, settings: Settings) -> dict:
     asin = item_index.select(C.ITEM_IDX, C.ITEM_ID)
     ledger = Ledger.read(spark, warehouse)
     k = conf.k + conf.spare
-    if short_users > conf.refill_rewrite_share * max(1, lists.select(C.USER_ID).distinct().count()):
+    if short_users > conf.rewrite_share * max(1, lists.select(C.USER_ID).distinct().count()):
         fresh = _user_rows(model, version, prod[C.MODEL], users, asin, k, deleted, ledger)
         _write_version(fresh, path, version, USER_LIST_ORDER)
         out.update(refilled=short_users, how="rewrite")

@@ -450,14 +450,17 @@ def test_lists_deletions_cut_below_k_are_rescored_from_the_production_model(spar
     body = client.get(f"/v1/users/{first}/recommendations?k={k}").get_json()
     assert [i[C.ITEM_ID] for i in body["items"]] == [item for _, item, _ in after][:k]
 
-    # Past publish.refill_rewrite_share the version's lists are rewritten whole, with the same result per user.
-    settings.publish = settings.publish.model_copy(update={"refill_rewrite_share": 0.0})
+    # Past publish.rewrite_share the list table is rewritten, not MERGEd (the re-rank of the cascade, then the
+    # refill), with the same contract per list.
+    settings.publish = settings.publish.model_copy(update={"rewrite_share": 0.0})
     gone_too, report = _delete_head_of(spark, settings, version, second, spare + 1, tmp_path / "b.csv")
     assert report["refill"]["how"] == "rewrite"
     deleted = set(gone) | set(gone_too)
-    sizes_after = {}
-    for r in T.read_table(spark, warehouse, C.RECS_USER_TOPK).where(F.col(C.VERSION) == version).collect():
+    ranks: dict[tuple[str, str], list[int]] = {}
+    for r in T.read_table(spark, warehouse, C.RECS_USER_TOPK).collect():          # every version
         assert r[C.ITEM_ID] not in deleted
-        sizes_after[r[C.USER_ID]] = sizes_after.get(r[C.USER_ID], 0) + 1
+        ranks.setdefault((r[C.VERSION], r[C.USER_ID]), []).append(r[C.RANK])
+    assert all(sorted(v) == list(range(1, len(v) + 1)) for v in ranks.values()), "a gap in some list's ranks"
+    sizes_after = {user: len(v) for (v_, user), v in ranks.items() if v_ == version}
     assert all(sizes_after.get(u, 0) >= min(k, n) for u, n in sizes_before.items()), "a list fell below K"
     assert len(_list_of(spark, warehouse, version, second)) == k + spare

@@ -122,7 +122,7 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
     changed, seconds = [], {}
     for rel in sorted(plans):
         started = time.perf_counter()
-        outcome = cascade.apply_plan(spark, warehouse, rel, plans[rel])
+        outcome = cascade.apply_plan(spark, warehouse, rel, plans[rel], settings.publish.rewrite_share)
         seconds[rel] = round(time.perf_counter() - started, 2)
         if outcome.changed:
             changed.append(rel)

@@ -275,8 +275,14 @@ class Outcome:
     removed: dict[str, int]             # rows removed per id_hash
 
 
-def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan) -> Outcome:
-    """Execute one table's plan as a single commit (one MERGE, or one overwrite for a table without keys)."""
+LISTS = {C.RECS_USER_TOPK: (C.VERSION, C.USER_ID)}    # ranked-list tables: a plan may touch most of their files
+
+
+def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
+               rewrite_share: float = 1.0) -> Outcome:
+    """Execute one table's plan as a single commit: one MERGE, or one overwrite for a table without keys or for
+    a list table of which the plan changes more than ``rewrite_share`` of the lists (a MERGE would rewrite
+    nearly every file anyway, after a join to find them)."""
     from delta.tables import DeltaTable
 
     frame = _union(plan.parts)
@@ -297,8 +303,13 @@ def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan)
         values = [c for c in frame.columns if c not in (*keys, ACTION, ID_HASH)]
         updates = (frame.where(action == UPDATE).join(deletes, list(keys), "left_anti")   # deleting wins
                    .select(*keys, *values))
+        current = spark.read.format("delta").load(path)
         if FINGERPRINT in keys:
-            _overwrite_without(spark.read.format("delta").load(path), path, deletes)
+            _overwrite_without(current, path, deletes)
+        elif (rel in LISTS and set(current.columns) <= set(updates.columns)
+              and _changes_most(current, frame, LISTS[rel], rewrite_share)):
+            _overwrite_with(current, path, keys, deletes, updates, LISTS[rel])
+            log.info("cascade %s: most lists changed, table rewritten instead of MERGEd", rel)
         else:
             source = deletes.withColumn("_delete", F.lit(True)).unionByName(
                 updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
@@ -313,6 +324,22 @@ def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan)
         return Outcome(True, removed)
     finally:
         frame.unpersist()
+
+
+def _changes_most(current: DataFrame, frame: DataFrame, group: Sequence[str], share: float) -> bool:
+    changed = frame.select(*group).distinct().count()
+    return changed > share * max(1, current.select(*group).distinct().count())
+
+
+def _overwrite_with(current: DataFrame, path: str, keys: Sequence[str], deletes: DataFrame, updates: DataFrame,
+                    group: Sequence[str]) -> None:
+    """Rewrite a list table with the plan applied (one commit), each list's rows together and in rank order."""
+    keys = list(keys)
+    kept = current.join(deletes, keys, "left_anti").join(updates.select(*keys), keys, "left_anti")
+    new = kept.unionByName(updates.select(*current.columns))
+    (new.repartition(max(1, new.sparkSession.sparkContext.defaultParallelism), *group)
+     .sortWithinPartitions(*group, C.RANK)
+     .write.format("delta").mode("overwrite").save(path))
 
 
 def _overwrite_without(current: DataFrame, path: str, fingerprints: DataFrame) -> None:
