@@ -12,8 +12,9 @@ What is searched, and why it is enough:
 - Beyond the warehouse, the folders passed as ``extra`` (``recsys audit-deletions`` adds the quality folder, Great
   Expectations results and Data Docs, when it lies elsewhere, and every ``--logs DIR``): files a job or GX wrote.
 - Deleted items, where serving could see them: the current versions of ``silver/*`` and ``gold/recs_*`` (files
-  only earlier versions reference wait for VACUUM's window), the serving snapshots (bytes and decoded), and by index ``gold/interactions`` and model item factors. Bronze keeps them (the raw record,
-  relisting brings them back from there), ``gold/item_index`` keeps the tombstone, ``ops/deletions`` the id.
+  only earlier versions reference wait for VACUUM's window), the serving snapshots (bytes and decoded), and by
+  index ``gold/interactions`` and model item factors. Bronze keeps them (the raw record, relisting brings them
+  back from there), ``gold/item_index`` keeps the tombstone, ``ops/deletions`` the id.
 - The API: a deleted item's ``/similar`` is a 404 and no popular list names it; an erased user gets the popular
   fallback.
 

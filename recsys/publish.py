@@ -220,7 +220,7 @@ def refill_short_lists(spark: SparkSession, settings: Settings) -> dict:
     asin = item_index.select(C.ITEM_IDX, C.ITEM_ID)
     ledger = Ledger.read(spark, warehouse)
     k = conf.k + conf.spare
-    if short_users > conf.rewrite_share * max(1, lists.select(C.USER_ID).distinct().count()):
+    if short_users > conf.rewrite_share * max(1, sizes.count()):          # sizes: one row per listed user
         fresh = _user_rows(model, version, prod[C.MODEL], users, asin, k, deleted, ledger)
         _write_version(fresh, path, version, USER_LIST_ORDER)
         out.update(refilled=short_users, how="rewrite")
