@@ -6,7 +6,7 @@ JSON formatting (Python ``json.dumps`` defaults, as the official files use: ``",
 non-ASCII escaped as ``\\uXXXX``), plus ``_truth/`` files naming the latent cluster of every user and item,
 so tests can check that a recommender recovers structure that is known to be there.
 
-Shape (close to the real data, see ``shared/data/README.md``): power-law user activity (most users have
+Shape (close to the real Amazon Reviews 2023 files): power-law user activity (most users have
 1-2 reviews) and item popularity, several asins per ``parent_asin``, ~1.5 % repeated (user, parent_asin)
 pairs, timestamps in ms mostly over 2018-2023 so the official cut points give non-empty train/valid/test,
 ratings skewed to 5, ``helpful_vote`` mostly 0, ``verified_purchase`` mostly true. A user reviews an item

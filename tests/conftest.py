@@ -79,7 +79,7 @@ def spark():
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real Amazon 2023, MovieLens); tests that need it skip only if it is absent."""
+    """The real data (Amazon 2023, MovieLens) where ``RECSYS_SHARED_DATA`` points; tests skip only if it is absent."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA

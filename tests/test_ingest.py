@@ -294,7 +294,7 @@ def test_truncated_gzip_fails_the_file_and_commits_nothing_of_it(spark, tmp_path
     assert rows(spark, wh, C.BRONZE_REVIEWS).where(F.col(C.SOURCE_FILE) == "Trunc.jsonl.gz").count() == 2000
 
 
-def test_subscription_boxes_counts_match_the_data_readme(spark, shared_data, tmp_path):
+def test_subscription_boxes_counts_match_the_published_figures(spark, shared_data, tmp_path):
     """Real data: 16,216 reviews, 641 items, 15,953 distinct pairs after earliest-per-pair dedup."""
     src = tmp_path / "src"
     src.mkdir()
@@ -313,7 +313,7 @@ def test_subscription_boxes_counts_match_the_data_readme(spark, shared_data, tmp
     bronze = rows(spark, wh, C.BRONZE_REVIEWS)
     earliest = bronze.groupBy(C.USER_ID, C.ITEM_ID).agg(F.min(C.TIMESTAMP).alias("t0"))
     assert silver.join(earliest, [C.USER_ID, C.ITEM_ID]).where(F.col(C.TIMESTAMP) != F.col("t0")).count() == 0
-    # Official cut points split the deduplicated reviews as the data README says.
+    # Official cut points split the deduplicated reviews into the dataset's published counts.
     split = silver.select(
         F.sum((F.col(C.TIMESTAMP) < C.OFFICIAL_VALID_CUT_MS).cast("int")).alias("train"),
         F.sum(((F.col(C.TIMESTAMP) >= C.OFFICIAL_VALID_CUT_MS) & (F.col(C.TIMESTAMP) < C.OFFICIAL_TEST_CUT_MS))

@@ -28,7 +28,7 @@ def demo(built_warehouse):
     return built_warehouse.settings, built_warehouse.summary
 
 
-def test_every_table_of_the_design_exists(demo):
+def test_every_table_of_the_pipeline_exists(demo):
     settings, _ = demo
     found = {str(p.relative_to(settings.warehouse)) for p in T.find_tables(settings.warehouse)}
     assert {C.BRONZE_REVIEWS, C.BRONZE_ITEMS, C.QUARANTINE_REVIEWS, C.QUARANTINE_ITEMS, C.INGESTED_FILES,

@@ -12,8 +12,8 @@ SPARK_ARCHIVES = ["/opt/spark/python/lib/pyspark.zip", "/opt/spark/python/lib/py
 
 
 def test_spark_archives_are_dropped_when_the_packages_are_installed():
-    path = SPARK_ARCHIVES + ["/home/me/jobs.zip"] + sys.path
-    assert drop_spark_archives(path) == ["/home/me/jobs.zip"] + sys.path
+    path = SPARK_ARCHIVES + ["/opt/app/jobs.zip"] + sys.path
+    assert drop_spark_archives(path) == ["/opt/app/jobs.zip"] + sys.path
 
 
 def test_spark_archives_are_kept_when_pyspark_lives_only_there():
