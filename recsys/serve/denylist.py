@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from recsys.constants import DELETIONS
+from recsys.delta import log_version, read_table
 from recsys.ids import id_hash
-from recsys.serve.delta import log_version, read_table
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from recsys.constants import (
     CATEGORY, ITEM_ID, MODEL, PUBLISHED, RANK, RECS_POPULAR, RECS_SIMILAR_ITEMS, RECS_USER_TOPK, SCORE,
     SILVER_ITEMS, USER_ID, VERSION,
 )
-from recsys.serve.delta import log_version, read_table
+from recsys.delta import log_version, read_table
 
 log = logging.getLogger(__name__)
 

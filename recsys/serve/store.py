@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from recsys.constants import DELETIONS
-from recsys.serve.delta import log_version
+from recsys.delta import log_version
 from recsys.serve.denylist import DenyList, load_denylist
 from recsys.serve.settings import ServeSettings
 from recsys.serve.snapshot import (

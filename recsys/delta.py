@@ -1,4 +1,5 @@
-"""The little the API needs from Delta without a JVM: the latest commit number and a filtered read (delta-rs)."""
+"""The little the JVM-free readers (the API, ``recsys.ops``) need from Delta: the latest commit number and a filtered
+read (delta-rs)."""
 
 from __future__ import annotations
 
