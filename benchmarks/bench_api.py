@@ -14,7 +14,6 @@ Traffic only ever goes to 127.0.0.1.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -31,14 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from common import save
+from common import APPLIANCES, arguments, save
 from deltalake import write_deltalake
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recsys import constants as C  # noqa: E402
-from recsys.serve.server import gunicorn_command, gunicorn_env  # noqa: E402
-from recsys.serve.settings import ServeSettings  # noqa: E402
+from recsys import constants as C
+from recsys.serve.server import gunicorn_command, gunicorn_env
+from recsys.serve.settings import ServeSettings
 
 HOST = "127.0.0.1"
 VERSION = "bench-v1"
@@ -225,11 +222,11 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--out", type=Path, default=Path("/tmp/recsys-bench"))
-    parser.add_argument("--users", type=int, default=1_800_000)
+    parser.add_argument("--users", type=int, default=APPLIANCES["users"])
     parser.add_argument("--per-user", type=int, default=20)
-    parser.add_argument("--items", type=int, default=94_000)
+    parser.add_argument("--items", type=int, default=APPLIANCES["items"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--connections", default="1,8,32", help="concurrency levels, comma-separated")
@@ -281,7 +278,8 @@ def main() -> int:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
-    report["results"] = str(save("api", {"args": {k: str(v) for k, v in vars(args).items()}, **report}))
+    kept = {k: str(v) for k, v in vars(args).items() if k != "out"}   # the scratch folder is not a figure
+    report["results"] = str(save("api", {"args": kept, **report}))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import ROOT, save
+from common import ROOT, arguments, save
 
 _MARK = "@@bench_dag@@"
 
@@ -99,7 +99,7 @@ def run_dag(root: Path, source: Path, params: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__)
     p.add_argument("--models", nargs="+", default=["spark_als", "implicit_als", "popularity", "content"])
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

@@ -16,20 +16,18 @@ Each deletion run reports seconds per table and rows removed (see ``recsys.catal
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import add_dump_size, arguments, quiet_spark, save
+from pyspark.sql import functions as F
 
-from pyspark.sql import functions as F  # noqa: E402
-
-from recsys import constants as C  # noqa: E402
-from recsys import tables as T  # noqa: E402
-from recsys.catalog import apply_drops, read_drops  # noqa: E402
-from recsys.config import SparkSettings, SynthSettings, load_settings  # noqa: E402
+from recsys import constants as C
+from recsys import tables as T
+from recsys.catalog import apply_drops, read_drops
+from recsys.config import SynthSettings, load_settings
 
 
 def _timed(label: str, results: dict, fn, *args, **kwargs):
@@ -60,11 +58,9 @@ def _sizes(warehouse: Path) -> dict[str, dict]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__)
     p.add_argument("--out", type=Path, default=Path("/tmp/recsys-bench-deletions"))
-    p.add_argument("--users", type=int, default=1_800_000)
-    p.add_argument("--items", type=int, default=94_000)
-    p.add_argument("--reviews", type=int, default=2_100_000)
+    add_dump_size(p)
     p.add_argument("--erase", type=int, default=1000)
     p.add_argument("--delete", type=int, default=1000)
     p.add_argument("--models", default="implicit_als,popularity",
@@ -83,8 +79,8 @@ def main() -> int:
     from recsys.synth import generate
 
     settings = load_settings(warehouse=args.out / "wh", source=args.out / "src", reports=args.out / "reports")
-    settings.spark = SparkSettings(master="local[2]", driver_memory=args.driver_memory, shuffle_partitions=8,
-                                   console_progress=False, log_level="ERROR")
+    settings.spark = quiet_spark(settings.spark, master="local[2]", driver_memory=args.driver_memory,
+                                 shuffle_partitions=8)
     settings.train = settings.train.model_copy(update={"models": args.models.split(",")})
     settings.synth = SynthSettings(users=args.users, items=args.items, reviews=args.reviews)
     spark = get_spark(settings.spark)
@@ -117,10 +113,9 @@ def main() -> int:
     _timed("full_republish_seconds", results, publish, spark, no_refit)
     results["tables_after"] = _sizes(settings.warehouse)
     (args.out / "bench_deletions.json").write_text(json.dumps(results, indent=1, default=str))
-    committed = Path(__file__).resolve().parent / "results" / "deletions.json"     # the figures, without table sizes
-    committed.write_text(json.dumps({k: v for k, v in results.items() if not k.startswith("tables")}, indent=1,
-                                    default=str))
-    print(json.dumps({k: v for k, v in results.items() if not k.startswith("tables")}, indent=1, default=str))
+    figures = {k: v for k, v in results.items() if not k.startswith("tables")}     # committed without table sizes
+    print(json.dumps(figures, indent=1, default=str))
+    print("results:", save("deletions", figures))
     return 0
 
 

@@ -13,17 +13,16 @@ Goal: evaluate ≤ 3× write.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import power_law_interactions, save, spark_session, timer
+from common import arguments, power_law_interactions, save, spark_session, timer
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__)
     p.add_argument("--users", type=int, default=400_000)
     p.add_argument("--items", type=int, default=94_000)
     p.add_argument("--factors", type=int, default=64)

@@ -10,16 +10,15 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path
 
-from common import save, spark_session, timer
+from common import arguments, save, spark_session, timer
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__)
     p.add_argument("--source", type=Path, help="a folder laid out like the dump (default: generate one)")
     p.add_argument("--reviews", type=int, default=2_100_000)
     args = p.parse_args()

@@ -13,11 +13,10 @@ pruned, the worst case, every score computed).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
-from common import save, spark_session, timer
+from common import arguments, save, spark_session, timer
 
 
 def sgemm_rate(n: int = 2048, repeats: int = 3) -> float:
@@ -66,7 +65,7 @@ def als_factors(users: int, items: int, factors: int) -> tuple[np.ndarray, np.nd
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__)
     p.add_argument("--users", type=int, default=200_000)
     p.add_argument("--items", type=int, default=20_000)
     p.add_argument("--factors", type=int, default=64)

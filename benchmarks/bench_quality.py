@@ -8,21 +8,18 @@ spark-submit job pays them once per process).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from common import save, spark_session, timer
+from common import add_dump_size, arguments, save, spark_session, timer
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__)
     p.add_argument("--workdir", type=Path, help="dump + warehouse go here (default: a new temporary folder)")
-    p.add_argument("--users", type=int, default=1_800_000)
-    p.add_argument("--items", type=int, default=94_000)
-    p.add_argument("--reviews", type=int, default=2_100_000)
+    add_dump_size(p)
     p.add_argument("--keep-dump", action="store_true", help="reuse <workdir>/raw if it is there")
     args = p.parse_args()
 

@@ -11,17 +11,16 @@
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
-from common import power_law_interactions, save, spark_session, timer
+from common import APPLIANCES, arguments, power_law_interactions, save, spark_session, timer
 
 
-SIZES = {"appliances": (1_800_000, 94_000, 2_100_000)}   # the Appliances-size synthetic dump's matrix
+SIZES = {"appliances": (APPLIANCES["users"], APPLIANCES["items"], APPLIANCES["reviews"])}   # that dump's matrix
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = arguments(__doc__)
     p.add_argument("--users", type=int, default=200_000)
     p.add_argument("--items", type=int, default=20_000)
     p.add_argument("--nnz", type=int, default=370_000)

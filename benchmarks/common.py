@@ -1,8 +1,14 @@
-"""Shared bits of the benchmarks: machine facts printed beside every ratio, a synthetic interaction
-matrix, and results written as JSON under benchmarks/results/."""
+"""Start-up and bookkeeping every benchmark shares, so each script keeps only what it measures: ``recsys``
+importable from the checkout, the real-data folder setting, the Appliances-size dump flags, a quiet Spark session,
+the machine facts saved beside every ratio, a synthetic interaction matrix, results as JSON under
+benchmarks/results/.
+
+Import it before ``recsys``: ``from common import ...`` works because Python puts a script's folder first on
+``sys.path``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -16,6 +22,37 @@ RESULTS = ROOT / "benchmarks" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# Real public data (Amazon Reviews 2023, MovieLens) lives outside the checkout; one setting says where.
+SHARED_DATA = Path(os.environ.get("RECSYS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# The Appliances-size synthetic dump the README's scale figures are measured on.
+APPLIANCES = {"users": 1_800_000, "items": 94_000, "reviews": 2_100_000}
+
+from recsys.logs import timed as timer  # noqa: E402,F401 - one timer for the library and the benchmarks
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A parser whose ``--help`` opens with the first paragraph of the benchmark's docstring."""
+    return argparse.ArgumentParser(description=" ".join(doc.split("\n\n")[0].split()))
+
+
+def add_dump_size(parser: argparse.ArgumentParser, **defaults: int) -> None:
+    """``--users/--items/--reviews`` of the synthetic dump, Appliances size unless ``defaults`` say otherwise."""
+    for name, default in (APPLIANCES | defaults).items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+
+
+def quiet_spark(spark_settings, **overrides):
+    """The configured Spark settings without the progress bar and INFO logs, which would bury the figures."""
+    return spark_settings.model_copy(update={"console_progress": False, "log_level": "ERROR", **overrides})
+
+
+def spark_session(**overrides):
+    """One Spark session from the configuration (``conf/default.yaml`` + ``RECSYS_`` overrides), quiet."""
+    from recsys.config import load_settings
+    from recsys.spark import get_spark
+
+    return get_spark(quiet_spark(load_settings().spark, **overrides))
+
 
 def machine() -> dict:
     import pyspark
@@ -25,9 +62,6 @@ def machine() -> dict:
             if i["user_api"] == "blas"]
     return {"cores": os.cpu_count(), "python": platform.python_version(), "spark": pyspark.__version__,
             "numpy": np.__version__, "blas": sorted(set(blas)), "load_avg": os.getloadavg()}
-
-
-from recsys.logs import timed as timer  # noqa: E402,F401 - one timer for the library and the benchmarks
 
 
 def power_law_interactions(users: int, items: int, nnz: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -42,16 +76,11 @@ def power_law_interactions(users: int, items: int, nnz: int, seed: int = 0) -> t
     return pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32)
 
 
-def spark_session():
-    from recsys.config import load_settings
-    from recsys.spark import get_spark
-
-    settings = load_settings()
-    return get_spark(settings.spark.model_copy(update={"console_progress": False, "log_level": "ERROR"}))
-
-
-def save(name: str, result: dict) -> Path:
+def save(name: str, result: dict, merge: bool = False) -> Path:
+    """``benchmarks/results/<name>.json`` with the machine facts; ``merge`` keeps the keys this run did not
+    measure (the real-data benchmark runs one dataset at a time)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **result}, indent=2, default=str))
+    previous = json.loads(path.read_text()) if merge and path.is_file() else {}
+    path.write_text(json.dumps(previous | {"machine": machine(), **result}, indent=2, default=str))
     return path

@@ -1,4 +1,4 @@
-"""Real-data results: both ALS versus popularity (and content) on the public files in ../shared/data.
+"""Real-data results: both ALS versus popularity (and content) on the public files under ``RECSYS_SHARED_DATA``.
 
     .venv/bin/python benchmarks/real_data.py [--datasets movielens-llo5,movielens-temporal,all_beauty,subscription_boxes]
 
@@ -11,15 +11,13 @@ Results are written to benchmarks/results/real_data.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+from common import SHARED_DATA, arguments, save, spark_session
 
 BINARY = {"base_weight": 1.0, "rating_weight": 0.0, "verified_weight": 0.0, "helpful_weight": 0.0,
           "half_life_days": None}
@@ -32,17 +30,17 @@ RATED = {"base_weight": 0.0, "rating_weight": 1.0, "rating_power": 4.0, "verifie
 # configurations over factors 128-384, regularization 3-20, alpha 0.25-5).
 RATED_ALS = {"implicit_als": {"factors": 256, "regularization": 5.0, "alpha": 1.0, "iterations": 30}}
 DATASETS = {
-    "movielens-llo5": {"format": "movielens", "path": SHARED / "movielens/ml-latest-small",
+    "movielens-llo5": {"format": "movielens", "path": SHARED_DATA / "movielens/ml-latest-small",
                        "split": {"strategy": "leave_last_out", "holdout": 5}, "confidence": RATED,
                        "params": RATED_ALS},
-    "movielens-llo5-binary": {"format": "movielens", "path": SHARED / "movielens/ml-latest-small",
+    "movielens-llo5-binary": {"format": "movielens", "path": SHARED_DATA / "movielens/ml-latest-small",
                               "split": {"strategy": "leave_last_out", "holdout": 5}, "confidence": BINARY},
-    "movielens-temporal": {"format": "movielens", "path": SHARED / "movielens/ml-latest-small",
+    "movielens-temporal": {"format": "movielens", "path": SHARED_DATA / "movielens/ml-latest-small",
                            "split": {"strategy": "temporal"}, "confidence": RATED,        # 80 % / 90 % time quantiles
                            "params": RATED_ALS},
-    "all_beauty": {"format": "amazon-csv", "path": SHARED / "amazon_reviews_2023/benchmark/5core/rating_only/All_Beauty.csv",
+    "all_beauty": {"format": "amazon-csv", "path": SHARED_DATA / "amazon_reviews_2023/benchmark/5core/rating_only/All_Beauty.csv",
                    "split": {"strategy": "temporal"}, "confidence": BINARY, "tune": True},
-    "subscription_boxes": {"format": "raw", "path": SHARED / "amazon_reviews_2023",
+    "subscription_boxes": {"format": "raw", "path": SHARED_DATA / "amazon_reviews_2023",
                            "split": {"strategy": "official"}, "confidence": {}, "tune": True},
 }
 # The Amazon sets are far smaller and sparser than MovieLens: their ALS hyper-parameters are searched on their
@@ -104,14 +102,11 @@ def run(name: str, spec: dict, spark, params: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--params", default=json.dumps(ALS), help='ALS hyper-parameters (JSON): one dict for both, or {"spark_als": {…}, "implicit_als": {…}}')
     args = parser.parse_args()
-    from recsys.config import load_settings
-    from recsys.spark import get_spark
-
-    spark = get_spark(load_settings().spark.model_copy(update={"console_progress": False, "log_level": "ERROR"}))
+    spark = spark_session()
     out = {}
     for name in args.datasets.split(","):
         out[name] = run(name, DATASETS[name], spark, json.loads(args.params))
@@ -123,11 +118,7 @@ def main() -> None:
         for m, r in sorted(models.items()):
             print(f"  {m:<14}{r['map@10']:>9.4f}{r['ndcg@10']:>9.4f}{r['recall@10']:>8.4f}"
                   f"{r['map@10'] / pop if pop else float('nan'):>7.2f}×{r['train_seconds'] or 0:>9.2f}")
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / "real_data.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps(previous | out, indent=2, default=str))   # other datasets' figures kept
+    print("results:", save("real_data", out, merge=True))   # other datasets' figures kept
 
 
 if __name__ == "__main__":
