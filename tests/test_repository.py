@@ -28,6 +28,9 @@ OUTSIDE = re.compile("|".join((
     r"/home/",
 )), re.IGNORECASE)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# Files and tests the docs name in code spans: they must exist, so the docs follow the code when it moves.
+CODE_PATH = re.compile(r"`((?:recsys|jobs|dags|tests|conf|benchmarks)/[\w/.-]+\.(?:py|yaml|md))`")
+TEST_NAME = re.compile(r"`(test_\w+)`")
 
 
 def tracked_files() -> list[str]:
@@ -87,3 +90,12 @@ def test_every_relative_markdown_link_points_at_a_file_that_exists(page):
     targets = [m.group(1).split("#")[0] for m in LINK.finditer(page.read_text())]
     relative = [t for t in targets if t and not re.match(r"[a-z][a-z0-9+.-]*:", t, re.IGNORECASE)]
     assert [t for t in relative if not (page.parent / t).exists()] == []
+
+
+@pytest.mark.parametrize("page", markdown_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_file_and_test_a_page_names_exists(page):
+    content = page.read_text()
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    assert [p for p in CODE_PATH.findall(content) if not (ROOT / p).exists()] == []
+    named = [t for t in TEST_NAME.findall(content) if not (ROOT / "tests" / f"{t}.py").exists()]   # a test file
+    assert [t for t in named if f"def {t}(" not in tests] == []
