@@ -114,8 +114,7 @@ airflow: install
 	@mkdir -p $(AIRFLOW_HOME_DIR)
 	@echo "Airflow UI: http://127.0.0.1:8080  user: admin  password: $(AIRFLOW_HOME_DIR)/simple_auth_manager_passwords.json.generated"
 	@echo "DAGs from $(CURDIR)/dags; Spark master $(SPARK_MASTER); warehouse $(abspath $(WAREHOUSE)); Ctrl-C stops everything"
-	@set -a && . conf/airflow/standalone.env && set +a && env $(AIRFLOW_ENV) $(BIN)/python -c \
-		"from recsys.orchestration import migrate_local_airflow; migrate_local_airflow()"
+	@set -a && . conf/airflow/standalone.env && set +a && env $(AIRFLOW_ENV) $(BIN)/python dags/local_airflow.py   # DB + writer pool
 	@set -a && . conf/airflow/standalone.env && set +a && env $(AIRFLOW_ENV) $(BIN)/airflow standalone
 
 airflow-test: install

@@ -25,15 +25,17 @@ from pathlib import Path
 
 from common import ROOT, arguments, save
 
+sys.path.insert(0, str(ROOT / "dags"))    # dags/local_airflow.py: the throwaway Airflow's environment and DB
+
 _MARK = "@@bench_dag@@"
 
 
 def _child_dag_test(conf: str) -> None:
     """In the child (Airflow env): run the DAG once, print total and per-task seconds."""
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
     start = time.perf_counter()
-    dag = DagBag(dag_folder=str(ROOT / "dags")).get_dag("recsys_pipeline")
+    dag = BundleDagBag(dag_folder=str(ROOT / "dags"), bundle_path=ROOT / "dags").get_dag("recsys_pipeline")
     run = dag.test(run_conf=json.loads(conf))
     seconds = time.perf_counter() - start
     tasks: dict[str, float] = {}
@@ -44,9 +46,9 @@ def _child_dag_test(conf: str) -> None:
 
 
 def _child_migrate() -> None:
-    from recsys.orchestration import migrate_local_airflow
+    from local_airflow import migrate
 
-    migrate_local_airflow()
+    migrate()
 
 
 def _child(name: str, *args: str, env: dict[str, str], cwd: Path) -> dict:
@@ -84,7 +86,7 @@ def run_direct(root: Path, source: Path, params: dict) -> dict:
 
 
 def run_dag(root: Path, source: Path, params: dict) -> dict:
-    from recsys.orchestration import local_airflow_env
+    from local_airflow import local_airflow_env
 
     home = root / "airflow_home"
     home.mkdir()

@@ -1,23 +1,28 @@
-"""Wiring shared by the recsys DAGs: retry/timeout policy, the spark-submit task factory, the UI params, and the
-small Python tasks every DAG ends with. No DAG is defined here.
+"""Wiring shared by the recsys DAGs: retry/timeout policy, the ``@dag`` arguments they share, the task chains
+derived from the step tables (``recsys.steps``), the UI params, the failure callback, and the small Python tasks
+every DAG ends with. No DAG is defined here.
 
-Cheap at import (Airflow parses DAG files often): only ``airflow.sdk``, the Spark provider's operator and the
-standard library. The library (``recsys.orchestration``) is imported inside functions: at parse time only to read
-the params' defaults from conf, otherwise inside running tasks.
+Cheap at import (Airflow parses DAG files often): ``airflow.sdk``, the Spark provider's operator, the standard
+library and the library's standard-library-only modules (``recsys.steps``, ``recsys.constants``,
+``recsys.orchestration``). The params' defaults are static; empty means "as conf says", resolved by the ``plan``
+task when the run starts, so parsing never loads the settings. Everything else is imported inside running tasks.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Param, XComArg, task
+from airflow.sdk import Param, XComArg, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from recsys.orchestration import WRITER_POOL     # stdlib-only at import: cheap to parse
+from recsys import steps
+from recsys.constants import MODELS, SPLIT_STRATEGIES
+from recsys.orchestration import WRITER_POOL, job_script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOBS = REPO_ROOT / "jobs"
@@ -43,11 +48,33 @@ TIMEOUTS = {
 }
 
 
-def on_failure(context: Mapping[str, Any]) -> None:
-    """Task failure callback: one clear ERROR line (task, Airflow and recsys run ids, error, log URL)."""
-    from recsys.orchestration import log_failure
+def describe_failure(context: Mapping[str, Any]) -> str:
+    """One line a person can act on: which task of which run failed, the recsys run id, the error, the log URL."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_run = context.get("dag_run")
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    if map_index is not None and map_index >= 0:
+        task_id = f"{task_id}[{map_index}]"
+    try:
+        recsys_run = ti.xcom_pull(task_ids="plan", key="run_id") if ti is not None else None
+    except Exception:  # noqa: BLE001 - a callback must never raise; the id is a convenience
+        recsys_run = None
+    error = context.get("exception")
+    error_line = str(error).strip().splitlines()[0] if error and str(error).strip() else repr(error)
+    airflow_run = getattr(dag_run, "run_id", getattr(ti, "run_id", "?"))
+    return (f"recsys task failed: dag={getattr(ti, 'dag_id', '?')} task={task_id} "
+            f"try={getattr(ti, 'try_number', '?')} airflow_run={airflow_run} "
+            f"recsys_run={recsys_run or '-'} error={error_line} log={getattr(ti, 'log_url', '-')}")
 
-    log_failure(context)
+
+def on_failure(context: Mapping[str, Any]) -> None:
+    """``on_failure_callback`` of every recsys task: one ERROR line in the task log."""
+    log = logging.getLogger("recsys.orchestration")
+    try:
+        log.error(describe_failure(context))
+    except Exception:  # noqa: BLE001
+        log.exception("recsys task failed (and describing the failure failed too)")
 
 
 # Spark jobs are idempotent (MERGE on keys / overwrite of one version), so a retry is always safe; the backoff
@@ -63,31 +90,44 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-def conf_defaults() -> dict[str, Any]:
-    from recsys.orchestration import ui_defaults
+def recsys_dag(dag_id: str, *, schedule: Any, dagrun_timeout: timedelta, doc_md: str | None,
+               params: Mapping[str, Param] | None = None, **kwargs: Any):
+    """``@dag`` with what every recsys DAG shares: one run at a time (they all write the same warehouse), plan
+    keys rendered as native lists/dicts (see :func:`from_plan`), the retry policy, no catch-up."""
+    return dag(dag_id=dag_id, schedule=schedule, start_date=START_DATE, catchup=False, max_active_runs=1,
+               render_template_as_native_obj=True, dagrun_timeout=dagrun_timeout, default_args=DEFAULT_ARGS,
+               params=dict(params or {}), tags=TAGS, doc_md=doc_md, **kwargs)
 
-    return ui_defaults()
 
-
-def training_params(defaults: Mapping[str, Any], *, models: bool = True) -> dict[str, Param]:
-    """UI params of the training DAGs; defaults from conf (``conf/default.yaml`` + ``RECSYS_*``). ``models=False``
-    for the retrain DAG, which trains the production model's family."""
+def training_params(*, models: bool = True) -> dict[str, Param]:
+    """UI params of the training DAGs. Static defaults (parsing reads no config): an empty field means the value
+    from conf (``conf/default.yaml`` + ``RECSYS_*``), filled in by the ``plan`` task. ``models=False`` for the
+    retrain DAG, which trains the production model's family."""
     params = {
-        "source": Param(defaults["source"], type="string", minLength=1, title="Source folder",
-                        description="Laid out like the dump: <Category>.jsonl[.gz], meta_<Category>.jsonl[.gz]."),
-        "categories": Param(defaults["categories"], type="array", items={"type": "string"}, title="Categories",
+        "source": Param(None, type=["null", "string"], title="Source folder",
+                        description="Laid out like the dump: <Category>.jsonl[.gz], meta_<Category>.jsonl[.gz]. "
+                                    "Empty: conf's source."),
+        "categories": Param([], type="array", items={"type": "string"}, title="Categories",
                             description="Only ingest these categories (one per line); empty: every category found."),
-        "k": Param(defaults["k"], type="integer", minimum=1, title="K", description="Published list length."),
-        "models": Param(defaults["models"], type="array", minItems=1, uniqueItems=True, title="Models",
-                        items={"type": "string", "enum": defaults["model_choices"]},
-                        examples=defaults["model_choices"], description="Candidates to train (in parallel)."),
-        "split_strategy": Param(defaults["split_strategy"], type="string",
-                                enum=defaults["split_choices"], title="Split strategy",
-                                description="How gold/interactions is labelled train/valid/test."),
+        "k": Param(None, type=["null", "integer"], minimum=1, title="K",
+                   description="Published list length. Empty: conf's publish.k."),
+        "models": Param([], type="array", uniqueItems=True, title="Models",
+                        items={"type": "string", "enum": list(MODELS)}, examples=list(MODELS),
+                        description="Candidates to train (in parallel). Empty: conf's train.models."),
+        "split_strategy": Param(None, type=["null", "string"], enum=[None, *SPLIT_STRATEGIES],
+                                title="Split strategy",
+                                description="How gold/interactions is labelled train/valid/test. Empty: conf's."),
     }
     if not models:
         del params["models"]
     return params
+
+
+def drops_params() -> dict[str, Param]:
+    """UI param of the deletions DAG."""
+    return {"drops": Param(None, type=["null", "string"], title="Drops folder",
+                           description="Where deletion / erasure drops land (CSV or JSONL, see docs/deletions.md). "
+                                       "Empty: conf's deletions.drops_dir, else ./data/drops.")}
 
 
 def from_plan(key: str) -> str:
@@ -99,8 +139,6 @@ def from_plan(key: str) -> str:
 def spark_job(task_id: str, *, timeout: timedelta | None = None, **kwargs: Any) -> SparkSubmitOperator:
     """``spark-submit jobs/<script>`` (``recsys.orchestration.JOB_SCRIPTS``) with this run's arguments (plan key =
     task id), conf and environment."""
-    from recsys.orchestration import job_script
-
     return SparkSubmitOperator(
         task_id=task_id,
         application=str(JOBS / job_script(task_id)),
@@ -118,7 +156,7 @@ def spark_job(task_id: str, *, timeout: timedelta | None = None, **kwargs: Any) 
 def gate(layer: str) -> SparkSubmitOperator:
     """A Great Expectations gate (``jobs/validate.py``). Not retried: a failed gate is a verdict on the data, and
     rerunning it on the same data gives the same verdict; the run stops and the previous version keeps serving."""
-    return spark_job(f"gate_{layer}", timeout=TIMEOUTS["gate"], retries=0)
+    return spark_job(steps.gate_task(layer), timeout=TIMEOUTS["gate"], retries=0)
 
 
 @task(retries=0, execution_timeout=TIMEOUTS["python"])
@@ -135,8 +173,8 @@ def train_jobs(plan: XComArg, max_parallel: int = 2):
     from recsys.orchestration import job_script
 
     return SparkSubmitOperator.partial(
-        task_id="train",
-        application=str(JOBS / job_script("train")),
+        task_id=steps.TRAIN.name,
+        application=str(JOBS / job_script(steps.TRAIN.name)),
         conf=from_plan("conf"),
         env_vars=from_plan("env"),
         conn_id=SPARK_CONN_ID,
@@ -181,25 +219,23 @@ def signal_api(warehouse: str, version: str) -> dict[str, Any]:
     current = confirm_published(warehouse, version)
     url = Variable.get(API_URL_VARIABLE, default=None)
     served = wait_until_served(url, version, timeout_s=300.0) if url else None
-    return {"version": version, "model": current["model"], "api": url, "served": served is not None}
+    return {"version": version, "model": current.model, "api": url, "served": served is not None}
+
+
+def step_tasks(p: XComArg, table: tuple[steps.Step, ...], after: Mapping[str, Any] | None = None) -> list[Any]:
+    """The tasks of a step table in order (``recsys.steps``): each step's job (mapped over the candidates for a
+    per-model step), then its gates; ``after`` puts a DAG's own task right after the named step."""
+    tasks: list[Any] = []
+    for step in table:
+        tasks.append(train_jobs(p) if step.per_model else spark_job(step.name))
+        tasks += [gate(layer) for layer in step.gates]
+        if after and step.name in after:
+            tasks.append(after[step.name])
+    return tasks
 
 
 def training_steps(p: XComArg, promotion: Any) -> list[Any]:
     """The task chain ``recsys_pipeline`` and ``recsys_retrain`` share; ``promotion`` is each DAG's own decision
     between evaluate and publish (fail the run, or skip publishing)."""
-    return [
-        p,
-        spark_job("ingest"),
-        gate("bronze"),
-        spark_job("silver"),
-        gate("silver"),
-        spark_job("features"),
-        gate("gold"),
-        train_jobs(p),
-        spark_job("evaluate"),
-        promotion,
-        spark_job("publish_write"),
-        gate("published"),
-        spark_job("publish_switch"),
-        signal_api(from_plan("warehouse"), from_plan("version")),
-    ]
+    return [p, *step_tasks(p, steps.TRAINING, {steps.EVALUATE.name: promotion}),
+            signal_api(from_plan("warehouse"), from_plan("version"))]

@@ -9,31 +9,18 @@ CTR — in `reports/ab-<experiment>/`; a no-op when no experiment is enabled).
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 
-from airflow.sdk import chain, dag
+from airflow.sdk import chain
+from recsys_common import plan, recsys_dag, step_tasks
 
-if str(Path(__file__).parent) not in sys.path:   # a DAG bundle's root is on sys.path; a bare DagBag's folder is not
-    sys.path.append(str(Path(__file__).parent))
-from recsys_common import DEFAULT_ARGS, START_DATE, TAGS, plan, spark_job
+from recsys import steps
 
 
-@dag(
-    dag_id="recsys_monitoring",
-    schedule="@daily",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    render_template_as_native_obj=True,
-    dagrun_timeout=timedelta(hours=2),
-    default_args=DEFAULT_ARGS,
-    tags=TAGS,
-    doc_md=__doc__,
-)
+@recsys_dag("recsys_monitoring", schedule="@daily", dagrun_timeout=timedelta(hours=2), doc_md=__doc__)
 def recsys_monitoring() -> None:
-    chain(plan("plan_monitoring"), spark_job("indicators"), spark_job("ab_report"))
+    p = plan("plan_monitoring")
+    chain(p, *step_tasks(p, steps.MONITORING))
 
 
 recsys_monitoring()

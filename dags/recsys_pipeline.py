@@ -15,18 +15,12 @@ serving the previous version.
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from airflow.sdk import chain, dag, task
+from airflow.sdk import chain, task
 from airflow.sdk.exceptions import AirflowFailException
-
-if str(Path(__file__).parent) not in sys.path:   # a DAG bundle's root is on sys.path; a bare DagBag's folder is not
-    sys.path.append(str(Path(__file__).parent))
-from recsys_common import (DEFAULT_ARGS, START_DATE, TAGS, TIMEOUTS, conf_defaults, from_plan, plan,
-                           training_params, training_steps)
+from recsys_common import TIMEOUTS, from_plan, plan, recsys_dag, training_params, training_steps
 
 
 @task(retries=0, execution_timeout=TIMEOUTS["python"])
@@ -40,20 +34,9 @@ def promotion_gate(warehouse: str, recsys_run_id: str) -> dict[str, Any]:
     return {"model": promoted["model"], "metric": promoted["metric"], "reason": promoted["reason"]}
 
 
-@dag(
-    dag_id="recsys_pipeline",
-    schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,                    # every run writes the same warehouse
-    is_paused_upon_creation=False,        # manual only (schedule=None): ready to trigger from the UI
-    render_template_as_native_obj=True,   # plan keys come back as lists/dicts (see recsys_common.from_plan)
-    dagrun_timeout=timedelta(hours=24),
-    default_args=DEFAULT_ARGS,
-    params=training_params(conf_defaults()),
-    tags=TAGS,
-    doc_md=__doc__,
-)
+@recsys_dag("recsys_pipeline", schedule=None, dagrun_timeout=timedelta(hours=24), doc_md=__doc__,
+            params=training_params(),
+            is_paused_upon_creation=False)        # manual only (schedule=None): ready to trigger from the UI
 def recsys_pipeline() -> None:
     p = plan("plan_training")
     chain(*training_steps(p, promotion_gate(from_plan("warehouse"), from_plan("run_id"))))

@@ -11,16 +11,10 @@ current version keeps serving). A failed gate fails the run before anything is p
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 
-from airflow.sdk import chain, dag, task
-
-if str(Path(__file__).parent) not in sys.path:   # a DAG bundle's root is on sys.path; a bare DagBag's folder is not
-    sys.path.append(str(Path(__file__).parent))
-from recsys_common import (DEFAULT_ARGS, START_DATE, TAGS, TIMEOUTS, conf_defaults, from_plan, plan,
-                           training_params, training_steps)
+from airflow.sdk import chain, task
+from recsys_common import TIMEOUTS, from_plan, plan, recsys_dag, training_params, training_steps
 
 
 @task.short_circuit(task_id="promoted", retries=0, execution_timeout=TIMEOUTS["python"])
@@ -37,19 +31,8 @@ def promoted(warehouse: str, recsys_run_id: str) -> bool:
     return model is not None
 
 
-@dag(
-    dag_id="recsys_retrain",
-    schedule="@weekly",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    render_template_as_native_obj=True,
-    dagrun_timeout=timedelta(hours=24),
-    default_args=DEFAULT_ARGS,
-    params=training_params(conf_defaults(), models=False),
-    tags=TAGS,
-    doc_md=__doc__,
-)
+@recsys_dag("recsys_retrain", schedule="@weekly", dagrun_timeout=timedelta(hours=24), doc_md=__doc__,
+            params=training_params(models=False))
 def recsys_retrain() -> None:
     p = plan("plan_retrain")
     chain(*training_steps(p, promoted(from_plan("warehouse"), from_plan("run_id"))))

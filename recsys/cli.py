@@ -1,7 +1,9 @@
 """``recsys`` command line: one subcommand per step, each a thin call into the library.
 
-Every command exits non-zero with a one-line reason on bad input (missing folder, unreadable file,
-bad flag); tracebacks are shown only with ``RECSYS_DEBUG=1``.
+A command returns what it did (printed as JSON) or raises; every command exits non-zero with a one-line reason
+on bad input (missing folder, unreadable file, bad flag), tracebacks only with ``RECSYS_DEBUG=1``. The
+``spark-submit jobs/<script>`` entry points run these same commands (flags written once, here), and the local
+pipeline runs them in order through :func:`execute` (see :mod:`recsys.steps`).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from recsys.config import Settings, load_settings
 from recsys.logs import setup_logging
 
-Command = Callable[[argparse.Namespace, Settings], int]
+Command = Callable[[argparse.Namespace, Settings], Any]
 _COMMANDS: dict[str, Command] = {}
 _WRITERS: dict[str, bool] = {}       # command -> may it create the warehouse (see recsys.lock)
 
@@ -32,7 +35,16 @@ def command(name: str, *, writes: bool = False, creates: bool = False) -> Callab
     return register
 
 
-def _run(name: str, args: argparse.Namespace, settings: Settings) -> int:
+class CommandFailed(Exception):
+    """A command that ran but whose verdict is "no" (a failed gate, files that failed to ingest, an audit with
+    findings): exit 1 after printing ``result``."""
+
+    def __init__(self, message: str, result: Any = None):
+        super().__init__(message)
+        self.result = result
+
+
+def _run(name: str, args: argparse.Namespace, settings: Settings) -> Any:
     if name not in _WRITERS:
         return _COMMANDS[name](args, settings)
     from recsys.lock import warehouse_writer
@@ -41,10 +53,22 @@ def _run(name: str, args: argparse.Namespace, settings: Settings) -> int:
         return _COMMANDS[name](args, settings)
 
 
+def execute(name: str, argv: Sequence[str], settings: Settings) -> Any:
+    """Run command ``name`` with ``argv`` (as a job would get them) in this process, on ``settings``, without
+    taking the writer lock: for a caller that already holds it (``recsys pipeline``). Returns the result."""
+    args = build_parser().parse_args([name, *argv])
+    return _COMMANDS[name](args, settings)
+
+
 def _spark(settings: Settings):
     from recsys.spark import get_spark
 
     return get_spark(settings.spark)
+
+
+def _names(text: str) -> list[str]:
+    """``"A, B,"`` → ``["A", "B"]``: a comma-separated flag value (the form the DAG plans pass)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _print_json(obj) -> None:
@@ -54,110 +78,106 @@ def _print_json(obj) -> None:
 # ----------------------------------------------------------------------------------------------
 
 @command("synth")
-def _synth(args, settings: Settings) -> int:
+def _synth(args, settings: Settings) -> Any:
     from recsys.synth import generate
 
     synth = settings.synth.model_copy(update={k: v for k, v in {
         "users": args.users, "items": args.items, "reviews": args.reviews, "seed": args.seed,
-        "categories": args.categories.split(",") if args.categories else None,
+        "categories": args.categories or None,
     }.items() if v is not None})
-    summary = generate(Path(args.out), synth, bad_line_rate=args.bad_line_rate, progress=not args.quiet)
-    _print_json(summary.to_dict())
-    return 0
+    return generate(Path(args.out), synth, bad_line_rate=args.bad_line_rate, progress=not args.quiet).to_dict()
 
 
 @command("ingest", creates=True)
-def _ingest(args, settings: Settings) -> int:
+def _ingest(args, settings: Settings) -> Any:
+    """The ingest report; with silver built too (unless ``--bronze-only``) under ``silver``."""
     from recsys.ingest import ingest
     from recsys.silver import build_silver
 
     spark = _spark(settings)
-    categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     report = ingest(spark, settings.source, settings.warehouse, settings.ingest, force=args.force,
-                    categories=categories)
-    out = {"ingest": report.to_dict()}
+                    categories=args.categories or None)
+    out = report.to_dict()
+    if report.failed:
+        raise CommandFailed(f"{len(report.failed)} raw file(s) failed to ingest: "
+                            + ", ".join(f["path"] for f in report.failed), out)
     if not args.bronze_only:
         out["silver"] = build_silver(spark, settings.warehouse)
-    _print_json(out)
-    return 1 if report.failed else 0
+    return out
 
 
 @command("build-silver", writes=True)
-def _build_silver(args, settings: Settings) -> int:
+def _build_silver(args, settings: Settings) -> Any:
     from recsys.silver import build_silver
 
-    _print_json(build_silver(_spark(settings), settings.warehouse))
-    return 0
+    return build_silver(_spark(settings), settings.warehouse)
 
 
 @command("pipeline", creates=True)
-def _pipeline(args, settings: Settings) -> int:
+def _pipeline(args, settings: Settings) -> Any:
     from recsys.pipeline import run_pipeline
 
-    _print_json(run_pipeline(_spark(settings), settings))
-    return 0
+    return run_pipeline(_spark(settings), settings)
 
 
 @command("load-benchmark", creates=True)
-def _load_benchmark(args, settings: Settings) -> int:
+def _load_benchmark(args, settings: Settings) -> Any:
     from recsys.benchmark_data import load_benchmark
 
-    _print_json(load_benchmark(_spark(settings), Path(args.path), settings.warehouse, args.format, args.category))
-    return 0
+    return load_benchmark(_spark(settings), Path(args.path), settings.warehouse, args.format, args.category)
 
 
 @command("features", writes=True)
-def _features(args, settings: Settings) -> int:
+def _features(args, settings: Settings) -> Any:
     from recsys.features import build_features
 
-    _print_json(build_features(_spark(settings), settings.warehouse, settings.features))
-    return 0
+    return build_features(_spark(settings), settings.warehouse, settings.features)
 
 
 @command("train", writes=True)
-def _train(args, settings: Settings) -> int:
+def _train(args, settings: Settings) -> Any:
     from recsys import registry
     from recsys.train import train
 
     run_id = args.run_id or registry.new_run_id()
     params = json.loads(args.params) if args.params else None
     models = args.model or settings.train.models
-    _print_json([train(_spark(settings), settings, m, run_id, params) for m in models])
-    return 0
+    return [train(_spark(settings), settings, m, run_id, params) for m in models]
 
 
 @command("tune", writes=True)
-def _tune(args, settings: Settings) -> int:
+def _tune(args, settings: Settings) -> Any:
     from recsys.tuning import tune
 
     space = json.loads(args.space) if args.space else None
-    _print_json(tune(_spark(settings), settings, args.model, space=space, trials=args.trials,
-                     parallel=args.parallel, k=args.k))
-    return 0
+    return tune(_spark(settings), settings, args.model, space=space, trials=args.trials, parallel=args.parallel,
+                k=args.k)
 
 
 @command("evaluate", writes=True)
-def _evaluate(args, settings: Settings) -> int:
+def _evaluate(args, settings: Settings) -> Any:
     from recsys.evaluate.runner import evaluate_run
 
-    result = evaluate_run(_spark(settings), settings, args.run_id)
-    _print_json({k: v for k, v in result.items()})
-    return 0
+    return evaluate_run(_spark(settings), settings, args.run_id)
 
 
 @command("publish", writes=True)
-def _publish(args, settings: Settings) -> int:
+def _publish(args, settings: Settings) -> Any:
+    """Write, gate and switch a version; ``--no-switch`` / ``--switch`` split it in two around a gate that runs
+    as a step of its own (``recsys validate --layer published --version V``), as the DAGs do."""
     from recsys.publish import publish
     from recsys.quality import published_gate
 
+    if args.switch and not args.version:
+        raise ValueError("--switch needs --version (the version written by --no-switch)")
     spark = _spark(settings)
-    _print_json(publish(spark, settings, version=args.version, refit=args.refit,
-                        gate=None if args.no_gate else published_gate(spark, settings)))
-    return 0
+    gated = not (args.switch or args.no_switch or args.no_gate)
+    return publish(spark, settings, version=args.version, write=not args.switch, switch=not args.no_switch,
+                   refit=args.refit, gate=published_gate(spark, settings) if gated else None)
 
 
 @command("runs")
-def _runs(args, settings: Settings) -> int:
+def _runs(args, settings: Settings) -> Any:
     from recsys.registry import best_per_model, list_runs
 
     if not settings.warehouse.is_dir():
@@ -165,7 +185,7 @@ def _runs(args, settings: Settings) -> int:
     runs = list_runs(_spark(settings), settings.warehouse)
     if args.json:
         print(json.dumps(runs, default=str))
-        return 0
+        return None
     metric = settings.evaluate.primary_metric
     print(f"{'run_id':<30} {'model':<14} {'stage':<10} {metric:>9} {'train s':>8}")
     for r in runs:
@@ -173,11 +193,11 @@ def _runs(args, settings: Settings) -> int:
               f"{r['train_seconds'] or 0:>8.2f}")
     print("best per model: " + ", ".join(f"{m}={r['metrics'][metric]:.4f} ({r['run_id']})"
                                          for m, r in sorted(best_per_model(runs, metric).items())))
-    return 0
+    return None
 
 
 @command("tables")
-def _tables(args, settings: Settings) -> int:
+def _tables(args, settings: Settings) -> Any:
     from recsys.tables import describe_table, find_tables
 
     root = settings.warehouse
@@ -185,50 +205,50 @@ def _tables(args, settings: Settings) -> int:
         raise FileNotFoundError(f"warehouse not found: {root}")
     rows = [{"table": str(p.relative_to(root)), **describe_table(p)} for p in find_tables(root)]
     if args.json:
-        _print_json(rows)
-    else:
-        print(f"{'table':<28} {'version':>7} {'rows':>12} {'files':>6}")
-        for r in rows:
-            print(f"{r['table']:<28} {r['version']:>7} {r['rows']:>12,} {r['files']:>6}")
-    return 0
+        return rows
+    print(f"{'table':<28} {'version':>7} {'rows':>12} {'files':>6}")
+    for r in rows:
+        print(f"{r['table']:<28} {r['version']:>7} {r['rows']:>12,} {r['files']:>6}")
+    return None
 
 
 @command("metrics")
-def _metrics(args, settings: Settings) -> int:
+def _metrics(args, settings: Settings) -> Any:
     from recsys.evaluate.cli_metrics import run_metrics
 
     result = run_metrics(Path(args.predictions), Path(args.truth), args.k, args.engine)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0
+    return None
 
 
 @command("serve")
-def _serve(args, settings: Settings) -> int:
+def _serve(args, settings: Settings) -> Any:
     from recsys.serve.server import run_server
 
-    return run_server(settings.warehouse, port=args.port, workers=args.workers, threads=args.threads,
-                      settings=settings.serve, monitor=settings.monitor) or 0
+    run_server(settings.warehouse, port=args.port, workers=args.workers, threads=args.threads,
+               settings=settings.serve, ab=settings.monitor.ab)
+    return None
 
 
 @command("indicators", writes=True)
-def _indicators(args, settings: Settings) -> int:
+def _indicators(args, settings: Settings) -> Any:
     from recsys.monitor.indicators import run_indicators
 
     result = run_indicators(_spark(settings), settings)
     if args.json:
         print(json.dumps(result["indicators"], default=str))
-        return 0
+        return None
     print(f"{'version':<28} {'variant':<10} {'impr':>7} {'ctr':>6} {'purch':>6} {'r2r':>6} {'scroll':>6} {'cov':>6}")
     for r in result["indicators"]:
         cells = [r[k] if r[k] is not None else float("nan")
                  for k in ("ctr", "purchase_rate", "rec_to_rec", "scroll_end_no_click", "coverage")]
         print(f"{r['version'] or '-':<28} {r['variant'] or '-':<10} {r['impressions']:>7} "
               + " ".join(f"{c:>6.3f}" for c in cells))
-    return 0
+    return None
 
 
 @command("simulate-traffic")
-def _simulate_traffic(args, settings: Settings) -> int:
+def _simulate_traffic(args, settings: Settings) -> Any:
     from recsys.monitor.simulate import Behaviour, FlaskClient, HttpClient, Simulator
 
     truth = Path(args.truth)
@@ -240,88 +260,79 @@ def _simulate_traffic(args, settings: Settings) -> int:
         from recsys.serve.app import create_app
 
         client = FlaskClient(create_app(settings.warehouse, settings.serve, ab=settings.monitor.ab))
-    simulator = Simulator(client, truth, Behaviour(k=args.k), seed=args.seed)
-    _print_json(simulator.run(args.users, args.sessions))
-    return 0
+    return Simulator(client, truth, Behaviour(k=args.k), seed=args.seed).run(args.users, args.sessions)
 
 
 @command("ab-report", writes=True)
-def _ab_report(args, settings: Settings) -> int:
+def _ab_report(args, settings: Settings) -> Any:
     from recsys.monitor.report import run_ab_report
 
-    _print_json(run_ab_report(_spark(settings), settings))
-    return 0
+    return run_ab_report(_spark(settings), settings)
 
 
 @command("retrain", creates=True)
-def _retrain(args, settings: Settings) -> int:
-    from recsys.retrain import retrain
+def _retrain(args, settings: Settings) -> Any:
+    from recsys.pipeline import run_retrain
 
-    _print_json(retrain(_spark(settings), settings, models=args.model))
-    return 0
+    return run_retrain(_spark(settings), settings, models=args.model)
 
 
 @command("validate", writes=True)
-def _validate(args, settings: Settings) -> int:
+def _validate(args, settings: Settings) -> Any:
     from recsys.quality import validate_layer
 
     if not settings.warehouse.is_dir():
         raise FileNotFoundError(f"warehouse not found: {settings.warehouse}")
     result = validate_layer(_spark(settings), settings.warehouse, args.layer, settings, args.run_id,
                             version=args.version, tables=args.table)
-    _print_json(result.to_dict())
     if not result.success:
-        print(f"recsys validate: {result.message()}", file=sys.stderr)
-        return 1
-    return 0
+        raise CommandFailed(result.message(), result.to_dict())
+    return result.to_dict()
 
 
-def _apply(args, settings: Settings, **drop) -> int:
+def _apply(args, settings: Settings, **drop) -> Any:
     from recsys.catalog import apply_drops, read_drops
 
     drops = read_drops(**drop)                 # a bad drop fails here, before Spark starts
-    _print_json(apply_drops(_spark(settings), settings, drops, purge_history=args.purge_history))
-    return 0
+    return apply_drops(_spark(settings), settings, drops, purge_history=args.purge_history)
 
 
 @command("delete-items", writes=True)
-def _delete_items(args, settings: Settings) -> int:
+def _delete_items(args, settings: Settings) -> Any:
     return _apply(args, settings, items=args.file)
 
 
 @command("erase-users", writes=True)
-def _erase_users(args, settings: Settings) -> int:
+def _erase_users(args, settings: Settings) -> Any:
     return _apply(args, settings, users=args.file)
 
 
 @command("apply-deletions", writes=True)
-def _apply_deletions(args, settings: Settings) -> int:
+def _apply_deletions(args, settings: Settings) -> Any:
+    if args.items or args.users:
+        return _apply(args, settings, items=args.items, users=args.users)
     folder = args.drops or settings.deletions.drops_dir
     if folder is None:
-        raise ValueError("give --drops DIR or set deletions.drops_dir in the config")
+        raise ValueError("give --drops DIR (or --items/--users FILE) or set deletions.drops_dir in the config")
     return _apply(args, settings, drops=folder)
 
 
 @command("relist-items", writes=True)
-def _relist_items(args, settings: Settings) -> int:
+def _relist_items(args, settings: Settings) -> Any:
     from recsys.catalog import relist_items
 
-    _print_json(relist_items(_spark(settings), settings, args.file))
-    return 0
+    return relist_items(_spark(settings), settings, args.file)
 
 
 @command("audit-deletions", writes=True)
-def _audit_deletions(args, settings: Settings) -> int:
+def _audit_deletions(args, settings: Settings) -> Any:
     from recsys.audit import audit
 
     extra = [settings.quality.quality_root(settings.warehouse), *(args.logs or [])]   # GX results, job logs
     report = audit(settings.warehouse, drop=args.drop, api=args.api, extra=extra)
-    _print_json(report.to_dict())
     if not report.ok:
-        print(f"recsys audit-deletions: {len(report.findings)} finding(s): deleted ids are still present",
-              file=sys.stderr)
-        return 1
-    return 0
+        raise CommandFailed(f"{len(report.findings)} finding(s): deleted ids are still present", report.to_dict())
+    return report.to_dict()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int)
     p.add_argument("--items", type=int)
     p.add_argument("--reviews", type=int)
-    p.add_argument("--categories", help="comma-separated, e.g. Appliances,All_Beauty")
+    p.add_argument("--categories", type=_names, help="comma-separated, e.g. Appliances,All_Beauty")
     p.add_argument("--seed", type=int)
     p.add_argument("--bad-line-rate", type=float, help="share of review lines to break on purpose")
     p.add_argument("--quiet", action="store_true")
@@ -351,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", "raw dump → bronze/quarantine → silver", source=True)
     p.add_argument("--force", action="store_true", help="re-ingest every file, even unchanged ones")
     p.add_argument("--bronze-only", action="store_true", help="stop after bronze/quarantine")
-    p.add_argument("--categories", help="only these categories' files, comma-separated (default: all)")
+    p.add_argument("--categories", type=_names, help="only these categories' files, comma-separated (default: all)")
     add("build-silver", "bronze → silver (MERGE)")
     add("pipeline", "every step in order, locally", source=True)
     p = add("load-benchmark", "load MovieLens or an Amazon 2023 benchmark CSV straight into silver")
@@ -372,7 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", "evaluate every candidate of a run, promote the best, write the report")
     p.add_argument("--run-id", required=True)
     p = add("publish", "publish the production model's top-K tables as a new version")
-    p.add_argument("--version", help="version label (default: a new timestamp)")
+    p.add_argument("--version", help="version label (default: a new timestamp); rerun with the same to retry")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-switch", action="store_true", help="write the version's rows only (validate, then --switch)")
+    mode.add_argument("--switch", action="store_true", help="only make an already written --version current")
     p.add_argument("--no-gate", action="store_true", help="switch without the published quality gate")
     p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                    help="refit the production model on every split first (default from conf publish.refit_on_all)")
@@ -399,7 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     deletion_flags(p)
     p = add("apply-deletions", "apply every drop file of a folder (item deletions and user erasures)")
-    p.add_argument("--drops", type=Path, help="folder of drop files (default from conf deletions.drops_dir)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--drops", type=Path, help="folder of drop files (default from conf deletions.drops_dir)")
+    source.add_argument("--items", type=Path, help="item deletion drop (parent_asin,reason,requested_at)")
+    source.add_argument("--users", type=Path, help="user erasure drop (user_id,reason,requested_at)")
     deletion_flags(p)
     p = add("relist-items", "undo item deletions because the catalog lists the items again (item drop format)")
     p.add_argument("file", type=Path)
@@ -442,7 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(os.environ.get("RECSYS_LOG_LEVEL", "INFO"))
     try:
         settings = load_settings(warehouse=getattr(args, "warehouse", None), source=getattr(args, "source", None))
-        return _run(args.command, args, settings)
+        result = _run(args.command, args, settings)
+        if result is not None:
+            _print_json(result)
+        return 0
+    except CommandFailed as failed:
+        if failed.result is not None:
+            _print_json(failed.result)
+        print(f"recsys {args.command}: {failed}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("recsys: interrupted", file=sys.stderr)
         return 130

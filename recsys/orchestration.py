@@ -2,9 +2,9 @@
 small checks between jobs that must not start a JVM (promotion, published pointer, API readiness, drop folders).
 
 No Airflow import here, and nothing heavier than the standard library at import time: DAG files call these
-functions from inside tasks, and :func:`ui_defaults` at parse time (it loads the typed settings, ~0.3 s). The
-jobs themselves stay the same ``spark-submit jobs/<step>.py`` a user runs by hand; a plan only spells out their
-flags and the ``RECSYS_*`` environment that makes every job of one DAG run see the same settings.
+functions from inside tasks only. The steps and their arguments come from :mod:`recsys.steps`; the jobs stay the
+same ``spark-submit jobs/<script>`` (= ``recsys <command>``) a user runs by hand, and a plan only fills in their
+arguments and the ``RECSYS_*`` environment that makes every job of one DAG run see the same settings.
 """
 
 from __future__ import annotations
@@ -24,35 +24,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys import steps
+
 if TYPE_CHECKING:
     from recsys.config import Settings
+    from recsys.ops import Published
 
 log = logging.getLogger("recsys.orchestration")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR = REPO_ROOT / "jobs"
-LAYERS = ("bronze", "silver", "gold", "published")              # jobs/validate.py --layer
 DEFAULT_DROPS_DIR = Path("./data/drops")                        # when conf sets no deletions.drops_dir
 INFLIGHT, APPLIED = "_inflight", "_applied"                     # "_" folders: skipped by every folder scan
 # Every Spark task writes the warehouse: one slot, so Airflow queues them instead of letting them wait on the
 # writer lock (recsys.lock), which still guards against writers from outside Airflow. Create it once per
-# Airflow DB (`make airflow` does, and :func:`migrate_local_airflow`): a task in a missing pool is never scheduled.
+# Airflow DB (`make airflow` does): a task in a missing pool is never scheduled.
 WRITER_POOL = "recsys_warehouse_writer"
-
-# The job each DAG task runs (``jobs/<script>``); every ``gate_<layer>`` task runs jobs/validate.py.
-JOB_SCRIPTS = {
-    "ingest": "ingest.py", "silver": "build_silver.py", "features": "build_features.py", "train": "train.py",
-    "evaluate": "evaluate.py", "publish_write": "publish.py", "publish_switch": "publish.py",
-    "apply_deletions": "apply_deletions.py", "indicators": "indicators.py", "ab_report": "ab_report.py",
-}
-# The Spark steps of recsys_pipeline / recsys_retrain in order (the DAGs add plan, promotion and API tasks between).
-TRAINING_STEPS = ("ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train", "evaluate",
-                  "publish_write", "gate_published", "publish_switch")
+JOB_SCRIPTS = steps.job_scripts()                               # task id -> jobs/<script>
 
 
 def job_script(task_id: str) -> str:
-    """``jobs/`` script of a DAG task: its entry in :data:`JOB_SCRIPTS`, jobs/validate.py for a gate."""
-    return "validate.py" if task_id.startswith("gate_") else JOB_SCRIPTS[task_id]
+    """``jobs/`` script of a DAG task (a step of :mod:`recsys.steps` or one of its gates)."""
+    return JOB_SCRIPTS[task_id]
 
 
 # --- identifiers ------------------------------------------------------------------------------------------------
@@ -79,27 +72,15 @@ def load(**overrides: Any) -> Settings:
     return load_settings(**overrides)
 
 
-def ui_defaults(settings: Settings | None = None) -> dict[str, Any]:
-    """Defaults of the DAGs' UI params, from ``conf/default.yaml`` + ``RECSYS_*`` as the scheduler sees them."""
-    from recsys.config import SPLIT_STRATEGIES
-
-    settings = settings or load()
-    return {
-        "source": str(settings.source.resolve()),
-        "categories": [],
-        "k": settings.publish.k,
-        "models": list(settings.train.models),
-        "model_choices": sorted(settings.train.params),
-        "split_strategy": settings.features.split.strategy,
-        "split_choices": list(SPLIT_STRATEGIES),
-        "drops": str(drops_dir(settings)),
-    }
-
-
 def drops_dir(settings: Settings) -> Path:
     """Where catalogue deletion / user erasure drops land: ``deletions.drops_dir``, else ``./data/drops``."""
     configured = settings.deletions.drops_dir
     return Path(configured or DEFAULT_DROPS_DIR).resolve()
+
+
+def drops_param(params: Mapping[str, Any]) -> Path:
+    """The deletions DAG's ``drops`` param, or conf's folder when the form leaves it empty."""
+    return Path(params.get("drops") or drops_dir(load())).resolve()
 
 
 def job_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -138,40 +119,6 @@ def _absolute(path: Path) -> Path:
     return path if path.is_absolute() else Path.cwd() / path
 
 
-# --- a local Airflow ------------------------------------------------------------------------------------------------
-
-STANDALONE_ENV = REPO_ROOT / "conf" / "airflow" / "standalone.env"
-
-
-def local_airflow_env(home: Path, spark_master: str = "local[2]",
-                      extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment of a throwaway local Airflow (tests, bench_dag): ``conf/airflow/standalone.env`` (what
-    ``make airflow`` exports), ``home`` as AIRFLOW_HOME, the project's DAGs, ``spark_default`` → ``spark_master``."""
-    env = dict(os.environ)
-    for line in STANDALONE_ENV.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            env[key.strip()] = value.strip()
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": spark_master}),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    })
-    env.update(extra or {})
-    return env
-
-
-def migrate_local_airflow() -> None:
-    """What ``airflow db migrate`` + ``airflow pools set`` do, in this process (``AIRFLOW_HOME`` from the
-    environment): a throwaway Airflow DB for tests and benchmarks, with the writer pool the DAGs need."""
-    from airflow.models.pool import Pool
-    from airflow.utils import db
-
-    db.initdb()
-    Pool.create_or_update_pool(WRITER_POOL, 1, "recsys jobs that write the warehouse, one at a time", False)
-
-
 # --- run plans ------------------------------------------------------------------------------------------------------
 
 
@@ -204,17 +151,17 @@ def spark_submit_commands(plan: RunPlan, master: str = "local[*]") -> list[tuple
     """``(step, argv)`` of every Spark job of a training plan, in DAG order, train jobs one after another: the
     commands the DAG's SparkSubmitOperators run, for running a plan by hand (``plan.env`` as environment) or
     timing the DAG against the bare jobs."""
-    def submit(step: str, args: list[str], label: str) -> tuple[str, list[str]]:
+    def submit(task_id: str, args: list[str], label: str) -> tuple[str, list[str]]:
         conf = [arg for key, value in plan.conf.items() for arg in ("--conf", f"{key}={value}")]
-        return label, ["spark-submit", "--master", master, *conf, "--name", f"recsys-{step}",
-                       str(JOBS_DIR / job_script(step)), *args]
+        return label, ["spark-submit", "--master", master, *conf, "--name", f"recsys-{task_id}",
+                       str(JOBS_DIR / job_script(task_id)), *args]
 
     commands = []
-    for step in TRAINING_STEPS:
-        if step == "train":   # one per model, ``--model`` first (see RunPlan)
-            commands += [submit(step, args, f"train[{args[1]}]") for args in plan.train]
+    for task_id in steps.task_ids(steps.TRAINING):
+        if task_id == steps.TRAIN.name:   # one per model, ``--model`` first (see RunPlan)
+            commands += [submit(task_id, args, f"train[{args[1]}]") for args in plan.train]
         else:
-            commands.append(submit(step, plan.args[step], step))
+            commands.append(submit(task_id, plan.args[task_id], task_id))
     return commands
 
 
@@ -226,35 +173,31 @@ def _settings_for(params: Mapping[str, Any], models: Sequence[str] | None = None
         overrides["features"] = {"split": {"strategy": params["split_strategy"]}}
     if params.get("k"):
         overrides["publish"] = {"k": int(params["k"])}
-    chosen = models if models is not None else params.get("models")
+    chosen = models if models is not None else (params.get("models") or None)   # empty: conf's
     if chosen is not None:
         overrides["train"] = {"models": list(chosen)}
     settings = load(**overrides)
     if not settings.train.models:
         raise ValueError("no model to train: pick at least one")
-    unknown = sorted(set(settings.train.models) - set(settings.train.params))
-    if unknown:
-        choices = ", ".join(sorted(settings.train.params))
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {choices}")
     return settings
 
 
-def _gate(warehouse: str, layer: str, run_id: str, version: str | None = None) -> list[str]:
-    """``jobs/validate.py`` arguments; the run id files the outcomes in ops/quality_results under this run."""
-    return (["--warehouse", warehouse, "--layer", layer, "--run-id", run_id]
-            + (["--version", version] if version else []))
+def step_arguments(table: Sequence[steps.Step], run: Mapping[str, str],
+                   extra: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """Arguments of every once-per-run step of ``table`` and of the gates after each, keyed by task id;
+    ``extra`` appends arguments to a step's (e.g. the ingest categories)."""
+    args: dict[str, list[str]] = {}
+    for step in table:
+        if not step.per_model:
+            args[step.name] = step.arguments(run, (extra or {}).get(step.name, ()))
+        for layer in step.gates:
+            args[steps.gate_task(layer)] = steps.gate_arguments(layer, run)
+    return args
 
 
-def _publish_args(warehouse: str, run_id: str, version: str, refit: bool = True) -> dict[str, list[str]]:
-    """Write the version's rows, validate them, then switch ``ops/published``: a failed gate leaves the previous
-    version serving (``jobs/publish.py --no-switch`` / ``--switch``). ``refit=False``: republish the model as
-    last fitted (``--no-refit``); otherwise conf ``publish.refit_on_all`` decides."""
-    return {
-        "publish_write": ["--warehouse", warehouse, "--version", version, "--no-switch"]
-        + ([] if refit else ["--no-refit"]),
-        "gate_published": _gate(warehouse, "published", run_id, version),
-        "publish_switch": ["--warehouse", warehouse, "--version", version, "--switch"],
-    }
+def model_arguments(models: Sequence[str], run: Mapping[str, str]) -> list[list[str]]:
+    """One argument list per candidate model for the ``per_model`` step (train), ``--model`` first."""
+    return [steps.TRAIN.arguments({**run, "model": model}) for model in models]
 
 
 def plan_training(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, run_after: datetime,
@@ -268,29 +211,20 @@ def plan_training(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, ru
     if not settings.source.is_dir():
         raise ValueError(f"source folder not found: {settings.source}")
     run_id, version = run_ids(dag_id, dag_run_id, run_after)
-    wh = str(settings.warehouse.resolve())
+    run = {"warehouse": str(settings.warehouse.resolve()), "source": str(settings.source.resolve()),
+           "run_id": run_id, "version": version}
     categories = [c.strip() for c in params.get("categories") or [] if c and c.strip()]
-    ingest = ["--source", str(settings.source.resolve()), "--warehouse", wh]
-    if categories:
-        ingest += ["--categories", ",".join(categories)]
-    args = {
-        "ingest": ingest,
-        "gate_bronze": _gate(wh, "bronze", run_id),
-        "silver": ["--warehouse", wh],
-        "gate_silver": _gate(wh, "silver", run_id),
-        "features": ["--warehouse", wh],
-        "gate_gold": _gate(wh, "gold", run_id),
-        "evaluate": ["--warehouse", wh, "--run-id", run_id],
-        **_publish_args(wh, run_id, version),
-    }
-    train = [["--model", m, "--run-id", run_id, "--warehouse", wh] for m in settings.train.models]
-    return RunPlan(run_id=run_id, version=version, warehouse=wh, env=job_env(settings), conf=submit_conf(settings),
-                   args=args, train=train, models=list(settings.train.models))
+    extra = {steps.INGEST.name: ["--categories", ",".join(categories)] if categories else []}
+    return RunPlan(run_id=run_id, version=version, warehouse=run["warehouse"], env=job_env(settings),
+                   conf=submit_conf(settings), args=step_arguments(steps.TRAINING, run, extra),
+                   train=model_arguments(settings.train.models, run), models=list(settings.train.models))
 
 
 def plan_retrain(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, run_after: datetime) -> RunPlan:
     """Plan of ``recsys_retrain``: the same steps, training only the production model's family (the configured
     candidates while there is no production model yet)."""
+    from recsys.ops import production_model
+
     prod = production_model(load().warehouse.resolve())
     return plan_training(params, dag_id=dag_id, dag_run_id=dag_run_id, run_after=run_after,
                          models=[prod["model"]] if prod else None)
@@ -300,14 +234,11 @@ def plan_deletions(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, r
     """Plan of ``recsys_deletions``: claim the pending drops for this run, apply them, republish (no retraining)."""
     settings = load()
     run_id, version = run_ids(dag_id, dag_run_id, run_after)
-    wh = str(settings.warehouse.resolve())
-    drops = Path(params.get("drops") or drops_dir(settings)).resolve()
-    claimed = claim_drops(drops, run_id)
-    args = {"apply_deletions": ["--warehouse", wh, "--drops", str(claimed)],
-            "gate_silver": _gate(wh, "silver", run_id), "gate_gold": _gate(wh, "gold", run_id),
-            **_publish_args(wh, run_id, version, refit=False)}
-    return RunPlan(run_id=run_id, version=version, warehouse=wh, env=job_env(settings), conf=submit_conf(settings),
-                   args=args, drops=str(drops))
+    drops = drops_param(params)
+    run = {"warehouse": str(settings.warehouse.resolve()), "run_id": run_id, "version": version,
+           "drops": str(claim_drops(drops, run_id))}
+    return RunPlan(run_id=run_id, version=version, warehouse=run["warehouse"], env=job_env(settings),
+                   conf=submit_conf(settings), args=step_arguments(steps.DELETIONS, run), drops=str(drops))
 
 
 def plan_monitoring(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, run_after: datetime) -> RunPlan:
@@ -315,52 +246,27 @@ def plan_monitoring(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, 
     unused)."""
     settings = load()
     run_id, version = run_ids(dag_id, dag_run_id, run_after)
-    wh = str(settings.warehouse.resolve())
-    return RunPlan(run_id=run_id, version=version, warehouse=wh, env=job_env(settings), conf=submit_conf(settings),
-                   args={"indicators": ["--warehouse", wh], "ab_report": ["--warehouse", wh]})
+    run = {"warehouse": str(settings.warehouse.resolve()), "run_id": run_id, "version": version}
+    return RunPlan(run_id=run_id, version=version, warehouse=run["warehouse"], env=job_env(settings),
+                   conf=submit_conf(settings), args=step_arguments(steps.MONITORING, run))
 
 
-# --- registry and published pointer, read with delta-rs (no JVM in the Airflow worker) ------------------------------
-
-
-def _read_delta(path: Path, columns: list[str]) -> list[dict[str, Any]]:
-    if not (path / "_delta_log").is_dir():
-        return []
-    from deltalake import DeltaTable
-
-    return DeltaTable(str(path)).to_pyarrow_table(columns=columns).to_pylist()
-
-
-def registry_state(warehouse: Path | str) -> list[dict[str, Any]]:
-    """Latest ``ops/model_registry`` row per (run_id, model), as :func:`recsys.registry.current_registry` has it."""
-    from recsys import constants as C
-
-    rows = _read_delta(Path(warehouse) / C.MODEL_REGISTRY,
-                       ["run_id", "model", "stage", "model_path", "metric", "reason", "updated_at"])
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        key = (row["run_id"], row["model"])
-        if key not in latest or row["updated_at"] > latest[key]["updated_at"]:
-            latest[key] = row
-    return sorted(latest.values(), key=lambda r: r["updated_at"])
-
-
-def production_model(warehouse: Path | str) -> dict[str, Any] | None:
-    """The current production entry (the most recently promoted), or None."""
-    prod = [r for r in registry_state(warehouse) if r["stage"] == "production"]
-    return prod[-1] if prod else None
+# --- registry and published pointer, read by recsys.ops (delta-rs: no JVM in the Airflow worker) ------------------
 
 
 def promoted_model(warehouse: Path | str, run_id: str) -> dict[str, Any] | None:
     """The model of ``run_id`` that evaluate promoted to production, or None when it promoted nothing."""
+    from recsys.ops import production_model
+
     prod = production_model(warehouse)
     return prod if prod is not None and prod["run_id"] == run_id else None
 
 
 def describe_no_promotion(warehouse: Path | str, run_id: str) -> str:
     """Why nothing was promoted, in one line: the run's candidates against the production model."""
-    state = registry_state(warehouse)
-    mine = sorted(r["model"] for r in state if r["run_id"] == run_id)
+    from recsys.ops import production_model, run_models
+
+    mine = [r["model"] for r in run_models(warehouse, run_id)]
     prod = production_model(warehouse)
     current = (f"production stays {prod['model']} of {prod['run_id']} (metric {prod['metric']})"
                if prod else "there is no production model")
@@ -369,20 +275,13 @@ def describe_no_promotion(warehouse: Path | str, run_id: str) -> str:
     return f"run {run_id} promoted none of {', '.join(mine)}; {current} (see evaluate's log and reports/{run_id}/)"
 
 
-def current_published(warehouse: Path | str) -> dict[str, Any] | None:
-    """The row of ``ops/published`` the API follows (greatest ``published_at``), or None."""
-    from recsys import constants as C
-
-    rows = [r for r in _read_delta(Path(warehouse) / C.PUBLISHED, ["version", "model", "run_id", "published_at", "k"])
-            if r["published_at"] is not None]
-    return max(rows, key=lambda r: r["published_at"]) if rows else None
-
-
-def confirm_published(warehouse: Path | str, version: str) -> dict[str, Any]:
+def confirm_published(warehouse: Path | str, version: str) -> Published:
     """Check that ``version`` is the current published version; raises ``RuntimeError`` otherwise."""
+    from recsys.ops import current_published
+
     current = current_published(warehouse)
-    if current is None or current["version"] != version:
-        found = current["version"] if current else "nothing"
+    if current is None or current.version != version:
+        found = current.version if current else "nothing"
         raise RuntimeError(f"ops/published points at {found}, expected {version}")
     return current
 
@@ -471,32 +370,3 @@ def archive_drops(drops: Path | str, run_id: str) -> Path | None:
 
 
 # --- failure reporting ----------------------------------------------------------------------------------------------
-
-
-def describe_failure(context: Mapping[str, Any]) -> str:
-    """One line a person can act on: which task of which run failed, the recsys run id, the error, the log URL."""
-    ti = context.get("ti") or context.get("task_instance")
-    dag_run = context.get("dag_run")
-    task = getattr(ti, "task_id", "?")
-    map_index = getattr(ti, "map_index", -1)
-    if map_index is not None and map_index >= 0:
-        task = f"{task}[{map_index}]"
-    recsys_run = None
-    try:
-        recsys_run = ti.xcom_pull(task_ids="plan", key="run_id") if ti is not None else None
-    except Exception:  # noqa: BLE001 - a callback must never raise; the id is a convenience
-        recsys_run = None
-    error = context.get("exception")
-    error_line = str(error).strip().splitlines()[0] if error and str(error).strip() else repr(error)
-    airflow_run = getattr(dag_run, "run_id", getattr(ti, "run_id", "?"))
-    return (f"recsys task failed: dag={getattr(ti, 'dag_id', '?')} task={task} "
-            f"try={getattr(ti, 'try_number', '?')} airflow_run={airflow_run} "
-            f"recsys_run={recsys_run or '-'} error={error_line} log={getattr(ti, 'log_url', '-')}")
-
-
-def log_failure(context: Mapping[str, Any]) -> None:
-    """``on_failure_callback`` of every recsys task: one ERROR line in the task log."""
-    try:
-        log.error(describe_failure(context))
-    except Exception:  # noqa: BLE001
-        log.exception("recsys task failed (and describing the failure failed too)")

@@ -1,68 +1,73 @@
-"""Every step in order, in one local Spark session (``recsys pipeline`` / ``make demo``).
+"""Every step in order, in one local Spark session: ``recsys pipeline`` (``make demo``) and ``recsys retrain``.
 
-The Airflow DAG runs the same library functions as separate spark-submit jobs; this is the
-single-process path for a laptop or a test. A Great Expectations gate follows bronze, silver, gold and the
-written (not yet current) published version; a failed gate raises :class:`~recsys.quality.QualityGateError`
-before anything is published, so the API keeps serving the previous version.
+The steps are :data:`recsys.steps.TRAINING`, each the same ``recsys`` command with the same arguments that the
+DAG's ``spark-submit jobs/<script>`` tasks run, here in this process and session. A Great Expectations gate
+follows bronze, silver, gold and the written (not yet current) published version; a failed gate raises
+:class:`~recsys.cli.CommandFailed` before ``ops/published`` moves, so the API keeps serving the previous version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from recsys import registry
+from recsys import steps
 from recsys.config import Settings
-from recsys.evaluate.runner import evaluate_run
-from recsys.features import build_features
-from recsys.ingest import ingest
-from recsys.logs import step
-from recsys.publish import publish
-from recsys.quality import validate_layer
-from recsys.silver import build_silver
-from recsys.train import train
+from recsys.logs import step as logged_step
+
+Continue = Callable[[dict], bool]   # after a step: False ends the run there (e.g. nothing was promoted)
 
 
-def layer_gate(spark, settings: Settings, run_id: str, results: dict | None = None) -> Callable[..., None]:
-    """``gate(layer, version=None)``: validate a layer under ``<run_id>-<layer>``, note the outcome in ``results``,
-    raise :class:`~recsys.quality.QualityGateError` if it failed."""
-    def gate(layer: str, version: str | None = None) -> None:
-        result = validate_layer(spark, settings.warehouse, layer, settings, f"{run_id}-{layer}", version=version)
-        if results is not None:
-            results[layer] = {"success": result.success, "expectations": len(result.outcomes),
-                              "warnings": len(result.warnings), "data_docs": str(result.data_docs)}
-        result.raise_if_failed()
-    return gate
+def run_steps(settings: Settings, table: Sequence[steps.Step], run: Mapping[str, str], models: Sequence[str],
+              after: Mapping[str, Continue] | None = None) -> dict[str, Any]:
+    """Run the commands of ``table`` in order (a ``per_model`` step once per model), each followed by its gates;
+    returns each step's result under its name and each gate's under ``gates``."""
+    from recsys.cli import execute
 
-
-def build_data(spark, settings: Settings, gate: Callable[..., None]) -> dict:
-    """ingest (new or changed raw files only) → gate → silver → gate → features → gate; what each step did."""
-    out: dict[str, object] = {}
-    report = ingest(spark, settings.source, settings.warehouse, settings.ingest)
-    out["ingest"] = report.to_dict()
-    if report.failed:
-        raise RuntimeError(f"{len(report.failed)} raw file(s) failed to ingest: "
-                           + ", ".join(f["path"] for f in report.failed))
-    gate("bronze")
-    out["silver"] = build_silver(spark, settings.warehouse)
-    gate("silver")
-    out["features"] = build_features(spark, settings.warehouse, settings.features)
-    gate("gold")
+    out: dict[str, Any] = {"run_id": run["run_id"], "version": run["version"], "gates": {}}
+    for step in table:
+        runs = [{**run, "model": m} for m in models] if step.per_model else [run]
+        results = [execute(step.command, step.arguments(r), settings) for r in runs]
+        out[step.name] = results if step.per_model else results[0]
+        for layer in step.gates:
+            out["gates"][layer] = execute("validate", steps.gate_arguments(layer, run), settings)
+        if after and step.name in after and not after[step.name](out):
+            break
     return out
 
 
-def run_pipeline(spark, settings: Settings, run_id: str | None = None) -> dict:
-    """ingest → silver → features (each gated) → train every configured model → evaluate/promote → gated
-    publish."""
-    run_id = run_id or registry.new_run_id()
-    gates: dict[str, object] = {}
-    gate = layer_gate(spark, settings, run_id, gates)
-    out: dict[str, object] = {"run_id": run_id, "gates": gates}
-    with step("pipeline", source=str(settings.source), warehouse=str(settings.warehouse), run_id=run_id):
-        out.update(build_data(spark, settings, gate))
-        out["train"] = [train(spark, settings, model, run_id) for model in settings.train.models]
-        evaluation = evaluate_run(spark, settings, run_id)
-        out["evaluate"] = {"decision": evaluation["decision"], "report": evaluation.get("report"),
-                           "metrics": {m: {k: v for k, v in r["metrics"].items() if k.endswith("@10")}
-                                       for m, r in evaluation["models"].items()}}
-        out["publish"] = publish(spark, settings, gate=lambda version: gate("published", version))
+def _run(settings: Settings, run_id: str | None) -> dict[str, str]:
+    from recsys.publish import new_version
+    from recsys.registry import new_run_id
+
+    return {"warehouse": str(settings.warehouse), "source": str(settings.source),
+            "run_id": run_id or new_run_id(), "version": new_version()}
+
+
+def run_pipeline(spark, settings: Settings, run_id: str | None = None) -> dict[str, Any]:
+    """ingest → silver → features (each gated) → train every configured model → evaluate/promote → publish
+    (written, gated, switched). ``spark``: the session the commands run in (they take the active one)."""
+    run = _run(settings, run_id)
+    with logged_step("pipeline", source=run["source"], warehouse=run["warehouse"], run_id=run["run_id"]):
+        return run_steps(settings, steps.TRAINING, run, settings.train.models)
+
+
+def run_retrain(spark, settings: Settings, *, models: Sequence[str] | None = None,
+                run_id: str | None = None) -> dict[str, Any]:
+    """Incremental retraining, the ``recsys_retrain`` DAG's steps: new or changed raw files only
+    (``ops/ingested_files`` skips the rest) → silver MERGE → features rebuilt over everything (so the test split
+    holds the newest interactions) → train the production model's family (the configured candidates while
+    nothing is in production) → evaluate, whose promotion gate compares the candidate with production re-scored
+    on this same split → publish only if promoted. Training restarts from scratch: an ALS fit at this size costs
+    seconds, so warm starts would save little and make runs depend on their history."""
+    from recsys.ops import production_model
+
+    if models is None:
+        prod = production_model(settings.warehouse)
+        models = [prod["model"]] if prod else list(settings.train.models)
+    run = _run(settings, run_id)
+    promoted: dict[str, Continue] = {steps.EVALUATE.name: lambda out: bool(out["evaluate"]["decision"]["promoted"])}
+    with logged_step("retrain", warehouse=run["warehouse"], run_id=run["run_id"]) as rec:
+        out = run_steps(settings, steps.TRAINING, run, models, after=promoted)
+        rec.update(models=list(models), promoted=out["evaluate"]["decision"].get("promoted"))
     return out

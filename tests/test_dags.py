@@ -48,13 +48,18 @@ def _spark_info(task: Any) -> dict[str, str] | None:
     return {"conn_id": task._conn_id, "application": task.application}
 
 
+def _dagbag():
+    """The DAG folder parsed as Airflow's processor and task runner parse a bundle (its root on sys.path)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS)
+
+
 def _probe_dagbag() -> dict[str, Any]:
     import time
 
-    from airflow.dag_processing.dagbag import DagBag
-
     start = time.perf_counter()
-    bag = DagBag(dag_folder=str(DAGS))
+    bag = _dagbag()
     seconds = time.perf_counter() - start
     dags = {}
     for dag_id, dag in bag.dags.items():
@@ -77,17 +82,30 @@ def _probe_dagbag() -> dict[str, Any]:
 
 def _probe_migrate() -> dict[str, Any]:
     from airflow.models.pool import Pool
+    from local_airflow import migrate
 
-    from recsys.orchestration import WRITER_POOL, migrate_local_airflow
+    from recsys.orchestration import WRITER_POOL
 
-    migrate_local_airflow()          # `airflow db migrate` + the writer pool
+    migrate()          # `airflow db migrate` + the writer pool
     return {"ok": True, "pool_slots": Pool.get_pool(WRITER_POOL).slots}
 
 
-def _probe_dag_test(dag_id: str, conf: str) -> dict[str, Any]:
-    from airflow.dag_processing.dagbag import DagBag
+def _probe_failure_line() -> dict[str, Any]:
+    from recsys_common import describe_failure
 
-    dag = DagBag(dag_folder=str(DAGS)).get_dag(dag_id)
+    class TI:
+        dag_id, task_id, map_index, try_number, run_id = "recsys_pipeline", "train", 2, 3, "manual__x"
+        log_url = "http://127.0.0.1:8080/dags/recsys_pipeline/runs/manual__x/tasks/train/mapped/2?try_number=3"
+
+        def xcom_pull(self, task_ids: str, key: str) -> str:
+            return "run-20260301T000000Z-abc123"
+
+    line = describe_failure({"ti": TI(), "exception": RuntimeError("Cannot execute: spark-submit …\nmore")})
+    return {"line": line, "log_url": TI.log_url}
+
+
+def _probe_dag_test(dag_id: str, conf: str) -> dict[str, Any]:
+    dag = _dagbag().get_dag(dag_id)
     run = dag.test(run_conf=json.loads(conf))
     tis = {}
     for ti in run.get_task_instances():
@@ -96,13 +114,18 @@ def _probe_dag_test(dag_id: str, conf: str) -> dict[str, Any]:
     return {"state": str(run.state), "run_id": run.run_id, "run_after": run.run_after.isoformat(), "tis": tis}
 
 
-_PROBES = {"dagbag": _probe_dagbag, "migrate": _probe_migrate, "dag_test": _probe_dag_test}
+_PROBES = {"dagbag": _probe_dagbag, "migrate": _probe_migrate, "dag_test": _probe_dag_test,
+           "failure_line": _probe_failure_line}
 
 
 def _airflow_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    from recsys.orchestration import local_airflow_env
+    """``dags/local_airflow.py``'s environment (loaded from its file: the pytest process keeps dags/ off sys.path)."""
+    import importlib.util
 
-    return local_airflow_env(home, "local[2]", extra)
+    spec = importlib.util.spec_from_file_location("local_airflow", DAGS / "local_airflow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.local_airflow_env(home, "local[2]", extra)
 
 
 def _probe(name: str, *args: str, env: dict[str, str], cwd: Path, timeout: float) -> dict[str, Any]:
@@ -179,10 +202,12 @@ def test_params_retries_timeouts_and_failure_callbacks(dagbag):
 
 
 def test_dag_files_import_only_airflow_and_cheap_modules_at_top_level():
-    allowed = {"__future__", "sys", "pathlib", "datetime", "typing", "collections.abc", "airflow.sdk",
+    allowed = {"__future__", "logging", "pathlib", "datetime", "typing", "collections.abc", "airflow.sdk",
                "airflow.sdk.exceptions", "airflow.providers.apache.spark.operators.spark_submit", "recsys_common",
-               "recsys.orchestration"}     # stdlib-only at import (checked by the parse probe's heavy_modules)
-    for path in DAGS.glob("*.py"):
+               "recsys", "recsys.constants", "recsys.orchestration"}  # stdlib-only (see the probe's heavy_modules)
+    dag_files = [p for p in DAGS.glob("*.py") if p.name != "local_airflow.py"]     # not a DAG file: .airflowignore
+    for path in dag_files:
+        assert "sys.path" not in path.read_text(), f"{path.name} edits sys.path (a bundle's root is on it already)"
         tree = ast.parse(path.read_text())
         for node in tree.body:
             if isinstance(node, ast.Import):
@@ -217,7 +242,8 @@ def test_training_plan_carries_params_into_args_and_env(tmp_path, monkeypatch):
               "split_strategy": "random"}
     plan = plan_training(params, dag_id="d", dag_run_id="r", run_after=after).xcom()
     wh = str((tmp_path / "wh").resolve())
-    assert plan["ingest"] == ["--source", str(tmp_path.resolve()), "--warehouse", wh, "--categories", "Appliances"]
+    assert plan["ingest"] == ["--source", str(tmp_path.resolve()), "--warehouse", wh, "--bronze-only",
+                              "--categories", "Appliances"]
     assert [a[1] for a in plan["train"]] == ["popularity", "content"]
     assert all(a[a.index("--run-id") + 1] == plan["run_id"] for a in plan["train"])
     assert plan["publish_write"][-3:] == ["--version", plan["version"], "--no-switch"]
@@ -270,11 +296,12 @@ def test_every_spark_task_finds_its_arguments_in_its_dags_plan(dagbag, tmp_path,
 
 def test_plan_commands_are_the_pipeline_dags_spark_tasks_in_order(dagbag, tmp_path, monkeypatch):
     """``spark_submit_commands`` (run a plan by hand, bench_dag) submits what the DAG's tasks submit, in its order."""
-    from recsys.orchestration import TRAINING_STEPS, plan_training, spark_submit_commands
+    from recsys import steps
+    from recsys.orchestration import plan_training, spark_submit_commands
 
     monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
     spark_tasks = dagbag["dags"]["recsys_pipeline"]["spark"]
-    assert [t for t in PIPELINE_CHAIN if t in spark_tasks] == list(TRAINING_STEPS)
+    assert [t for t in PIPELINE_CHAIN if t in spark_tasks] == list(steps.task_ids(steps.TRAINING))
     plan = plan_training({"source": str(tmp_path), "models": ["popularity", "content"]}, dag_id="d",
                          dag_run_id="r", run_after=datetime.now(timezone.utc))
     commands = spark_submit_commands(plan, master="local[2]")
@@ -292,7 +319,6 @@ def test_plan_commands_are_the_pipeline_dags_spark_tasks_in_order(dagbag, tmp_pa
 
 @pytest.mark.parametrize("bad, message", [
     ({"models": ["bogus"]}, "unknown model"),
-    ({"models": []}, "no model"),
     ({"split_strategy": "sideways"}, "strategy"),
     ({"source": "/nonexistent/dump"}, "source folder not found"),
 ])
@@ -302,6 +328,22 @@ def test_training_plan_refuses_bad_params_before_any_job(tmp_path, bad, message)
     params = {"source": str(tmp_path), "models": ["popularity"], **bad}
     with pytest.raises(ValueError, match=message):
         plan_training(params, dag_id="d", dag_run_id="r", run_after=datetime.now(timezone.utc))
+
+
+def test_empty_form_fields_take_conf_values_when_the_run_starts(tmp_path, monkeypatch):
+    """The params' defaults are static (parsing reads no config): empty fields are filled from conf by ``plan``."""
+    from recsys.config import load_settings
+    from recsys.orchestration import plan_training
+
+    monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
+    monkeypatch.setenv("RECSYS_SOURCE", str(tmp_path))
+    monkeypatch.setenv("RECSYS_PUBLISH__K", "13")
+    empty = {"source": None, "categories": [], "k": None, "models": [], "split_strategy": None}
+    plan = plan_training(empty, dag_id="d", dag_run_id="r", run_after=datetime.now(timezone.utc))
+    conf = load_settings()
+    assert plan.models == list(conf.train.models) and plan.env["RECSYS_PUBLISH__K"] == "13"
+    assert plan.args["ingest"][:2] == ["--source", str(tmp_path.resolve())]
+    assert plan.env["RECSYS_FEATURES__SPLIT__STRATEGY"] == conf.features.split.strategy
 
 
 def _write_registry(warehouse: Path, rows: list[dict[str, Any]]) -> None:
@@ -316,7 +358,8 @@ def _write_registry(warehouse: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def test_promotion_is_read_from_the_registry_without_a_jvm(tmp_path):
-    from recsys.orchestration import describe_no_promotion, production_model, promoted_model
+    from recsys.ops import production_model
+    from recsys.orchestration import describe_no_promotion, promoted_model
 
     t = lambda minute: datetime(2026, 3, 1, 12, minute, tzinfo=timezone.utc)  # noqa: E731
     assert promoted_model(tmp_path, "run-a") is None and production_model(tmp_path) is None
@@ -392,20 +435,11 @@ def test_drops_are_claimed_once_and_archived_after_the_run(tmp_path):
     assert not claim.exists() and pending_drops(tmp_path) == []
 
 
-def test_failure_line_names_task_runs_error_and_log_url():
-    from recsys.orchestration import describe_failure
-
-    class TI:
-        dag_id, task_id, map_index, try_number, run_id = "recsys_pipeline", "train", 2, 3, "manual__x"
-        log_url = "http://127.0.0.1:8080/dags/recsys_pipeline/runs/manual__x/tasks/train/mapped/2?try_number=3"
-
-        def xcom_pull(self, task_ids: str, key: str) -> str:
-            return "run-20260301T000000Z-abc123"
-
-    line = describe_failure({"ti": TI(), "exception": RuntimeError("Cannot execute: spark-submit …\nmore")})
+def test_failure_line_names_task_runs_error_and_log_url(tmp_path):
+    got = _probe("failure_line", env=_airflow_env(tmp_path), cwd=tmp_path, timeout=180)
     for part in ("dag=recsys_pipeline", "task=train[2]", "try=3", "airflow_run=manual__x",
-                 "recsys_run=run-20260301T000000Z-abc123", "error=Cannot execute: spark-submit …", TI.log_url):
-        assert part in line
+                 "recsys_run=run-20260301T000000Z-abc123", "error=Cannot execute: spark-submit …", got["log_url"]):
+        assert part in got["line"]
 
 
 # --- end to end: dag.test() on a synthetic dump -----------------------------------------------------------------
@@ -452,7 +486,8 @@ def airflow_run(tmp_path_factory) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_pipeline_dag_runs_end_to_end_and_the_api_serves_its_version(airflow_run):
-    from recsys.orchestration import current_published, run_ids
+    from recsys.ops import current_published
+    from recsys.orchestration import run_ids
     from recsys.serve import create_app
 
     result, warehouse = airflow_run["result"], airflow_run["warehouse"]
@@ -461,7 +496,7 @@ def test_pipeline_dag_runs_end_to_end_and_the_api_serves_its_version(airflow_run
     assert {"train[popularity]", "train[implicit_als]"} <= set(result["tis"])
     _, version = run_ids("recsys_pipeline", result["run_id"], datetime.fromisoformat(result["run_after"]))
     published = current_published(warehouse)
-    assert published["version"] == version and published["k"] == 5        # the run's version, with the K param
+    assert published.version == version and published.k == 5        # the run's version, with the K param
 
     from deltalake import DeltaTable
 
@@ -481,7 +516,8 @@ def test_retrain_dag_ingests_the_new_files_and_publishes_only_what_the_gate_prom
     publish steps run exactly when the gate promoted (the decision is in ops/model_registry either way)."""
     import shutil
 
-    from recsys.orchestration import current_published, production_model, registry_state, run_ids
+    from recsys.ops import current_published, production_model, registry_state
+    from recsys.orchestration import run_ids
     from recsys.synth import meta_file, reviews_file
 
     warehouse, source = airflow_run["warehouse"], airflow_run["source"]
@@ -505,7 +541,7 @@ def test_retrain_dag_ingests_the_new_files_and_publishes_only_what_the_gate_prom
     publish_steps = ("publish_write", "gate_published", "publish_switch", "signal_api")
     if decision == {"production"}:
         assert all(tis[t] == "success" for t in publish_steps)
-        assert current_published(warehouse)["version"] == version
+        assert current_published(warehouse).version == version
     else:
         assert all(tis[t] == "skipped" for t in publish_steps)
         assert current_published(warehouse) == before
@@ -517,7 +553,7 @@ def test_a_failed_gate_stops_the_run_before_anything_is_published(airflow_run, t
     file lands in no other test's source folder."""
     import shutil
 
-    from recsys.orchestration import current_published
+    from recsys.ops import current_published
     from recsys.serve import create_app
 
     root = airflow_run["root"]
@@ -539,7 +575,7 @@ def test_a_failed_gate_stops_the_run_before_anything_is_published(airflow_run, t
                     "signal_api"):
         assert tis[task_id] == "upstream_failed", task_id
     assert current_published(warehouse) == before
-    assert create_app(warehouse).test_client().get("/ready").get_json()["version"] == before["version"]
+    assert create_app(warehouse).test_client().get("/ready").get_json()["version"] == before.version
 
 
 if __name__ == "__main__":           # child process: python tests/test_dags.py <probe> [args…]

@@ -1,17 +1,19 @@
-"""The ``jobs/*.py`` command lines: every argument list the DAGs' plans (``recsys.orchestration``) and
-``spark_submit_commands`` hand a job parses with that job's own parser, so no task fails at start with
-"unrecognized arguments". The parsers come from each job's ``build_parser()``: no Spark, no Airflow."""
+"""The ``jobs/*.py`` command lines: each job runs one ``recsys`` command (``jobs/_bootstrap.run``), and every
+argument list the DAGs' plans (``recsys.orchestration``) and ``spark_submit_commands`` hand a job parses with that
+command's parser, so no task fails at start with "unrecognized arguments". No Spark, no Airflow."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import ast
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from recsys import orchestration as O
+from recsys import steps
+from recsys.cli import build_parser
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 JOB_FILES = sorted(p.name for p in JOBS.glob("*.py") if not p.name.startswith("_"))
@@ -19,27 +21,22 @@ PLANNERS = {"recsys_pipeline": O.plan_training, "recsys_retrain": O.plan_retrain
             "recsys_deletions": O.plan_deletions, "recsys_monitoring": O.plan_monitoring}
 
 
-def job_parser(script: str) -> argparse.ArgumentParser:
-    """``jobs/<script>``'s parser; the jobs are scripts (``import _bootstrap``), so they are loaded from their files."""
-    spec = importlib.util.spec_from_file_location(f"recsys_job_{Path(script).stem}", JOBS / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_parser()
+def job_command(script: str) -> str:
+    """The command ``jobs/<script>`` runs: the argument of its ``_bootstrap.run(...)`` call."""
+    calls = [node for node in ast.walk(ast.parse((JOBS / script).read_text()))
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "run"]
+    assert len(calls) == 1, f"jobs/{script} should call _bootstrap.run(<command>) once"
+    return calls[0].args[0].value
 
 
 def parse(script: str, args: list[str]) -> argparse.Namespace:
-    """``args`` parsed by ``jobs/<script>``; a refusal fails the test with the job's own message."""
-    parser = job_parser(script)
+    """``args`` parsed as ``jobs/<script>`` parses them; a refusal fails the test with the parser's message."""
+    parser = build_parser()
     parser.exit_on_error = False
     try:
-        return parser.parse_args(args)
+        return parser.parse_args([job_command(script), *args])
     except (argparse.ArgumentError, SystemExit) as exc:
         pytest.fail(f"jobs/{script} refuses {args}: {exc}")
-
-
-@pytest.fixture(autouse=True)
-def jobs_importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(JOBS))
 
 
 @pytest.fixture
@@ -64,13 +61,13 @@ def planned_jobs(plans: dict[str, O.RunPlan]) -> list[tuple[str, str, list[str]]
 
 
 @pytest.mark.parametrize("script", JOB_FILES)
-def test_every_job_builds_its_parser_without_spark(script):
-    assert isinstance(job_parser(script), argparse.ArgumentParser)
+def test_every_job_runs_the_command_its_step_names(script):
+    assert steps.script_of(job_command(script)) == script
 
 
 def test_every_planned_argument_list_parses_with_its_jobs_parser(plans):
     jobs = planned_jobs(plans)
-    assert {script for _, script, _ in jobs} == set(O.JOB_SCRIPTS.values()) | {"validate.py"}
+    assert {script for _, script, _ in jobs} == set(O.JOB_SCRIPTS.values()) == set(JOB_FILES)
     for dag_id, script, args in jobs:
         parse(script, args)
 
@@ -86,13 +83,6 @@ def test_the_dags_categories_reach_ingest(plans):
     args = parse("ingest.py", plans["recsys_pipeline"].args["ingest"])
     assert args.categories == ["Appliances", "All_Beauty"]
     assert parse("ingest.py", ["--source", "d"]).categories is None
-
-
-def test_the_cli_and_the_job_take_the_same_categories():
-    from recsys.cli import build_parser
-
-    cli = build_parser().parse_args(["ingest", "--categories", "Appliances,All_Beauty"])
-    assert parse("ingest.py", ["--categories", cli.categories]).categories == ["Appliances", "All_Beauty"]
 
 
 def test_a_flag_a_job_does_not_take_fails_the_check():

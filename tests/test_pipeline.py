@@ -14,11 +14,11 @@ from pyspark.sql import functions as F
 
 from conftest import copy_warehouse
 from recsys import constants as C
-from recsys import registry
+from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import load_settings
 from recsys.pipeline import run_pipeline
-from recsys.publish import current_version, publish
+from recsys.publish import publish
 from recsys.synth import generate
 
 
@@ -45,7 +45,7 @@ def test_bad_lines_of_the_dump_are_quarantined_and_counted(demo):
 
 def test_both_als_beat_popularity_on_the_planted_structure(demo):
     _, summary = demo
-    metrics = summary["evaluate"]["metrics"]
+    metrics = {model: result["metrics"] for model, result in summary["evaluate"]["models"].items()}
     assert metrics["spark_als"]["map@10"] > 1.3 * metrics["popularity"]["map@10"]
     assert metrics["implicit_als"]["map@10"] > 1.3 * metrics["popularity"]["map@10"]
     assert summary["evaluate"]["decision"]["promoted"] in ("spark_als", "implicit_als")
@@ -56,7 +56,7 @@ def test_runs_and_registry_record_every_candidate(spark, demo):
     runs = [r for r in registry.list_runs(spark, settings.warehouse) if r["run_id"] == summary["run_id"]]
     assert sorted(r["model"] for r in runs) == ["content", "implicit_als", "popularity", "spark_als"]
     assert all("map@10" in r["metrics"] and r["train_seconds"] is not None for r in runs)
-    prod = registry.production(spark, settings.warehouse)
+    prod = ops.production_model(settings.warehouse)
     assert prod["model"] == summary["evaluate"]["decision"]["promoted"] and prod["run_id"] == summary["run_id"]
     report = Path(summary["evaluate"]["report"])
     assert report.is_file() and (report.parent / "metrics_over_k.png").stat().st_size > 10_000
@@ -64,8 +64,8 @@ def test_runs_and_registry_record_every_candidate(spark, demo):
 
 def test_published_lists_obey_the_contract(spark, demo):
     settings, summary = demo
-    version = summary["publish"]["version"]
-    assert current_version(spark, settings.warehouse) == version
+    version = summary["version"]
+    assert ops.current_version(settings.warehouse) == version
     recs = T.read_table(spark, settings.warehouse, C.RECS_USER_TOPK).where(F.col(C.VERSION) == version)
     per_user = recs.groupBy(C.USER_ID).agg(F.count("*").alias("n"), F.max(C.RANK).alias("max_rank"),
                                           F.countDistinct(C.ITEM_ID).alias("distinct"))
@@ -85,7 +85,7 @@ def test_the_api_serves_the_published_version(spark, demo):
     from recsys.serve import create_app
 
     settings, summary = demo
-    version = summary["publish"]["version"]
+    version = summary["version"]
     row = T.read_table(spark, settings.warehouse, C.RECS_USER_TOPK).where(
         (F.col(C.VERSION) == version) & (F.col(C.RANK) == 1)).first()
     client = create_app(settings.warehouse, settings.serve).test_client()
@@ -96,7 +96,7 @@ def test_the_api_serves_the_published_version(spark, demo):
 
 def test_a_failed_publish_gate_leaves_the_previous_version_current(spark, built_warehouse, tmp_path):
     settings = copy_warehouse(built_warehouse, tmp_path)        # publish writes the version before its gate runs
-    before = current_version(spark, settings.warehouse)
+    before = ops.current_version(settings.warehouse)
 
     def failing_gate(version: str) -> None:
         raise RuntimeError(f"gate refused {version}")
@@ -104,7 +104,7 @@ def test_a_failed_publish_gate_leaves_the_previous_version_current(spark, built_
     settings = settings.model_copy(update={"publish": settings.publish.model_copy(update={"refit_on_all": False})})
     with pytest.raises(RuntimeError, match="gate refused"):
         publish(spark, settings, gate=failing_gate)
-    assert current_version(spark, settings.warehouse) == before
+    assert ops.current_version(settings.warehouse) == before
 
 
 def test_a_run_of_popularity_alone_publishes_through_the_gate(spark, tmp_path):
@@ -118,8 +118,8 @@ def test_a_run_of_popularity_alone_publishes_through_the_gate(spark, tmp_path):
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 2})
     generate(settings.source, settings.synth, progress=False)
     summary = run_pipeline(spark, settings)
-    version = summary["publish"]["version"]
-    assert current_version(spark, settings.warehouse) == version
+    version = summary["version"]
+    assert ops.current_version(settings.warehouse) == version
     assert summary["gates"]["published"]["success"]
     assert T.read_table(spark, settings.warehouse, C.RECS_SIMILAR_ITEMS).where(F.col(C.VERSION) == version).count() == 0
     assert T.read_table(spark, settings.warehouse, C.RECS_USER_TOPK).where(F.col(C.VERSION) == version).count() > 0

@@ -127,7 +127,8 @@ def _write_versions(spark, warehouse: Path, versions: list[str], published: dict
 
 
 def test_prune_spares_pinned_and_unswitched_versions(spark, tmp_path):
-    from recsys.publish import _mark_unswitched, prune_versions, unswitched
+    from recsys.ops import unswitched
+    from recsys.publish import _mark_unswitched, prune_versions
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     _write_versions(spark, tmp_path, ["v1", "v2", "v3", "v4", "v5", "v6"],
@@ -163,7 +164,7 @@ def test_publish_reapplies_pending_deletions_and_no_refit_fits_nothing(spark, bu
 
     settings = copy_warehouse(built_warehouse, tmp_path)
     warehouse = settings.warehouse
-    current = built_warehouse.summary["publish"]["version"]
+    current = built_warehouse.summary["version"]
     topk = _versions_of(spark, warehouse, C.RECS_USER_TOPK, current)
     user = topk.select(C.USER_ID).orderBy(C.USER_ID).first()[0]
     item = topk.groupBy(C.ITEM_ID).count().orderBy(F.desc("count"), C.ITEM_ID).first()[0]
@@ -212,7 +213,7 @@ def _full_read(spark, path: Path) -> int:
 def test_publish_and_deletions_started_together_leave_a_consistent_warehouse(spark, built_warehouse, tmp_path):
     settings = copy_warehouse(built_warehouse, tmp_path)
     warehouse = settings.warehouse
-    current = built_warehouse.summary["publish"]["version"]
+    current = built_warehouse.summary["version"]
     topk = _versions_of(spark, warehouse, C.RECS_USER_TOPK, current)
     users = [r[0] for r in topk.select(C.USER_ID).distinct().orderBy(C.USER_ID).limit(RACE_ROUNDS).collect()]
     items = [r[0] for r in topk.groupBy(C.ITEM_ID).count().orderBy(F.desc("count"), C.ITEM_ID)
@@ -236,9 +237,9 @@ def test_publish_and_deletions_started_together_leave_a_consistent_warehouse(spa
     audit = subprocess.run([RECSYS, "audit-deletions", "--warehouse", str(warehouse)], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=1200)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-2000:]   # erased ids are nowhere
-    from recsys.publish import current_version
+    from recsys.ops import current_version
 
-    served = current_version(spark, warehouse)
+    served = current_version(warehouse)
     for rel in (C.RECS_USER_TOPK, C.RECS_POPULAR, C.RECS_SIMILAR_ITEMS):
         rows = _versions_of(spark, warehouse, rel, served)
         assert rows.count() > 0, rel

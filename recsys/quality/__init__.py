@@ -21,5 +21,4 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "published_gate": "recsys.quality.gate",
     "QualitySettings": "recsys.quality.settings",
     "load_quality_settings": "recsys.quality.settings",
-    "LAYERS": "recsys.quality.settings",
 })
