@@ -22,14 +22,14 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys import registry
+from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.logs import step
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 ALS_MODELS = ("spark_als", "implicit_als")
 Gate = Callable[[str], None]          # called with the new version; raises to stop the publish
-UNSWITCHED = "ops/_unswitched.json"   # version -> when its rows were written, until it is switched
 USER_LIST_ORDER = (C.USER_ID, C.RANK)  # how a version's user lists are laid out in their files
 
 
@@ -53,7 +52,7 @@ def _production_model(spark: SparkSession, settings: Settings, seen: DataFrame,
                       refit: bool) -> tuple[dict, FactorModel]:
     """The production model, refit on every split (``refit``), or as last fitted: the refit a previous publish
     saved (``<run_id>-all``, scrubbed by deletions like every model folder), else the registered candidate."""
-    prod = registry.production(spark, settings.warehouse)
+    prod = ops.production_model(settings.warehouse)
     if prod is None:
         raise LookupError("no production model in ops/model_registry: run train and evaluate first")
     path = registry.model_dir(settings.warehouse, prod[C.MODEL], prod["run_id"] + "-all")
@@ -70,7 +69,7 @@ def _als_for_similar(spark: SparkSession, settings: Settings, prod: dict, model:
     """Item-to-item neighbours from ALS factors: the production model if it is an ALS, else the run's ALS."""
     if prod[C.MODEL] in ALS_MODELS:
         return model
-    for cand in registry.candidates(spark, settings.warehouse, prod["run_id"]):
+    for cand in ops.run_models(settings.warehouse, prod["run_id"]):
         if cand[C.MODEL] in ALS_MODELS:
             return FactorModel.load(spark, cand["model_path"])
     return None
@@ -79,7 +78,7 @@ def _als_for_similar(spark: SparkSession, settings: Settings, prod: dict, model:
 def _content_for_similar(spark: SparkSession, settings: Settings, prod: dict, model: FactorModel) -> FactorModel | None:
     if prod[C.MODEL] == "content":
         return model
-    for cand in registry.candidates(spark, settings.warehouse, prod["run_id"]):
+    for cand in ops.run_models(settings.warehouse, prod["run_id"]):
         if cand[C.MODEL] == "content":
             return FactorModel.load(spark, cand["model_path"])
     return None
@@ -192,14 +191,15 @@ def refill_short_lists(spark: SparkSession, settings: Settings) -> dict:
     """
     warehouse = settings.warehouse
     conf = settings.publish
-    version, run_id = _current_with_run(spark, warehouse)
+    current = ops.current_published(warehouse)
+    version = current.version if current else None
     out: dict = {"version": version, "short_lists": 0, "refilled": 0, "how": None}
-    prod = registry.production(spark, warehouse)
-    if version is None or prod is None:
+    prod = ops.production_model(warehouse)
+    if current is None or prod is None:
         return out
-    if prod["run_id"] != run_id:
+    if prod["run_id"] != current.run_id:
         log.warning("refill skipped: version %s was published from run %s, production is run %s", version,
-                    run_id, prod["run_id"])
+                    current.run_id, prod["run_id"])
         out["how"] = "skipped: production model changed since the version was published"
         return out
     path = T.table_path(warehouse, C.RECS_USER_TOPK)
@@ -279,22 +279,9 @@ class Ledger:
 # --- versions written but not switched yet ---------------------------------------------------------------------
 
 
-def _unswitched_path(warehouse: Path) -> Path:
-    return Path(warehouse) / UNSWITCHED
-
-
-def unswitched(warehouse: Path) -> dict[str, datetime]:
-    """Versions written and not switched yet, with when they were written."""
-    try:
-        raw = json.loads(_unswitched_path(warehouse).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-    return {v: datetime.fromisoformat(t) for v, t in raw.items()}
-
-
 def _save_unswitched(warehouse: Path, versions: dict[str, datetime]) -> None:
     """Replace the file atomically (the writer lock keeps other writers out; readers see old or new)."""
-    path = _unswitched_path(warehouse)
+    path = Path(warehouse) / ops.UNSWITCHED
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({v: t.isoformat() for v, t in sorted(versions.items())}), encoding="utf-8")
@@ -302,13 +289,13 @@ def _save_unswitched(warehouse: Path, versions: dict[str, datetime]) -> None:
 
 
 def _mark_unswitched(warehouse: Path, version: str) -> None:
-    versions = unswitched(warehouse)
+    versions = ops.unswitched(warehouse)
     versions[version] = datetime.now(timezone.utc)
     _save_unswitched(warehouse, versions)
 
 
 def _clear_unswitched(warehouse: Path, versions: Iterable[str]) -> None:
-    current = unswitched(warehouse)
+    current = ops.unswitched(warehouse)
     remaining = {v: t for v, t in current.items() if v not in set(versions)}
     if remaining != current:
         _save_unswitched(warehouse, remaining)
@@ -322,7 +309,7 @@ def switch_version(spark: SparkSession, settings: Settings, version: str) -> dic
         first = topk.select(C.MODEL).limit(1).collect()
         if not first:
             raise LookupError(f"version {version} has no rows in {C.RECS_USER_TOPK}: write it before switching")
-        prod = registry.production(spark, warehouse) or {}
+        prod = ops.production_model(warehouse) or {}
         published_path = T.ensure_table(spark, warehouse, T.PUBLISHED)
         spark.createDataFrame([{"version": version, "model": first[0][C.MODEL], "run_id": prod.get("run_id"),
                                 "published_at": datetime.now(timezone.utc), "k": settings.publish.k}],
@@ -341,32 +328,13 @@ def pinned_versions(settings: Settings) -> set[str]:
     return {v.version for v in settings.monitor.ab.variants.values() if v.version != CURRENT}
 
 
-def current_version(spark: SparkSession, warehouse: Path) -> str | None:
-    return _current_with_run(spark, warehouse)[0]
-
-
-def _current_with_run(spark: SparkSession, warehouse: Path) -> tuple[str | None, str | None]:
-    """The current published version and the run whose model it was published from."""
-    path = Path(T.table_path(warehouse, C.PUBLISHED))
-    if not T.is_delta_table(path):
-        return None, None
-    row = (spark.read.format("delta").load(str(path)).where(F.col("published_at").isNotNull())
-           .orderBy(F.desc("published_at"), F.desc(C.VERSION)).select(C.VERSION, "run_id").first())
-    return (row[0], row[1]) if row else (None, None)
-
-
 def prune_versions(spark: SparkSession, warehouse: Path, keep: int, *, pinned: Iterable[str] = (),
                    grace_hours: float = 48.0) -> list[str]:
-    """Delete rows of versions older than the ``keep`` most recently published ones, except ``pinned`` versions
-    and versions written less than ``grace_hours`` ago that were never switched (their switch may be coming)."""
+    """Delete the rows of every version :func:`recsys.ops.kept_versions` does not keep (the ``keep`` most recently
+    published, ``pinned`` ones, and those written less than ``grace_hours`` ago and never switched)."""
     from delta.tables import DeltaTable
 
-    published = spark.read.format("delta").load(T.table_path(warehouse, C.PUBLISHED))
-    order = [F.desc_nulls_last("published_at"), F.desc(C.VERSION)]
-    kept = {r[0] for r in published.orderBy(*order).select(C.VERSION).limit(keep).collect()} | set(pinned)
-    horizon = datetime.now(timezone.utc) - timedelta(hours=grace_hours)
-    waiting = unswitched(warehouse)
-    kept |= {v for v, written in waiting.items() if written > horizon}
+    kept = ops.kept_versions(warehouse, keep, pinned=pinned, grace_hours=grace_hours)
     removed: set[str] = set()
     for spec in (T.RECS_USER_TOPK, T.RECS_SIMILAR_ITEMS, T.RECS_POPULAR):
         path = T.table_path(warehouse, spec.path)
@@ -377,5 +345,5 @@ def prune_versions(spark: SparkSession, warehouse: Path, keep: int, *, pinned: I
         if stale:
             DeltaTable.forPath(spark, path).delete(F.col(C.VERSION).isin(stale))
             removed.update(stale)
-    _clear_unswitched(warehouse, [v for v in waiting if v not in kept])
+    _clear_unswitched(warehouse, [v for v in ops.unswitched(warehouse) if v not in kept])
     return sorted(removed)

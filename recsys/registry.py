@@ -4,7 +4,8 @@ A *run* is one training pass over one split: each model trained in it is a *cand
 records its metrics; the promotion rule moves at most one model to ``production`` (the others of that
 run stay candidates, the previous production model is ``archived``), or marks the run's best ``rejected``
 when it lost to production on the run's own test split (the reason row says by how much). Every change is an
-append, so the tables double as the audit trail; the current state of a model is its latest row.
+append, so the tables double as the audit trail; the current state of a model is its latest row. Spark writes
+here; :mod:`recsys.ops` reads the registry (JVM-free) and owns the stage names and how a model folder is stored.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
 from recsys import constants as C
 from recsys import tables as T
 from recsys.config import REPO_ROOT
-
-CANDIDATE, PRODUCTION, ARCHIVED, REJECTED = "candidate", "production", "archived", "rejected"
+from recsys.ops import stored_path
 
 
 def new_run_id() -> str:
@@ -40,30 +39,6 @@ def code_version() -> str:
 
 def model_dir(warehouse: Path | str, model: str, run_id: str) -> Path:
     return Path(warehouse).resolve() / "models" / model / run_id
-
-
-def stored_path(warehouse: Path | str, model_path: str) -> str:
-    """A model folder as the registry keeps it: relative to the warehouse when inside it, so a copied or moved
-    warehouse loads its own models, not the original's."""
-    if not model_path:
-        return model_path
-    try:
-        return str(Path(model_path).resolve().relative_to(Path(warehouse).resolve()))
-    except ValueError:
-        return model_path
-
-
-def resolved_path(warehouse: Path | str, model_path: str | None) -> str | None:
-    """The absolute folder of a registry ``model_path`` (relative ones are under the warehouse)."""
-    if not model_path or Path(model_path).is_absolute():
-        return model_path
-    return str(Path(warehouse).resolve() / model_path)
-
-
-def _entry(warehouse: Path | str, row) -> dict:
-    entry = row.asDict()
-    entry["model_path"] = resolved_path(warehouse, entry.get("model_path"))
-    return entry
 
 
 def _append(spark: SparkSession, warehouse, spec: T.TableSpec, rows: list[dict[str, Any]]) -> None:
@@ -87,25 +62,6 @@ def set_stage(spark: SparkSession, warehouse, *, run_id: str, model: str, stage:
         "run_id": run_id, "model": model, "stage": stage, "model_path": stored_path(warehouse, model_path),
         "params": json.dumps(params, sort_keys=True), "metric": metric, "reason": reason,
         "updated_at": datetime.now(timezone.utc)}])
-
-
-def current_registry(spark: SparkSession, warehouse):
-    """Latest row per (run_id, model): the present stage of every registered model."""
-    path = T.ensure_table(spark, warehouse, T.MODEL_REGISTRY)
-    latest = Window.partitionBy("run_id", C.MODEL).orderBy(F.desc("updated_at"))
-    return (spark.read.format("delta").load(path).withColumn("_rn", F.row_number().over(latest))
-            .where("_rn = 1").drop("_rn"))
-
-
-def production(spark: SparkSession, warehouse) -> dict | None:
-    rows = current_registry(spark, warehouse).where(F.col("stage") == PRODUCTION).orderBy(
-        F.desc("updated_at")).limit(1).collect()
-    return _entry(warehouse, rows[0]) if rows else None
-
-
-def candidates(spark: SparkSession, warehouse, run_id: str) -> list[dict]:
-    return [_entry(warehouse, r) for r in current_registry(spark, warehouse)
-            .where((F.col("run_id") == run_id)).orderBy(C.MODEL).collect()]
 
 
 def list_runs(spark: SparkSession, warehouse) -> list[dict]:

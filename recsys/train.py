@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys import registry
+from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.logs import step
@@ -69,7 +69,7 @@ def train(spark: SparkSession, settings: Settings, model: str, run_id: str, para
         fitted = fit_and_save(spark, warehouse, model, params, settings.train.fit_splits, path)
         rec.update(train_seconds=fitted.info.get("train_seconds"), wall_seconds=round(time.perf_counter() - start, 3),
                    path=str(path))
-        registry.set_stage(spark, warehouse, run_id=run_id, model=model, stage=registry.CANDIDATE,
+        registry.set_stage(spark, warehouse, run_id=run_id, model=model, stage=ops.CANDIDATE,
                            model_path=str(path), params=fitted.params, metric=None,
                            reason=f"trained on {'+'.join(settings.train.fit_splits)}")
     return {"run_id": run_id, "model": model, "path": str(path), "train_seconds": fitted.info.get("train_seconds")}

@@ -27,7 +27,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys import registry
+from recsys import ops
 from recsys import tables as T
 from recsys.monitor import ab as AB
 from recsys.monitor.events_compaction import closed_files, compact_events
@@ -283,7 +283,7 @@ def deployed(spark, tmp_path_factory):
     from recsys.config import load_settings
     from recsys.monitor.random_version import publish_random
     from recsys.pipeline import run_pipeline
-    from recsys.publish import current_version, switch_version
+    from recsys.publish import switch_version
     from recsys.retrain import retrain
     from recsys.synth import generate, meta_file, reviews_file
 
@@ -306,7 +306,7 @@ def deployed(spark, tmp_path_factory):
     for name in (reviews_file("All_Beauty"), meta_file("All_Beauty")):
         shutil.copy(dump / name, source / name)
     better = retrain(spark, settings, models=["implicit_als"])
-    good_version = current_version(spark, settings.warehouse)
+    good_version = ops.current_version(settings.warehouse)
     worse = retrain(spark, settings, models=["popularity"])
     random_version = publish_random(spark, settings, "v-random", seed=7)["version"]
     switch_version(spark, settings, good_version)
@@ -324,7 +324,7 @@ def test_retrain_ingests_only_the_new_files_and_the_gate_promotes_the_better_mod
     assert decision["basis"] == "re-measured on this run's test split"
     assert decision["map@10"] > decision["production"]            # ALS beats popularity on the planted clusters
     assert better["publish"]["version"] == deployed["good"]
-    prod = registry.production(spark, deployed["settings"].warehouse)
+    prod = ops.production_model(deployed["settings"].warehouse)
     assert (prod["run_id"], prod["model"]) == (better["run_id"], "implicit_als")
 
 
@@ -336,10 +336,10 @@ def test_the_gate_refuses_a_worse_model_and_records_why(spark, deployed):
     assert decision["promoted"] is None and decision["rejected"] == "popularity"
     assert decision["map@10"] < decision["production"] - tolerance
     assert "publish" not in worse                                  # nothing published: ALS keeps serving
-    rows = registry.candidates(spark, settings.warehouse, worse["run_id"])
-    assert [(r["model"], r["stage"]) for r in rows] == [("popularity", registry.REJECTED)]
+    rows = ops.run_models(settings.warehouse, worse["run_id"])
+    assert [(r["model"], r["stage"]) for r in rows] == [("popularity", ops.REJECTED)]
     assert "worse than production implicit_als" in rows[0]["reason"]
-    assert registry.production(spark, settings.warehouse)["run_id"] == deployed["better"]["run_id"]
+    assert ops.production_model(settings.warehouse)["run_id"] == deployed["better"]["run_id"]
 
 
 def test_planted_good_model_beats_random_on_ctr_through_the_api(spark, deployed, tmp_path):

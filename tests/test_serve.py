@@ -25,6 +25,7 @@ from deltalake import DeltaTable, write_deltalake
 from hypothesis import given, settings as hsettings, strategies as st
 
 from recsys import constants as C
+from recsys import ops
 from recsys.serve import denylist as denylist_mod
 from recsys.serve import snapshot as snapshot_mod
 from recsys.serve import store as store_mod
@@ -78,8 +79,8 @@ SIMILAR_SCHEMA = pa.schema([(C.VERSION, pa.string()), (C.ITEM_ID, pa.string()), 
                             (snapshot_mod.METHOD, pa.string())])
 POPULAR_SCHEMA = pa.schema([(C.VERSION, pa.string()), (C.CATEGORY, pa.string()), (C.RANK, pa.int32()),
                             (C.ITEM_ID, pa.string()), (C.SCORE, pa.float64())])
-PUBLISHED_SCHEMA = pa.schema([(C.VERSION, pa.string()), (C.MODEL, pa.string()), (snapshot_mod.RUN_ID, pa.string()),
-                              (snapshot_mod.PUBLISHED_AT, TS), (snapshot_mod.K, pa.int32())])
+PUBLISHED_SCHEMA = pa.schema([(C.VERSION, pa.string()), (C.MODEL, pa.string()), (ops.RUN_ID, pa.string()),
+                              (ops.PUBLISHED_AT, TS), (ops.K, pa.int32())])
 DELETIONS_SCHEMA = pa.schema([(denylist_mod.KIND, pa.string()), (denylist_mod.ID_HASH, pa.string()),
                               (denylist_mod.ID, pa.string()), (C.REASON, pa.string()), ("requested_at", TS),
                               ("applied_at", TS)])

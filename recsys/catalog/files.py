@@ -115,13 +115,14 @@ def refresh_snapshots(warehouse: Path | str, serve: ServeSettings, rebuild: bool
     changes, then map the new ones (``recsys.serve.store``); the deny-list covers the moments in between. Built in
     a child interpreter when ``serve.build_in_subprocess`` (the default), away from the deletion job's driver.
     """
-    from recsys.serve.snapshot import CURRENT, NoPublishedVersion, build_in_subprocess, build_snapshot, read_published
+    from recsys.ops import current_published
+    from recsys.serve.snapshot import CURRENT, NoPublishedVersion, build_in_subprocess, build_snapshot
 
     folder = serve.resolved(warehouse).snapshot_dir
     assert folder is not None
     if not folder.is_dir():
         return False
-    if not (folder / CURRENT).is_file() or read_published(Path(warehouse)) is None:
+    if not (folder / CURRENT).is_file() or current_published(warehouse) is None:
         for path in folder.iterdir():                       # nothing current: no snapshot may survive
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

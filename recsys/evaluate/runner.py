@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys import registry
+from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.evaluate import spark_metrics as SM
@@ -71,7 +71,7 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
     """Evaluate all candidates of ``run_id``; promote the best if the rule allows; write the report."""
     warehouse = settings.warehouse
     conf = settings.evaluate
-    cands = [c for c in registry.candidates(spark, warehouse, run_id)]
+    cands = ops.run_models(warehouse, run_id)
     if not cands:
         raise ValueError(f"run {run_id} has no trained models: run the train step first")
     interactions = T.read_table(spark, warehouse, C.INTERACTIONS)
@@ -87,7 +87,7 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
             train_seconds = model.info.get("train_seconds")
             results[cand[C.MODEL]] = {"metrics": metrics, "curves": curves, "train_seconds": train_seconds,
                                       "params": model.params, "model_path": cand["model_path"]}
-            registry.record_run(spark, warehouse, run_id=run_id, model=cand[C.MODEL], stage=registry.CANDIDATE,
+            registry.record_run(spark, warehouse, run_id=run_id, model=cand[C.MODEL], stage=ops.CANDIDATE,
                                 params=model.params, metrics={k: v for k, v in metrics.items() if v == v},
                                 train_seconds=train_seconds, split=TEST, data_versions=data_versions,
                                 model_path=cand["model_path"])
@@ -144,7 +144,7 @@ def promote(spark: SparkSession, settings: Settings, run_id: str, results: dict[
     if not scored:
         return {"promoted": None, "reason": f"no model has {metric}"}
     best = max(sorted(scored), key=lambda m: scored[m])
-    current = registry.production(spark, settings.warehouse)
+    current = ops.production_model(settings.warehouse)
     baseline, basis = (current or {}).get("metric"), "recorded"
     if current and current["run_id"] != run_id and split is not None:
         measured = production_on_split(spark, settings, current, *split)
@@ -153,21 +153,21 @@ def promote(spark: SparkSession, settings: Settings, run_id: str, results: dict[
     if current and baseline is not None and scored[best] < baseline - tolerance:
         reason = (f"{best} {metric}={scored[best]:.4f} is worse than production {current['model']} of "
                   f"{current['run_id']} ({baseline:.4f}, {basis}) by more than {tolerance}")
-        registry.set_stage(spark, settings.warehouse, run_id=run_id, model=best, stage=registry.REJECTED,
+        registry.set_stage(spark, settings.warehouse, run_id=run_id, model=best, stage=ops.REJECTED,
                            model_path=results[best]["model_path"], params=results[best]["params"],
                            metric=scored[best], reason=reason)
         return {"promoted": None, "rejected": best, metric: scored[best], "production": baseline,
                 "basis": basis, "reason": reason}
     if current:
         registry.set_stage(spark, settings.warehouse, run_id=current["run_id"], model=current[C.MODEL],
-                           stage=registry.ARCHIVED, model_path=current["model_path"],
+                           stage=ops.ARCHIVED, model_path=current["model_path"],
                            params=json.loads(current["params"] or "{}"), metric=current["metric"],
                            reason=f"superseded by {run_id}/{best}")
     reason = f"best {metric} of run ({scored[best]:.4f})"
     if current and baseline is not None:
         reason += f" vs production {current['model']} of {current['run_id']} ({baseline:.4f}, {basis}; " \
                   f"tolerance {tolerance})"
-    registry.set_stage(spark, settings.warehouse, run_id=run_id, model=best, stage=registry.PRODUCTION,
+    registry.set_stage(spark, settings.warehouse, run_id=run_id, model=best, stage=ops.PRODUCTION,
                        model_path=results[best]["model_path"], params=results[best]["params"],
                        metric=scored[best], reason=reason)
     return {"promoted": best, metric: scored[best], "production": baseline, "basis": basis, "reason": reason}

@@ -15,10 +15,11 @@ from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys import constants as C
+from recsys import ops
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.logs import step
-from recsys.publish import _write_version, current_version
+from recsys.publish import _write_version
 
 RANDOM_MODEL = "random"
 
@@ -27,7 +28,7 @@ def publish_random(spark: SparkSession, settings: Settings, version: str, seed: 
     """Write ``version`` with random user lists and append it to ``ops/published`` (it becomes current)."""
     warehouse = settings.warehouse
     k = settings.publish.k + settings.publish.spare
-    base = current_version(spark, warehouse)
+    base = ops.current_version(warehouse)
     if base is None:
         raise LookupError("nothing published yet: the random version copies the current similar/popular lists")
     with step("publish_random", version=version, base=base):

@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
+from recsys import ops
 from recsys import tables as T
 from recsys.monitor.ab import Proportion, balance_test, two_proportion_test, wilson
 from recsys.monitor.indicators import VARIANT, aggregate, catalog_size, impression_facts
@@ -31,21 +32,19 @@ OUTCOMES = {"ctr": "clicked", "purchase_rate": "purchased"}    # rate → its nu
 def offline_metrics(spark: SparkSession, warehouse: Path, versions: list[str]) -> dict[str, dict]:
     """``version → {model, run_id, metrics}`` from ops/published and the run's latest ops/runs row."""
     out: dict[str, dict] = {}
-    published_path, runs_path = Path(T.table_path(warehouse, C.PUBLISHED)), Path(T.table_path(warehouse, C.RUNS))
-    if not T.is_delta_table(published_path) or not versions:
-        return out
-    published = (spark.read.format("delta").load(str(published_path)).where(F.col(C.VERSION).isin(versions))
-                 .orderBy(F.desc("published_at")).collect())
-    runs = spark.read.format("delta").load(str(runs_path)) if T.is_delta_table(runs_path) else None
-    for row in published:
-        if row[C.VERSION] in out:
-            continue
+    latest: dict[str, ops.Published] = {}
+    for switch in ops.switches(warehouse):                       # current first: the first of a version is its latest
+        if switch.version in versions:
+            latest.setdefault(switch.version, switch)
+    runs_path = Path(T.table_path(warehouse, C.RUNS))
+    runs = spark.read.format("delta").load(str(runs_path)) if latest and T.is_delta_table(runs_path) else None
+    for switch in latest.values():
         metrics: dict[str, float] = {}
-        if runs is not None and row["run_id"]:
-            found = (runs.where((F.col("run_id") == row["run_id"]) & (F.col(C.MODEL) == row[C.MODEL]))
+        if runs is not None and switch.run_id:
+            found = (runs.where((F.col("run_id") == switch.run_id) & (F.col(C.MODEL) == switch.model))
                      .orderBy(F.desc("recorded_at")).select("metrics").first())
             metrics = dict(found["metrics"] or {}) if found else {}
-        out[row[C.VERSION]] = {C.MODEL: row[C.MODEL], "run_id": row["run_id"], "metrics": metrics}
+        out[switch.version] = {C.MODEL: switch.model, "run_id": switch.run_id or None, "metrics": metrics}
     return out
 
 

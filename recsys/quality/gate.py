@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
+from recsys import ops
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.logs import step
@@ -149,7 +150,7 @@ def validate_layer(spark: SparkSession, warehouse: Path | str, layer: str, setti
     rerun_possible = run_id is not None        # a run id of ours is new: its rows can simply be appended
     run_id = run_id or new_run_id(layer)
     if layer == "published":
-        version = version or _current_version(spark, warehouse)
+        version = version or _current_version(warehouse)
     now = datetime.now(timezone.utc)
     suites = S.plan(layer, S.GateInputs(settings, quality, int(now.timestamp() * 1000), version))
     if tables is not None:
@@ -216,16 +217,11 @@ def purge_validation_artifacts(warehouse: Path | str, quality: QualitySettings) 
     return removed
 
 
-def _current_version(spark: SparkSession, warehouse: Path) -> str:
-    """The version with the greatest ``published_at`` in ops/published."""
-    path = Path(T.table_path(warehouse, C.PUBLISHED))
-    row = None
-    if T.is_delta_table(path):
-        row = (spark.read.format("delta").load(str(path)).orderBy(F.desc("published_at"))
-               .select(C.VERSION).first())
-    if row is None:
+def _current_version(warehouse: Path) -> str:
+    version = ops.current_version(warehouse)
+    if version is None:
         raise LookupError(f"no published version under {warehouse}: pass the version to validate")
-    return row[0]
+    return version
 
 
 @contextmanager

@@ -36,7 +36,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -52,6 +51,7 @@ from recsys.constants import (
     SILVER_ITEMS, USER_ID, VERSION,
 )
 from recsys.delta import log_version, read_table
+from recsys.ops import Published, current_published
 
 log = logging.getLogger(__name__)
 
@@ -63,50 +63,12 @@ ALL_CATEGORIES = "__all__"
 METHODS = ("als", "content")          # preference order when a request names none
 SIMILAR_ASIN = "similar_asin"
 METHOD = "method"
-RUN_ID = "run_id"
-PUBLISHED_AT = "published_at"
-K = "k"
 _SAFE_DIR = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,99}$")
 _STRING_BLOCK = 1 << 20               # strings converted per block (bounds the temporary index arrays)
 
 
 class NoPublishedVersion(RuntimeError):
     """``ops/published`` is missing or empty: there is nothing to serve yet."""
-
-
-@dataclass(frozen=True)
-class Published:
-    """One row of ``ops/published``."""
-
-    version: str
-    model: str
-    run_id: str
-    published_at: datetime
-    k: int
-
-
-def read_published(warehouse: Path, version: str | None = None) -> Published | None:
-    """The current published version (greatest ``published_at``), or the latest row for ``version``."""
-    if published_log_version(warehouse) < 0:
-        return None
-    table = read_table(Path(warehouse) / PUBLISHED, [VERSION, MODEL, RUN_ID, PUBLISHED_AT, K])
-    if version is not None:
-        table = table.filter(pc.equal(table[VERSION], version))
-    table = table.filter(pc.is_valid(table[PUBLISHED_AT]))
-    if table.num_rows == 0:
-        return None
-    # Ties on published_at (same-second republish) go to the greater version string: deterministic in every worker.
-    row = table.take(pc.sort_indices(table, [(PUBLISHED_AT, "descending"), (VERSION, "descending")])[:1])
-    rec = row.to_pylist()[0]
-    published_at = rec[PUBLISHED_AT]
-    if published_at.tzinfo is None:
-        published_at = published_at.replace(tzinfo=timezone.utc)
-    return Published(version=rec[VERSION], model=rec[MODEL] or "", run_id=rec[RUN_ID] or "",
-                     published_at=published_at, k=int(rec[K] or 0))
-
-
-def published_log_version(warehouse: Path) -> int:
-    return log_version(Path(warehouse) / PUBLISHED)
 
 
 def folder_name(version: str) -> str:
@@ -414,7 +376,7 @@ def build_snapshot(warehouse: Path, snapshot_dir: Path, version: str | None = No
     the new ``built_at`` when ``ops/deletions`` changes and map the new files.
     """
     warehouse, snapshot_dir = Path(warehouse), Path(snapshot_dir)
-    published = read_published(warehouse, version)
+    published = current_published(warehouse, version)
     if published is None:
         raise NoPublishedVersion(f"no published version{'' if version is None else ' ' + repr(version)} "
                                  f"in {warehouse / PUBLISHED}")

@@ -18,12 +18,10 @@ from pathlib import Path
 
 from recsys.constants import DELETIONS
 from recsys.delta import log_version
+from recsys.ops import Published, current_published, published_log_version
 from recsys.serve.denylist import DenyList, load_denylist
 from recsys.serve.settings import ServeSettings
-from recsys.serve.snapshot import (
-    META, Published, Snapshot, build_in_subprocess, build_snapshot, folder_name, is_complete, published_log_version,
-    read_published,
-)
+from recsys.serve.snapshot import META, Snapshot, build_in_subprocess, build_snapshot, folder_name, is_complete
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ class SnapshotStore:
         try:
             self._refresh_denylist()
             seen = published_log_version(self.warehouse)
-            published = read_published(self.warehouse)
+            published = current_published(self.warehouse)
             if published is None:
                 self._seen_published = seen
             elif wait_for_build or is_complete(self.snapshot_dir / folder_name(published.version)):
@@ -144,7 +142,7 @@ class SnapshotStore:
             return
         if (self._builder is not None and self._builder.is_alive()) or now < self._retry_at:
             return
-        published = read_published(self.warehouse)
+        published = current_published(self.warehouse)
         current = self.state.snapshot
         if published is None or (current is not None and current.version == published.version):
             self._seen_published = seen
