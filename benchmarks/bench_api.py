@@ -20,7 +20,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from common import APPLIANCES, arguments, save
+from common import APPLIANCES, arguments, free_port, save
 from deltalake import write_deltalake
 
 from recsys import constants as C
@@ -198,12 +197,6 @@ async def load(port: int, paths: list[bytes], connections: int, requests: int, s
             "max_ms": round(float(ms.max()), 3)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def _wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> float:
     import http.client
     started = time.perf_counter()
@@ -257,7 +250,7 @@ def main() -> int:
     paths = known + unknown                   # ~9 % cold users (popular fallback)
     rng.shuffle(paths)
 
-    port = _free_port()
+    port = free_port(HOST)
     settings = ServeSettings(host=HOST, port=port, workers=args.workers, threads=args.threads,
                              snapshot_dir=snapshot_dir, events_dir=args.out / "events",
                              access_log=not args.no_access_log)

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import sys
 from pathlib import Path
 
@@ -84,3 +85,10 @@ def save(name: str, result: dict, merge: bool = False) -> Path:
     previous = json.loads(path.read_text()) if merge and path.is_file() else {}
     path.write_text(json.dumps(previous | {"machine": machine(), **result}, indent=2, default=str))
     return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the OS picks it; a server started soon after can bind it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

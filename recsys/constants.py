@@ -41,6 +41,7 @@ LINE = "_line"                   # 1-based line number within the decompressed s
 INGESTED_AT = "_ingested_at"
 RAW = "raw"                      # quarantine: the raw line text
 REASON = "reason"                # quarantine: why the line was refused
+ITEMS = "items"                  # a list table's array of item ids, best first (one row per user)
 
 # --- tables (paths under the warehouse root) ---------------------------------------------------
 BRONZE_REVIEWS = "bronze/reviews"

@@ -1,4 +1,4 @@
-"""Lazy package exports: ``from recsys.serve import id_hash`` must not import Flask, nor ``recsys.catalog`` Spark
+"""Lazy package exports: ``from recsys.serve import read_salt`` must not import Flask, nor ``recsys.catalog`` Spark
 jobs' whole cascade. A package lists ``name -> module`` and the module is imported on first attribute access."""
 
 from __future__ import annotations

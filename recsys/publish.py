@@ -323,7 +323,7 @@ def switch_version(spark: SparkSession, settings: Settings, version: str) -> dic
 
 def pinned_versions(settings: Settings) -> set[str]:
     """Versions A/B variants serve by name (not ``current``): pruning must keep them."""
-    from recsys.monitor.settings import CURRENT
+    from recsys.serve.experiment import CURRENT
 
     return {v.version for v in settings.monitor.ab.variants.values() if v.version != CURRENT}
 

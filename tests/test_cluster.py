@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from deltalake import DeltaTable
 
 from conftest import SMALL_JOB_SPARK
+from netutil import free_port
 from recsys import constants as C
 from recsys.config import SynthSettings
 from recsys.synth import generate
@@ -25,12 +25,6 @@ from recsys.synth import generate
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "conf" / "cluster" / "standalone.sh"
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _master_state(webui: int) -> dict:
@@ -41,7 +35,7 @@ def _master_state(webui: int) -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("cluster")
-    port, webui, worker_ui = _free_port(), _free_port(), _free_port()
+    port, webui, worker_ui = free_port(), free_port(), free_port()
     env = {**os.environ, "VENV": str(BIN.parent), "CLUSTER_DIR": str(state), "SPARK_MASTER_PORT": str(port),
            "SPARK_MASTER_WEBUI_PORT": str(webui), "SPARK_WORKER_WEBUI_PORT": str(worker_ui),
            "WORKER_MEMORY": "2g"}

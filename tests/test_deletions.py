@@ -81,7 +81,7 @@ def _quarantined_user(spark, warehouse: Path, exclude: set[str]) -> str:
 
 @pytest.fixture(scope="module")
 def world(spark, built_warehouse, tmp_path_factory) -> World:
-    from recsys.monitor.variants import build_pinned
+    from recsys.serve.variants import build_pinned
     from recsys.serve import create_app
 
     root = tmp_path_factory.mktemp("deletions")

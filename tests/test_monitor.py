@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,13 +25,14 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from netutil import free_port
 from recsys import constants as C
 from recsys import ops
 from recsys import tables as T
 from recsys.monitor import ab as AB
 from recsys.monitor.events_compaction import closed_files, compact_events
 from recsys.monitor.indicators import compute_indicators
-from recsys.monitor.settings import ABSettings, VariantSettings
+from recsys.serve.experiment import ABSettings, VariantSettings, assign
 
 NOW = datetime.now(timezone.utc)
 
@@ -144,9 +144,9 @@ def _ab(shares: dict[str, float], salt: str = "s1") -> ABSettings:
 def test_assignment_is_deterministic_and_balanced_within_binomial_bounds():
     users = [f"user-{i}" for i in range(20_000)]
     ab = _ab({"a": 0.2, "b": 0.3, "c": 0.5})
-    first = [AB.assign(ab, u) for u in users]
-    assert first == [AB.assign(ab, u) for u in users]                       # stable: no state, same answer
-    assert first == [AB.assign(ab.model_copy(), u) for u in reversed(users)][::-1]
+    first = [assign(ab, u) for u in users]
+    assert first == [assign(ab, u) for u in users]                       # stable: no state, same answer
+    assert first == [assign(ab.model_copy(), u) for u in reversed(users)][::-1]
     n = len(users)
     for name, share in (("a", 0.2), ("b", 0.3), ("c", 0.5)):
         sigma = math.sqrt(n * share * (1 - share))
@@ -154,7 +154,7 @@ def test_assignment_is_deterministic_and_balanced_within_binomial_bounds():
     counts = {name: first.count(name) for name in "abc"}
     assert AB.balance_test(counts, ab)["p_value"] > 1e-3
     # Another salt is an independent split: agreement with the first is ~ sum(share^2) = 0.38.
-    other = [AB.assign(_ab({"a": 0.2, "b": 0.3, "c": 0.5}, salt="s2"), u) for u in users]
+    other = [assign(_ab({"a": 0.2, "b": 0.3, "c": 0.5}, salt="s2"), u) for u in users]
     agree = sum(x == y for x, y in zip(first, other)) / n
     assert abs(agree - 0.38) < 4 * math.sqrt(0.38 * 0.62 / n)
     # A skewed split is caught by the sample-ratio check.
@@ -187,12 +187,6 @@ def test_experiment_config_refuses_bad_shares_and_names():
 
 
 # --- durability: no acknowledged event lost across a crash and restart of a real gunicorn ----------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start_gunicorn(warehouse: Path, serve) -> subprocess.Popen:
@@ -233,7 +227,7 @@ def test_no_acknowledged_event_is_lost_when_the_api_is_killed_and_restarted(spar
 
     warehouse = tmp_path / "wh"
     warehouse.mkdir()
-    serve = ServeSettings(port=_free_port(), workers=2, threads=4, access_log=False).resolved(warehouse)
+    serve = ServeSettings(port=free_port(), workers=2, threads=4, access_log=False).resolved(warehouse)
     acked: list[str] = []
     proc = _start_gunicorn(warehouse, serve)
     stop = threading.Event()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from hypothesis import given, settings as hsettings, strategies as st
 
+from netutil import free_port
 from recsys import constants as C
 from recsys import ops
 from recsys.serve import denylist as denylist_mod
@@ -598,12 +598,6 @@ def test_read_events_skips_a_torn_last_line(tmp_path):
 # --- real gunicorn -------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(port: int, path: str, body: bytes | None = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -616,7 +610,7 @@ def _get(port: int, path: str, body: bytes | None = None) -> tuple[int, dict]:
 
 
 def test_real_gunicorn_serves_reloads_and_keeps_events(warehouse, tmp_path):
-    port = _free_port()
+    port = free_port()
     script = ("import sys; from recsys.serve import ServeSettings, run_server; "
               "run_server(sys.argv[1], port=int(sys.argv[2]), workers=2, threads=2, "
               "settings=ServeSettings(reload_interval_s=0.2))")

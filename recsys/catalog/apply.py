@@ -7,7 +7,7 @@ Order of a run, each step safe to repeat:
 3. Land them as *pending* rows in ``ops/deletions``: the API denies them from its next request on.
 4. One MERGE per Delta table (:mod:`recsys.catalog.cascade`); users whose current list fell below K are
    re-scored from the production model (:func:`recsys.publish.refill_short_lists`); then model factors, event
-   logs and the serving snapshot (:mod:`recsys.catalog.files`).
+   logs (:mod:`recsys.catalog.files`) and the serving snapshots (:mod:`recsys.serve.maintenance`).
 5. Make the removed rows unrecoverable: VACUUM every changed table, or — when users were erased and
    ``purge_history`` is on (the default) — rewrite those tables into fresh directories (:mod:`.history`).
 6. Complete the ``ops/deletions`` rows (``applied_at``, rows removed per table); API workers then map the rebuilt
@@ -30,12 +30,13 @@ from recsys import constants as C
 from recsys import tables as T
 from recsys.catalog import cascade, history, ledger, swap
 from recsys.catalog.drops import Drop, DropRow, find_drops, read_drop
-from recsys.catalog.files import drop_model_rows, refresh_snapshots, scrub_event_logs
+from recsys.catalog.files import drop_model_rows, scrub_event_logs
 from recsys.catalog.settings import DeletionSettings
 from recsys.config import Settings
 from recsys.logs import step
 from recsys.publish import refill_short_lists
 from recsys.serve.denylist import KIND_ITEM, KIND_USER
+from recsys.serve.maintenance import refresh_snapshots
 
 log = logging.getLogger(__name__)
 

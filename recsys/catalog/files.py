@@ -1,18 +1,15 @@
-"""The cascade beyond Delta: model factor files, the API's event logs and its serving snapshots.
+"""The cascade beyond Delta: model factor files and the API's event logs.
 
 - Model outputs (``models/<model>/<run>/{user,item}_factors``, Parquet ``id INT, features ARRAY<FLOAT>``) lose
   the rows of erased users and deleted items: rewritten beside and swapped in (:mod:`recsys.catalog.swap`).
-- Event logs (``_serving/events/*.jsonl``) lose every line of an erased user — by the line's ``user_id``, or by
-  whole token for a line without one (torn or garbled) — each log replaced by a rewritten copy
-  (:func:`recsys.serve.events.rewrite_event_file`: crash-safe, and no event appended meanwhile is lost).
-- Serving snapshots are rebuilt from the changed ``gold/recs_*`` rows (same version, new files); every other
-  snapshot folder is deleted, since an older one can still hold an erased user.
+- Event logs lose every line of an erased user — by the line's ``user_id``, or by whole token for a line without
+  one (torn or garbled); the API rewrites its logs (:func:`recsys.serve.maintenance.scrub_events`), as it rebuilds
+  its snapshots (:func:`recsys.serve.maintenance.refresh_snapshots`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,10 +22,7 @@ import pyarrow.parquet as pq
 from recsys.catalog import swap
 from recsys.catalog.mentions import Matcher
 from recsys.ids import is_valid_id
-from recsys.serve.events import event_files, rewrite_event_file
-from recsys.serve.settings import ServeSettings
-
-log = logging.getLogger(__name__)
+from recsys.serve.maintenance import scrub_events
 
 MODELS_DIR = "models"
 USER_FACTORS, ITEM_FACTORS = "user_factors", "item_factors"
@@ -102,62 +96,5 @@ def scrub_event_logs(folder: Path, users: Mapping[str, str]) -> dict[str, int]:
             out[label] = out.get(label, 0) + 1
         return not labels
 
-    for path in event_files(folder):
-        if rewrite_event_file(path, keep):
-            log.info("event log scrubbed: %s", path.name)
+    scrub_events(folder, keep)
     return out
-
-
-def refresh_snapshots(warehouse: Path | str, serve: ServeSettings, rebuild: bool) -> bool:
-    """Rebuild the current snapshot in place (``rebuild``) and delete every other snapshot folder.
-
-    Returns whether a snapshot was rebuilt. Running workers keep their mapped files until ``ops/deletions``
-    changes, then map the new ones (``recsys.serve.store``); the deny-list covers the moments in between. Built in
-    a child interpreter when ``serve.build_in_subprocess`` (the default), away from the deletion job's driver.
-    """
-    from recsys.ops import current_published
-    from recsys.serve.snapshot import CURRENT, NoPublishedVersion, build_in_subprocess, build_snapshot
-
-    folder = serve.resolved(warehouse).snapshot_dir
-    assert folder is not None
-    if not folder.is_dir():
-        return False
-    if not (folder / CURRENT).is_file() or current_published(warehouse) is None:
-        for path in folder.iterdir():                       # nothing current: no snapshot may survive
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-        return False
-    try:
-        if serve.build_in_subprocess:
-            build_in_subprocess(Path(warehouse), folder, None, keep=1, force=rebuild)
-        else:
-            build_snapshot(Path(warehouse), folder, force=rebuild, keep=1)
-    except NoPublishedVersion:
-        return False
-    if rebuild:
-        refresh_pinned_snapshots(warehouse)
-    return rebuild
-
-
-def refresh_pinned_snapshots(warehouse: Path | str) -> list[str]:
-    """Rebuild in place the snapshots A/B variants pin to one version (``<serving>/ab/``, see
-    :mod:`recsys.monitor.variants`), so their files lose the removed rows too; a pinned version no longer
-    published is deleted. Workers keep serving their mapped copy behind the deny-list until they restart."""
-    from recsys.monitor.variants import AB_DIR
-    from recsys.serve.settings import SERVING_DIR
-    from recsys.serve.snapshot import META, NoPublishedVersion, build_snapshot, is_complete
-
-    root = Path(warehouse).resolve() / SERVING_DIR / AB_DIR
-    rebuilt = []
-    for target in sorted(p for p in root.glob("*") if p.is_dir()):
-        versions = {json.loads((f / META).read_text(encoding="utf-8"))["version"]
-                    for f in target.iterdir() if f.is_dir() and is_complete(f)}
-        for version in versions:
-            try:
-                build_snapshot(Path(warehouse), target, version, force=True, keep=1)
-                rebuilt.append(version)
-            except NoPublishedVersion:
-                shutil.rmtree(target, ignore_errors=True)
-        if not versions:
-            shutil.rmtree(target, ignore_errors=True)        # only half-built leftovers
-    return rebuilt

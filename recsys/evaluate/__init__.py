@@ -11,11 +11,11 @@ Twins with the same names, arguments and numbers (MS Recommenders' layout):
 import pyspark.
 """
 
+from recsys.constants import ITEMS
 from recsys.evaluate.definitions import (
     COVERAGE,
     DIVERSITY,
     HIT_RATE,
-    ITEMS,
     MAP,
     MRR,
     NDCG,

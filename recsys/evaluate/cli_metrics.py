@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from recsys.constants import USER_ID
-from recsys.evaluate.definitions import ITEMS, USERS
+from recsys.constants import ITEMS, USER_ID
+from recsys.evaluate.definitions import USERS
 
 Engine = Literal["spark", "numpy"]
 ENGINES: tuple[str, ...] = ("spark", "numpy")

@@ -34,9 +34,6 @@ from functools import lru_cache
 
 import numpy as np
 
-# --- column of a list table: one row per user, ``items`` an array (best first for predictions) ---------------
-ITEMS = "items"
-
 # --- metric names; result keys are ``"<name>@<k>"`` (see :func:`metric_key`) ---------------------------------
 MAP = "map"
 NDCG = "ndcg"

@@ -20,7 +20,6 @@ from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.evaluate import spark_metrics as SM
-from recsys.evaluate.definitions import ITEMS
 from recsys.logs import step, timed
 from recsys.models import FactorModel
 
@@ -62,7 +61,7 @@ def popularity_percentile(preds: DataFrame, fit: DataFrame, k: int) -> float:
     the popularity bias of a model."""
     counts = fit.groupBy(C.ITEM_IDX).count()
     ranked = counts.select(C.ITEM_IDX, F.percent_rank().over(Window.orderBy("count")).alias("pct"))
-    slots = preds.select(F.explode(F.slice(ITEMS, 1, k)).alias(C.ITEM_IDX))
+    slots = preds.select(F.explode(F.slice(C.ITEMS, 1, k)).alias(C.ITEM_IDX))
     value = slots.join(ranked, C.ITEM_IDX, "left").agg(F.avg(F.coalesce("pct", F.lit(0.0)))).first()[0]
     return float(value) if value is not None else float("nan")
 

@@ -22,13 +22,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType
 
-from recsys.constants import ITEM_ID, USER_ID
+from recsys.constants import ITEM_ID, ITEMS, USER_ID
 from recsys.evaluate.definitions import (
     COVERAGE,
     DEFAULT_CURVE_METRICS,
     DIVERSITY,
     HIT_RATE,
-    ITEMS,
     K,
     MAP,
     MRR,

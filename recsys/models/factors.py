@@ -26,14 +26,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys.evaluate.definitions import ITEMS as LIST_ITEMS
 from recsys.models.topk import Catalogue, seen_columns, topk_products, topk_scores
 
 FACTOR_SCHEMA = "id INT, features ARRAY<FLOAT>"
 RECS_SCHEMA = f"{C.USER_IDX} INT, {C.ITEM_IDX} INT, {C.SCORE} FLOAT, {C.RANK} INT"
 SIMILAR_SCHEMA = f"{C.ITEM_IDX} INT, similar_idx INT, {C.SCORE} FLOAT, {C.RANK} INT"
-LISTS_SCHEMA = f"{C.USER_IDX} INT, {LIST_ITEMS} ARRAY<INT>"
-RANKED_SCHEMA = f"_key INT, {LIST_ITEMS} ARRAY<INT>, scores ARRAY<FLOAT>"   # what a scoring task emits
+LISTS_SCHEMA = f"{C.USER_IDX} INT, {C.ITEMS} ARRAY<INT>"
+RANKED_SCHEMA = f"_key INT, {C.ITEMS} ARRAY<INT>, scores ARRAY<FLOAT>"   # what a scoring task emits
 DEFAULT_BLOCK = 1024
 
 
@@ -83,7 +82,7 @@ class FactorModel:
         ranked = factors.select(C.USER_IDX, "features", "seen").mapInArrow(
             _topk_batches(bc, k, block, key=C.USER_IDX), RANKED_SCHEMA)
         if as_lists:
-            return ranked.select(F.col("_key").alias(C.USER_IDX), LIST_ITEMS)
+            return ranked.select(F.col("_key").alias(C.USER_IDX), C.ITEMS)
         return _ranked_rows(ranked, C.USER_IDX, C.ITEM_IDX)
 
     def recommend_lists(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
@@ -235,7 +234,7 @@ def _topk_batches(bc, k: int, block: int, key: str):
 def _ranked_rows(ranked: DataFrame, key: str, item: str) -> DataFrame:
     """Ranked lists → one row per entry ``(key, item, score, rank)``. Exploding in the JVM is ~3× cheaper
     than sending the rows from Python: 6M rows cross as 200K lists."""
-    entry = F.posexplode(F.arrays_zip(F.col(LIST_ITEMS).alias("item"), F.col("scores").alias("score")))
+    entry = F.posexplode(F.arrays_zip(F.col(C.ITEMS).alias("item"), F.col("scores").alias("score")))
     return (ranked.select(F.col("_key").alias(key), entry.alias("pos", "entry"))
             .select(key, F.col("entry.item").alias(item), F.col("entry.score").alias(C.SCORE),
                     (F.col("pos") + 1).alias(C.RANK)))
@@ -276,4 +275,4 @@ def ranked_lists(keys: np.ndarray, top_cols: np.ndarray, top_scores: np.ndarray,
     items = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[top_cols][valid].astype(np.int32)))
     scores = pa.ListArray.from_arrays(pa.array(offsets), pa.array(top_scores[valid].astype(np.float32)))
     return pa.RecordBatch.from_arrays([pa.array(keys.astype(np.int32)), items, scores],
-                                      names=["_key", LIST_ITEMS, "scores"])
+                                      names=["_key", C.ITEMS, "scores"])

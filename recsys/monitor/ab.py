@@ -1,45 +1,21 @@
-"""A/B testing: deterministic assignment of users to variants, and the readout statistics.
+"""A/B readout statistics (numpy/stdlib only, so they run anywhere); users are assigned to variants by
+:func:`recsys.serve.experiment.assign`.
 
-Assignment hashes ``salt:user_id`` with SHA-256 and maps the first 8 bytes to a point in [0, 1); variants own
-consecutive intervals of width ``share`` in name order. No state is stored: every API worker, the simulator and
-a later audit compute the same variant for the same user, and a new salt gives an independent split.
-
-Readout (numpy/stdlib only, so it runs anywhere): for a binary outcome per impression (clicked or not), the pooled
-two-proportion z-test (two-sided), Wilson score intervals per variant, and a normal (Wald, unpooled) interval
-for the difference. These are the standard large-sample tools; they assume independent impressions, which
-per-user clustering violates mildly — the simulator's users see few impressions each.
+For a binary outcome per impression (clicked or not): the pooled two-proportion z-test (two-sided), Wilson score
+intervals per variant, and a normal (Wald, unpooled) interval for the difference. These are the standard
+large-sample tools; they assume independent impressions, which per-user clustering violates mildly — the
+simulator's users see few impressions each.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 
-from recsys.monitor.settings import ABSettings
-
-_SCALE = float(1 << 64)
-
-
-def bucket(salt: str, user_id: str) -> float:
-    """The user's point in [0, 1) for this salt (uniform over users for any fixed salt)."""
-    digest = hashlib.sha256(f"{salt}:{user_id}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / _SCALE
-
-
-def assign(ab: ABSettings, user_id: str) -> str:
-    """The variant of ``user_id``: the one whose share interval holds the user's bucket."""
-    point = bucket(ab.salt, user_id)
-    edge = 0.0
-    names = sorted(ab.variants)
-    for name in names:
-        edge += ab.variants[name].share
-        if point < edge:
-            return name
-    return names[-1]          # shares sum to 1 up to rounding: the last interval is closed above
+from recsys.serve.experiment import ABSettings
 
 
 @dataclass(frozen=True)

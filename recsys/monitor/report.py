@@ -24,7 +24,7 @@ from recsys import ops
 from recsys import tables as T
 from recsys.monitor.ab import Proportion, balance_test, two_proportion_test, wilson
 from recsys.monitor.indicators import VARIANT, aggregate, catalog_size, impression_facts
-from recsys.monitor.settings import ABSettings
+from recsys.serve.experiment import ABSettings
 
 OUTCOMES = {"ctr": "clicked", "purchase_rate": "purchased"}    # rate → its numerator column (per impression)
 

@@ -1,5 +1,8 @@
 """Flask app factory of the recommendation API (its routes, parameters and error shape are documented below).
 
+The routes are one Blueprint (:data:`api`) of module-level views; each reads the state of the app serving it
+(:class:`Runtime`), which :func:`create_app` builds and registers the Blueprint beside.
+
 Every answer is JSON, errors included (``{"error": {"code", "message"}}`` with a 4xx for bad input); a catch-all
 handler turns an unexpected exception into a JSON 500 that is logged, and the tests fuzz the routes so that no input
 reaches it. Responses are serialised with orjson straight from the memory-mapped arrays (float32 scores included).
@@ -13,23 +16,23 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import orjson
-from flask import Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from recsys.constants import ITEM_ID, MODEL, RANK, SCORE, USER_ID, VERSION
 from recsys.ids import is_valid_id
 from recsys.serve.denylist import DenyList
-from recsys.monitor.settings import ABSettings
-from recsys.monitor.variants import AssignedEventLog, VariantRouter
 from recsys.serve.events import VARIANT, EventError, validate_event
+from recsys.serve.experiment import ABSettings
 from recsys.serve.metrics import CONTENT_TYPE, Metrics
 from recsys.serve.settings import ServeSettings
 from recsys.serve.snapshot import METHODS, Snapshot
 from recsys.serve.store import ServingState, SnapshotStore
+from recsys.serve.variants import AssignedEventLog, VariantRouter
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("recsys.serve.access")
@@ -151,6 +154,193 @@ def _popular(snapshot: Snapshot, category: int | None, k: int, denylist: DenyLis
     return _pick(snapshot, items, scores, k, denylist, exclude, None)
 
 
+# --- per-app state ----------------------------------------------------------------------------------------
+
+
+EXTENSION = "recsys"
+
+
+class Runtime(TypedDict):
+    """What one app serves from, built by :func:`create_app` and kept in ``app.extensions["recsys"]``: the views
+    are module-level functions, so two apps (two warehouses) in one process never share state."""
+
+    settings: ServeSettings
+    store: SnapshotStore
+    router: VariantRouter
+    events: AssignedEventLog
+    metrics: Metrics
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions[EXTENSION]
+
+
+def _endpoint() -> str:
+    """The view's own name (``popular``), the label of metrics and logs; "unmatched" when no route matched."""
+    return request.endpoint.removeprefix(f"{api.name}.") if request.endpoint else "unmatched"
+
+
+def _request_id() -> str:
+    g.request_id = uuid.uuid4().hex
+    return g.request_id
+
+
+# --- the routes ----------------------------------------------------------------------------------------------
+
+api = Blueprint("api", __name__)
+
+
+@api.before_app_request
+def _start() -> None:
+    g.started = time.perf_counter()
+    _runtime()["store"].tick()
+
+
+@api.after_app_request
+def _finish(response: Response) -> Response:
+    runtime = _runtime()
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    endpoint = _endpoint()
+    method = request.method if request.method in KNOWN_METHODS else "other"   # bounded label values
+    runtime["metrics"].observe(endpoint, method, response.status_code, elapsed)
+    if runtime["settings"].access_log:
+        # No path or ids: the path holds user ids, and logs outlive an erasure.
+        access_log.info("request endpoint=%s method=%s status=%d ms=%.3f request_id=%s", endpoint, method,
+                        response.status_code, elapsed * 1000.0, g.get("request_id", "-"))
+    return response
+
+
+@api.app_errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Response:
+    return _error(exc.status, exc.code, exc.message)
+
+
+@api.app_errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
+    response = _error(status, code, exc.description or exc.name or "error")
+    allowed = getattr(exc, "valid_methods", None)       # 405 keeps its Allow header
+    if allowed:
+        response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+@api.app_errorhandler(Exception)
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error on endpoint=%s", _endpoint())
+    return _error(500, "internal_error", "internal error; it has been logged")
+
+
+@api.get("/v1/users/<user_id>/recommendations")
+def user_recommendations(user_id: str) -> Response:
+    runtime = _runtime()
+    settings = runtime["settings"]
+    _check_id(user_id, "user_id")
+    params = _params(frozenset({"k", "category", "exclude"}))
+    k = _k(params, settings)
+    variant, snapshot, denylist = runtime["router"].route(user_id)
+    if snapshot is None:
+        raise ApiError(503, "not_ready", "the version serving this user is not loaded yet")
+    category = _category(params, snapshot)
+    exclude = _exclude(params, settings)
+    found = None if denylist.user_erased(user_id) else snapshot.user_slice(user_id)
+    if found is not None:
+        lo, hi, model = found
+        items = _pick(snapshot, snapshot.user_items[lo:hi], snapshot.user_scores[lo:hi], k, denylist, exclude,
+                      category)
+        source = "personalized"
+    else:
+        items = _popular(snapshot, category, k, denylist, exclude)
+        model, source = FALLBACK_MODEL, "popular"
+    body = {USER_ID: user_id, VERSION: snapshot.version, MODEL: model, "source": source,
+            "request_id": _request_id(), "items": items}
+    if variant is not None:
+        body[VARIANT] = variant
+    return _json(body)
+
+
+@api.get("/v1/items/<parent_asin>/similar")
+def similar_items(parent_asin: str) -> Response:
+    _check_id(parent_asin, "parent_asin")
+    runtime = _runtime()
+    params = _params(frozenset({"k", "method"}))
+    k = _k(params, runtime["settings"])
+    method = params.get("method")
+    if method is not None and method not in METHODS:
+        raise ApiError(400, "invalid_method", f"method must be one of {', '.join(METHODS)}")
+    snapshot, denylist = _ready(runtime["store"])
+    item = snapshot.item_index(parent_asin)
+    if item is None or denylist.item_denied(parent_asin):
+        raise ApiError(404, "unknown_item", "no such item in the published version")
+    items: list[dict[str, Any]] = []
+    for candidate in ([method] if method else list(METHODS)):
+        found = snapshot.similar_slice(candidate, item)
+        if found is not None:
+            items = _pick(snapshot, found[0], found[1], k, denylist, frozenset({parent_asin}), None)
+            if items or method:
+                method = candidate
+                break
+    return _json({ITEM_ID: parent_asin, VERSION: snapshot.version, "method": method,
+                  "request_id": _request_id(), "items": items})
+
+
+@api.get("/v1/popular")
+def popular() -> Response:
+    runtime = _runtime()
+    params = _params(frozenset({"k", "category"}))
+    k = _k(params, runtime["settings"])
+    snapshot, denylist = _ready(runtime["store"])
+    category = _category(params, snapshot)
+    return _json({VERSION: snapshot.version, "category": params.get("category"), "request_id": _request_id(),
+                  "items": _popular(snapshot, category, k, denylist, frozenset())})
+
+
+@api.post("/v1/events")
+def post_events() -> Response:
+    runtime = _runtime()
+    settings = runtime["settings"]
+    _params(frozenset())
+    try:
+        body = orjson.loads(request.get_data(cache=False))
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "the body must be a JSON object or a list of them") from None
+    batch = body if isinstance(body, list) else [body]
+    if not 1 <= len(batch) <= settings.max_event_batch:
+        raise ApiError(400, "invalid_event", f"send 1..{settings.max_event_batch} events per request")
+    now = datetime.now(timezone.utc)
+    try:
+        records = [validate_event(event, settings.max_k, now) for event in batch]
+    except EventError as exc:
+        raise ApiError(400, "invalid_event", str(exc)) from None
+    state = runtime["store"].state
+    records = [r for r in records if not state.denylist.user_erased(r[USER_ID])]   # erased: never stored
+    snapshot = state.snapshot
+    ids = runtime["events"].append(records, snapshot.version if snapshot else None,
+                                   snapshot.model if snapshot else None) if records else []
+    return _json({"accepted": len(ids), "event_ids": ids}, 202)
+
+
+@api.get("/health")
+def health() -> Response:
+    return _json({"status": "ok"})
+
+
+@api.get("/ready")
+def ready() -> Response:
+    snapshot = _runtime()["store"].state.snapshot
+    if snapshot is None:
+        return _error(503, "not_ready", "no published version loaded yet")
+    return _json({"status": "ready", VERSION: snapshot.version, MODEL: snapshot.model,
+                  "published_at": snapshot.published_at.isoformat()})
+
+
+@api.get("/metrics")
+def prometheus() -> Response:
+    runtime = _runtime()
+    return Response(runtime["metrics"].render(runtime["store"]), mimetype=None, content_type=CONTENT_TYPE)
+
+
 # --- the app -------------------------------------------------------------------------------------------------
 
 
@@ -160,7 +350,7 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
 
     Loads the current snapshot before returning, building it first if missing (``wait_for_build=False``: in the
     background, the app answering 503 until it is ready; what gunicorn workers use). With an enabled ``ab``
-    experiment, user recommendations come from the snapshot of the user's variant (``recsys.monitor.variants``)
+    experiment, user recommendations come from the snapshot of the user's variant (``recsys.serve.variants``)
     and events are stamped with that variant and version.
     """
     settings = (settings or ServeSettings()).resolved(warehouse)
@@ -169,149 +359,11 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
     router = VariantRouter(warehouse, settings, store, ab)
     router.start(wait_for_build)
     assert settings.events_dir is not None
-    events = AssignedEventLog(settings.events_dir, router)
-    metrics = Metrics()
 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.url_map.merge_slashes = False          # "/v1//popular" is a JSON 404, not an HTML redirect
-    app.extensions["recsys"] = {"store": store, "events": events, "metrics": metrics, "settings": settings,
-                                "router": router}
-
-    @app.before_request
-    def _start() -> None:
-        g.started = time.perf_counter()
-        store.tick()
-
-    @app.after_request
-    def _finish(response: Response) -> Response:
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.endpoint or "unmatched"
-        method = request.method if request.method in KNOWN_METHODS else "other"   # bounded label values
-        metrics.observe(endpoint, method, response.status_code, elapsed)
-        if settings.access_log:
-            # No path or ids: the path holds user ids, and logs outlive an erasure.
-            access_log.info("request endpoint=%s method=%s status=%d ms=%.3f request_id=%s", endpoint, method,
-                            response.status_code, elapsed * 1000.0, g.get("request_id", "-"))
-        return response
-
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        code = re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
-        response = _error(status, code, exc.description or exc.name or "error")
-        allowed = getattr(exc, "valid_methods", None)       # 405 keeps its Allow header
-        if allowed:
-            response.headers["Allow"] = ", ".join(allowed)
-        return response
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on endpoint=%s", request.endpoint)
-        return _error(500, "internal_error", "internal error; it has been logged")
-
-    def _request_id() -> str:
-        g.request_id = uuid.uuid4().hex
-        return g.request_id
-
-    @app.get("/v1/users/<user_id>/recommendations")
-    def user_recommendations(user_id: str) -> Response:
-        _check_id(user_id, "user_id")
-        params = _params(frozenset({"k", "category", "exclude"}))
-        k = _k(params, settings)
-        variant, snapshot, denylist = router.route(user_id)
-        if snapshot is None:
-            raise ApiError(503, "not_ready", "the version serving this user is not loaded yet")
-        category = _category(params, snapshot)
-        exclude = _exclude(params, settings)
-        found = None if denylist.user_erased(user_id) else snapshot.user_slice(user_id)
-        if found is not None:
-            lo, hi, model = found
-            items = _pick(snapshot, snapshot.user_items[lo:hi], snapshot.user_scores[lo:hi], k, denylist, exclude,
-                          category)
-            source = "personalized"
-        else:
-            items = _popular(snapshot, category, k, denylist, exclude)
-            model, source = FALLBACK_MODEL, "popular"
-        body = {USER_ID: user_id, VERSION: snapshot.version, MODEL: model, "source": source,
-                "request_id": _request_id(), "items": items}
-        if variant is not None:
-            body[VARIANT] = variant
-        return _json(body)
-
-    @app.get("/v1/items/<parent_asin>/similar")
-    def similar_items(parent_asin: str) -> Response:
-        _check_id(parent_asin, "parent_asin")
-        params = _params(frozenset({"k", "method"}))
-        k = _k(params, settings)
-        method = params.get("method")
-        if method is not None and method not in METHODS:
-            raise ApiError(400, "invalid_method", f"method must be one of {', '.join(METHODS)}")
-        snapshot, denylist = _ready(store)
-        item = snapshot.item_index(parent_asin)
-        if item is None or denylist.item_denied(parent_asin):
-            raise ApiError(404, "unknown_item", "no such item in the published version")
-        items: list[dict[str, Any]] = []
-        for candidate in ([method] if method else list(METHODS)):
-            found = snapshot.similar_slice(candidate, item)
-            if found is not None:
-                items = _pick(snapshot, found[0], found[1], k, denylist, frozenset({parent_asin}), None)
-                if items or method:
-                    method = candidate
-                    break
-        return _json({ITEM_ID: parent_asin, VERSION: snapshot.version, "method": method,
-                      "request_id": _request_id(), "items": items})
-
-    @app.get("/v1/popular")
-    def popular() -> Response:
-        params = _params(frozenset({"k", "category"}))
-        k = _k(params, settings)
-        snapshot, denylist = _ready(store)
-        category = _category(params, snapshot)
-        return _json({VERSION: snapshot.version, "category": params.get("category"), "request_id": _request_id(),
-                      "items": _popular(snapshot, category, k, denylist, frozenset())})
-
-    @app.post("/v1/events")
-    def post_events() -> Response:
-        _params(frozenset())
-        try:
-            body = orjson.loads(request.get_data(cache=False))
-        except orjson.JSONDecodeError:
-            raise ApiError(400, "invalid_json", "the body must be a JSON object or a list of them") from None
-        batch = body if isinstance(body, list) else [body]
-        if not 1 <= len(batch) <= settings.max_event_batch:
-            raise ApiError(400, "invalid_event", f"send 1..{settings.max_event_batch} events per request")
-        now = datetime.now(timezone.utc)
-        try:
-            records = [validate_event(event, settings.max_k, now) for event in batch]
-        except EventError as exc:
-            raise ApiError(400, "invalid_event", str(exc)) from None
-        state = store.state
-        records = [r for r in records if not state.denylist.user_erased(r[USER_ID])]   # erased: never stored
-        snapshot = state.snapshot
-        ids = events.append(records, snapshot.version if snapshot else None,
-                            snapshot.model if snapshot else None) if records else []
-        return _json({"accepted": len(ids), "event_ids": ids}, 202)
-
-    @app.get("/health")
-    def health() -> Response:
-        return _json({"status": "ok"})
-
-    @app.get("/ready")
-    def ready() -> Response:
-        snapshot = store.state.snapshot
-        if snapshot is None:
-            return _error(503, "not_ready", "no published version loaded yet")
-        return _json({"status": "ready", VERSION: snapshot.version, MODEL: snapshot.model,
-                      "published_at": snapshot.published_at.isoformat()})
-
-    @app.get("/metrics")
-    def prometheus() -> Response:
-        return Response(metrics.render(store), mimetype=None, content_type=CONTENT_TYPE)
-
+    app.extensions[EXTENSION] = Runtime(settings=settings, store=store, router=router,
+                                        events=AssignedEventLog(settings.events_dir, router), metrics=Metrics())
+    app.register_blueprint(api)
     return app
-

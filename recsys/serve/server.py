@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from recsys.monitor.settings import CURRENT, ABSettings, MonitorSettings
-from recsys.monitor.variants import build_pinned
-from recsys.serve.settings import ServeSettings
+from recsys.serve.experiment import ABSettings
+from recsys.serve.settings import ServedMonitorSettings, ServeSettings
 from recsys.serve.snapshot import NoPublishedVersion, build_snapshot
+from recsys.serve.variants import build_pinned
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,12 @@ def _gunicorn_knows(setting: str) -> bool:
     return any(s.name == setting for s in KNOWN_SETTINGS)
 
 
-def gunicorn_env(warehouse: Path | str, settings: ServeSettings,
-                 monitor: MonitorSettings | None = None) -> dict[str, str]:
+def gunicorn_env(warehouse: Path | str, settings: ServeSettings, ab: ABSettings | None = None) -> dict[str, str]:
     """The environment the workers read their settings from (see :mod:`recsys.serve.wsgi`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_SERVE", "RECSYS_MONITOR"))}
     env["RECSYS_WAREHOUSE"] = str(Path(warehouse).resolve())
     env["RECSYS_SERVE"] = settings.resolved(warehouse).model_dump_json()
-    env["RECSYS_MONITOR"] = (monitor or MonitorSettings()).model_dump_json()
+    env["RECSYS_MONITOR"] = ServedMonitorSettings(ab=ab or ABSettings()).model_dump_json()
     return env
 
 
@@ -66,19 +65,18 @@ def prepare(warehouse: Path | str, settings: ServeSettings, ab: ABSettings | Non
     except NoPublishedVersion as exc:
         log.warning("%s; the API will answer 503 on /ready until a version is published", exc)
     if ab is not None and ab.enabled:
-        for version in sorted({v.version for v in ab.variants.values()} - {CURRENT}):
+        for version in sorted(ab.pinned_versions()):
             log.info("A/B pinned snapshot %s", build_pinned(warehouse, version))
     return settings
 
 
 def run_server(warehouse: Path | str, port: int | None = None, workers: int | None = None,
                threads: int | None = None, settings: ServeSettings | None = None,
-               monitor: MonitorSettings | None = None) -> NoReturn:
+               ab: ABSettings | None = None) -> NoReturn:
     """Prepare the snapshot, then replace this process with gunicorn serving the API (does not return)."""
     overrides = {k: v for k, v in {"port": port, "workers": workers, "threads": threads}.items() if v is not None}
-    settings = prepare(warehouse, (settings or ServeSettings()).model_copy(update=overrides),
-                       monitor.ab if monitor else None)
+    settings = prepare(warehouse, (settings or ServeSettings()).model_copy(update=overrides), ab)
     command = gunicorn_command(settings)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, command, gunicorn_env(warehouse, settings, monitor))
+    os.execve(sys.executable, command, gunicorn_env(warehouse, settings, ab))

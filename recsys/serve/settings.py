@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recsys.monitor.settings import MonitorSettings
+from recsys.serve.experiment import ABSettings
 
 SERVING_DIR = "_serving"
 
@@ -51,6 +51,12 @@ class ServeSettings(BaseModel):
         })
 
 
+class ServedMonitorSettings(BaseModel):
+    """The part of the ``monitor`` section the API reads: the A/B experiment it assigns users with."""
+
+    ab: ABSettings = Field(default_factory=ABSettings)
+
+
 class ServeEnv(BaseSettings):
     """What a gunicorn worker reads from its environment: ``RECSYS_WAREHOUSE``, ``RECSYS_SERVE`` and
     ``RECSYS_MONITOR`` (JSON) or ``RECSYS_SERVE__<FIELD>``, the same keys ``recsys.config.Settings`` uses."""
@@ -59,4 +65,4 @@ class ServeEnv(BaseSettings):
 
     warehouse: Path = Path("./warehouse")
     serve: ServeSettings = Field(default_factory=ServeSettings)
-    monitor: MonitorSettings = Field(default_factory=MonitorSettings)   # the A/B experiment (RECSYS_MONITOR)
+    monitor: ServedMonitorSettings = Field(default_factory=ServedMonitorSettings)   # RECSYS_MONITOR

@@ -12,18 +12,21 @@ server's assignment, not what a client claims, is what the readout must count.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 from recsys.constants import USER_ID
-from recsys.monitor.ab import assign
-from recsys.monitor.settings import CURRENT, ABSettings
 from recsys.serve.denylist import DenyList
 from recsys.serve.events import VARIANT, EventLog
+from recsys.serve.experiment import CURRENT, ABSettings, assign
 from recsys.serve.settings import SERVING_DIR, ServeSettings
-from recsys.serve.snapshot import Snapshot, build_in_subprocess, build_snapshot, folder_name, is_complete
+from recsys.serve.snapshot import (
+    META, NoPublishedVersion, Snapshot, build_in_subprocess, build_snapshot, folder_name, is_complete,
+)
 from recsys.serve.store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -31,9 +34,14 @@ log = logging.getLogger(__name__)
 AB_DIR = "ab"
 
 
+def pinned_root(warehouse: Path | str) -> Path:
+    """The folder holding one snapshot_dir per pinned version."""
+    return Path(warehouse).resolve() / SERVING_DIR / AB_DIR
+
+
 def pinned_dir(warehouse: Path | str, version: str) -> Path:
     """The snapshot_dir of a pinned version (one per version: a build prunes its siblings)."""
-    return Path(warehouse).resolve() / SERVING_DIR / AB_DIR / folder_name(version)
+    return pinned_root(warehouse) / folder_name(version)
 
 
 def build_pinned(warehouse: Path | str, version: str, in_subprocess: bool = False) -> Path:
@@ -48,6 +56,25 @@ def build_pinned(warehouse: Path | str, version: str, in_subprocess: bool = Fals
     return build_snapshot(Path(warehouse), target, version, keep=1)
 
 
+def rebuild_pinned(warehouse: Path | str) -> list[str]:
+    """Rebuild in place every pinned snapshot on disk, so its files lose the rows a deletion removed from the gold
+    tables; a pinned version no longer published is deleted. Workers keep serving their mapped copy behind the
+    deny-list until they restart. Returns the versions rebuilt."""
+    rebuilt = []
+    for target in sorted(p for p in pinned_root(warehouse).glob("*") if p.is_dir()):
+        versions = {json.loads((f / META).read_text(encoding="utf-8"))["version"]
+                    for f in target.iterdir() if f.is_dir() and is_complete(f)}
+        for version in versions:
+            try:
+                build_snapshot(Path(warehouse), target, version, force=True, keep=1)
+                rebuilt.append(version)
+            except NoPublishedVersion:
+                shutil.rmtree(target, ignore_errors=True)
+        if not versions:
+            shutil.rmtree(target, ignore_errors=True)        # only half-built leftovers
+    return rebuilt
+
+
 class VariantRouter:
     """Assigns users to variants and hands out the snapshot each variant serves."""
 
@@ -57,8 +84,7 @@ class VariantRouter:
         self.settings = settings
         self.store = store
         self.ab = ab if ab is not None and ab.enabled else None
-        versions = {v.version for v in self.ab.variants.values()} - {CURRENT} if self.ab else set()
-        self.pinned: dict[str, Snapshot | None] = dict.fromkeys(sorted(versions))
+        self.pinned: dict[str, Snapshot | None] = dict.fromkeys(sorted(self.ab.pinned_versions() if self.ab else ()))
         self._builders: list[threading.Thread] = []
 
     def start(self, wait_for_build: bool = True) -> None:
