@@ -12,9 +12,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from recsys.ops import current_published
 from recsys.serve.events import event_files, rewrite_event_file
 from recsys.serve.settings import ServeSettings
-from recsys.serve.snapshot import CURRENT, NoPublishedVersion, build_in_subprocess, build_snapshot, read_published
+from recsys.serve.snapshot import CURRENT, NoPublishedVersion, build_in_subprocess, build_snapshot
 from recsys.serve.variants import rebuild_pinned
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def refresh_snapshots(warehouse: Path | str, serve: ServeSettings, rebuild: bool
     assert folder is not None
     if not folder.is_dir():
         return False
-    if not (folder / CURRENT).is_file() or read_published(Path(warehouse)) is None:
+    if not (folder / CURRENT).is_file() or current_published(Path(warehouse)) is None:
         for path in folder.iterdir():                       # nothing current: no snapshot may survive
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
