@@ -71,8 +71,8 @@ def run(name: str, spec: dict, spark, params: dict) -> dict:
     settings = load_settings(warehouse=work / "wh", reports=work / "reports")
     settings.features.split = settings.features.split.model_copy(update=spec["split"])
     settings.features.confidence = settings.features.confidence.model_copy(update=spec["confidence"])
-    settings.train.params.update({m: params.get(m, params) for m in ("spark_als", "implicit_als")})
-    settings.train.params.update(spec.get("params", {}))
+    given = {m: params.get(m, params) for m in ("spark_als", "implicit_als")}
+    settings.train.params = settings.train.params.updated({**given, **spec.get("params", {})})
     start = time.perf_counter()
     if spec["format"] == "raw":
         src = work / "src"
@@ -88,7 +88,8 @@ def run(name: str, spec: dict, spark, params: dict) -> dict:
         from recsys.tuning import tune
 
         for model, space in TUNE_SPACE.items():
-            settings.train.params[model] = tune(spark, settings, model, space=space, trials=None)["best"]["params"]
+            best = tune(spark, settings, model, space=space, trials=None)["best"]["params"]
+            settings.train.params = settings.train.params.updated({model: best})
     run_id = registry.new_run_id()
     for model in settings.train.models:
         train(spark, settings, model, run_id)
@@ -97,7 +98,8 @@ def run(name: str, spec: dict, spark, params: dict) -> dict:
     models = {m: {k: round(v, 5) for k, v in r["metrics"].items() if k.endswith("@10")} | {
         "train_seconds": r["train_seconds"]} for m, r in result["models"].items()}
     return {"split": {k: split[k] for k in ("strategy", "train", "valid", "test", "note")},
-            "models": models, "params": {m: settings.train.params[m] for m in ALS}, "tuned": bool(spec.get("tune")),
+            "models": models, "params": {m: settings.train.params.of(m).model_dump() for m in ALS},
+            "tuned": bool(spec.get("tune")),
             "seconds": round(time.perf_counter() - start, 1)}
 
 

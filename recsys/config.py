@@ -4,6 +4,11 @@ Load once with :func:`load_settings` and pass the object down; no module reads t
 Override precedence (highest first): explicit keyword overrides, ``RECSYS_*`` env variables
 (nested keys with ``__``, e.g. ``RECSYS_SPARK__SHUFFLE_PARTITIONS=64``), the YAML file named by
 ``RECSYS_CONFIG`` (default ``conf/default.yaml``), the defaults below.
+
+Every section refuses keys it does not know, wherever they come from: a misspelt key in the YAML, in the keyword
+overrides or in a ``RECSYS_<SECTION>__<KEY>`` variable fails the load with one line naming the key and its source.
+A variable with ``__`` must start with a section's name; one without (``RECSYS_CONFIG``, ``RECSYS_DEBUG``, a test's
+knob) sets a top-level key if it names one and is otherwise not ours to judge.
 """
 
 from __future__ import annotations
@@ -13,21 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recsys.catalog.settings import DeletionSettings
-from recsys.constants import ITEM_EVENT_TYPES
+from recsys.constants import ITEM_EVENT_TYPES, MODELS, OFFICIAL_TEST_CUT_MS, OFFICIAL_VALID_CUT_MS, SPLIT_STRATEGIES
 from recsys.lock import LockSettings
+from recsys.models.params import ModelParams
 from recsys.monitor.settings import MonitorSettings
-from recsys.quality.settings import QualitySettings, read_quality_config
+from recsys.quality.settings import QualitySettings, quality_config_path, read_quality_config
 from recsys.serve.settings import ServeSettings
+from recsys.strict import ENV_PREFIX, CommaList, ConfigError, Location, StrictModel, config_error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "default.yaml"
 
 
-class SparkSettings(BaseModel):
+class SparkSettings(StrictModel):
     master: str = "local[*]"
     app_name: str = "recsys"
     driver_memory: str = "6g"
@@ -40,13 +47,13 @@ class SparkSettings(BaseModel):
     extra: dict[str, str] = Field(default_factory=dict)
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(StrictModel):
     min_timestamp_ms: int = 631_152_000_000
     max_future_ms: int = Field(86_400_000, ge=0)
     max_batch_bytes: int = Field(4 << 30, ge=1)
 
 
-class ConfidenceSettings(BaseModel):
+class ConfidenceSettings(StrictModel):
     """Hu–Koren–Volinsky confidence c = 1 + alpha·w, with the interaction strength
     w = (base_weight + rating_weight·(rating/5)^rating_power + verified_weight·verified
          + helpful_weight·log1p(helpful_vote) + Σ event weights) · 0.5^(age_days / half_life_days),
@@ -77,15 +84,12 @@ class ConfidenceSettings(BaseModel):
         return value
 
 
-SPLIT_STRATEGIES = ("official", "temporal", "leave_last_out", "random")   # recsys.features; the DAGs' choices
-
-
-class SplitSettings(BaseModel):
+class SplitSettings(StrictModel):
     """How gold/interactions is labelled train/valid/test (see recsys.features)."""
 
     strategy: str = Field("official", pattern=f"^({'|'.join(SPLIT_STRATEGIES)})$")
-    valid_cut_ms: int = 1628643414042     # official Amazon Reviews 2023 cut points
-    test_cut_ms: int = 1658002729837
+    valid_cut_ms: int = OFFICIAL_VALID_CUT_MS
+    test_cut_ms: int = OFFICIAL_TEST_CUT_MS
     fallback_quantiles: tuple[float, float] = (0.8, 0.9)   # time quantiles: `temporal`'s cuts, `official`'s fallback
     holdout: int = Field(1, ge=1)         # leave_last_out: the last `holdout` interactions of a user → test
     random_test_fraction: float = Field(0.2, gt=0, lt=1)
@@ -94,37 +98,35 @@ class SplitSettings(BaseModel):
     seed: int = 42
 
 
-class FeatureSettings(BaseModel):
+class FeatureSettings(StrictModel):
     confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
 
 
-class TrainSettings(BaseModel):
+class TrainSettings(StrictModel):
     """Which models a run trains and with which hyper-parameters (one shared space for both ALS)."""
 
-    models: list[str] = Field(default_factory=lambda: ["spark_als", "implicit_als", "popularity", "content"])
-    params: dict[str, dict[str, Any]] = Field(default_factory=lambda: {
-        "spark_als": {"factors": 16, "regularization": 0.05, "alpha": 10.0, "iterations": 15},
-        "implicit_als": {"factors": 16, "regularization": 0.05, "alpha": 10.0, "iterations": 15},
-        "popularity": {},
-        "content": {"dims": 64},
-    })
+    models: CommaList = Field(default_factory=lambda: list(MODELS))
+    params: ModelParams = Field(default_factory=ModelParams)
     fit_splits: list[str] = Field(default_factory=lambda: ["train", "valid"])   # evaluated on "test"
 
-    @field_validator("models", mode="before")
+    @field_validator("models")
     @classmethod
-    def _split_models(cls, value: Any) -> Any:
-        return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+    def _known_models(cls, value: list[str]) -> list[str]:
+        unknown = [model for model in value if model not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(sorted(MODELS))}")
+        return value
 
 
-class EvaluateSettings(BaseModel):
+class EvaluateSettings(StrictModel):
     ks: list[int] = Field(default_factory=lambda: [10, 20])
     curve_max_k: int = Field(100, ge=1)        # MAP@K and recall@K curves over K = 1..curve_max_k in the report
     primary_metric: str = "map@10"            # what promotion compares
     promotion_tolerance: float = Field(0.0, ge=0)   # a candidate may be this much (absolute) worse than production
 
 
-class PublishSettings(BaseModel):
+class PublishSettings(StrictModel):
     k: int = Field(20, ge=1)                   # list length served
     spare: int = Field(10, ge=0)               # extra candidates kept per user to backfill after item deletions
     similar_k: int = Field(20, ge=1)
@@ -135,11 +137,11 @@ class PublishSettings(BaseModel):
     rewrite_share: float = Field(0.5, ge=0, le=1)  # a deletion changes more user lists than this: rewrite, not MERGE
 
 
-class SynthSettings(BaseModel):
+class SynthSettings(StrictModel):
     users: int = Field(2000, ge=1)
     items: int = Field(300, ge=1)
     reviews: int = Field(12000, ge=1)
-    categories: list[str] = Field(default_factory=lambda: ["Appliances", "All_Beauty", "Toys_and_Games"])
+    categories: CommaList = Field(default_factory=lambda: ["Appliances", "All_Beauty", "Toys_and_Games"])
     clusters: int = Field(8, ge=1)
     seed: int = 42
     affinity: float = Field(0.8, ge=0, le=1)       # share of a user's reviews inside their own cluster
@@ -147,16 +149,11 @@ class SynthSettings(BaseModel):
     chunk_size: int = Field(100_000, ge=1)         # reviews generated per vectorised chunk (output depends on it)
     bad_line_rate: float = Field(0.0, ge=0, lt=1)  # share of review lines broken on purpose (quarantine demos)
 
-    @field_validator("categories", mode="before")
-    @classmethod
-    def _split_csv(cls, value: Any) -> Any:
-        return [c.strip() for c in value.split(",") if c.strip()] if isinstance(value, str) else value
-
 
 class Settings(BaseSettings):
     """Everything a job needs to know, in one validated object."""
 
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     warehouse: Path = Path("./warehouse")
     source: Path = Path("./data/synthetic")
@@ -190,7 +187,21 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
+        return (init_settings, _SectionEnvSource(settings_cls), _YamlSource(settings_cls))
+
+
+class _SectionEnvSource(EnvSettingsSource):
+    """``RECSYS_*`` variables, refusing a ``RECSYS_<NAME>__…`` whose ``<NAME>`` is no section: pydantic-settings
+    reads only the variables that name a field, so a misspelt section would otherwise be skipped in silence."""
+
+    def __call__(self) -> dict[str, Any]:
+        named = {name: name[len(ENV_PREFIX):].split("__")[0].lower() for name in sorted(os.environ)
+                 if name.upper().startswith(ENV_PREFIX) and "__" in name}
+        unknown = [f"{section} (from {name}): unknown key" for name, section in named.items()
+                   if section not in self.settings_cls.model_fields]
+        if unknown:
+            raise ConfigError(f"invalid config: {'; '.join(unknown)}")
+        return super().__call__()
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -201,16 +212,62 @@ class _YamlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = Path(os.environ.get("RECSYS_CONFIG", DEFAULT_CONFIG))
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {path} must hold a mapping at top level")
+        data = read_config()
         data.setdefault("quality", read_quality_config())   # the gates keep their own file; env still overrides
         return data
 
 
+def config_path() -> Path:
+    """The YAML file settings are read from: ``$RECSYS_CONFIG``, else ``conf/default.yaml``."""
+    return Path(os.environ.get("RECSYS_CONFIG", DEFAULT_CONFIG))
+
+
+def read_config() -> dict[str, Any]:
+    """The raw mapping of :func:`config_path`."""
+    path = config_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping at top level")
+    return data
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from YAML + env, with ``overrides`` (e.g. from CLI flags) winning; ``None`` values are ignored."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from YAML + env, with ``overrides`` (e.g. from CLI flags) winning; ``None`` values are ignored.
+
+    Raises :class:`~recsys.strict.ConfigError` (one line: each bad key, why, and which source set it)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise config_error(exc, lambda loc: _source_of(loc, given)) from None
+
+
+def _source_of(loc: Location, overrides: dict[str, Any]) -> str | None:
+    """Which source set the key at ``loc``, highest precedence first: the overrides, a ``RECSYS_*`` variable
+    (the key's own or a section's given as JSON), the YAML file, the quality gates' file."""
+    if _holds(overrides, loc):
+        return "arguments"
+    variables = {name.upper(): name for name in os.environ}
+    for depth in range(len(loc), 0, -1):
+        name = ENV_PREFIX + "__".join(map(str, loc[:depth])).upper()
+        if name in variables:
+            return variables[name]
+    data = read_config()
+    if _holds(data, loc):
+        return str(config_path())
+    if loc[:1] == ("quality",) and "quality" not in data:
+        return str(quality_config_path())
+    return None
+
+
+def _holds(data: Any, loc: Location) -> bool:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return False
+    return True

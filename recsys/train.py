@@ -62,7 +62,7 @@ def train(spark: SparkSession, settings: Settings, model: str, run_id: str, para
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     warehouse = settings.warehouse
-    params = {**settings.train.params.get(model, {}), **(params or {})}
+    params = settings.train.params.updated({model: params or {}}).of(model).model_dump()
     path = registry.model_dir(warehouse, model, run_id)
     with step("train", model=model, run_id=run_id, params=params) as rec:
         start = time.perf_counter()

@@ -54,7 +54,7 @@ def tune(spark: SparkSession, settings: Settings, model: str, *, space: dict[str
     if truth.limit(1).count() == 0:
         raise ValueError("the validation split is empty: choose a split strategy that fills it")
     items = catalog_text(spark, warehouse) if model == "content" else None
-    base = settings.train.params.get(model, {})
+    base = settings.train.params.of(model).model_dump()
     grid = candidates(space or DEFAULT_SPACE, trials or None, seed=settings.features.split.seed)
     metric = f"map@{k}"
     versions = {C.INTERACTIONS: interactions_version(warehouse)}

@@ -113,8 +113,8 @@ def built_warehouse(spark, tmp_path_factory) -> BuiltWarehouse:
     # by content) off this one build instead of a pipeline run of its own.
     settings.train = settings.train.model_copy(update={"models": ["implicit_als", "popularity", "spark_als",
                                                                   "content"]})
-    settings.train.params["spark_als"] = settings.train.params["implicit_als"] = {
-        "factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
+    als = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
+    settings.train.params = settings.train.params.updated({"spark_als": als, "implicit_als": als})
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})
     settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False})
     generate(settings.source, settings.synth, bad_line_rate=0.01, progress=False)

@@ -268,7 +268,8 @@ def numbered(spark, tmp_path_factory):
     settings.synth = settings.synth.model_copy(update={"users": USERS_1_TO_60, "items": 30, "reviews": 3000,
                                                        "clusters": 3, "categories": ["Appliances"]})
     settings.train = settings.train.model_copy(update={"models": ["implicit_als", "popularity"]})
-    settings.train.params["implicit_als"] = {"factors": 4, "regularization": 0.05, "alpha": 10.0, "iterations": 4}
+    settings.train.params = settings.train.params.updated(
+        {"implicit_als": {"factors": 4, "regularization": 0.05, "alpha": 10.0, "iterations": 4}})
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 2, "refit_on_all": False})
     settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False})
     generate(settings.source, settings.synth, bad_line_rate=0.0, progress=False)

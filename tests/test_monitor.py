@@ -286,7 +286,8 @@ def deployed(spark, tmp_path_factory):
     settings = load_settings(warehouse=root / "wh", source=source, reports=root / "reports")
     settings.synth = settings.synth.model_copy(update={"users": 500, "items": 100, "reviews": 4000, "clusters": 4,
                                                        "categories": ["Appliances", "All_Beauty"]})
-    settings.train.params["implicit_als"] = {"factors": 1, "regularization": 0.05, "alpha": 10.0, "iterations": 1}
+    settings.train.params = settings.train.params.updated(
+        {"implicit_als": {"factors": 1, "regularization": 0.05, "alpha": 10.0, "iterations": 1}})
     settings.train.models = ["popularity", "implicit_als"]
     settings.publish = settings.publish.model_copy(update={"k": 10, "spare": 3})
     settings.features.split = settings.features.split.model_copy(update={"strategy": "leave_last_out"})
@@ -296,7 +297,8 @@ def deployed(spark, tmp_path_factory):
         shutil.copy(dump / name, source / name)
 
     first = run_pipeline(spark, settings)
-    settings.train.params["implicit_als"] = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 10}
+    settings.train.params = settings.train.params.updated(
+        {"implicit_als": {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 10}})
     for name in (reviews_file("All_Beauty"), meta_file("All_Beauty")):
         shutil.copy(dump / name, source / name)
     better = retrain(spark, settings, models=["implicit_als"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from recsys.strict import StrictModel
 
 
-class DeletionSettings(BaseModel):
+class DeletionSettings(StrictModel):
     """Where drops come from and how soon erased users must also leave table history."""
 
     drops_dir: Path | None = None            # folder of drop files (CSV/JSONL) the DAG applies; keep it outside

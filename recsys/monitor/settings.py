@@ -6,12 +6,13 @@ job and the readout read the same settings, so they name the same variants.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from recsys.serve.experiment import ABSettings
+from recsys.strict import StrictModel
 
 
-class MonitorSettings(BaseModel):
+class MonitorSettings(StrictModel):
     """Events compaction, daily indicators and the A/B experiment."""
 
     ab: ABSettings = Field(default_factory=ABSettings)

@@ -13,36 +13,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, ValidationError
+
+from recsys.strict import StrictModel, config_error
 
 Severity = Literal["error", "warn"]
-LAYERS = ("bronze", "silver", "gold", "published")
 Layer = Literal["bronze", "silver", "gold", "published"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_QUALITY_CONFIG = REPO_ROOT / "conf" / "quality.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")   # a misspelt key must not silently do nothing
-
-
-class ExpectationRule(_Strict):
+class ExpectationRule(StrictModel):
     severity: Severity | None = None
     mostly: float | None = Field(None, gt=0.0, le=1.0)   # only for row-wise (map) expectations
 
 
-class TableRules(_Strict):
+class TableRules(StrictModel):
     severity: Severity | None = None
     expectations: dict[str, ExpectationRule] = Field(default_factory=dict)
 
 
-class LayerRules(_Strict):
+class LayerRules(StrictModel):
     severity: Severity | None = None
     tables: dict[str, TableRules] = Field(default_factory=dict)
 
 
-class QualitySettings(_Strict):
+class QualitySettings(StrictModel):
     """Thresholds and per-expectation severities of the four gates (see conf/quality.yaml)."""
 
     severity: Severity = "error"
@@ -70,9 +67,14 @@ class QualitySettings(_Strict):
         return root.resolve()
 
 
+def quality_config_path(path: Path | str | None = None) -> Path:
+    """``path``, else ``$RECSYS_QUALITY_CONFIG``, else ``conf/quality.yaml``."""
+    return Path(path or os.environ.get("RECSYS_QUALITY_CONFIG", DEFAULT_QUALITY_CONFIG))
+
+
 def read_quality_config(path: Path | str | None = None) -> dict[str, Any]:
-    """The raw mapping of ``path`` (default ``$RECSYS_QUALITY_CONFIG`` or ``conf/quality.yaml``)."""
-    source = Path(path or os.environ.get("RECSYS_QUALITY_CONFIG", DEFAULT_QUALITY_CONFIG))
+    """The raw mapping of :func:`quality_config_path`."""
+    source = quality_config_path(path)
     if not source.is_file():
         raise FileNotFoundError(f"quality config not found: {source}")
     data = yaml.safe_load(source.read_text()) or {}
@@ -83,6 +85,10 @@ def read_quality_config(path: Path | str | None = None) -> dict[str, Any]:
 
 def load_quality_settings(path: Path | str | None = None, **overrides: Any) -> QualitySettings:
     """Settings from ``path`` (default ``$RECSYS_QUALITY_CONFIG`` or ``conf/quality.yaml``) + ``overrides``."""
-    data = read_quality_config(path)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return QualitySettings(**data)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data = {**read_quality_config(path), **given}
+    try:
+        return QualitySettings(**data)
+    except ValidationError as exc:
+        source = str(quality_config_path(path))
+        raise config_error(exc, lambda loc: "arguments" if loc and loc[0] in given else source) from None

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.serve.experiment import ABSettings
+from recsys.strict import ENV_PREFIX, StrictModel
 
 SERVING_DIR = "_serving"
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(StrictModel):
     """How the API process serves: bind address, gunicorn shape, limits, reload cadence, local folders."""
 
     host: str = "127.0.0.1"                     # 0.0.0.0 inside a container
@@ -51,7 +52,7 @@ class ServeSettings(BaseModel):
         })
 
 
-class ServedMonitorSettings(BaseModel):
+class ServedMonitorSettings(StrictModel):
     """The part of the ``monitor`` section the API reads: the A/B experiment it assigns users with."""
 
     ab: ABSettings = Field(default_factory=ABSettings)
@@ -61,7 +62,7 @@ class ServeEnv(BaseSettings):
     """What a gunicorn worker reads from its environment: ``RECSYS_WAREHOUSE``, ``RECSYS_SERVE`` and
     ``RECSYS_MONITOR`` (JSON) or ``RECSYS_SERVE__<FIELD>``, the same keys ``recsys.config.Settings`` uses."""
 
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     warehouse: Path = Path("./warehouse")
     serve: ServeSettings = Field(default_factory=ServeSettings)
