@@ -14,6 +14,13 @@ META_FIELDS = (
     "price", "images", "videos", "store", "categories", "details", "parent_asin", "bought_together",
 )
 
+# --- warehouse layers, in build order (each has a Great Expectations suite) ----------------------
+LAYERS = ("bronze", "silver", "gold", "published")
+
+# --- choices the DAGs' forms offer (their files read these while Airflow parses them) ------------------
+MODELS = ("spark_als", "implicit_als", "popularity", "content")        # recsys.models; conf train.params keys
+SPLIT_STRATEGIES = ("official", "temporal", "leave_last_out", "random")   # recsys.features
+
 # --- column names ------------------------------------------------------------------------------
 USER_ID = "user_id"
 ITEM_ID = "parent_asin"
@@ -34,6 +41,7 @@ SCORE = "score"
 RANK = "rank"
 VERSION = "version"
 MODEL = "model"
+ITEMS = "items"                  # a list table's array of item ids, best first (one row per user)
 
 # --- lineage columns (bronze and quarantine) ------------------------------------------------------
 SOURCE_FILE = "_source_file"
@@ -41,7 +49,6 @@ LINE = "_line"                   # 1-based line number within the decompressed s
 INGESTED_AT = "_ingested_at"
 RAW = "raw"                      # quarantine: the raw line text
 REASON = "reason"                # quarantine: why the line was refused
-ITEMS = "items"                  # a list table's array of item ids, best first (one row per user)
 
 # --- tables (paths under the warehouse root) ---------------------------------------------------
 BRONZE_REVIEWS = "bronze/reviews"
