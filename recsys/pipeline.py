@@ -3,7 +3,8 @@
 The steps are :data:`recsys.steps.TRAINING`, each the same ``recsys`` command with the same arguments that the
 DAG's ``spark-submit jobs/<script>`` tasks run, here in this process and session. A Great Expectations gate
 follows bronze, silver, gold and the written (not yet current) published version; a failed gate raises
-:class:`~recsys.cli.CommandFailed` before ``ops/published`` moves, so the API keeps serving the previous version.
+:class:`~recsys.commands.CommandFailed` before ``ops/published`` moves, so the API keeps serving the previous
+version. The ``pipeline`` and ``retrain`` commands are defined here: they are runs of other commands.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from recsys import steps
+from recsys.commands import command, execute, spark_session
 from recsys.config import Settings
 from recsys.logs import step as logged_step
 
@@ -22,8 +24,6 @@ def run_steps(settings: Settings, table: Sequence[steps.Step], run: Mapping[str,
               after: Mapping[str, Continue] | None = None) -> dict[str, Any]:
     """Run the commands of ``table`` in order (a ``per_model`` step once per model), each followed by its gates;
     returns each step's result under its name and each gate's under ``gates``."""
-    from recsys.cli import execute
-
     out: dict[str, Any] = {"run_id": run["run_id"], "version": run["version"], "gates": {}}
     for step in table:
         runs = [{**run, "model": m} for m in models] if step.per_model else [run]
@@ -71,3 +71,13 @@ def run_retrain(spark, settings: Settings, *, models: Sequence[str] | None = Non
         out = run_steps(settings, steps.TRAINING, run, models, after=promoted)
         rec.update(models=list(models), promoted=out["evaluate"]["decision"].get("promoted"))
     return out
+
+
+@command("pipeline", creates=True)
+def _pipeline(args, settings: Settings) -> Any:
+    return run_pipeline(spark_session(settings), settings)
+
+
+@command("retrain", creates=True)
+def _retrain(args, settings: Settings) -> Any:
+    return run_retrain(spark_session(settings), settings, models=args.model)

@@ -1,7 +1,7 @@
 """The steps of every run, written once: which ``recsys`` command each step is, its arguments, the quality gates
 after it. The DAGs' task chains and run plans (:mod:`recsys.orchestration`), the ``spark-submit jobs/<script>``
 entry points and the local ``recsys pipeline`` / ``recsys retrain`` (:mod:`recsys.pipeline`) are all derived from
-these tables, so adding a step is one entry here (and a command in :mod:`recsys.cli` if it is a new one).
+these tables, so adding a step is one entry here (and a command in :mod:`recsys.commands` if it is a new one).
 
 Standard library only: DAG files read these tables while Airflow parses them.
 """

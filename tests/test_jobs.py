@@ -13,7 +13,7 @@ import pytest
 
 from recsys import orchestration as O
 from recsys import steps
-from recsys.cli import build_parser
+from recsys.commands import build_parser
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 JOB_FILES = sorted(p.name for p in JOBS.glob("*.py") if not p.name.startswith("_"))
