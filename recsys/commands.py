@@ -16,6 +16,7 @@ from typing import Any
 
 from recsys.config import Settings
 from recsys.constants import LAYERS
+from recsys.strict import split_commas
 
 Command = Callable[[argparse.Namespace, Settings], Any]
 _COMMANDS: dict[str, Command] = {}
@@ -62,11 +63,6 @@ def spark_session(settings: Settings):
     from recsys.spark import get_spark
 
     return get_spark(settings.spark)
-
-
-def _names(text: str) -> list[str]:
-    """``"A, B,"`` → ``["A", "B"]``: a comma-separated flag value (the form the DAG plans pass)."""
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int)
     p.add_argument("--items", type=int)
     p.add_argument("--reviews", type=int)
-    p.add_argument("--categories", type=_names, help="comma-separated, e.g. Appliances,All_Beauty")
+    p.add_argument("--categories", type=split_commas, help="comma-separated, e.g. Appliances,All_Beauty")
     p.add_argument("--seed", type=int)
     p.add_argument("--bad-line-rate", type=float, help="share of review lines to break on purpose")
     p.add_argument("--quiet", action="store_true")
@@ -342,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", "raw dump → bronze/quarantine → silver", source=True)
     p.add_argument("--force", action="store_true", help="re-ingest every file, even unchanged ones")
     p.add_argument("--bronze-only", action="store_true", help="stop after bronze/quarantine")
-    p.add_argument("--categories", type=_names, help="only these categories' files, comma-separated (default: all)")
+    p.add_argument("--categories", type=split_commas, help="only these categories' files, comma-separated (default: all)")
     add("build-silver", "bronze → silver (MERGE)")
     add("pipeline", "every step in order, locally", source=True)
     p = add("load-benchmark", "load MovieLens or an Amazon 2023 benchmark CSV straight into silver")

@@ -137,7 +137,9 @@ def rerank(lists: DataFrame, group: Sequence[str], item: str, values: Sequence[s
 
     A kept row moves up by the number of removed rows ranked above it: the row at its new rank is updated with
     its values (so the spares beyond K move into the list); the last ranks of the list are deleted. One window
-    pass over the table; only lists holding a removed item produce rows.
+    pass over the table; only lists holding a removed item produce rows. The rows that say why (a removed item's
+    own row, with its id_hash) come from a plain join, so a caller that needs only them (a rewrite of the whole
+    table, see :func:`apply_plan`) never runs the window.
     """
     removed = F.broadcast(removed.select(F.col(C.ITEM_ID).alias(item), ID_HASH))
     gone = F.col(ID_HASH).isNotNull().cast("int")
@@ -154,7 +156,7 @@ def rerank(lists: DataFrame, group: Sequence[str], item: str, values: Sequence[s
     plan.parts.append(flagged.where(F.col(ID_HASH).isNull() & (F.col("_shift") > 0))
                       .select(*group, (F.col(C.RANK) - F.col("_shift")).cast("int").alias(C.RANK),
                               F.lit(UPDATE).alias(ACTION), no_id, item, *values))
-    plan.parts.append(flagged.where(F.col(ID_HASH).isNotNull())
+    plan.parts.append(lists.join(removed, item)
                       .select(*group, C.RANK, F.lit(COUNT).alias(ACTION), ID_HASH))
     return plan
 
@@ -283,45 +285,53 @@ def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
     """Execute one table's plan as a single commit: one MERGE, or one overwrite for a table without keys or for
     a list table of which the plan changes more than ``rewrite_share`` of the lists (a MERGE would rewrite
     nearly every file anyway, after a join to find them)."""
-    from delta.tables import DeltaTable
-
     frame = _union(plan.parts)
     if frame is None:
         return Outcome(False, {})
     path = T.table_path(warehouse, rel)
-    keys = table_keys(rel, spark.read.format("delta").load(path))
-    frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+    current = spark.read.format("delta").load(path)
+    keys = table_keys(rel, current)
+    # Every change has a cause row (an id_hash): a removed row, or for a shifted rank the removed row above it. One
+    # aggregation of the causes attributes the removals and tells whether the table must change at all.
+    causes = frame.where(F.col(ID_HASH).isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        # Every change is caused by some id (a shifted rank comes with the removed row that caused it), so
-        # one aggregation both attributes the removals and tells whether the table must change at all.
-        removed = {r[ID_HASH]: int(r["n"]) for r in frame.where(F.col(ID_HASH).isNotNull())
-                   .groupBy(ID_HASH).agg(F.countDistinct(*keys).alias("n")).collect()}
+        removed = {r[ID_HASH]: int(r["n"]) for r in causes.groupBy(ID_HASH)
+                   .agg(F.countDistinct(*keys).alias("n")).collect()}
         if not removed:
             return Outcome(False, {})
+        if rel in LISTS and _changes_most(current, causes, LISTS[rel], rewrite_share):
+            _rewrite_lists(current, path, causes.where(F.col(ACTION) != UPDATE).select(*keys), LISTS[rel])
+            log.info("cascade %s: most lists changed, table rewritten instead of MERGEd", rel)
+        else:
+            _merge(spark, current, path, keys, frame)
+        log.info("cascade %s: %d rows removed", rel, sum(removed.values()))
+        return Outcome(True, removed)
+    finally:
+        causes.unpersist()
+
+
+def _merge(spark: SparkSession, current: DataFrame, path: str, keys: Sequence[str], frame: DataFrame) -> None:
+    """The plan as one MERGE (delete rows, overwrite shifted ones), or one overwrite for a table without keys."""
+    from delta.tables import DeltaTable
+
+    frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
         action = F.col(ACTION)
         deletes = frame.where(action == DELETE).select(*keys).distinct()
+        if FINGERPRINT in keys:
+            _overwrite_without(current, path, deletes)
+            return
         values = [c for c in frame.columns if c not in (*keys, ACTION, ID_HASH)]
         updates = (frame.where(action == UPDATE).join(deletes, list(keys), "left_anti")   # deleting wins
                    .select(*keys, *values))
-        current = spark.read.format("delta").load(path)
-        if FINGERPRINT in keys:
-            _overwrite_without(current, path, deletes)
-        elif (rel in LISTS and set(current.columns) <= set(updates.columns)
-              and _changes_most(current, frame, LISTS[rel], rewrite_share)):
-            _overwrite_with(current, path, keys, deletes, updates, LISTS[rel])
-            log.info("cascade %s: most lists changed, table rewritten instead of MERGEd", rel)
-        else:
-            source = deletes.withColumn("_delete", F.lit(True)).unionByName(
-                updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
-            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-            merge = (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), on)
-                     .whenMatchedDelete(condition="s._delete"))
-            if values:
-                merge = merge.whenMatchedUpdate(condition="NOT s._delete",
-                                                set={f"`{c}`": f"s.`{c}`" for c in values})
-            merge.execute()
-        log.info("cascade %s: %d rows removed", rel, sum(removed.values()))
-        return Outcome(True, removed)
+        source = deletes.withColumn("_delete", F.lit(True)).unionByName(
+            updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        merge = (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), on)
+                 .whenMatchedDelete(condition="s._delete"))
+        if values:
+            merge = merge.whenMatchedUpdate(condition="NOT s._delete", set={f"`{c}`": f"s.`{c}`" for c in values})
+        merge.execute()
     finally:
         frame.unpersist()
 
@@ -331,14 +341,21 @@ def _changes_most(current: DataFrame, frame: DataFrame, group: Sequence[str], sh
     return changed > share * max(1, current.select(*group).distinct().count())
 
 
-def _overwrite_with(current: DataFrame, path: str, keys: Sequence[str], deletes: DataFrame, updates: DataFrame,
-                    group: Sequence[str]) -> None:
-    """Rewrite a list table with the plan applied (one commit), each list's rows together and in rank order."""
-    keys = list(keys)
-    kept = current.join(deletes, keys, "left_anti").join(updates.select(*keys), keys, "left_anti")
-    new = kept.unionByName(updates.select(*current.columns))
-    (new.repartition(max(1, new.sparkSession.sparkContext.defaultParallelism), *group)
-     .sortWithinPartitions(*group, C.RANK)
+def _rewrite_lists(current: DataFrame, path: str, gone: DataFrame, group: Sequence[str]) -> None:
+    """Rewrite a list table without the ``gone`` rows (its keys), every list ranked 1..n again (one commit).
+
+    One shuffle: both sides are partitioned by list, so marking the gone rows (a window per list and rank) and
+    re-ranking (a window per list) reuse it, and the write keeps each list's rows together in rank order.
+    """
+    group = list(group)
+    parts = max(1, current.sparkSession.sparkContext.defaultParallelism)
+    cut = "_cut"
+    tagged = (current.withColumn(cut, F.lit(False))
+              .unionByName(gone.withColumn(cut, F.lit(True)), allowMissingColumns=True)
+              .repartition(parts, *group))
+    kept = (tagged.withColumn(cut, F.max(cut).over(Window.partitionBy(*group, C.RANK))).where(~F.col(cut))
+            .withColumn(C.RANK, F.row_number().over(Window.partitionBy(*group).orderBy(C.RANK))))
+    (kept.select(*current.columns).sortWithinPartitions(*group, C.RANK)
      .write.format("delta").mode("overwrite").save(path))
 
 

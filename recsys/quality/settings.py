@@ -15,10 +15,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
+from recsys.constants import LAYERS
 from recsys.strict import StrictModel, config_error
 
 Severity = Literal["error", "warn"]
-Layer = Literal["bronze", "silver", "gold", "published"]
+Layer = Literal[LAYERS]   # type: ignore[valid-type]  (the tuple's values, as Literal[...] spelled out)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_QUALITY_CONFIG = REPO_ROOT / "conf" / "quality.yaml"
