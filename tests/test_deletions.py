@@ -424,7 +424,7 @@ def test_lists_deletions_cut_below_k_are_rescored_from_the_production_model(spar
 
     settings = copy_warehouse(built_warehouse, tmp_path)
     settings.serve = settings.serve.model_copy(update={"build_in_subprocess": True})   # as deployed
-    warehouse, version = settings.warehouse, built_warehouse.summary["publish"]["version"]
+    warehouse, version = settings.warehouse, built_warehouse.summary["version"]
     k, spare = settings.publish.k, settings.publish.spare
     client = create_app(warehouse, settings.serve).test_client()          # a snapshot the deletions must rebuild
     assert client.get("/ready").get_json()["version"] == version

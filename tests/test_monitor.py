@@ -278,7 +278,7 @@ def deployed(spark, tmp_path_factory):
     from recsys.monitor.random_version import publish_random
     from recsys.pipeline import run_pipeline
     from recsys.publish import switch_version
-    from recsys.retrain import retrain
+    from recsys.pipeline import run_retrain as retrain
     from recsys.synth import generate, meta_file, reviews_file
 
     root = tmp_path_factory.mktemp("monitor")
@@ -315,11 +315,11 @@ def test_retrain_ingests_only_the_new_files_and_the_gate_promotes_the_better_mod
     better, first = deployed["better"], deployed["first"]
     assert first["evaluate"]["decision"]["promoted"] in ("popularity", "implicit_als")
     assert better["ingest"]["files_ingested"] == 2 and better["ingest"]["files_skipped"] == 2
-    decision = better["decision"]
+    decision = better["evaluate"]["decision"]
     assert decision["promoted"] == "implicit_als"
     assert decision["basis"] == "re-measured on this run's test split"
     assert decision["map@10"] > decision["production"]            # ALS beats popularity on the planted clusters
-    assert better["publish"]["version"] == deployed["good"]
+    assert better["publish_switch"]["version"] == deployed["good"]
     prod = ops.production_model(deployed["settings"].warehouse)
     assert (prod["run_id"], prod["model"]) == (better["run_id"], "implicit_als")
 
@@ -327,11 +327,11 @@ def test_retrain_ingests_only_the_new_files_and_the_gate_promotes_the_better_mod
 def test_the_gate_refuses_a_worse_model_and_records_why(spark, deployed):
     worse, settings = deployed["worse"], deployed["settings"]
     assert worse["ingest"]["files_ingested"] == 0                  # nothing new: every file skipped
-    decision = worse["decision"]
+    decision = worse["evaluate"]["decision"]
     tolerance = settings.evaluate.promotion_tolerance
     assert decision["promoted"] is None and decision["rejected"] == "popularity"
     assert decision["map@10"] < decision["production"] - tolerance
-    assert "publish" not in worse                                  # nothing published: ALS keeps serving
+    assert "publish_write" not in worse                            # nothing published: ALS keeps serving
     rows = ops.run_models(settings.warehouse, worse["run_id"])
     assert [(r["model"], r["stage"]) for r in rows] == [("popularity", ops.REJECTED)]
     assert "worse than production implicit_als" in rows[0]["reason"]
