@@ -434,6 +434,8 @@ def test_lists_deletions_cut_below_k_are_rescored_from_the_production_model(spar
     before = _list_of(spark, warehouse, version, first)
 
     # More of one list than the spares cover: without a refill it would hold k + spare - (spare + 1) < k items.
+    # Below publish.rewrite_share the changed lists are MERGEd.
+    settings.publish = settings.publish.model_copy(update={"rewrite_share": 1.0})
     gone, report = _delete_head_of(spark, settings, version, first, spare + 1, tmp_path / "a.csv")
     assert report["refill"]["how"] == "merge" and report["refill"]["refilled"] >= 1
     after = _list_of(spark, warehouse, version, first)

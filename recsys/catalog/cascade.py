@@ -292,7 +292,11 @@ def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
     current = spark.read.format("delta").load(path)
     keys = table_keys(rel, current)
     # Every change has a cause row (an id_hash): a removed row, or for a shifted rank the removed row above it. One
-    # aggregation of the causes attributes the removals and tells whether the table must change at all.
+    # aggregation of the causes attributes the removals and tells whether the table must change at all. A list
+    # table's causes come without the re-ranking window (see rerank), which its rewrite never needs; any other
+    # plan is cached whole first, as its MERGE reads it again.
+    if rel not in LISTS:
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
     causes = frame.where(F.col(ID_HASH).isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         removed = {r[ID_HASH]: int(r["n"]) for r in causes.groupBy(ID_HASH)
@@ -308,13 +312,14 @@ def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
         return Outcome(True, removed)
     finally:
         causes.unpersist()
+        frame.unpersist()
 
 
 def _merge(spark: SparkSession, current: DataFrame, path: str, keys: Sequence[str], frame: DataFrame) -> None:
     """The plan as one MERGE (delete rows, overwrite shifted ones), or one overwrite for a table without keys."""
     from delta.tables import DeltaTable
 
-    frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+    frame = frame.persist(StorageLevel.MEMORY_AND_DISK)     # a no-op when apply_plan cached it already
     try:
         action = F.col(ACTION)
         deletes = frame.where(action == DELETE).select(*keys).distinct()
