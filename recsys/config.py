@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -28,7 +27,8 @@ from recsys.models.params import ModelParams
 from recsys.monitor.settings import MonitorSettings
 from recsys.quality.settings import QualitySettings, quality_config_path, read_quality_config
 from recsys.serve.settings import ServeSettings
-from recsys.strict import ENV_PREFIX, CommaList, ConfigError, Location, StrictModel, config_error
+from recsys.strict import (ENV_PREFIX, CommaList, ConfigError, Location, StrictModel, config_error,
+                           read_yaml_mapping)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "default.yaml"
@@ -227,13 +227,7 @@ def config_path() -> Path:
 
 def read_config() -> dict[str, Any]:
     """The raw mapping of :func:`config_path`."""
-    path = config_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping at top level")
-    return data
+    return read_yaml_mapping(config_path(), "config file")
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -2,14 +2,16 @@
 train with the default), a list may be given as one comma-separated string (a flag's value), and a refusal reads
 as one line naming each key and where it was set (the CLI and the jobs print only the first line of an error).
 
-Kept free of everything but pydantic: every settings module, the API's included, builds on it.
+Kept free of everything but pydantic and yaml: every settings module, the API's included, builds on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 ENV_PREFIX = "RECSYS_"               # of every variable that sets a key (``RECSYS_SERVE__PORT``)
@@ -52,3 +54,13 @@ def _reason(problem: dict[str, Any]) -> str:
     message = problem["msg"].removeprefix("Value error, ")
     given = problem.get("input")
     return f"{message}, got {given!r}" if isinstance(given, str | int | float | bool) else message
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The mapping a YAML settings file holds (empty file: ``{}``); ``what`` names the file in errors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a mapping at top level")
+    return data

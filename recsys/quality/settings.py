@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 
 from recsys.constants import LAYERS
-from recsys.strict import StrictModel, config_error
+from recsys.strict import StrictModel, config_error, read_yaml_mapping
 
 Severity = Literal["error", "warn"]
 Layer = Literal[LAYERS]   # type: ignore[valid-type]  (the tuple's values, as Literal[...] spelled out)
@@ -75,13 +74,7 @@ def quality_config_path(path: Path | str | None = None) -> Path:
 
 def read_quality_config(path: Path | str | None = None) -> dict[str, Any]:
     """The raw mapping of :func:`quality_config_path`."""
-    source = quality_config_path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"quality config not found: {source}")
-    data = yaml.safe_load(source.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"quality config {source} must hold a mapping at top level")
-    return data
+    return read_yaml_mapping(quality_config_path(path), "quality config")
 
 
 def load_quality_settings(path: Path | str | None = None, **overrides: Any) -> QualitySettings:
