@@ -316,16 +316,9 @@ def switch_version(spark: SparkSession, settings: Settings, version: str) -> dic
                               schema=T.PUBLISHED.ddl).write.format("delta").mode("append").save(published_path)
         _clear_unswitched(warehouse, [version])
         rec["removed_versions"] = prune_versions(spark, warehouse, settings.publish.keep_versions,
-                                                 pinned=pinned_versions(settings),
+                                                 pinned=settings.monitor.ab.pinned_versions(),
                                                  grace_hours=settings.publish.unswitched_grace_hours)
     return {"current": version}
-
-
-def pinned_versions(settings: Settings) -> set[str]:
-    """Versions A/B variants serve by name (not ``current``): pruning must keep them."""
-    from recsys.serve.experiment import CURRENT
-
-    return {v.version for v in settings.monitor.ab.variants.values() if v.version != CURRENT}
 
 
 def prune_versions(spark: SparkSession, warehouse: Path, keep: int, *, pinned: Iterable[str] = (),
