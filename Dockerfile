@@ -1,6 +1,7 @@
-# Image with Java 17, the pinned Python stack and the Delta jars. Runs `make demo` by default;
-# serve the API with:  docker run -p 8000:8000 -e RECSYS_SERVE__HOST=0.0.0.0 IMAGE \
-#                        .venv/bin/recsys serve --warehouse warehouse --port 8000
+# Image with Java 17, the pinned Python stack and the Delta jars. Runs `make demo` by default, as the unprivileged
+# user `recsys` (uid 10001), which owns only /app; serve the API with (keys from the environment, not the image):
+#   docker run -p 8000:8000 -e RECSYS_SERVE__HOST=0.0.0.0 -e RECSYS_SERVE__SIGNING_KEYS='["<32+ random chars>"]' \
+#     -e RECSYS_SERVE__METRICS_TOKEN=<token> IMAGE .venv/bin/recsys serve --warehouse warehouse --port 8000
 FROM python:3.11-slim-bookworm
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -28,6 +29,12 @@ RUN python -m venv .venv \
 COPY . .
 RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
  && touch ".venv/.installed-$(cat requirements.lock pyproject.toml conf/maven/pom.xml | sha256sum | cut -c1-12)"
+
+# The code and the venv stay root's (read-only to the service); the user may create its data, warehouse and
+# reports folders in /app.
+RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home recsys \
+ && chown recsys:recsys /app
+USER 10001:10001
 
 EXPOSE 8000
 CMD ["make", "demo"]

@@ -2,13 +2,16 @@
 
 Writes synthetic gold tables with delta-rs (default 1.8M users x 20 recommendations, 94K items) under ``--out``,
 builds the serving snapshot in a child process (wall time and peak RSS), starts real gunicorn on 127.0.0.1 with
-the production settings (gthread, 2 workers x 8 threads), drives it with a keep-alive asyncio client at a few
-concurrency levels (bounded: ``--requests`` per level and ``--seconds`` per level), and prints p50/p99 latency,
-req/s and the RSS/PSS of the gunicorn processes from ``/proc/<pid>/smaps_rollup``.
+the production settings (the gevent worker class, 2 workers), drives it with a keep-alive asyncio client at a few
+concurrency levels (bounded: ``--requests`` per level and ``--seconds`` per level; 1 and 8 connections always), and
+prints p50/p99 latency, req/s and the RSS/PSS of the gunicorn processes from ``/proc/<pid>/smaps_rollup``. Last,
+``--stalled`` connections send headers and 1 byte of a declared 1,000-byte body and stop, and the slowest of 20
+``/health`` and 20 lookup answers is measured beside them.
 
     .venv/bin/python benchmarks/bench_api.py [--users 1800000] [--out /tmp/recsys-bench] [--json]
 
-Goal (2 cores, client on the same machine): p99 < 5 ms at low concurrency, >= 1000 req/s, <= 1.5 GB total.
+Goal (2 cores, client on the same machine): lookup p99 < 2 ms at 1 connection, <= 5 ms at 8, >= 1000 req/s,
+<= 1.5 GB total, /health and lookups < 100 ms beside 40 stalled clients.
 Traffic only ever goes to 127.0.0.1.
 """
 
@@ -197,6 +200,32 @@ async def load(port: int, paths: list[bytes], connections: int, requests: int, s
             "max_ms": round(float(ms.max()), 3)}
 
 
+async def _stall(port: int) -> asyncio.StreamWriter:
+    """A client that sends its headers and 1 byte of a declared 1,000-byte body, then nothing."""
+    _, writer = await asyncio.open_connection(HOST, port)
+    writer.write(b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n[")
+    await writer.drain()
+    return writer
+
+
+async def beside_stalled(port: int, stalled: int, lookup: bytes) -> dict[str, float]:
+    """The slowest of 20 ``/health`` and 20 lookup answers (new connection each) while ``stalled`` clients stall."""
+    writers = [await _stall(port) for _ in range(stalled)]
+    await asyncio.sleep(0.3)
+    slowest = {"/health": 0.0, "lookup": 0.0}
+    try:
+        for _ in range(20):
+            for name, path in (("/health", b"/health"), ("lookup", lookup)):
+                latencies: list[float] = []
+                await _client(port, [path], time.perf_counter() + 5, latencies, [], [1])
+                slowest[name] = max(slowest[name], latencies[0])
+    finally:
+        for writer in writers:
+            writer.close()
+    return {"stalled": stalled, **{f"max_ms {k}": round(v * 1000.0, 2) for k, v in slowest.items()}}
+
+
 def _wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> float:
     import http.client
     started = time.perf_counter()
@@ -221,8 +250,8 @@ def main() -> int:
     parser.add_argument("--per-user", type=int, default=20)
     parser.add_argument("--items", type=int, default=APPLIANCES["items"])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--connections", default="1,8,32", help="concurrency levels, comma-separated")
+    parser.add_argument("--connections", default="1,8,32", help="concurrency levels, comma-separated (+ 1 and 8)")
+    parser.add_argument("--stalled", type=int, default=40, help="stalled clients beside /health and a lookup")
     parser.add_argument("--requests", type=int, default=20_000, help="max requests per level")
     parser.add_argument("--seconds", type=float, default=15.0, help="max seconds per level")
     parser.add_argument("--no-access-log", action="store_true")
@@ -251,7 +280,7 @@ def main() -> int:
     rng.shuffle(paths)
 
     port = free_port(HOST)
-    settings = ServeSettings(host=HOST, port=port, workers=args.workers, threads=args.threads,
+    settings = ServeSettings(host=HOST, port=port, workers=args.workers,
                              snapshot_dir=snapshot_dir, events_dir=args.out / "events",
                              access_log=not args.no_access_log)
     log_path = args.out / "gunicorn.log"
@@ -262,10 +291,12 @@ def main() -> int:
         report["ready_seconds"] = round(_wait_ready(port, proc, 120), 2)
         asyncio.run(load(port, paths, 4, 2_000, 5))                       # warm the page cache and workers
         levels = []
-        for connections in (int(c) for c in args.connections.split(",")):
+        for connections in sorted({1, 8} | {int(c) for c in args.connections.split(",")}):
             levels.append(asyncio.run(load(port, paths, connections, args.requests, args.seconds)))
             print(json.dumps(levels[-1]), file=sys.stderr)
         report["levels"] = levels
+        report["p99_ms"] = {f"{lv['connections']} conn": lv["p99_ms"] for lv in levels if lv["connections"] in (1, 8)}
+        report["beside_stalled"] = asyncio.run(beside_stalled(port, args.stalled, paths[0]))
         report["memory"] = gunicorn_memory(proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

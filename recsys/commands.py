@@ -208,7 +208,7 @@ def _metrics(args, settings: Settings) -> Any:
 def _serve(args, settings: Settings) -> Any:
     from recsys.serve.server import run_server
 
-    run_server(settings.warehouse, port=args.port, workers=args.workers, threads=args.threads,
+    run_server(settings.warehouse, port=args.port, workers=args.workers, connections=args.connections,
                settings=settings.serve, ab=settings.monitor.ab)
     return None
 
@@ -424,6 +424,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("serve", "serve the published recommendations over HTTP (gunicorn)")
     p.add_argument("--port", type=int, help="default from conf (serve.port: 8000)")
-    p.add_argument("--workers", type=int, help="gunicorn gthread workers (default from conf)")
-    p.add_argument("--threads", type=int, help="threads per worker (default from conf)")
+    p.add_argument("--workers", type=int, help="gunicorn gevent workers (default from conf)")
+    p.add_argument("--connections", type=int, help="open connections per worker (default from conf)")
     return parser

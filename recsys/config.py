@@ -60,7 +60,8 @@ class ConfidenceSettings(StrictModel):
          age measured from the newest interaction.
 
     ``event_weights``: per API event type naming an item (a click opens the item's page, so it is the "view"),
-    added once per event of that (user, item) in ``ops/events``; view < add_to_cart < purchase."""
+    added once per event type of that (user, item) in ``ops/events`` (repeats add nothing: events lift a pair by at
+    most Σ event_weights); view < add_to_cart < purchase."""
 
     alpha: float = Field(10.0, ge=0)
     base_weight: float = Field(0.0, ge=0)          # 1 with every other weight 0: each interaction counts 1

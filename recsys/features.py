@@ -79,7 +79,8 @@ EVENT_WEIGHT = "event_weight"   # Σ event weights of a (user, item) pair, see e
 
 
 def event_signals(spark: SparkSession, warehouse: Path, weights: dict[str, float]) -> DataFrame | None:
-    """Per (user_id, parent_asin) of ``ops/events``: the summed weight of its item events and the first one's time
+    """Per (user_id, parent_asin) of ``ops/events``: the summed weight of its item event types, each type once (a
+    repeated purchase adds nothing, so events lift a pair by at most Σ event_weights), and the first event's time
     (ms); None without an events table or weights. Impressions and scroll-ends name no item and weigh nothing."""
     weights = {t: w for t, w in weights.items() if w > 0}
     if not weights or not T.is_delta_table(Path(T.table_path(warehouse, C.EVENTS))):
@@ -88,9 +89,10 @@ def event_signals(spark: SparkSession, warehouse: Path, weights: dict[str, float
     return (T.read_table(spark, warehouse, C.EVENTS)
             .where(F.col("event_type").isin(sorted(weights)) & F.col(C.ITEM_ID).isNotNull()
                    & F.col(C.USER_ID).isNotNull())
+            .groupBy(C.USER_ID, C.ITEM_ID, "event_type")
+            .agg(F.min(F.unix_millis(F.col("ts"))).alias("_event_ts"))
             .groupBy(C.USER_ID, C.ITEM_ID)
-            .agg(F.sum(weight[F.col("event_type")]).alias(EVENT_WEIGHT),
-                 F.min(F.unix_millis(F.col("ts"))).alias("_event_ts")))
+            .agg(F.sum(weight[F.col("event_type")]).alias(EVENT_WEIGHT), F.min("_event_ts").alias("_event_ts")))
 
 
 def with_events(reviews: DataFrame, events: DataFrame | None) -> DataFrame:

@@ -109,10 +109,10 @@ def test_api_workers_refuse_a_misspelt_serve_key_and_leave_other_sections_alone(
     from recsys.serve.settings import ServeEnv
 
     monkeypatch.setenv("RECSYS_SPARK__MASTER", "local[1]")      # the jobs' key: not the workers' to judge
-    monkeypatch.setenv("RECSYS_SERVE__THREADS", "4")
-    assert ServeEnv().serve.threads == 4
-    monkeypatch.setenv("RECSYS_SERVE__THREDS", "4")
-    with pytest.raises(ValidationError, match=r"serve\.threds\n  Extra inputs are not permitted"):
+    monkeypatch.setenv("RECSYS_SERVE__CONNECTIONS", "4")
+    assert ServeEnv().serve.connections == 4
+    monkeypatch.setenv("RECSYS_SERVE__CONECTIONS", "4")
+    with pytest.raises(ValidationError, match=r"serve\.conections\n  Extra inputs are not permitted"):
         ServeEnv()
 
 

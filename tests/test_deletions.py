@@ -104,8 +104,9 @@ def world(spark, built_warehouse, tmp_path_factory) -> World:
     users, kept_user = listed[:2], listed[-1]
     users.append(_quarantined_user(spark, warehouse, {*users, kept_user}))
     for user in (users[0], kept_user):        # the API's local event log names them before the erasure
-        assert client.post("/v1/events", json={"event_type": "click", "user_id": user, "parent_asin": items[0],
-                                               "request_id": "r-before"}).status_code == 202
+        shown = client.get(f"/v1/users/{user}/recommendations").get_json()
+        assert client.post("/v1/events", json={"event_type": "impression", "user_id": user, "request_id": shown[
+            "request_id"], "items": [i["parent_asin"] for i in shown["items"]]}).status_code == 202
     item_drop, user_drop = root / "drops" / "items.csv", root / "drops" / "users.jsonl"
     item_drop.parent.mkdir()
     item_drop.write_text(ITEM_DROP + "".join(f"{i},takedown,2026-01-01T00:00:00Z\n" for i in items))
@@ -228,8 +229,10 @@ def test_the_api_forgets_them(world):
     events = world.store.settings.events_dir
     text = "".join(p.read_text() for p in events.glob("*.jsonl"))
     assert world.kept_user in text and world.users[0] not in text
-    accepted = world.client.post("/v1/events", json={"event_type": "click", "user_id": world.users[0],
-                                                     "parent_asin": world.items[1], "request_id": "r-after"})
+    shown = world.client.get(f"/v1/users/{world.users[0]}/recommendations").get_json()
+    accepted = world.client.post("/v1/events", json={"event_type": "impression", "user_id": world.users[0],
+                                                     "request_id": shown["request_id"],
+                                                     "items": [i["parent_asin"] for i in shown["items"]]})
     assert accepted.status_code == 202 and accepted.get_json()["accepted"] == 0
     assert world.users[0] not in "".join(p.read_text() for p in events.glob("*.jsonl"))
 

@@ -42,3 +42,11 @@ def test_what_the_dockerfile_copies_and_runs_exists():
     assert "conf/maven/fetch-jars.sh" in text and (ROOT / "conf/maven/fetch-jars.sh").is_file()
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".git", "data", "warehouse"} <= ignored
+
+
+def test_the_container_runs_as_a_non_root_user():
+    text = DOCKERFILE.read_text()
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, users
+    assert text.rindex("\nUSER ") > text.rindex("\nRUN "), "the last USER must come after every RUN"
+    assert re.search(rf"useradd .*--uid {users[-1].split(':')[0]}\b", text), "the user must be created in the image"

@@ -91,7 +91,8 @@ def test_api_events_weigh_in_and_event_only_pairs_become_interactions(spark, tmp
     got = {(users[r[C.USER_IDX]], items[r[C.ITEM_IDX]]): (r["weight"], r[C.CONFIDENCE], r[C.TIMESTAMP])
            for r in gold(spark, wh).collect()}
     assert set(got) == {("AU0001", "B000000001"), ("AU0002", "B000000002"), ("NEWUSER", "B000000002")}
-    assert got["AU0001", "B000000001"] == pytest.approx((1.0 + 1.0 + 2 * 0.2, 1 + 2 * 2.4, T0))   # review keeps ts
+    assert got["AU0001", "B000000001"] == pytest.approx((1.0 + 1.0 + 0.2, 1 + 2 * 2.2, T0))   # review keeps ts;
+    # the second click adds nothing: each event type counts once per pair
     assert got["AU0002", "B000000002"] == pytest.approx((1 / 5, 1 + 2 / 5, T0))     # no item event: review only
     event_ms = int(ts.timestamp() * 1000)
     assert got["NEWUSER", "B000000002"] == pytest.approx((0.5, 2.0, event_ms))      # event-only: its first event

@@ -8,8 +8,8 @@ One session (cascade browsing): ask for the user's recommendations, log the impr
 (leaving at each position with ``p_abandon``); on a click, maybe add to cart and purchase, then with ``p_next``
 open the clicked item's similar list (a rec → rec impression) and scan that too; a list scanned to its end with no
 click logs a ``scroll_end``. The session's events are posted in one batch when it ends, as a client SDK flushes.
-Event times come from a simulated clock (one user's sessions an hour apart, events a second apart, all in the
-past), so runs are reproducible for a seed whatever the machine's speed.
+Event times are the API's clock (it stamps every event it takes: a client never chooses them), so what a run
+reproduces for a seed is its events, not their times.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,9 +26,6 @@ import numpy as np
 
 from recsys.constants import ITEM_ID, USER_ID
 from recsys.synth import load_truth
-
-SESSION_SPACING = timedelta(hours=1)      # > the indicators' session gap: sessions never chain into rec → rec
-EVENT_SPACING = timedelta(seconds=1)
 
 
 class Client(Protocol):
@@ -87,10 +83,6 @@ class Behaviour:
     k: int = 10
 
 
-def _stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class Simulator:
     """Drives ``client`` with users drawn from the planted truth of a synthetic dump."""
 
@@ -103,13 +95,11 @@ class Simulator:
         self.counts: Counter[str] = Counter()
 
     def _scan(self, shown: list[str], cluster: int, request_id: str, user: str, events: list[dict],
-              clock: list[datetime], depth: int) -> None:
+              depth: int) -> None:
         b = self.behaviour
 
         def emit(kind: str, **fields: Any) -> None:
-            clock[0] += EVENT_SPACING
-            events.append({"event_type": kind, USER_ID: user, "request_id": request_id, "ts": _stamp(clock[0]),
-                           **fields})
+            events.append({"event_type": kind, USER_ID: user, "request_id": request_id, **fields})
 
         emit("impression", items=shown)
         for position, asin in enumerate(shown):
@@ -127,21 +117,20 @@ class Simulator:
                 status, body = self.client.get(f"/v1/items/{asin}/similar?k={b.k}")
                 self.counts[f"similar_{status}"] += 1
                 if status == 200 and body.get("items"):
-                    clock[0] += EVENT_SPACING
                     self._scan([i[ITEM_ID] for i in body["items"]], cluster, body["request_id"], user, events,
-                               clock, depth + 1)
+                               depth + 1)
             return
         emit("scroll_end")
 
-    def session(self, user: str, start: datetime) -> None:
-        """One session of ``user`` starting at ``start`` (simulated time)."""
+    def session(self, user: str) -> None:
+        """One session of ``user``."""
         status, body = self.client.get(f"/v1/users/{user}/recommendations?k={self.behaviour.k}")
         self.counts[f"recommendations_{status}"] += 1
         if status != 200 or not body.get("items"):
             return
         events: list[dict] = []
         self._scan([i[ITEM_ID] for i in body["items"]], self.users[user], body["request_id"], user, events,
-                   [start], 0)
+                   0)
         status, answer = self.client.post("/v1/events", events)
         self.counts[f"events_{status}"] += 1
         if status == 202:
@@ -153,9 +142,8 @@ class Simulator:
         truth file); returns request and event counts."""
         pool = sorted(user_ids if user_ids is not None else self.users)
         chosen = [pool[i] for i in self.rng.choice(len(pool), size=min(users, len(pool)), replace=False)]
-        base = datetime.now(timezone.utc) - SESSION_SPACING * (sessions + 1)
         for s in range(sessions):
             for user in chosen:
-                self.session(user, base + SESSION_SPACING * s)
+                self.session(user)
         return {"users": len(chosen), "sessions": len(chosen) * sessions, "behaviour": asdict(self.behaviour),
                 "counts": dict(sorted(self.counts.items()))}

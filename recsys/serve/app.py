@@ -6,14 +6,17 @@ The routes are one Blueprint (:data:`api`) of module-level views; each reads the
 Every answer is JSON, errors included (``{"error": {"code", "message"}}`` with a 4xx for bad input); a catch-all
 handler turns an unexpected exception into a JSON 500 that is logged, and the tests fuzz the routes so that no input
 reaches it. Responses are serialised with orjson straight from the memory-mapped arrays (float32 scores included).
+Every list carries a signed ``request_id`` (:mod:`recsys.serve.signing`), and ``POST /v1/events`` takes only events
+about such lists (:mod:`recsys.serve.admission`); ``/openapi.json`` describes it all (:mod:`recsys.serve.openapi`).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
+import secrets
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypedDict
@@ -25,11 +28,16 @@ from werkzeug.exceptions import HTTPException
 
 from recsys.constants import ITEM_ID, MODEL, RANK, SCORE, USER_ID, VERSION
 from recsys.ids import is_valid_id
+from recsys.serve.admission import admit
 from recsys.serve.denylist import DenyList
+from recsys.serve.errors import ApiError
 from recsys.serve.events import VARIANT, EventError, validate_event
 from recsys.serve.experiment import ABSettings
+from recsys.serve.ledger import Ledger
 from recsys.serve.metrics import CONTENT_TYPE, Metrics
+from recsys.serve.openapi import build_spec
 from recsys.serve.settings import ServeSettings
+from recsys.serve.signing import Signer
 from recsys.serve.snapshot import METHODS, Snapshot
 from recsys.serve.store import ServingState, SnapshotStore
 from recsys.serve.variants import AssignedEventLog, VariantRouter
@@ -39,16 +47,9 @@ access_log = logging.getLogger("recsys.serve.access")
 
 K_PATTERN = re.compile(r"[0-9]{1,9}")            # decimal digits (fullmatch); the cap keeps int() cheap
 FALLBACK_MODEL = "popularity"
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-
-
-class ApiError(Exception):
-    """A client-facing error: HTTP status, a stable machine code and a human message."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -113,6 +114,20 @@ def _exclude(params: dict[str, str], settings: ServeSettings) -> frozenset[str]:
     return frozenset(asins)
 
 
+def _body(limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes whether its length is declared or it is chunked
+    (werkzeug cuts a chunked body at the limit and hands on the truncated JSON, a 400 that hides the cause)."""
+    declared = request.content_length
+    if declared is None and not request.environ.get("wsgi.input_terminated"):
+        return b""                                  # no length and no chunked framing: WSGI says no body
+    if declared is not None and declared > limit:
+        raise ApiError(413, "request_entity_too_large", f"the body is over {limit} bytes")
+    data = request.environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "request_entity_too_large", f"the body is over {limit} bytes")
+    return data
+
+
 def _ready(store: SnapshotStore) -> tuple[Snapshot, DenyList]:
     state: ServingState = store.state          # read once: a concurrent swap cannot mix two versions
     if state.snapshot is None:
@@ -169,6 +184,9 @@ class Runtime(TypedDict):
     router: VariantRouter
     events: AssignedEventLog
     metrics: Metrics
+    signer: Signer
+    ledger: Ledger
+    openapi: bytes
 
 
 def _runtime() -> Runtime:
@@ -180,8 +198,9 @@ def _endpoint() -> str:
     return request.endpoint.removeprefix(f"{api.name}.") if request.endpoint else "unmatched"
 
 
-def _request_id() -> str:
-    g.request_id = uuid.uuid4().hex
+def _request_id(user_id: str, items: list[dict[str, Any]]) -> str:
+    """The signed id of the list ``items`` served to ``user_id`` ("" if to no user): what events must echo."""
+    g.request_id = _runtime()["signer"].sign(time.time_ns() // 1_000_000, user_id, [i[ITEM_ID] for i in items])
     return g.request_id
 
 
@@ -212,7 +231,9 @@ def _finish(response: Response) -> Response:
 
 @api.app_errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
-    return _error(exc.status, exc.code, exc.message)
+    response = _error(exc.status, exc.code, exc.message)
+    response.headers.update(exc.headers)
+    return response
 
 
 @api.app_errorhandler(HTTPException)
@@ -254,7 +275,7 @@ def user_recommendations(user_id: str) -> Response:
         items = _popular(snapshot, category, k, denylist, exclude)
         model, source = FALLBACK_MODEL, "popular"
     body = {USER_ID: user_id, VERSION: snapshot.version, MODEL: model, "source": source,
-            "request_id": _request_id(), "items": items}
+            "request_id": _request_id(user_id, items), "items": items}
     if variant is not None:
         body[VARIANT] = variant
     return _json(body)
@@ -282,7 +303,7 @@ def similar_items(parent_asin: str) -> Response:
                 method = candidate
                 break
     return _json({ITEM_ID: parent_asin, VERSION: snapshot.version, "method": method,
-                  "request_id": _request_id(), "items": items})
+                  "request_id": _request_id("", items), "items": items})
 
 
 @api.get("/v1/popular")
@@ -292,17 +313,19 @@ def popular() -> Response:
     k = _k(params, runtime["settings"])
     snapshot, denylist = _ready(runtime["store"])
     category = _category(params, snapshot)
-    return _json({VERSION: snapshot.version, "category": params.get("category"), "request_id": _request_id(),
-                  "items": _popular(snapshot, category, k, denylist, frozenset())})
+    items = _popular(snapshot, category, k, denylist, frozenset())
+    return _json({VERSION: snapshot.version, "category": params.get("category"), "request_id": _request_id("", items),
+                  "items": items})
 
 
 @api.post("/v1/events")
 def post_events() -> Response:
+    """Events about lists the API served (the rules: :mod:`recsys.serve.admission`); 202 once stored and fsynced."""
     runtime = _runtime()
     settings = runtime["settings"]
     _params(frozenset())
     try:
-        body = orjson.loads(request.get_data(cache=False))
+        body = orjson.loads(_body(settings.max_body_bytes))
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "the body must be a JSON object or a list of them") from None
     batch = body if isinstance(body, list) else [body]
@@ -314,11 +337,23 @@ def post_events() -> Response:
     except EventError as exc:
         raise ApiError(400, "invalid_event", str(exc)) from None
     state = runtime["store"].state
-    records = [r for r in records if not state.denylist.user_erased(r[USER_ID])]   # erased: never stored
     snapshot = state.snapshot
-    ids = runtime["events"].append(records, snapshot.version if snapshot else None,
-                                   snapshot.model if snapshot else None) if records else []
-    return _json({"accepted": len(ids), "event_ids": ids}, 202)
+    event_log = runtime["events"]
+
+    def known_user(user_id: str) -> bool:
+        served = runtime["router"].route(user_id)[1]
+        return served is not None and served.user_slice(user_id) is not None
+
+    def store(kept: list[dict[str, Any]]) -> list[str]:
+        kept = [r for r in kept if not state.denylist.user_erased(r[USER_ID])]     # erased: never stored
+        return event_log.append(kept, snapshot.version if snapshot else None,
+                          snapshot.model if snapshot else None) if kept else []
+
+    admitted = admit(records, signer=runtime["signer"], ledger=runtime["ledger"], settings=settings,
+                     client=request.remote_addr or "-", known_user=known_user, now_s=now.timestamp(), store=store,
+                     log_bytes=event_log.folder_bytes)
+    return _json({"accepted": len(admitted.event_ids), "event_ids": admitted.event_ids,
+                  "duplicates": admitted.duplicates}, 202)
 
 
 @api.get("/health")
@@ -337,8 +372,22 @@ def ready() -> Response:
 
 @api.get("/metrics")
 def prometheus() -> Response:
+    """Prometheus text; with ``serve.metrics_token`` set, for a bearer of it, else for loopback clients only."""
     runtime = _runtime()
+    token = runtime["settings"].metrics_token
+    if token is None:
+        if request.remote_addr not in LOOPBACK:
+            raise ApiError(403, "forbidden", "/metrics answers loopback clients only (serve.metrics_token unset)")
+    elif not hmac.compare_digest(request.headers.get("Authorization", "").encode(),
+                                 f"Bearer {token.get_secret_value()}".encode()):
+        raise ApiError(401, "unauthorized", "/metrics wants Authorization: Bearer <serve.metrics_token>",
+                       {"WWW-Authenticate": "Bearer"})
     return Response(runtime["metrics"].render(runtime["store"]), mimetype=None, content_type=CONTENT_TYPE)
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    return Response(_runtime()["openapi"], mimetype="application/json")
 
 
 # --- the app -------------------------------------------------------------------------------------------------
@@ -363,7 +412,15 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.url_map.merge_slashes = False          # "/v1//popular" is a JSON 404, not an HTML redirect
+    assert settings.ledger_path is not None
+    keys = [key.get_secret_value() for key in settings.signing_keys]
+    if not keys:
+        log.warning("serve.signing_keys unset: this app signs with a key of its own, so its request ids are not "
+                    "taken by another process")
+        keys = [secrets.token_hex(32)]
     app.extensions[EXTENSION] = Runtime(settings=settings, store=store, router=router,
-                                        events=AssignedEventLog(settings.events_dir, router), metrics=Metrics())
+                                        events=AssignedEventLog(settings.events_dir, router), metrics=Metrics(),
+                                        signer=Signer(keys), ledger=Ledger(settings.ledger_path),
+                                        openapi=orjson.dumps(build_spec(settings.max_k, settings.max_event_batch)))
     app.register_blueprint(api)
     return app

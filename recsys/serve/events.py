@@ -10,8 +10,9 @@ written whole by one ``write`` call; a last line without ``\\n`` is a torn write
 A file of a past UTC day whose mtime is older than a minute is closed for good and can be deleted once merged.
 Erasure never edits a file in place: it renames a rewritten copy over it (:func:`rewrite_event_file`).
 Record fields: ``event_id``, ``event_type``, ``user_id``, ``parent_asin`` (or null), ``request_id``, ``items``
-(list or null), ``variant`` (or null), ``ts`` (ISO-8601 UTC, client time if sent, else receipt), ``received_at``
-(ISO-8601 UTC), ``version`` and ``model`` (the snapshot current when the event arrived, or null).
+(list or null), ``variant`` (or null), ``ts`` (ISO-8601 UTC, the server's clock when the event was taken: a client
+never chooses where an event falls in the train/test split), ``received_at`` (ISO-8601 UTC, when written),
+``version`` and ``model`` (the snapshot current when the event arrived, or null).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,7 @@ REQUEST_ID = "request_id"
 ITEMS = "items"
 VARIANT = "variant"
 TS = "ts"
-FIELDS = frozenset({EVENT_TYPE, USER_ID, ITEM_ID, REQUEST_ID, ITEMS, VARIANT, TS})
-EARLIEST_TS = datetime(2000, 1, 1, tzinfo=timezone.utc)
-MAX_CLOCK_SKEW = timedelta(days=1)
+FIELDS = frozenset({EVENT_TYPE, USER_ID, ITEM_ID, REQUEST_ID, ITEMS, VARIANT})
 FILE_MODE = 0o640
 _HOST = re.sub(r"[^A-Za-z0-9_\-]", "_", socket.gethostname())[:32] or "host"
 
@@ -54,30 +53,12 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _parse_ts(value: Any, now: datetime) -> datetime:
-    """ISO-8601 string (naive = UTC) or integer epoch milliseconds, between 2000 and now + 1 day."""
-    if isinstance(value, bool):
-        raise EventError("ts must be an ISO-8601 string or epoch milliseconds")
-    try:
-        if isinstance(value, int):
-            moment = datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
-        elif isinstance(value, str) and len(value) <= 40:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
-        else:
-            raise EventError("ts must be an ISO-8601 string or epoch milliseconds")
-    except (ValueError, OverflowError, OSError) as exc:
-        raise EventError("ts must be an ISO-8601 string or epoch milliseconds") from exc
-    if not EARLIEST_TS <= moment <= now + MAX_CLOCK_SKEW:
-        raise EventError("ts is out of range")
-    return moment
-
-
 def validate_event(body: Any, max_items: int, now: datetime) -> dict[str, Any]:
     """The normalised record for one event object, or :class:`EventError` saying what is wrong."""
     if not isinstance(body, dict):
         raise EventError("an event must be a JSON object")
+    if TS in body:
+        raise EventError("ts is set by the server's clock; do not send it")
     unknown = set(body) - FIELDS
     if unknown:
         raise EventError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}")
@@ -109,7 +90,7 @@ def validate_event(body: Any, max_items: int, now: datetime) -> dict[str, Any]:
         REQUEST_ID: ident(REQUEST_ID, True),
         ITEMS: items,
         VARIANT: ident(VARIANT, False),
-        TS: _iso(_parse_ts(body[TS], now) if body.get(TS) is not None else now),
+        TS: _iso(now),
     }
 
 
@@ -171,6 +152,13 @@ class EventLog:
             self._day = day
             fsync_dir(self.folder)                 # make the new file's name durable too
         return self._fd
+
+    def folder_bytes(self) -> int:
+        """Bytes of every log file in the folder (every worker's): what the disk quota counts."""
+        try:
+            return sum(entry.stat().st_size for entry in os.scandir(self.folder) if entry.name.endswith(".jsonl"))
+        except FileNotFoundError:
+            return 0
 
     def close(self) -> None:
         if self._fd is not None:

@@ -1,18 +1,25 @@
 """Start the API under gunicorn (``recsys serve``): prepare the snapshot once, then exec gunicorn.
 
-Why gthread, 2 workers x 8 threads by default: measured on 2 cores (benchmarks/bench_api.py) it gives p99 ~2 ms at low
-concurrency and ~3.2-3.6k req/s at 32 connections, and memory-mapped snapshots keep extra workers cheap. Building
-the snapshot here, before the exec, means workers start by mapping files (milliseconds) and the build's peak memory
-is returned to the system by the exec.
+Why gevent workers (:mod:`recsys.serve.worker`), 2 by default: a stalled client holds a greenlet, not a thread, so it
+cannot starve the others, and on 2 cores two single-threaded workers serve lookups without contending for a GIL
+(benchmarks/bench_api.py); memory-mapped snapshots keep extra workers cheap. Building the snapshot here, before the
+exec, means workers start by mapping files (milliseconds) and the build's peak memory is returned by the exec.
+
+gunicorn parses the request before the app sees it; its limits are set here so that what the app can refuse better
+reaches it (a request line up to gunicorn's maximum, 8190 bytes: an over-long id gets the app's 400), and what
+gunicorn still refuses is answered in the app's JSON error shape by the worker class.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import NoReturn
+
+from pydantic import SecretStr
 
 from recsys.serve.experiment import ABSettings
 from recsys.serve.settings import ServedMonitorSettings, ServeSettings
@@ -22,14 +29,22 @@ from recsys.serve.variants import build_pinned
 log = logging.getLogger(__name__)
 
 WSGI_APP = "recsys.serve.wsgi:app"
+WORKER_CLASS = "recsys.serve.worker.JsonGeventWorker"
+LIMIT_REQUEST_LINE = 8190          # gunicorn's maximum; longer: 414 uri_too_long
+LIMIT_REQUEST_FIELDS = 100         # headers per request; more: 431
+LIMIT_REQUEST_FIELD_SIZE = 8190    # bytes per header line; longer: 431
+KEEPALIVE_S = 5                    # idle wait for the next request's headers on a connection
 
 
 def gunicorn_command(settings: ServeSettings) -> list[str]:
     """The argv that runs the API under gunicorn with ``settings`` (this interpreter, so the same venv)."""
     command = [sys.executable, "-m", "gunicorn", WSGI_APP,
-               "--worker-class", "gthread", "--workers", str(settings.workers), "--threads", str(settings.threads),
-               "--bind", f"{settings.host}:{settings.port}", "--timeout", "60", "--graceful-timeout", "15",
-               "--keep-alive", "5", "--error-logfile", "-", "--log-level", "info"]
+               "--worker-class", WORKER_CLASS, "--workers", str(settings.workers),
+               "--worker-connections", str(settings.connections), "--bind", f"{settings.host}:{settings.port}",
+               "--timeout", "60", "--graceful-timeout", "15", "--keep-alive", str(KEEPALIVE_S),
+               "--limit-request-line", str(LIMIT_REQUEST_LINE), "--limit-request-fields", str(LIMIT_REQUEST_FIELDS),
+               "--limit-request-field_size", str(LIMIT_REQUEST_FIELD_SIZE),
+               "--error-logfile", "-", "--log-level", "info"]
     if _gunicorn_knows("control_socket_disable"):   # gunicorn >= 27: no shared socket under $HOME to collide on
         command.append("--no-control-socket")
     if Path("/dev/shm").is_dir():   # worker heartbeat files in tmpfs: a slow disk cannot get workers killed
@@ -59,6 +74,10 @@ def prepare(warehouse: Path | str, settings: ServeSettings, ab: ABSettings | Non
         raise FileNotFoundError(f"warehouse not found: {warehouse}")
     settings = settings.resolved(warehouse)
     assert settings.snapshot_dir is not None
+    if not settings.signing_keys:       # one key for every worker of this start, so each takes the others' ids
+        log.warning("serve.signing_keys unset: signing with a key made for this start; request ids served before "
+                    "a restart will not be taken after it")
+        settings = settings.model_copy(update={"signing_keys": [SecretStr(secrets.token_hex(32))]})
     try:
         folder = build_snapshot(warehouse, settings.snapshot_dir, keep=settings.keep_snapshots)
         log.info("serving snapshot %s", folder)
@@ -71,10 +90,11 @@ def prepare(warehouse: Path | str, settings: ServeSettings, ab: ABSettings | Non
 
 
 def run_server(warehouse: Path | str, port: int | None = None, workers: int | None = None,
-               threads: int | None = None, settings: ServeSettings | None = None,
+               connections: int | None = None, settings: ServeSettings | None = None,
                ab: ABSettings | None = None) -> NoReturn:
     """Prepare the snapshot, then replace this process with gunicorn serving the API (does not return)."""
-    overrides = {k: v for k, v in {"port": port, "workers": workers, "threads": threads}.items() if v is not None}
+    overrides = {k: v for k, v in {"port": port, "workers": workers, "connections": connections}.items()
+                 if v is not None}
     settings = prepare(warehouse, (settings or ServeSettings()).model_copy(update=overrides), ab)
     command = gunicorn_command(settings)
     sys.stdout.flush()

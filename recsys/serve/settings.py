@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.serve.experiment import ABSettings
@@ -23,8 +23,9 @@ class ServeSettings(StrictModel):
 
     host: str = "127.0.0.1"                     # 0.0.0.0 inside a container
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(2, ge=1)               # gthread workers; measured best on 2 cores: 2 x 8 threads
-    threads: int = Field(8, ge=1)
+    workers: int = Field(2, ge=1)               # gevent workers (recsys.serve.worker); one per core
+    connections: int = Field(1000, ge=1)        # open connections per worker (stalled ones included)
+    request_timeout_s: float = Field(10.0, gt=0)   # to receive a request's body and answer it; else 408
     max_k: int = Field(100, ge=1)
     default_k: int = Field(10, ge=1)
     max_exclude: int = Field(100, ge=0)         # asins accepted in ?exclude=
@@ -36,11 +37,36 @@ class ServeSettings(StrictModel):
     access_log: bool = True                     # one key=value line per request (no ids: paths hold user ids)
     snapshot_dir: Path | None = None            # default <warehouse>/_serving/snapshots
     events_dir: Path | None = None              # default <warehouse>/_serving/events
+    # Trusted events (recsys.serve.admission). Keys: the first signs, all verify; set them with
+    # RECSYS_SERVE__SIGNING_KEYS='["new","old"]' rather than in a file. None set: recsys serve makes one per start.
+    signing_keys: list[SecretStr] = Field(default_factory=list)
+    event_window_s: float = Field(86400.0, gt=0)    # events are taken this long after their list was served
+    events_per_s: float = Field(10.0, gt=0)     # per client (remote address): events refilled per second ...
+    events_burst: int = Field(200, ge=1)        # ... up to this many at once (>= max_event_batch)
+    events_max_bytes: int = Field(1 << 30, ge=1)   # disk quota of events_dir; full: 507 until compaction
+    ledger_path: Path | None = None             # default <warehouse>/_serving/ledger.sqlite
+    metrics_token: SecretStr | None = None      # /metrics wants "Authorization: Bearer <token>"; None: loopback only
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        if any(len(key.get_secret_value()) < 16 for key in keys):
+            raise ValueError("signing keys must be at least 16 characters")
+        return keys
+
+    @field_serializer("signing_keys", "metrics_token", when_used="json")
+    def _reveal(self, value: list[SecretStr] | SecretStr | None) -> list[str] | str | None:
+        """JSON is how ``recsys serve`` hands the settings to its workers (``RECSYS_SERVE``), secrets included."""
+        if isinstance(value, list):
+            return [key.get_secret_value() for key in value]
+        return None if value is None else value.get_secret_value()
 
     @model_validator(mode="after")
     def _k_within_bounds(self) -> "ServeSettings":
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        if self.events_burst < self.max_event_batch:
+            raise ValueError(f"events_burst ({self.events_burst}) must admit a full batch ({self.max_event_batch})")
         return self
 
     def resolved(self, warehouse: Path | str) -> "ServeSettings":
@@ -49,6 +75,7 @@ class ServeSettings(StrictModel):
         return self.model_copy(update={
             "snapshot_dir": (self.snapshot_dir or root / SERVING_DIR / "snapshots").resolve(),
             "events_dir": (self.events_dir or root / SERVING_DIR / "events").resolve(),
+            "ledger_path": (self.ledger_path or root / SERVING_DIR / "ledger.sqlite").resolve(),
         })
 
 

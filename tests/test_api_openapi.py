@@ -1,0 +1,84 @@
+"""/openapi.json describes every route, and real answers — successes and refusals — validate against it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from recsys.serve.app import create_app
+from test_serve import make_warehouse, serve_settings
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    warehouse = make_warehouse(tmp_path_factory.mktemp("openapi") / "wh")
+    return create_app(warehouse, serve_settings(signing_keys=["k" * 32], events_burst=100, events_per_s=0.01))
+
+
+@pytest.fixture(scope="module")
+def spec(app):
+    response = app.test_client().get("/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    return response.get_json()
+
+
+def _validator(spec: dict, schema: dict) -> Draft202012Validator:
+    return Draft202012Validator({**schema, "components": spec["components"]})
+
+
+def _check(spec: dict, template: str, method: str, response) -> None:
+    """The answer's body validates against what the spec says ``method template`` answers with its status."""
+    responses = spec["paths"][template][method.lower()]["responses"]
+    described = responses.get(str(response.status_code), responses.get("default"))
+    assert described is not None, f"{method} {template} {response.status_code} is not described"
+    schema = described["content"][response.mimetype]["schema"]
+    _validator(spec, schema).validate(response.get_json())
+
+
+def test_every_route_and_method_is_described(app, spec):
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
+              for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    described = {(path, method) for path, operations in spec["paths"].items() for method in operations}
+    assert routes == described
+    assert spec["openapi"].startswith("3.1")
+
+
+def test_real_answers_validate_against_the_spec(app, spec):
+    client = app.test_client()
+    mine = client.get("/v1/users/U1/recommendations?k=3")
+    for template, url in [
+        ("/v1/users/{user_id}/recommendations", "/v1/users/U1/recommendations?k=3"),
+        ("/v1/users/{user_id}/recommendations", "/v1/users/NEW/recommendations?exclude=I01"),
+        ("/v1/users/{user_id}/recommendations", "/v1/users/U1/recommendations?k=0"),
+        ("/v1/users/{user_id}/recommendations", "/v1/users/U1/recommendations?category=Nope"),
+        ("/v1/items/{parent_asin}/similar", "/v1/items/I01/similar?method=als"),
+        ("/v1/items/{parent_asin}/similar", "/v1/items/I99/similar"),
+        ("/v1/popular", "/v1/popular?k=2"),
+        ("/health", "/health"),
+        ("/ready", "/ready"),
+    ]:
+        _check(spec, template, "GET", client.get(url))
+    for refused in (client.post("/v1/users/U1/recommendations"), client.get("/nowhere")):     # 405, 404
+        _validator(spec, {"$ref": "#/components/schemas/Error"}).validate(refused.get_json())
+    body = mine.get_json()
+    items = [i["parent_asin"] for i in body["items"]]
+    events = [{"event_type": "impression", "user_id": "U1", "request_id": body["request_id"], "items": items},
+              {"event_type": "click", "user_id": "U1", "request_id": body["request_id"], "parent_asin": items[0]}]
+    for sent in (events, events, events[1] | {"parent_asin": "I99"}, {"event_type": "like"}, [events[0]] * 101,
+                 [events[0]] * 100):
+        _check(spec, "/v1/events", "POST", client.post("/v1/events", json=sent))        # 202, 202, 403, 400, 400, 429
+    assert client.post("/v1/events", json=[events[0]] * 100).status_code == 429
+
+
+def test_the_event_contract_in_the_spec_is_the_one_the_api_keeps(spec):
+    body = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    validator = _validator(spec, body)
+    good = {"event_type": "click", "user_id": "U1", "request_id": "a" * 55, "parent_asin": "I01"}
+    validator.validate(good)
+    validator.validate([good] * 100)
+    for bad in (good | {"ts": "2024-01-01T00:00:00Z"}, good | {"user_id": "U1\n"}, good | {"event_type": "like"},
+                [good] * 101, []):
+        assert not validator.is_valid(bad), bad
