@@ -8,6 +8,7 @@ pipeline on it, then times, on the same warehouse:
 2. one more batch of the same size with ``purge_history=False`` (MERGE + VACUUM only);
 3. a full republish (``recsys.publish.publish``): the alternative to editing the published lists in place.
 
+``--base DIR`` starts the timed part from a copy of the warehouse a ``--build-only`` run left in ``DIR``.
 Each deletion run reports seconds per table and rows removed (see ``recsys.catalog.apply``). Not a test: it takes
 20+ minutes on 2 cores. Run it in the background:
 
@@ -17,6 +18,7 @@ Each deletion run reports seconds per table and rows removed (see ``recsys.catal
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -68,6 +70,9 @@ def main() -> int:
     p.add_argument("--driver-memory", default="8g")
     p.add_argument("--reuse", action="store_true", help="reuse the dump and warehouse of a previous run")
     p.add_argument("--build-only", action="store_true", help="stop after the dump and the pipeline")
+    p.add_argument("--base", type=Path, default=None,
+                   help="start from a copy of the warehouse of a --build-only run (its --out folder): the timed "
+                        "part alone, repeatable on the same starting point")
     args = p.parse_args()
 
     from recsys.logs import setup_logging
@@ -86,7 +91,10 @@ def main() -> int:
     spark = get_spark(settings.spark)
     results: dict[str, object] = {"users": args.users, "items": args.items, "reviews": args.reviews,
                                   "erase": args.erase, "delete": args.delete, "models": args.models}
-    if not (args.reuse and (settings.warehouse / C.PUBLISHED).is_dir()):
+    if args.base is not None:
+        shutil.rmtree(settings.warehouse, ignore_errors=True)
+        shutil.copytree(args.base / "wh", settings.warehouse, symlinks=True)
+    elif not (args.reuse and (settings.warehouse / C.PUBLISHED).is_dir()):
         _timed("synth_seconds", results, generate, settings.source, settings.synth, progress=False)
         _timed("pipeline_seconds", results, run_pipeline, spark, settings)
     results["tables_before"] = _sizes(settings.warehouse)

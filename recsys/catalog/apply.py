@@ -5,9 +5,12 @@ Order of a run, each step safe to repeat:
 1. Repair directory swaps a crash left half-done (:mod:`recsys.catalog.swap`).
 2. Keep only requests not applied yet (``ops/deletions``): a drop applied twice changes nothing.
 3. Land them as *pending* rows in ``ops/deletions``: the API denies them from its next request on.
-4. One MERGE per Delta table (:mod:`recsys.catalog.cascade`); users whose current list fell below K are
+4. One commit per Delta table (:mod:`recsys.catalog.cascade`: a MERGE, a rewrite of a list table most of whose
+   lists change, or — when the run purges history — one write into a fresh directory that replaces the table,
+   which step 5 then has nothing left to do for); users whose current list fell below K are
    re-scored from the production model (:func:`recsys.publish.refill_short_lists`); then model factors, event
-   logs (:mod:`recsys.catalog.files`) and the serving snapshots (:mod:`recsys.serve.maintenance`).
+   logs (:mod:`recsys.catalog.files`) and the serving snapshots (:mod:`recsys.serve.maintenance`), rebuilt in a
+   child process as soon as the published tables are final, while the rest of the warehouse is cascaded.
 5. Make the removed rows unrecoverable: VACUUM every changed table, or — when users were erased and
    ``purge_history`` is on (the default) — rewrite those tables into fresh directories (:mod:`.history`).
 6. Complete the ``ops/deletions`` rows (``applied_at``, rows removed per table); API workers then map the rebuilt
@@ -36,12 +39,15 @@ from recsys.config import Settings
 from recsys.logs import step
 from recsys.publish import refill_short_lists
 from recsys.serve.denylist import KIND_ITEM, KIND_USER
-from recsys.serve.maintenance import refresh_snapshots
+from recsys.serve.maintenance import SnapshotRefresh
 
 log = logging.getLogger(__name__)
 
 EVENT_LOGS = "_serving/events"
 RECS = (C.RECS_USER_TOPK, C.RECS_SIMILAR_ITEMS, C.RECS_POPULAR)
+# Cascaded first: the refill reads the indexes (who is erased, what is deleted) and interactions (what was seen),
+# the snapshot reads the lists and silver/items; the rest of the warehouse is cascaded while the snapshot builds.
+READ_BY_REFILL_AND_SNAPSHOT = frozenset({*RECS, C.ITEM_INDEX, C.USER_INDEX, C.INTERACTIONS, C.SILVER_ITEMS})
 
 
 def deletion_settings(settings: Settings) -> DeletionSettings:
@@ -91,10 +97,12 @@ def apply_rows(spark: SparkSession, settings: Settings, rows: Sequence[DropRow],
                    items=sum(r.kind == KIND_ITEM for r in requests), users=sum(r.kind == KIND_USER for r in requests))
         if requests:
             ledger.record_pending(spark, warehouse, requests)
-            removed, changed, extra = _cascade(spark, settings, requests, salt)
             purged = purge and rec["users"] > 0
+            removed, changed, extra = _cascade(spark, settings, requests, salt, purged)
             started = time.perf_counter()
             for rel in changed:
+                if rel in extra["fresh"]:
+                    continue                   # written into a fresh directory: no history left to purge
                 if purged:
                     history.rewrite(spark, warehouse, rel)
                 else:
@@ -112,23 +120,30 @@ def apply_rows(spark: SparkSession, settings: Settings, rows: Sequence[DropRow],
 
 
 def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.Request],
-             salt: str) -> tuple[dict[str, dict[str, int]], list[str], dict]:
-    """Every table and file; returns rows removed per id_hash per table, the Delta tables changed, and extras."""
+             salt: str, fresh: bool) -> tuple[dict[str, dict[str, int]], list[str], dict]:
+    """Every table and file; returns rows removed per id_hash per table, the Delta tables changed, and extras.
+    ``fresh``: each changed table is written once into a fresh directory (its history purged on the way)."""
     warehouse = Path(settings.warehouse).resolve()
     items = {r.id: r.id_hash for r in requests if r.kind == KIND_ITEM}
     users = {r.id: r.id_hash for r in requests if r.kind == KIND_USER}
     batch = cascade.build_batch(spark, warehouse, salt, items, users)
     plans = cascade.combine(cascade.item_plans(spark, warehouse, batch), cascade.user_plans(spark, warehouse, batch))
     removed: dict[str, dict[str, int]] = defaultdict(dict)
-    changed, seconds = [], {}
-    for rel in sorted(plans):
-        started = time.perf_counter()
-        outcome = cascade.apply_plan(spark, warehouse, rel, plans[rel], settings.publish.rewrite_share)
-        seconds[rel] = round(time.perf_counter() - started, 2)
-        if outcome.changed:
-            changed.append(rel)
-        for digest, n in outcome.removed.items():
-            removed[digest][rel] = n
+    changed, written_fresh, seconds = [], [], {}
+
+    def apply(rels: Sequence[str]) -> None:
+        for rel in rels:
+            started = time.perf_counter()
+            outcome = cascade.apply_plan(spark, warehouse, rel, plans[rel], settings.publish.rewrite_share, fresh)
+            seconds[rel] = round(time.perf_counter() - started, 2)
+            if outcome.changed:
+                changed.append(rel)
+            if outcome.fresh:
+                written_fresh.append(rel)
+            for digest, n in outcome.removed.items():
+                removed[digest][rel] = n
+
+    apply(sorted(rel for rel in plans if rel in READ_BY_REFILL_AND_SNAPSHOT))
     refill = {}
     if items and T.is_delta_table(Path(T.table_path(warehouse, C.RECS_USER_TOPK))):
         started = time.perf_counter()
@@ -136,26 +151,33 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
         seconds["refill"] = round(time.perf_counter() - started, 2)
         if refill["refilled"] and C.RECS_USER_TOPK not in changed:
             changed.append(C.RECS_USER_TOPK)
-    started = time.perf_counter()
-
-    user_idx = {r[C.USER_IDX]: r["id_hash"] for r in batch.user_idx.collect()} if batch.user_idx else {}
-    item_idx = {r[C.ITEM_IDX]: r["id_hash"] for r in batch.item_idx.collect()} if batch.item_idx else {}
-    for folder, gone in drop_model_rows(warehouse, user_idx, item_idx).items():
-        owners = user_idx if folder.endswith("user_factors") else item_idx
-        for idx in gone:
-            removed[owners[idx]][folder] = 1
-    events = settings.serve.resolved(warehouse).events_dir
-    assert events is not None
-    for digest, n in scrub_event_logs(events, users).items():
-        removed[digest][EVENT_LOGS] = n
-    quality_purged = purge_quality_artifacts(warehouse, settings) if users else []
     recs_changed = any(rel in changed for rel in RECS)
-    seconds["files"] = round(time.perf_counter() - started, 2)
+    # The published tables are final: the snapshot builds (in a child process) while the rest is cascaded.
+    snapshot = SnapshotRefresh(warehouse, settings.serve, rebuild=recs_changed) if recs_changed or users else None
+    try:
+        apply(sorted(rel for rel in plans if rel not in READ_BY_REFILL_AND_SNAPSHOT))
+        started = time.perf_counter()
+        user_idx = {r[C.USER_IDX]: r["id_hash"] for r in batch.user_idx.collect()} if batch.user_idx else {}
+        item_idx = {r[C.ITEM_IDX]: r["id_hash"] for r in batch.item_idx.collect()} if batch.item_idx else {}
+        for folder, gone in drop_model_rows(warehouse, user_idx, item_idx).items():
+            owners = user_idx if folder.endswith("user_factors") else item_idx
+            for idx in gone:
+                removed[owners[idx]][folder] = 1
+        events = settings.serve.resolved(warehouse).events_dir
+        assert events is not None
+        for digest, n in scrub_event_logs(events, users).items():
+            removed[digest][EVENT_LOGS] = n
+        quality_purged = purge_quality_artifacts(warehouse, settings) if users else []
+        seconds["files"] = round(time.perf_counter() - started, 2)
+    except BaseException:
+        if snapshot is not None:
+            snapshot.cancel()
+        raise
     started = time.perf_counter()
-    rebuilt = refresh_snapshots(warehouse, settings.serve, rebuild=recs_changed) if recs_changed or users else False
-    seconds["snapshot"] = round(time.perf_counter() - started, 2)
+    rebuilt = snapshot.finish() if snapshot is not None else False
+    seconds["snapshot_wait"] = round(time.perf_counter() - started, 2)
     return removed, changed, {"snapshot_rebuilt": rebuilt, "seconds": seconds, "refill": refill,
-                              "quality_artifacts_purged": quality_purged}
+                              "fresh": written_fresh, "quality_artifacts_purged": quality_purged}
 
 
 def purge_quality_artifacts(warehouse: Path, settings: Settings) -> list[str]:

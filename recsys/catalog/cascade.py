@@ -1,4 +1,7 @@
-"""The cascade over Delta tables: for each table, ONE atomic MERGE removes every id of a batch.
+"""The cascade over Delta tables: for each table, ONE commit removes every id of a batch.
+
+The commit is a MERGE, or an overwrite of a ranked-list table most of whose lists change; when the run purges
+history (an erasure), each changed table is instead written once into a fresh directory that replaces it.
 
 Deleted items leave ``silver/*`` and ``gold/interactions``, are tombstoned in ``gold/item_index`` (``deleted``),
 and are cut out of every ranked list in ``gold/recs_*`` with the gap closed: the next candidate (the spares the
@@ -30,6 +33,7 @@ from pyspark.sql import functions as F
 
 from recsys import constants as C
 from recsys import tables as T
+from recsys.catalog import history
 from recsys.catalog.mentions import ID_HASH, mention_hits, owner_of_json_line, text_columns
 
 log = logging.getLogger(__name__)
@@ -275,16 +279,30 @@ def _union(frames: Iterable[DataFrame]) -> DataFrame | None:
 class Outcome:
     changed: bool                       # a commit was made
     removed: dict[str, int]             # rows removed per id_hash
+    fresh: bool = False                 # written into a fresh directory: the table's history is already gone
 
 
-LISTS = {C.RECS_USER_TOPK: (C.VERSION, C.USER_ID)}    # ranked-list tables: a plan may touch most of their files
+# Ranked-list tables and what names one list: a plan may touch most of their files, and they can be rewritten
+# list by list (each list's rows together, ranked 1..n again).
+LISTS = {C.RECS_USER_TOPK: (C.VERSION, C.USER_ID),
+         C.RECS_SIMILAR_ITEMS: (C.VERSION, C.ITEM_ID, METHOD),
+         C.RECS_POPULAR: (C.VERSION, C.CATEGORY)}
+
+
+GONE_RANKS = "_gone_ranks"
+BROADCAST_LISTS = 2_000_000               # changed lists whose gone ranks are broadcast to the rewrite (~100 B each)
 
 
 def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
-               rewrite_share: float = 1.0) -> Outcome:
+               rewrite_share: float = 1.0, fresh: bool = False) -> Outcome:
     """Execute one table's plan as a single commit: one MERGE, or one overwrite for a table without keys or for
     a list table of which the plan changes more than ``rewrite_share`` of the lists (a MERGE would rewrite
-    nearly every file anyway, after a join to find them)."""
+    nearly every file anyway, after a join to find them).
+
+    ``fresh``: the table's history must go too (an erasure purging history). Then the new content is written once,
+    straight into a fresh directory swapped in (:func:`recsys.catalog.history.rewrite`), instead of a commit
+    followed by a copy of the whole table.
+    """
     frame = _union(plan.parts)
     if frame is None:
         return Outcome(False, {})
@@ -303,32 +321,45 @@ def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
                    .agg(F.countDistinct(*keys).alias("n")).collect()}
         if not removed:
             return Outcome(False, {})
-        if rel in LISTS and _changes_most(current, causes, LISTS[rel], rewrite_share):
-            _rewrite_lists(current, path, causes.where(F.col(ACTION) != UPDATE).select(*keys), LISTS[rel])
-            log.info("cascade %s: most lists changed, table rewritten instead of MERGEd", rel)
+        if rel in LISTS and (fresh or _changes_most(current, causes, LISTS[rel], rewrite_share)):
+            content = _lists_without(current, causes.where(F.col(ACTION) != UPDATE).select(*keys), LISTS[rel])
+            _write(spark, warehouse, rel, content, fresh)
+            log.info("cascade %s: lists rewritten instead of MERGEd", rel)
+        elif fresh or FINGERPRINT in keys:
+            _write(spark, warehouse, rel, _applied(current, keys, frame), fresh)
         else:
-            _merge(spark, current, path, keys, frame)
+            _merge(spark, path, keys, frame)
         log.info("cascade %s: %d rows removed", rel, sum(removed.values()))
-        return Outcome(True, removed)
+        return Outcome(True, removed, fresh)
     finally:
         causes.unpersist()
         frame.unpersist()
 
 
-def _merge(spark: SparkSession, current: DataFrame, path: str, keys: Sequence[str], frame: DataFrame) -> None:
-    """The plan as one MERGE (delete rows, overwrite shifted ones), or one overwrite for a table without keys."""
+def _write(spark: SparkSession, warehouse: Path | str, rel: str, content: DataFrame, fresh: bool) -> None:
+    """The table's new content as one overwrite, or into a fresh directory that replaces the table (history gone)."""
+    if fresh:
+        history.rewrite(spark, warehouse, rel, content)
+    else:
+        content.write.format("delta").mode("overwrite").save(T.table_path(warehouse, rel))
+
+
+def _sources(frame: DataFrame, keys: Sequence[str]) -> tuple[DataFrame, DataFrame, list[str]]:
+    """The plan's rows to delete (keys) and to overwrite (keys + new values; deleting wins), and the value columns."""
+    action = F.col(ACTION)
+    deletes = frame.where(action == DELETE).select(*keys).distinct()
+    values = [c for c in frame.columns if c not in (*keys, ACTION, ID_HASH)]
+    updates = frame.where(action == UPDATE).join(deletes, list(keys), "left_anti").select(*keys, *values)
+    return deletes, updates, values
+
+
+def _merge(spark: SparkSession, path: str, keys: Sequence[str], frame: DataFrame) -> None:
+    """The plan as one MERGE: delete rows, overwrite shifted ones."""
     from delta.tables import DeltaTable
 
-    frame = frame.persist(StorageLevel.MEMORY_AND_DISK)     # a no-op when apply_plan cached it already
+    frame = frame.persist(StorageLevel.MEMORY_AND_DISK)     # read twice; a no-op when apply_plan cached it
     try:
-        action = F.col(ACTION)
-        deletes = frame.where(action == DELETE).select(*keys).distinct()
-        if FINGERPRINT in keys:
-            _overwrite_without(current, path, deletes)
-            return
-        values = [c for c in frame.columns if c not in (*keys, ACTION, ID_HASH)]
-        updates = (frame.where(action == UPDATE).join(deletes, list(keys), "left_anti")   # deleting wins
-                   .select(*keys, *values))
+        deletes, updates, values = _sources(frame, keys)
         source = deletes.withColumn("_delete", F.lit(True)).unionByName(
             updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
@@ -341,30 +372,44 @@ def _merge(spark: SparkSession, current: DataFrame, path: str, keys: Sequence[st
         frame.unpersist()
 
 
+def _applied(current: DataFrame, keys: Sequence[str], frame: DataFrame) -> DataFrame:
+    """What the MERGE of :func:`_merge` would leave, as a DataFrame (the whole table, to be written once)."""
+    if FINGERPRINT in keys:
+        fingerprints = frame.where(F.col(ACTION) == DELETE).select(FINGERPRINT).distinct()
+        return with_fingerprint(current).join(fingerprints, FINGERPRINT, "left_anti").drop(FINGERPRINT)
+    deletes, updates, values = _sources(frame, keys)
+    new = [f"_new_{c}" for c in values]
+    source = (deletes.withColumn("_delete", F.lit(True))
+              .unionByName(updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
+              .select(*keys, "_delete", *[F.col(c).alias(n) for c, n in zip(values, new)]))
+    joined = current.join(source, list(keys), "left").where(~F.coalesce(F.col("_delete"), F.lit(False)))
+    overwritten = {c: F.when(F.col("_delete").isNotNull(), F.col(n)).otherwise(F.col(c)).alias(c)
+                   for c, n in zip(values, new)}
+    return joined.select(*[overwritten.get(c, F.col(f"`{c}`")) for c in current.columns])
+
+
 def _changes_most(current: DataFrame, frame: DataFrame, group: Sequence[str], share: float) -> bool:
+    """Whether the plan changes more than ``share`` of the lists (every list has a rank 1: one cheap count)."""
     changed = frame.select(*group).distinct().count()
-    return changed > share * max(1, current.select(*group).distinct().count())
+    return changed > share * max(1, current.where(F.col(C.RANK) == 1).count())
 
 
-def _rewrite_lists(current: DataFrame, path: str, gone: DataFrame, group: Sequence[str]) -> None:
-    """Rewrite a list table without the ``gone`` rows (its keys), every list ranked 1..n again (one commit).
+def _lists_without(current: DataFrame, gone: DataFrame, group: Sequence[str],
+                   broadcast_lists: int = BROADCAST_LISTS) -> DataFrame:
+    """The list table without the ``gone`` rows (its keys), the gaps they leave closed: a kept row moves up by the
+    number of gone rows ranked above it in its list (ranks are 1..n per list, so this is a re-rank).
 
-    One shuffle: both sides are partitioned by list, so marking the gone rows (a window per list and rank) and
-    re-ranking (a window per list) reuse it, and the write keeps each list's rows together in rank order.
+    No shuffle of the table: the gone ranks are gathered per changed list (a small frame, broadcast up to
+    ``broadcast_lists`` lists) and looked up row by row, so the rows keep the order they were written in (each
+    list's rows together, in rank order). Past ``broadcast_lists`` lists the lookup is a sort-merge join.
     """
     group = list(group)
-    parts = max(1, current.sparkSession.sparkContext.defaultParallelism)
-    cut = "_cut"
-    tagged = (current.withColumn(cut, F.lit(False))
-              .unionByName(gone.withColumn(cut, F.lit(True)), allowMissingColumns=True)
-              .repartition(parts, *group))
-    kept = (tagged.withColumn(cut, F.max(cut).over(Window.partitionBy(*group, C.RANK))).where(~F.col(cut))
-            .withColumn(C.RANK, F.row_number().over(Window.partitionBy(*group).orderBy(C.RANK))))
-    (kept.select(*current.columns).sortWithinPartitions(*group, C.RANK)
-     .write.format("delta").mode("overwrite").save(path))
-
-
-def _overwrite_without(current: DataFrame, path: str, fingerprints: DataFrame) -> None:
-    """Rewrite a table without the rows whose fingerprint is listed (one commit; no predicate in the log)."""
-    kept = with_fingerprint(current).join(F.broadcast(fingerprints.distinct()), FINGERPRINT, "left_anti")
-    kept.drop(FINGERPRINT).write.format("delta").mode("overwrite").save(path)
+    shifts = gone.groupBy(*group).agg(F.collect_list(C.RANK).alias(GONE_RANKS))
+    if gone.select(*group).distinct().count() <= broadcast_lists:
+        shifts = F.broadcast(shifts)
+    ranks = F.coalesce(F.col(GONE_RANKS), F.array().cast("array<int>"))
+    rank = F.col(C.RANK)
+    return (current.join(shifts, group, "left")
+            .where(~F.array_contains(ranks, rank))
+            .withColumn(C.RANK, (rank - F.size(F.filter(ranks, lambda r: r < rank))).cast("int"))
+            .select(*current.columns))

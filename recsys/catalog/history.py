@@ -24,7 +24,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from recsys import tables as T
 from recsys.catalog import swap
@@ -61,8 +61,10 @@ def clear_log_cache(spark: SparkSession) -> None:
     spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()   # noqa: SLF001 - no public API for this
 
 
-def rewrite(spark: SparkSession, warehouse: Path | str, rel: str) -> None:
-    """Copy the current version of the table ``rel`` into a fresh directory and swap it in (history dropped)."""
+def rewrite(spark: SparkSession, warehouse: Path | str, rel: str, content: DataFrame | None = None) -> None:
+    """Write ``content`` (default: the table's current version) into a fresh directory with the table's contract
+    and swap it in place of the table ``rel``: its history is dropped. ``content`` may read the table itself,
+    which stays in place until the write is complete."""
     from delta.tables import DeltaTable
 
     target = Path(T.table_path(warehouse, rel))
@@ -81,7 +83,9 @@ def rewrite(spark: SparkSession, warehouse: Path | str, rel: str) -> None:
         for key, value in (detail["properties"] or {}).items():
             builder = builder.property(key, value)
         builder.execute()
-    spark.read.format("delta").load(str(target)).write.format("delta").mode("append").save(str(staged))
+    if content is None:
+        content = spark.read.format("delta").load(str(target))
+    content.write.format("delta").mode("append").save(str(staged))
     swap.swap_in(target)
     clear_log_cache(spark)
     log.info("history purged: %s rewritten into a fresh directory", rel)

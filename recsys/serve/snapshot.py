@@ -416,14 +416,33 @@ def build_in_subprocess(warehouse: Path, snapshot_dir: Path, version: str | None
     """:func:`build_snapshot` in a child interpreter, so a worker's RSS never carries the build's peak memory
     (and a busy Spark driver's heap and threads do not slow the build: 165 s in a deletion job's driver against
     42 s fresh, at 1.8M users). ``version`` None: the current published one."""
-    cmd = [sys.executable, "-m", "recsys.serve.snapshot", "--warehouse", str(warehouse),
-           "--snapshot-dir", str(snapshot_dir), "--keep", str(keep)]
-    cmd += ["--version", version] if version is not None else []
-    cmd += ["--force"] if force else []
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"snapshot build failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
+    return ChildBuild(warehouse, snapshot_dir, version, keep, force).wait()
+
+
+class ChildBuild:
+    """A :func:`build_snapshot` running in a child interpreter, started now and awaited later: the caller (a
+    deletion run) goes on with work the snapshot does not read while it builds."""
+
+    def __init__(self, warehouse: Path, snapshot_dir: Path, version: str | None, keep: int = 1,
+                 force: bool = False):
+        cmd = [sys.executable, "-m", "recsys.serve.snapshot", "--warehouse", str(warehouse),
+               "--snapshot-dir", str(snapshot_dir), "--keep", str(keep)]
+        cmd += ["--version", version] if version is not None else []
+        cmd += ["--force"] if force else []
+        self._child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> Path:
+        """The folder built; raises when the build failed."""
+        out, err = self._child.communicate()
+        if self._child.returncode != 0:
+            raise RuntimeError(f"snapshot build failed ({self._child.returncode}): {err.strip()[-2000:]}")
+        return Path(out.strip().splitlines()[-1])
+
+    def cancel(self) -> None:
+        """Stop the build (its temporary folder is left for the next build's prune)."""
+        if self._child.poll() is None:
+            self._child.kill()
+        self._child.communicate()
 
 
 # --- loading -------------------------------------------------------------------------------------------------
