@@ -4,8 +4,12 @@ profiles (``HYPOTHESIS_PROFILE``: ``default`` in ``make test``, ``full`` in ``ma
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +32,10 @@ HEAVY_TESTS = frozenset({"test_serve.py::test_real_gunicorn_serves_reloads_and_k
 
 # --- parallel: `make test` runs two pytest-xdist workers with --dist loadfile --------------------------------------
 
-# A module's tests stay on one worker, so each module fixture is built once; a session world (built_warehouse) is
-# built once per worker that needs it (~80 s). The longest files start first, so the two workers finish together;
-# the rest follow in collection order. (Not --dist loadgroup: with pytest 9 its group suffix never reaches the
-# scheduler, and every test is scheduled on its own.)
+# A module's tests stay on one worker, so each module fixture is built once; the session warehouse (built_warehouse)
+# is built once for the whole run, by the first worker that needs it (~80 s). The longest files start first, so the
+# two workers finish together; the rest follow in collection order. (Not --dist loadgroup: with pytest 9 its group
+# suffix never reaches the scheduler, and every test is scheduled on its own.)
 LONGEST_FIRST = ("test_dags.py", "test_deletions.py", "test_writers.py", "test_monitor.py", "test_cluster.py",
                  "test_erasure_scope.py", "test_pipeline.py", "test_features.py", "test_quality.py")
 
@@ -52,26 +56,30 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=_start_order)                       # stable: a file's tests keep their order
 
 
-# Spark jobs the tests start as child processes (spark-submit, the recsys CLI, Airflow tasks) live seconds on a few
-# thousand rows: JIT-compiling for peak speed (C2) and a parallel collector cost them more CPU than they save, and
-# adaptive re-planning gains nothing on tables this small.
+# Spark on test tables (a few thousand rows), in this process and in the jobs the tests start (spark-submit, the
+# recsys CLI, Airflow tasks): adaptive re-planning gains nothing at this size, and neither does compiling Java for
+# every plan — whole-stage and expression code generation (Janino, in a JVM that lives seconds) cost more CPU than
+# the rows they then process, so expressions are interpreted (Spark's own tests run both ways; same results).
+SMALL_TABLES_SPARK = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false",
+                      "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+# The child JVMs also skip C2 (JIT-compiling for peak speed) and the parallel collector: more CPU than they save.
 SMALL_JOB_JAVA = "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-SMALL_JOB_SPARK = {"spark.sql.adaptive.enabled": "false", "spark.driver.extraJavaOptions": SMALL_JOB_JAVA,
+SMALL_JOB_SPARK = {**SMALL_TABLES_SPARK, "spark.driver.extraJavaOptions": SMALL_JOB_JAVA,
                    "spark.executor.extraJavaOptions": SMALL_JOB_JAVA}
 
 
 @pytest.fixture(scope="session")
 def spark():
     """A real ``local[2]`` session built by :func:`recsys.spark.get_spark`, UI and progress bars off. Tuned for
-    tables of a few thousand rows: one shuffle partition and no adaptive re-planning (each costs a task or a plan
-    per stage, not work), while input stays split in two (``default.parallelism``) so code that runs per partition
+    tables of a few thousand rows: one shuffle partition (each more costs a task per stage, not work) and
+    SMALL_TABLES_SPARK, while input stays split in two (``default.parallelism``) so code that runs per partition
     still sees more than one."""
     from recsys.config import SparkSettings
     from recsys.spark import get_spark
 
     settings = SparkSettings(master="local[2]", driver_memory="2g", shuffle_partitions=1,
                              ui_enabled=False, console_progress=False, log_level="ERROR",
-                             extra={"spark.sql.adaptive.enabled": "false", "spark.default.parallelism": "2"})
+                             extra={**SMALL_TABLES_SPARK, "spark.default.parallelism": "2"})
     session = get_spark(settings)
     yield session
     session.stop()
@@ -85,7 +93,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# --- one small warehouse through the whole pipeline, built once per session -----------------------------------------
+# --- one small warehouse through the whole pipeline, built once per run (shared by the xdist workers) -------------
 
 @dataclass(frozen=True)
 class BuiltWarehouse:
@@ -99,13 +107,42 @@ class BuiltWarehouse:
 
 @pytest.fixture(scope="session")
 def built_warehouse(spark, tmp_path_factory) -> BuiltWarehouse:
-    """Built once per session (per xdist worker): 300 users, 80 items, 2,500 reviews in two categories, 1% bad
-    lines, every model family, K=5 with 3 spare."""
-    from recsys.config import load_settings
-    from recsys.pipeline import run_pipeline
-    from recsys.synth import generate
+    """Built once per test run, by the first xdist worker that asks (the others wait for it, then read the same
+    folder): 300 users, 80 items, 2,500 reviews in two categories, 1% bad lines, every model family, K=5 with 3
+    spare. Its API snapshot is built too, so an app opened on it later reads the folder and writes nothing."""
+    root = _run_wide_temp(tmp_path_factory) / "built"
+    settings = _built_settings(root)
+    done = root / "summary.json"
+    with _exclusive(root.with_name("built.lock")):
+        if not done.is_file():
+            summary = _build(spark, settings)
+            tmp = done.with_name(done.name + ".tmp")
+            tmp.write_text(json.dumps(summary, default=str))
+            tmp.replace(done)
+    return BuiltWarehouse(settings, json.loads(done.read_text()))
 
-    root = tmp_path_factory.mktemp("built")
+
+def _run_wide_temp(tmp_path_factory) -> Path:
+    """The temporary folder every xdist worker of this run shares (each worker's basetemp is a child of it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes, held until the block ends (the kernel's: freed if the holder dies)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _built_settings(root: Path):
+    """The shared warehouse's settings, the same in every worker."""
+    from recsys.config import load_settings
+
     settings = load_settings(warehouse=root / "wh", source=root / "src", reports=root / "reports")
     settings.synth = settings.synth.model_copy(update={"users": 300, "items": 80, "reviews": 2500, "clusters": 4,
                                                        "categories": ["Appliances", "All_Beauty"]})
@@ -117,8 +154,19 @@ def built_warehouse(spark, tmp_path_factory) -> BuiltWarehouse:
     settings.train.params = settings.train.params.updated({"spark_als": als, "implicit_als": als})
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})
     settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False})
+    return settings
+
+
+def _build(spark, settings) -> dict:
+    """Dump, ``run_pipeline``, then the API once (it builds the snapshot readers of this folder would build)."""
+    from recsys.pipeline import run_pipeline
+    from recsys.serve import create_app
+    from recsys.synth import generate
+
     generate(settings.source, settings.synth, bad_line_rate=0.01, progress=False)
-    return BuiltWarehouse(settings, run_pipeline(spark, settings))
+    summary = run_pipeline(spark, settings)
+    create_app(settings.warehouse, settings.serve)
+    return summary
 
 
 def copy_warehouse(built: BuiltWarehouse, target: Path):
