@@ -43,6 +43,7 @@ HOST = "127.0.0.1"
 VERSION = "bench-v1"
 MODEL = "implicit_als"
 CATEGORIES = ["Appliances", "All_Beauty", "Toys_and_Games", "Home_and_Kitchen"]
+STALLED_GIVE_UP_S = 5.0
 ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", dtype=np.uint8)
 
 
@@ -210,7 +211,8 @@ async def _stall(port: int) -> asyncio.StreamWriter:
 
 
 async def beside_stalled(port: int, stalled: int, lookup: bytes) -> dict[str, float]:
-    """The slowest of 20 ``/health`` and 20 lookup answers (new connection each) while ``stalled`` clients stall."""
+    """The slowest of 20 ``/health`` and 20 lookup answers (new connection each) while ``stalled`` clients stall;
+    an answer not back within ``STALLED_GIVE_UP_S`` counts as that long (a stack that starves stops the probes)."""
     writers = [await _stall(port) for _ in range(stalled)]
     await asyncio.sleep(0.3)
     slowest = {"/health": 0.0, "lookup": 0.0}
@@ -218,7 +220,12 @@ async def beside_stalled(port: int, stalled: int, lookup: bytes) -> dict[str, fl
         for _ in range(20):
             for name, path in (("/health", b"/health"), ("lookup", lookup)):
                 latencies: list[float] = []
-                await _client(port, [path], time.perf_counter() + 5, latencies, [], [1])
+                try:
+                    await asyncio.wait_for(_client(port, [path], time.perf_counter() + 5, latencies, [], [1]),
+                                           STALLED_GIVE_UP_S)
+                except asyncio.TimeoutError:
+                    slowest[name] = STALLED_GIVE_UP_S
+                    continue
                 slowest[name] = max(slowest[name], latencies[0])
     finally:
         for writer in writers:

@@ -3,8 +3,8 @@
 Why gevent: a client that sends its headers and then stalls holds a greenlet, not one of a few threads, so stalled
 clients cannot starve the others (with gthread, 40 of them kept every ``/health`` probe waiting for 20 s). Lookups are
 short CPU work on memory-mapped arrays, so one greenlet at a time per worker loses nothing; the workers use the cores.
-A stalled client is not kept forever either: its headers must arrive within gunicorn's keep-alive (``timeout_ctx``)
-and the rest of its request within ``serve.request_timeout_s``, else it gets a 408 and the connection closes.
+A stalled client is not kept forever either: its headers must arrive within gunicorn's keep-alive (``timeout_ctx``,
+else the connection is closed) and the rest of its request within ``serve.request_timeout_s`` (else a JSON 408).
 
 Why the override: gunicorn answers what it refuses before the app (a request line over ``limit_request_line``, too
 many or too long headers, a broken chunked body) with an HTML page. :meth:`JsonGeventWorker.handle_error` writes the
