@@ -204,10 +204,11 @@ def refill_short_lists(spark: SparkSession, settings: Settings) -> dict:
         return out
     path = T.table_path(warehouse, C.RECS_USER_TOPK)
     lists = spark.read.format("delta").load(path).where(F.col(C.VERSION) == version)
-    sizes = lists.groupBy(C.USER_ID).agg(F.count(F.lit(1)).alias("_n"))
+    # Ranks run 1..n in every list, so the lists holding K items are those with a row at rank K: a filter on one
+    # int column (the user ids of the other rows are never decoded), not a count per user over every row.
+    full = lists.where(F.col(C.RANK) == conf.k).select(C.USER_ID)
     users = T.read_table(spark, warehouse, C.USER_INDEX)            # erased users are gone from it
-    short = (users.join(sizes, C.USER_ID, "left").where(F.coalesce(F.col("_n"), F.lit(0)) < conf.k)
-             .select(C.USER_IDX))
+    short = users.join(full, C.USER_ID, "left_anti").select(C.USER_IDX)
     interactions = T.read_table(spark, warehouse, C.INTERACTIONS)
     _, model = _production_model(spark, settings, interactions.select(C.USER_IDX, C.ITEM_IDX), refit=False)
     short = short.join(model.user_factors.select(F.col("id").alias(C.USER_IDX)), C.USER_IDX, "left_semi")
@@ -220,7 +221,7 @@ def refill_short_lists(spark: SparkSession, settings: Settings) -> dict:
     asin = item_index.select(C.ITEM_IDX, C.ITEM_ID)
     ledger = Ledger.read(spark, warehouse)
     k = conf.k + conf.spare
-    if short_users > conf.rewrite_share * max(1, sizes.count()):          # sizes: one row per listed user
+    if short_users > conf.rewrite_share * max(1, lists.where(F.col(C.RANK) == 1).count()):   # one row per list
         fresh = _user_rows(model, version, prod[C.MODEL], users, asin, k, deleted, ledger)
         _write_version(fresh, path, version, USER_LIST_ORDER)
         out.update(refilled=short_users, how="rewrite")
