@@ -10,8 +10,7 @@ Order of a run, each step safe to repeat:
    which step 5 then has nothing left to do for); users whose current list fell below K are
    re-scored from the production model (:func:`recsys.publish.refill_short_lists`); then model factors, event
    logs (:mod:`recsys.catalog.files`) and the serving snapshots (:mod:`recsys.serve.maintenance`), rebuilt in a
-   child process as soon as the published tables are final. The raw, silver and quarantine tables are cascaded
-   meanwhile, in a second lane of Spark jobs.
+   child process as soon as the published tables are final, while the rest of the warehouse is cascaded.
 5. Make the removed rows unrecoverable: VACUUM every changed table, or — when users were erased and
    ``purge_history`` is on (the default) — rewrite those tables into fresh directories (:mod:`.history`).
 6. Complete the ``ops/deletions`` rows (``applied_at``, rows removed per table); API workers then map the rebuilt
@@ -24,7 +23,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -128,55 +126,37 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
     warehouse = Path(settings.warehouse).resolve()
     items = {r.id: r.id_hash for r in requests if r.kind == KIND_ITEM}
     users = {r.id: r.id_hash for r in requests if r.kind == KIND_USER}
+    started = time.perf_counter()
     batch = cascade.build_batch(spark, warehouse, salt, items, users)
     plans = cascade.combine(cascade.item_plans(spark, warehouse, batch), cascade.user_plans(spark, warehouse, batch))
     removed: dict[str, dict[str, int]] = defaultdict(dict)
-    changed, written_fresh, seconds = [], [], {}
+    changed, written_fresh, seconds = [], [], {"plan": round(time.perf_counter() - started, 2)}
 
-    def apply(rels: Sequence[str]) -> list[tuple[str, cascade.Outcome, float]]:
-        out = []
+    def apply(rels: Sequence[str]) -> None:
         for rel in rels:
             started = time.perf_counter()
             outcome = cascade.apply_plan(spark, warehouse, rel, plans[rel], settings.publish.rewrite_share, fresh)
-            out.append((rel, outcome, round(time.perf_counter() - started, 2)))
-        return out
-
-    def served() -> tuple[list, dict, SnapshotRefresh | None]:
-        """The tables the refill and the snapshot read, the refill, then the snapshot build started."""
-        done = apply(sorted(rel for rel in plans if rel in READ_BY_REFILL_AND_SNAPSHOT))
-        refill = {}
-        if items and T.is_delta_table(Path(T.table_path(warehouse, C.RECS_USER_TOPK))):
-            started = time.perf_counter()
-            refill = refill_short_lists(spark, settings)      # lists the deletions cut below K, re-scored
-            refill["seconds"] = round(time.perf_counter() - started, 2)
-        recs_changed = any(o.changed for rel, o, _ in done if rel in RECS) or bool(refill.get("refilled"))
-        snapshot = SnapshotRefresh(warehouse, settings.serve, rebuild=recs_changed) if recs_changed or users else None
-        return done, refill, snapshot
-
-    # Two lanes of Spark jobs, as neither keeps both cores busy all the time (Delta commits, log replays, small
-    # tables): the served tables, the refill and the snapshot (built in a child process) in one; the raw, silver
-    # and quarantine tables, which neither reads, in the other. Model folders and logs follow both: the refill
-    # reads the production model's factors.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cascade") as lanes:
-        first = lanes.submit(served)
-        rest = lanes.submit(apply, sorted(rel for rel in plans if rel not in READ_BY_REFILL_AND_SNAPSHOT))
-        wait([first, rest])
-    snapshot = first.result()[2] if first.exception() is None else None
-    try:
-        done, refill, _ = first.result()
-        done += rest.result()
-        for rel, outcome, took in done:
-            seconds[rel] = took
+            seconds[rel] = round(time.perf_counter() - started, 2)
             if outcome.changed:
                 changed.append(rel)
             if outcome.fresh:
                 written_fresh.append(rel)
             for digest, n in outcome.removed.items():
                 removed[digest][rel] = n
-        if refill:
-            seconds["refill"] = refill.pop("seconds")
-            if refill["refilled"] and C.RECS_USER_TOPK not in changed:
-                changed.append(C.RECS_USER_TOPK)
+
+    apply(sorted(rel for rel in plans if rel in READ_BY_REFILL_AND_SNAPSHOT))
+    refill = {}
+    if items and T.is_delta_table(Path(T.table_path(warehouse, C.RECS_USER_TOPK))):
+        started = time.perf_counter()
+        refill = refill_short_lists(spark, settings)      # lists the deletions cut below K, re-scored
+        seconds["refill"] = round(time.perf_counter() - started, 2)
+        if refill["refilled"] and C.RECS_USER_TOPK not in changed:
+            changed.append(C.RECS_USER_TOPK)
+    recs_changed = any(rel in changed for rel in RECS)
+    # The published tables are final: the snapshot builds (in a child process) while the rest is cascaded.
+    snapshot = SnapshotRefresh(warehouse, settings.serve, rebuild=recs_changed) if recs_changed or users else None
+    try:
+        apply(sorted(rel for rel in plans if rel not in READ_BY_REFILL_AND_SNAPSHOT))
         started = time.perf_counter()
         user_idx = {r[C.USER_IDX]: r["id_hash"] for r in batch.user_idx.collect()} if batch.user_idx else {}
         item_idx = {r[C.ITEM_IDX]: r["id_hash"] for r in batch.item_idx.collect()} if batch.item_idx else {}
