@@ -33,7 +33,7 @@ def test_the_list_rewrite_cuts_the_gone_rows_and_ranks_the_rest_1_to_n(spark, br
     gone = [(f"v{u % 2}", f"u{u}", r) for u, (_, cut) in enumerate(lists) for r in cut]
     out = cascade._lists_without(spark.createDataFrame(rows, LIST_SCHEMA),
                                  spark.createDataFrame(gone, "version STRING, user_id STRING, rank INT"),
-                                 (C.VERSION, C.USER_ID), broadcast_lists=10**6 if broadcast else 0)
+                                 (C.VERSION, C.USER_ID), broadcast=broadcast)
     expected = []
     for u, (n, cut) in enumerate(lists):
         kept = [r for r in range(1, n + 1) if r not in cut]

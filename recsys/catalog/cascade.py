@@ -321,8 +321,11 @@ def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
                    .agg(F.countDistinct(*keys).alias("n")).collect()}
         if not removed:
             return Outcome(False, {})
-        if rel in LISTS and (fresh or _changes_most(current, causes, LISTS[rel], rewrite_share)):
-            content = _lists_without(current, causes.where(F.col(ACTION) != UPDATE).select(*keys), LISTS[rel])
+        group = LISTS.get(rel)
+        changed_lists = causes.select(*group).distinct().count() if group else 0
+        if group and (fresh or _changes_most(current, changed_lists, rewrite_share)):
+            gone = causes.where(F.col(ACTION) != UPDATE).select(*keys)
+            content = _lists_without(current, gone, group, broadcast=changed_lists <= BROADCAST_LISTS)
             _write(spark, warehouse, rel, content, fresh)
             log.info("cascade %s: lists rewritten instead of MERGEd", rel)
         elif fresh or FINGERPRINT in keys:
@@ -344,13 +347,16 @@ def _write(spark: SparkSession, warehouse: Path | str, rel: str, content: DataFr
         content.write.format("delta").mode("overwrite").save(T.table_path(warehouse, rel))
 
 
-def _sources(frame: DataFrame, keys: Sequence[str]) -> tuple[DataFrame, DataFrame, list[str]]:
-    """The plan's rows to delete (keys) and to overwrite (keys + new values; deleting wins), and the value columns."""
+def _source(frame: DataFrame, keys: Sequence[str]) -> tuple[DataFrame, list[str]]:
+    """The plan as one row per target row — keys, ``_delete``, new values (null for a delete; deleting wins) — and
+    the value columns: what a MERGE joins on, or what a rewrite left-joins the table with."""
     action = F.col(ACTION)
     deletes = frame.where(action == DELETE).select(*keys).distinct()
     values = [c for c in frame.columns if c not in (*keys, ACTION, ID_HASH)]
     updates = frame.where(action == UPDATE).join(deletes, list(keys), "left_anti").select(*keys, *values)
-    return deletes, updates, values
+    source = deletes.withColumn("_delete", F.lit(True)).unionByName(
+        updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
+    return source, values
 
 
 def _merge(spark: SparkSession, path: str, keys: Sequence[str], frame: DataFrame) -> None:
@@ -359,9 +365,7 @@ def _merge(spark: SparkSession, path: str, keys: Sequence[str], frame: DataFrame
 
     frame = frame.persist(StorageLevel.MEMORY_AND_DISK)     # read twice; a no-op when apply_plan cached it
     try:
-        deletes, updates, values = _sources(frame, keys)
-        source = deletes.withColumn("_delete", F.lit(True)).unionByName(
-            updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
+        source, values = _source(frame, keys)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
         merge = (DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), on)
                  .whenMatchedDelete(condition="s._delete"))
@@ -377,35 +381,31 @@ def _applied(current: DataFrame, keys: Sequence[str], frame: DataFrame) -> DataF
     if FINGERPRINT in keys:
         fingerprints = frame.where(F.col(ACTION) == DELETE).select(FINGERPRINT).distinct()
         return with_fingerprint(current).join(fingerprints, FINGERPRINT, "left_anti").drop(FINGERPRINT)
-    deletes, updates, values = _sources(frame, keys)
+    source, values = _source(frame, keys)
     new = [f"_new_{c}" for c in values]
-    source = (deletes.withColumn("_delete", F.lit(True))
-              .unionByName(updates.withColumn("_delete", F.lit(False)), allowMissingColumns=True)
-              .select(*keys, "_delete", *[F.col(c).alias(n) for c, n in zip(values, new)]))
+    source = source.select(*keys, "_delete", *[F.col(c).alias(n) for c, n in zip(values, new)])
     joined = current.join(source, list(keys), "left").where(~F.coalesce(F.col("_delete"), F.lit(False)))
     overwritten = {c: F.when(F.col("_delete").isNotNull(), F.col(n)).otherwise(F.col(c)).alias(c)
                    for c, n in zip(values, new)}
     return joined.select(*[overwritten.get(c, F.col(f"`{c}`")) for c in current.columns])
 
 
-def _changes_most(current: DataFrame, frame: DataFrame, group: Sequence[str], share: float) -> bool:
-    """Whether the plan changes more than ``share`` of the lists (every list has a rank 1: one cheap count)."""
-    changed = frame.select(*group).distinct().count()
-    return changed > share * max(1, current.where(F.col(C.RANK) == 1).count())
+def _changes_most(current: DataFrame, changed_lists: int, share: float) -> bool:
+    """Whether ``changed_lists`` are more than ``share`` of the lists (every list has a rank 1: one cheap count)."""
+    return changed_lists > share * max(1, current.where(F.col(C.RANK) == 1).count())
 
 
-def _lists_without(current: DataFrame, gone: DataFrame, group: Sequence[str],
-                   broadcast_lists: int = BROADCAST_LISTS) -> DataFrame:
+def _lists_without(current: DataFrame, gone: DataFrame, group: Sequence[str], broadcast: bool) -> DataFrame:
     """The list table without the ``gone`` rows (its keys), the gaps they leave closed: a kept row moves up by the
     number of gone rows ranked above it in its list (ranks are 1..n per list, so this is a re-rank).
 
-    No shuffle of the table: the gone ranks are gathered per changed list (a small frame, broadcast up to
-    ``broadcast_lists`` lists) and looked up row by row, so the rows keep the order they were written in (each
-    list's rows together, in rank order). Past ``broadcast_lists`` lists the lookup is a sort-merge join.
+    No shuffle of the table: the gone ranks are gathered per changed list (a small frame, ``broadcast`` when the
+    caller counted at most ``BROADCAST_LISTS`` lists) and looked up row by row, so the rows keep the order they were
+    written in (each list's rows together, in rank order). Without ``broadcast`` the lookup is a sort-merge join.
     """
     group = list(group)
     shifts = gone.groupBy(*group).agg(F.collect_list(C.RANK).alias(GONE_RANKS))
-    if gone.select(*group).distinct().count() <= broadcast_lists:
+    if broadcast:
         shifts = F.broadcast(shifts)
     ranks = F.coalesce(F.col(GONE_RANKS), F.array().cast("array<int>"))
     rank = F.col(C.RANK)
