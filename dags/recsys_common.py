@@ -105,8 +105,8 @@ def training_params(*, models: bool = True) -> dict[str, Param]:
     retrain DAG, which trains the production model's family."""
     params = {
         "source": Param(None, type=["null", "string"], title="Source folder",
-                        description="Laid out like the dump: <Category>.jsonl[.gz], meta_<Category>.jsonl[.gz]. "
-                                    "Empty: conf's source."),
+                        description="Laid out like the dump: <Category>.jsonl[.gz], meta_<Category>.jsonl[.gz]; "
+                                    "under conf's orchestration.source_roots. Empty: conf's source."),
         "categories": Param([], type="array", items={"type": "string"}, title="Categories",
                             description="Only ingest these categories (one per line); empty: every category found."),
         "k": Param(None, type=["null", "integer"], minimum=1, title="K",
@@ -126,7 +126,8 @@ def training_params(*, models: bool = True) -> dict[str, Param]:
 def drops_params() -> dict[str, Param]:
     """UI param of the deletions DAG."""
     return {"drops": Param(None, type=["null", "string"], title="Drops folder",
-                           description="Where deletion / erasure drops land (CSV or JSONL, see docs/deletions.md). "
+                           description="Where deletion / erasure drops land (CSV or JSONL, see docs/deletions.md); "
+                                       "under conf's orchestration.drops_roots. "
                                        "Empty: conf's deletions.drops_dir, else ./data/drops.")}
 
 

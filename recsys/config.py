@@ -154,6 +154,15 @@ class SynthSettings(StrictModel):
     bad_line_rate: float = Field(0.0, ge=0, lt=1)  # share of review lines broken on purpose (quarantine demos)
 
 
+class OrchestrationSettings(StrictModel):
+    """Folders the Airflow DAGs' path params may name (:mod:`recsys.orchestration`): a param is resolved (symlinks
+    and ``..`` followed) and must be one of its roots or under one, so a DAG run reads only what an operator put
+    there. Empty: the configured folder alone (``source``; ``deletions.drops_dir``, else ``./data/drops``)."""
+
+    source_roots: list[Path] = Field(default_factory=list)     # the training DAGs' ``source``
+    drops_roots: list[Path] = Field(default_factory=list)      # the deletions DAG's ``drops``
+
+
 class Settings(BaseSettings):
     """Everything a job needs to know, in one validated object."""
 
@@ -174,6 +183,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = Field(default_factory=QualitySettings)   # from conf/quality.yaml (see _YamlSource)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)   # events, indicators, A/B experiment
     lock: LockSettings = Field(default_factory=LockSettings)            # one writer at a time per warehouse
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)   # DAG path params
 
     @field_validator("warehouse")
     @classmethod

@@ -79,8 +79,36 @@ def drops_dir(settings: Settings) -> Path:
 
 
 def drops_param(params: Mapping[str, Any]) -> Path:
-    """The deletions DAG's ``drops`` param, or conf's folder when the form leaves it empty."""
-    return Path(params.get("drops") or drops_dir(load())).resolve()
+    """The deletions DAG's ``drops`` param, confined to ``orchestration.drops_roots``, or conf's folder when the form
+    leaves it empty."""
+    settings = load()
+    given = params.get("drops")
+    return confined(given, drops_roots(settings), "drops") if given else drops_dir(settings)
+
+
+# --- path params --------------------------------------------------------------------------------------------------
+
+
+def confined(path: Path | str, roots: Sequence[Path], param: str) -> Path:
+    """``path`` resolved (symlinks and ``..`` followed), when it is one of ``roots`` (resolved too) or lies under
+    one; else ``ValueError`` naming the param. A DAG param is typed by whoever may trigger a run: without this, any
+    folder the worker can read becomes a dump to ingest, any it can write a place to move files out of."""
+    resolved = Path(path).expanduser().resolve()
+    allowed = [Path(root).expanduser().resolve() for root in roots]
+    if not any(resolved.is_relative_to(root) for root in allowed):
+        raise ValueError(f"{param} param {path} (resolved: {resolved}) is outside the folders it may name "
+                         f"({', '.join(map(str, allowed))}): set orchestration.{param}_roots to allow more")
+    return resolved
+
+
+def source_roots(settings: Settings) -> list[Path]:
+    """Where the ``source`` param may point: ``orchestration.source_roots``, else conf's ``source``."""
+    return list(settings.orchestration.source_roots) or [settings.source]
+
+
+def drops_roots(settings: Settings) -> list[Path]:
+    """Where the ``drops`` param may point: ``orchestration.drops_roots``, else conf's drops folder."""
+    return list(settings.orchestration.drops_roots) or [drops_dir(settings)]
 
 
 def job_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -167,8 +195,10 @@ def spark_submit_commands(plan: RunPlan, master: str = "local[*]") -> list[tuple
 
 def _settings_for(params: Mapping[str, Any], models: Sequence[str] | None = None) -> Settings:
     """Settings of a run: conf + env, then the UI params on top (nested keys deep-merged), validated by the same
-    pydantic model the jobs use, so a bad param fails here and not half-way through the run."""
-    overrides: dict[str, Any] = {"source": params.get("source") or None}
+    pydantic model the jobs use, so a bad param fails here and not half-way through the run. The ``source`` param
+    must lie under conf's ``orchestration.source_roots`` (:func:`confined`)."""
+    source = params.get("source")
+    overrides: dict[str, Any] = {"source": confined(source, source_roots(load()), "source") if source else None}
     if params.get("split_strategy"):
         overrides["features"] = {"split": {"strategy": params["split_strategy"]}}
     if params.get("k"):

@@ -222,6 +222,14 @@ def test_dag_files_import_only_airflow_and_cheap_modules_at_top_level():
 # --- orchestration helpers (no Airflow) -------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def tmp_roots(tmp_path, monkeypatch) -> Path:
+    """Conf lets the DAGs' path params name folders under this test's ``tmp_path`` (and nowhere else)."""
+    for param in ("SOURCE", "DROPS"):
+        monkeypatch.setenv(f"RECSYS_ORCHESTRATION__{param}_ROOTS", json.dumps([str(tmp_path)]))
+    return tmp_path
+
+
 def test_run_ids_are_stable_per_dag_run_and_distinct_across_runs():
     from recsys.orchestration import run_ids
 
@@ -233,6 +241,7 @@ def test_run_ids_are_stable_per_dag_run_and_distinct_across_runs():
     assert run_ids("recsys_retrain", "manual__2026-03-01T12:30:05", after)[0] != run_id
 
 
+@pytest.mark.usefixtures("tmp_roots")
 def test_training_plan_carries_params_into_args_and_env(tmp_path, monkeypatch):
     from recsys.orchestration import plan_training
 
@@ -267,6 +276,7 @@ def test_every_warehouse_writer_takes_the_one_slot_writer_pool(dagbag):
         assert writers == set(dag["spark"]), dag_id     # every Spark job writes; Python tasks do not
 
 
+@pytest.mark.usefixtures("tmp_roots")
 def test_the_deletions_dag_republishes_without_refitting(tmp_path, monkeypatch):
     from recsys import orchestration as O
 
@@ -280,6 +290,7 @@ def test_the_deletions_dag_republishes_without_refitting(tmp_path, monkeypatch):
     assert "--refit" not in training["publish_write"]      # the pipeline follows conf publish.refit_on_all
 
 
+@pytest.mark.usefixtures("tmp_roots")
 def test_every_spark_task_finds_its_arguments_in_its_dags_plan(dagbag, tmp_path, monkeypatch):
     from recsys import orchestration as O
 
@@ -294,6 +305,7 @@ def test_every_spark_task_finds_its_arguments_in_its_dags_plan(dagbag, tmp_path,
             assert args[args.index("--warehouse") + 1] == str((tmp_path / "wh").resolve()), (dag_id, task_id)
 
 
+@pytest.mark.usefixtures("tmp_roots")
 def test_plan_commands_are_the_pipeline_dags_spark_tasks_in_order(dagbag, tmp_path, monkeypatch):
     """``spark_submit_commands`` (run a plan by hand, bench_dag) submits what the DAG's tasks submit, in its order."""
     from recsys import steps
@@ -320,12 +332,15 @@ def test_plan_commands_are_the_pipeline_dags_spark_tasks_in_order(dagbag, tmp_pa
 @pytest.mark.parametrize("bad, message", [
     ({"models": ["bogus"]}, "unknown model"),
     ({"split_strategy": "sideways"}, "strategy"),
-    ({"source": "/nonexistent/dump"}, "source folder not found"),
+    ({"source": "missing"}, "source folder not found"),
 ])
+@pytest.mark.usefixtures("tmp_roots")
 def test_training_plan_refuses_bad_params_before_any_job(tmp_path, bad, message):
     from recsys.orchestration import plan_training
 
     params = {"source": str(tmp_path), "models": ["popularity"], **bad}
+    if "source" in bad:
+        params["source"] = str(tmp_path / bad["source"])
     with pytest.raises(ValueError, match=message):
         plan_training(params, dag_id="d", dag_run_id="r", run_after=datetime.now(timezone.utc))
 
@@ -344,6 +359,74 @@ def test_empty_form_fields_take_conf_values_when_the_run_starts(tmp_path, monkey
     assert plan.models == list(conf.train.models) and plan.env["RECSYS_PUBLISH__K"] == "13"
     assert plan.args["ingest"][:2] == ["--source", str(tmp_path.resolve())]
     assert plan.env["RECSYS_FEATURES__SPLIT__STRATEGY"] == conf.features.split.strategy
+
+
+# --- path params confined to conf's roots -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def raw_root(tmp_path, monkeypatch) -> Path:
+    """``<tmp>/data/raw`` is the one root both path params may name (each holding a drop file), beside a sibling
+    ``raw2`` and a folder ``elsewhere`` that also hold one, and a symlink ``raw/link`` to ``elsewhere``."""
+    monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
+    root = tmp_path / "data" / "raw"
+    for folder in (root / "dump", tmp_path / "data" / "raw2", tmp_path / "elsewhere"):
+        folder.mkdir(parents=True)
+        (folder / "users-1.jsonl").write_text('{"user_id": "U1"}\n')
+    (root / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    for param in ("SOURCE", "DROPS"):
+        monkeypatch.setenv(f"RECSYS_ORCHESTRATION__{param}_ROOTS", json.dumps([str(root)]))
+    return root
+
+
+ESCAPES = {"dotdot": "data/raw/../raw2", "symlink": "data/raw/link", "elsewhere": "elsewhere", "sibling": "data/raw2"}
+
+
+@pytest.mark.parametrize("escape", sorted(ESCAPES))
+def test_a_path_param_outside_its_roots_fails_the_plan_and_moves_nothing(raw_root, escape):
+    from recsys.orchestration import drops_param, plan_deletions, plan_training
+
+    tmp = raw_root.parent.parent
+    param = str(tmp / ESCAPES[escape])
+    now = datetime.now(timezone.utc)
+    with pytest.raises(ValueError, match="source param .* is outside the folders it may name"):
+        plan_training({"source": param, "models": ["popularity"]}, dag_id="d", dag_run_id="r", run_after=now)
+    with pytest.raises(ValueError, match="drops param .* is outside the folders it may name"):
+        drops_param({"drops": param})
+    with pytest.raises(ValueError, match="orchestration.drops_roots"):
+        plan_deletions({"drops": param}, dag_id="d", dag_run_id="r", run_after=now)
+    assert (Path(param) / "users-1.jsonl").is_file() and not (Path(param) / "_inflight").exists()   # not claimed
+
+
+def test_a_path_param_under_its_roots_is_taken_resolved(raw_root):
+    from recsys.orchestration import drops_param, plan_deletions, plan_training
+
+    now = datetime.now(timezone.utc)
+    for param in (raw_root, raw_root / "dump", raw_root / "dump" / ".." / "dump"):
+        plan = plan_training({"source": str(param), "models": ["popularity"]}, dag_id="d", dag_run_id="r",
+                             run_after=now)
+        assert plan.args["ingest"][:2] == ["--source", str(param.resolve())]
+        assert drops_param({"drops": str(param)}) == param.resolve()
+    plan = plan_deletions({"drops": str(raw_root / "dump")}, dag_id="d", dag_run_id="r", run_after=now)
+    assert Path(plan.drops) == raw_root / "dump" and (raw_root / "dump" / "_inflight" / plan.run_id).is_dir()
+
+
+def test_without_configured_roots_a_path_param_may_name_only_confs_own_folder(tmp_path, monkeypatch):
+    from recsys.orchestration import drops_param, plan_training
+
+    monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
+    monkeypatch.setenv("RECSYS_SOURCE", str(tmp_path / "dump"))
+    monkeypatch.setenv("RECSYS_DELETIONS__DROPS_DIR", str(tmp_path / "drops"))
+    for folder in ("dump", "dump2", "drops", "drops2"):
+        (tmp_path / folder).mkdir()
+    now = datetime.now(timezone.utc)
+    plan = plan_training({"source": str(tmp_path / "dump")}, dag_id="d", dag_run_id="r", run_after=now)
+    assert plan.args["ingest"][:2] == ["--source", str((tmp_path / "dump").resolve())]
+    assert drops_param({"drops": str(tmp_path / "drops")}) == (tmp_path / "drops").resolve()
+    with pytest.raises(ValueError, match="outside"):
+        plan_training({"source": str(tmp_path / "dump2")}, dag_id="d", dag_run_id="r", run_after=now)
+    with pytest.raises(ValueError, match="outside"):
+        drops_param({"drops": str(tmp_path / "drops2")})
 
 
 def _write_registry(warehouse: Path, rows: list[dict[str, Any]]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def parse(script: str, args: list[str]) -> argparse.Namespace:
 def plans(tmp_path, monkeypatch) -> dict[str, O.RunPlan]:
     """One plan per DAG, with every param set (categories included, with the spaces a UI list may carry)."""
     monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "wh"))
+    for param in ("SOURCE", "DROPS"):                       # the path params may name folders under tmp_path
+        monkeypatch.setenv(f"RECSYS_ORCHESTRATION__{param}_ROOTS", json.dumps([str(tmp_path)]))
     (tmp_path / "src").mkdir()
     params = {"source": str(tmp_path / "src"), "categories": ["Appliances", " All_Beauty ", ""], "k": 7,
               "split_strategy": "temporal", "drops": str(tmp_path / "drops")}
