@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 from recsys.constants import ITEM_ID, MODEL, RANK, SCORE, USER_ID, VERSION
 from recsys.ids import is_valid_id
 from recsys.serve.admission import admit
+from recsys.serve.clients import FORWARDED_FOR, ClientAddress
 from recsys.serve.denylist import DenyList
 from recsys.serve.errors import ApiError
 from recsys.serve.events import VARIANT, EventError, validate_event
@@ -186,11 +187,17 @@ class Runtime(TypedDict):
     metrics: Metrics
     signer: Signer
     ledger: Ledger
+    clients: ClientAddress
     openapi: bytes
 
 
 def _runtime() -> Runtime:
     return current_app.extensions[EXTENSION]
+
+
+def _client() -> str:
+    """The address of who sent this request (``serve.trusted_proxies``: :mod:`recsys.serve.clients`)."""
+    return _runtime()["clients"](request.remote_addr or "-", request.headers.getlist(FORWARDED_FOR))
 
 
 def _endpoint() -> str:
@@ -350,7 +357,7 @@ def post_events() -> Response:
                           snapshot.model if snapshot else None) if kept else []
 
     admitted = admit(records, signer=runtime["signer"], ledger=runtime["ledger"], settings=settings,
-                     client=request.remote_addr or "-", known_user=known_user, now_s=now.timestamp(), store=store,
+                     client=_client(), known_user=known_user, now_s=now.timestamp(), store=store,
                      log_bytes=event_log.folder_bytes)
     return _json({"accepted": len(admitted.event_ids), "event_ids": admitted.event_ids,
                   "duplicates": admitted.duplicates}, 202)
@@ -376,7 +383,7 @@ def prometheus() -> Response:
     runtime = _runtime()
     token = runtime["settings"].metrics_token
     if token is None:
-        if request.remote_addr not in LOOPBACK:
+        if _client() not in LOOPBACK:
             raise ApiError(403, "forbidden", "/metrics answers loopback clients only (serve.metrics_token unset)")
     elif not hmac.compare_digest(request.headers.get("Authorization", "").encode(),
                                  f"Bearer {token.get_secret_value()}".encode()):
@@ -421,6 +428,7 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
     app.extensions[EXTENSION] = Runtime(settings=settings, store=store, router=router,
                                         events=AssignedEventLog(settings.events_dir, router), metrics=Metrics(),
                                         signer=Signer(keys), ledger=Ledger(settings.ledger_path),
+                                        clients=ClientAddress(settings.trusted_proxies),
                                         openapi=orjson.dumps(build_spec(settings.max_k, settings.max_event_batch)))
     app.register_blueprint(api)
     return app

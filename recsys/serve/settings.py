@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.serve.experiment import ABSettings
@@ -41,10 +41,12 @@ class ServeSettings(StrictModel):
     # RECSYS_SERVE__SIGNING_KEYS='["new","old"]' rather than in a file. None set: recsys serve makes one per start.
     signing_keys: list[SecretStr] = Field(default_factory=list)
     event_window_s: float = Field(86400.0, gt=0)    # events are taken this long after their list was served
-    events_per_s: float = Field(10.0, gt=0)     # per client (remote address): events refilled per second ...
+    events_per_s: float = Field(10.0, gt=0)     # per client (recsys.serve.clients): events refilled per second ...
     events_burst: int = Field(200, ge=1)        # ... up to this many at once (>= max_event_batch)
     events_max_bytes: int = Field(1 << 30, ge=1)   # disk quota of events_dir; full: 507 until compaction
-    ledger_path: Path | None = None             # default <warehouse>/_serving/ledger.sqlite
+    ledger_path: Path | None = None             # default <warehouse>/_serving/ledger.sqlite (one host: see docs/api.md)
+    # Proxies (CIDRs) whose X-Forwarded-For names the client: behind one, every client's peer is the proxy.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     metrics_token: SecretStr | None = None      # /metrics wants "Authorization: Bearer <token>"; None: loopback only
 
     @field_validator("signing_keys")
