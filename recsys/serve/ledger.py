@@ -4,9 +4,9 @@ One SQLite file (``serve.ledger_path``, WAL) shared by every worker, written onl
 (``BEGIN IMMEDIATE``: one writer at a time across processes), so a replay cannot slip between two workers and a
 client's budget is one budget whatever worker answers. One host's: WAL shares memory between its users through a
 ``-shm`` file and SQLite's locks are not reliable on network volumes, so a deployment of several hosts sends every
-event to one of them (docs/api.md, *Deployment*) rather than sharing this file. Rows expire with the acceptance window and are pruned; the
-file holds request ids, items and a digest of (request id, user) — never a plain user id, so an erasure has nothing
-to find here, and nothing outlives the window anyway.
+event to one of them (docs/api.md, *Deployment*) rather than sharing this file. Rows expire with the acceptance
+window and are pruned; the file holds request ids, items and a digest of (request id, user) — never a plain user id,
+so an erasure has nothing to find here, and nothing outlives the window anyway.
 """
 
 from __future__ import annotations
