@@ -6,7 +6,9 @@ pipeline on it, then times, on the same warehouse:
 1. one deletion run — ``--erase`` users and ``--delete`` items in one batch, history purged (the default), the
    serving snapshot rebuilt (one is built first, as a running API would have);
 2. one more batch of the same size with ``purge_history=False`` (MERGE + VACUUM only);
-3. a full republish (``recsys.publish.publish``): the alternative to editing the published lists in place.
+3. a full republish (``recsys.publish.publish``): the alternative to editing the published lists in place, then
+   the serving snapshot of the new version, which a running API builds before it serves it (a deletion run
+   builds its snapshot itself). Ratios of each deletion run to the republish alone and to the republish served.
 
 ``--base DIR`` starts the timed part from a copy of the warehouse a ``--build-only`` run left in ``DIR``.
 Each deletion run reports seconds per table and rows removed (see ``recsys.catalog.apply``). Not a test: it takes
@@ -119,6 +121,13 @@ def main() -> int:
 
     no_refit = settings.model_copy(update={"publish": settings.publish.model_copy(update={"refit_on_all": False})})
     _timed("full_republish_seconds", results, publish, spark, no_refit)
+    # A running API serves a republished version once it has built its snapshot; a deletion run builds it itself.
+    _timed("republish_snapshot_seconds", results, build_snapshot, settings.warehouse, snapshots)
+    republish = results["full_republish_seconds"]
+    served = republish + results["republish_snapshot_seconds"]
+    for run in ("delete_and_erase_purged_seconds", "delete_and_erase_vacuum_only_seconds"):
+        results[run.replace("_seconds", "_vs_republish")] = round(results[run] / republish, 2)
+        results[run.replace("_seconds", "_vs_republish_served")] = round(results[run] / served, 2)
     results["tables_after"] = _sizes(settings.warehouse)
     (args.out / "bench_deletions.json").write_text(json.dumps(results, indent=1, default=str))
     figures = {k: v for k, v in results.items() if not k.startswith("tables")}     # committed without table sizes

@@ -73,6 +73,7 @@ def test_a_purging_run_writes_what_the_merges_write_and_no_history(spark, built_
 
     merged = copy_warehouse(built_warehouse, tmp_path / "merged")
     merged.publish = merged.publish.model_copy(update={"rewrite_share": 1.0})     # a MERGE wherever one exists
+    merged.deletions = merged.deletions.model_copy(update={"rewrite_file_share": 1.0})
     merge_report = apply_drops(spark, merged, read_drops(drops=drops), purge_history=False)
     purged = copy_warehouse(built_warehouse, tmp_path / "purged")
     purge_report = apply_drops(spark, purged, read_drops(drops=drops), purge_history=True)
@@ -85,3 +86,34 @@ def test_a_purging_run_writes_what_the_merges_write_and_no_history(spark, built_
     for rel in purge_report["fresh"]:          # version 0 (created) and 1 (the rows); a refill MERGE may follow
         assert _history(spark, purged.warehouse, rel) in ([0, 1], [0, 1, 2] if rel == C.RECS_USER_TOPK and
                                                           refilled else [0, 1]), rel
+
+
+def _list_table(spark, warehouse: Path, lists: int) -> str:
+    """recs_user_topk with ``lists`` lists of 3 items, one list per file: u<n> holds a<n>, b<n> and ``shared``."""
+    rows = [("v1", f"u{u:02d}", r, item, 1.0 / r, "m") for u in range(lists)
+            for r, item in enumerate((f"a{u}", f"b{u}", "shared"), 1)]
+    path = T.table_path(warehouse, C.RECS_USER_TOPK)
+    (spark.createDataFrame(rows, "version STRING, user_id STRING, rank INT, parent_asin STRING, score DOUBLE, "
+                                 "model STRING")
+     .repartitionByRange(lists, C.USER_ID).sortWithinPartitions(C.USER_ID, C.RANK)
+     .write.format("delta").save(path))
+    return path
+
+
+@pytest.mark.parametrize(("item", "operation"), [("a3", "MERGE"), ("shared", "WRITE")],
+                         ids=["one-file-merged", "every-file-rewritten"])
+def test_a_list_table_is_merged_only_when_the_merge_would_rewrite_few_of_its_files(spark, tmp_path, item, operation):
+    path = _list_table(spark, tmp_path, lists=10)
+    assert len(spark.read.format("delta").load(path).inputFiles()) == 10
+    removed = spark.createDataFrame([(item, "h")], f"{C.ITEM_ID} STRING, id_hash STRING")
+    lists = spark.read.format("delta").load(path)
+    plan = cascade.rerank(lists, (C.VERSION, C.USER_ID), C.ITEM_ID, (C.SCORE, C.MODEL), removed)
+    # one changed list of 10 touches 1 file of 10 (0.1 <= 0.3); the shared item touches all 10
+    outcome = cascade.apply_plan(spark, tmp_path, C.RECS_USER_TOPK, plan, rewrite_file_share=0.3)
+    assert outcome.removed == {"h": 1 if item == "a3" else 10}
+    last = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["operation"]
+    assert last == operation
+    after = spark.read.format("delta").load(path)
+    assert after.where(F.col(C.ITEM_ID) == item).isEmpty()
+    ranks = {r[0]: sorted(r[1]) for r in after.groupBy(C.USER_ID).agg(F.collect_list(C.RANK)).collect()}
+    assert len(ranks) == 10 and all(v == list(range(1, len(v) + 1)) for v in ranks.values())

@@ -437,8 +437,9 @@ def test_lists_deletions_cut_below_k_are_rescored_from_the_production_model(spar
     before = _list_of(spark, warehouse, version, first)
 
     # More of one list than the spares cover: without a refill it would hold k + spare - (spare + 1) < k items.
-    # Below publish.rewrite_share the changed lists are MERGEd.
+    # Below publish.rewrite_share (refill) and deletions.rewrite_file_share (cascade) the changed lists are MERGEd.
     settings.publish = settings.publish.model_copy(update={"rewrite_share": 1.0})
+    settings.deletions = settings.deletions.model_copy(update={"rewrite_file_share": 1.0})
     gone, report = _delete_head_of(spark, settings, version, first, spare + 1, tmp_path / "a.csv")
     assert report["refill"]["how"] == "merge" and report["refill"]["refilled"] >= 1
     after = _list_of(spark, warehouse, version, first)
@@ -455,9 +456,10 @@ def test_lists_deletions_cut_below_k_are_rescored_from_the_production_model(spar
     body = client.get(f"/v1/users/{first}/recommendations?k={k}").get_json()
     assert [i[C.ITEM_ID] for i in body["items"]] == [item for _, item, _ in after][:k]
 
-    # Past publish.rewrite_share the list table is rewritten, not MERGEd (the re-rank of the cascade, then the
-    # refill), with the same contract per list.
+    # Past both shares the list table is rewritten, not MERGEd (the re-rank of the cascade, then the refill), with
+    # the same contract per list.
     settings.publish = settings.publish.model_copy(update={"rewrite_share": 0.0})
+    settings.deletions = settings.deletions.model_copy(update={"rewrite_file_share": 0.0})
     gone_too, report = _delete_head_of(spark, settings, version, second, spare + 1, tmp_path / "b.csv")
     assert report["refill"]["how"] == "rewrite"
     deleted = set(gone) | set(gone_too)

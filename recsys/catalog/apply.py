@@ -45,9 +45,11 @@ log = logging.getLogger(__name__)
 
 EVENT_LOGS = "_serving/events"
 RECS = (C.RECS_USER_TOPK, C.RECS_SIMILAR_ITEMS, C.RECS_POPULAR)
-# Cascaded first: the refill reads the indexes (who is erased, what is deleted) and interactions (what was seen),
-# the snapshot reads the lists and silver/items; the rest of the warehouse is cascaded while the snapshot builds.
-READ_BY_REFILL_AND_SNAPSHOT = frozenset({*RECS, C.ITEM_INDEX, C.USER_INDEX, C.INTERACTIONS, C.SILVER_ITEMS})
+# Cascaded first: the refill reads the indexes (who is erased, what is deleted), the snapshot reads the lists and
+# silver/items; the rest of the warehouse is cascaded while the snapshot builds. gold/interactions is in the rest:
+# the refill reads it for what each user has seen, and the rows it loses there (erased users, deleted items)
+# belong to users it never re-scores or to items it excludes anyway.
+READ_BY_REFILL_AND_SNAPSHOT = frozenset({*RECS, C.ITEM_INDEX, C.USER_INDEX, C.SILVER_ITEMS})
 
 
 def deletion_settings(settings: Settings) -> DeletionSettings:
@@ -135,7 +137,8 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
     def apply(rels: Sequence[str]) -> None:
         for rel in rels:
             started = time.perf_counter()
-            outcome = cascade.apply_plan(spark, warehouse, rel, plans[rel], settings.publish.rewrite_share, fresh)
+            outcome = cascade.apply_plan(spark, warehouse, rel, plans[rel], settings.deletions.rewrite_file_share,
+                                         fresh)
             seconds[rel] = round(time.perf_counter() - started, 2)
             if outcome.changed:
                 changed.append(rel)

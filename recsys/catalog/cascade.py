@@ -294,10 +294,10 @@ BROADCAST_LISTS = 2_000_000               # changed lists whose gone ranks are b
 
 
 def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
-               rewrite_share: float = 1.0, fresh: bool = False) -> Outcome:
+               rewrite_file_share: float = 1.0, fresh: bool = False) -> Outcome:
     """Execute one table's plan as a single commit: one MERGE, or one overwrite for a table without keys or for
-    a list table of which the plan changes more than ``rewrite_share`` of the lists (a MERGE would rewrite
-    nearly every file anyway, after a join to find them).
+    a list table of which a MERGE would rewrite more than ``rewrite_file_share`` of the files (see
+    :func:`_merge_rewrites_most`; the rewrite skips the MERGE's join to find them and its per-file rewrites).
 
     ``fresh``: the table's history must go too (an erasure purging history). Then the new content is written once,
     straight into a fresh directory swapped in (:func:`recsys.catalog.history.rewrite`), instead of a commit
@@ -309,23 +309,24 @@ def apply_plan(spark: SparkSession, warehouse: Path | str, rel: str, plan: Plan,
     path = T.table_path(warehouse, rel)
     current = spark.read.format("delta").load(path)
     keys = table_keys(rel, current)
+    group = LISTS.get(rel)
     # Every change has a cause row (an id_hash): a removed row, or for a shifted rank the removed row above it. One
     # aggregation of the causes attributes the removals and tells whether the table must change at all. A list
-    # table's causes come without the re-ranking window (see rerank), which its rewrite never needs; any other
-    # plan is cached whole first, as its MERGE reads it again.
-    if rel not in LISTS:
+    # table's causes come without the re-ranking window (see rerank), which its rewrite never needs, and name each
+    # row once (an erased user's lists are never re-ranked, a deleted key item's neighbours never re-ranked), so a
+    # plain count is their distinct count; any other plan is cached whole first, as its MERGE reads it again.
+    if group is None:
         frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
     causes = frame.where(F.col(ID_HASH).isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        removed = {r[ID_HASH]: int(r["n"]) for r in causes.groupBy(ID_HASH)
-                   .agg(F.countDistinct(*keys).alias("n")).collect()}
+        counted = F.count(F.lit(1)) if group else F.countDistinct(*keys)
+        removed = {r[ID_HASH]: int(r["n"]) for r in causes.groupBy(ID_HASH).agg(counted.alias("n")).collect()}
         if not removed:
             return Outcome(False, {})
-        group = LISTS.get(rel)
-        changed_lists = causes.select(*group).distinct().count() if group else 0
-        if group and (fresh or _changes_most(current, changed_lists, rewrite_share)):
+        if group and (fresh or _merge_rewrites_most(current, causes, group, rewrite_file_share)):
             gone = causes.where(F.col(ACTION) != UPDATE).select(*keys)
-            content = _lists_without(current, gone, group, broadcast=changed_lists <= BROADCAST_LISTS)
+            # At most one changed list per cause row: the bound decides the broadcast without counting the lists.
+            content = _lists_without(current, gone, group, broadcast=sum(removed.values()) <= BROADCAST_LISTS)
             _write(spark, warehouse, rel, content, fresh)
             log.info("cascade %s: lists rewritten instead of MERGEd", rel)
         elif fresh or FINGERPRINT in keys:
@@ -390,9 +391,22 @@ def _applied(current: DataFrame, keys: Sequence[str], frame: DataFrame) -> DataF
     return joined.select(*[overwritten.get(c, F.col(f"`{c}`")) for c in current.columns])
 
 
-def _changes_most(current: DataFrame, changed_lists: int, share: float) -> bool:
-    """Whether ``changed_lists`` are more than ``share`` of the lists (every list has a rank 1: one cheap count)."""
-    return changed_lists > share * max(1, current.where(F.col(C.RANK) == 1).count())
+def _merge_rewrites_most(current: DataFrame, causes: DataFrame, group: Sequence[str], share: float) -> bool:
+    """Whether a MERGE would rewrite more than ``share`` of the table's files.
+
+    A MERGE rewrites every file holding a changed list. Lists are written whole into files in user (or item)
+    order, so changed lists fall into files like random draws: with ``m`` lists per file and a share ``p`` of the
+    lists changed, a file is rewritten with probability 1 - (1 - p)^m. At 1.8M lists in 8 files, 0.1 % of the
+    lists changed already touch every file. Counts: the changed lists (a distinct over the cached causes), the
+    lists (every list has a rank 1) and the files of the current version (from the log).
+    """
+    if share >= 1.0:
+        return False
+    changed = causes.select(*group).distinct().count()
+    lists = max(1, current.where(F.col(C.RANK) == 1).count())
+    files = max(1, len(current.inputFiles()))
+    touched = 1.0 - (1.0 - min(1.0, changed / lists)) ** (lists / files)
+    return touched > share
 
 
 def _lists_without(current: DataFrame, gone: DataFrame, group: Sequence[str], broadcast: bool) -> DataFrame:
@@ -407,9 +421,10 @@ def _lists_without(current: DataFrame, gone: DataFrame, group: Sequence[str], br
     shifts = gone.groupBy(*group).agg(F.collect_list(C.RANK).alias(GONE_RANKS))
     if broadcast:
         shifts = F.broadcast(shifts)
-    ranks = F.coalesce(F.col(GONE_RANKS), F.array().cast("array<int>"))
-    rank = F.col(C.RANK)
+    ranks, rank = F.col(GONE_RANKS), F.col(C.RANK)
+    unchanged = ranks.isNull()                     # most rows: no array work for them
     return (current.join(shifts, group, "left")
-            .where(~F.array_contains(ranks, rank))
-            .withColumn(C.RANK, (rank - F.size(F.filter(ranks, lambda r: r < rank))).cast("int"))
+            .where(unchanged | ~F.array_contains(ranks, rank))
+            .withColumn(C.RANK, F.when(unchanged, rank)
+                        .otherwise((rank - F.size(F.filter(ranks, lambda r: r < rank))).cast("int")))
             .select(*current.columns))

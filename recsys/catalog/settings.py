@@ -20,5 +20,8 @@ class DeletionSettings(StrictModel):
                                                    # versions keep working); with purge_history off, also the
                                                    # longest an erasure may stay in table history: the first
                                                    # deletion run after it purges
+    rewrite_file_share: float = Field(0.3, ge=0, le=1)  # a list table of which a MERGE would rewrite more than
+                                                        # this share of the files is rewritten whole instead (a
+                                                        # MERGE costs ~2.7x a plain rewrite per file it touches)
     pending_warn_hours: float = Field(24.0, ge=0)  # warn (each deletion run) about a request still pending this
                                                    # long after it was requested: denied, but not yet erased
