@@ -147,8 +147,18 @@ def _memory(pid: int) -> dict[str, int]:
     return fields
 
 
+def _children(master: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (``/proc/<pid>/stat`` fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def gunicorn_memory(master: int) -> dict[str, object]:
-    children = [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    children = _children(master)
     per = {pid: _memory(pid) for pid in [master, *children]}
     mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
     return {"workers": len(children),
@@ -186,19 +196,27 @@ async def _client(port: int, paths: list[bytes], deadline: float, latencies: lis
         writer.close()
 
 
-async def load(port: int, paths: list[bytes], connections: int, requests: int, seconds: float) -> dict[str, float]:
+async def load(port: int, paths: list[bytes], connections: int, requests: int, seconds: float,
+               workers: list[int] = ()) -> dict[str, object]:
+    """Closed-loop load (each connection sends its next request when the answer is in) and the CPU it took: the
+    share of one core the client used (this process) and each of ``workers`` (gunicorn worker pids), over the wall
+    time. The client shares the machine, so on 2 cores client + workers above ~2.0 means requests wait for a CPU."""
     latencies: list[float] = []
     errors: list[int] = []
     budget = [requests]
+    client_before, workers_before = time.process_time(), [_cpu_seconds(pid) for pid in workers]
     started = time.perf_counter()
     await asyncio.gather(*[_client(port, paths[c::connections], started + seconds, latencies, errors, budget)
                            for c in range(connections)])
     wall = time.perf_counter() - started
+    client_cpu = (time.process_time() - client_before) / wall
+    workers_cpu = [(_cpu_seconds(pid) - before) / wall for pid, before in zip(workers, workers_before)]
     ms = np.array(latencies) * 1000.0
     return {"connections": connections, "requests": len(ms), "errors": len(errors), "seconds": round(wall, 2),
             "req_per_s": round(len(ms) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 3),
             "p90_ms": round(float(np.percentile(ms, 90)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "max_ms": round(float(ms.max()), 3)}
+            "max_ms": round(float(ms.max()), 3), "client_cpu": round(client_cpu, 2),
+            "workers_cpu": [round(share, 2) for share in workers_cpu]}
 
 
 async def _stall(port: int) -> asyncio.StreamWriter:
@@ -262,8 +280,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20_000, help="max requests per level")
     parser.add_argument("--seconds", type=float, default=15.0, help="max seconds per level")
     parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="gunicorn --reuse-port: a listening socket per worker, the kernel spreads connections")
+    parser.add_argument("--pin-client", type=int, metavar="CPU",
+                        help="run the client on this CPU alone and gunicorn on the others (what the server does "
+                             "with cores of its own)")
     parser.add_argument("--reuse", action="store_true", help="reuse the tables already under --out")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--result", default="api", help="benchmarks/results/<this>.json (a variant's own name)")
     args = parser.parse_args()
 
     root, snapshot_dir = args.out / "warehouse", args.out / "snapshots"
@@ -290,16 +314,23 @@ def main() -> int:
     settings = ServeSettings(host=HOST, port=port, workers=args.workers,
                              snapshot_dir=snapshot_dir, events_dir=args.out / "events",
                              access_log=not args.no_access_log)
+    command = gunicorn_command(settings) + (["--reuse-port"] if args.reuse_port else [])
+    server_cpus = None
+    if args.pin_client is not None:
+        server_cpus = os.sched_getaffinity(0) - {args.pin_client}
+        os.sched_setaffinity(0, {args.pin_client})
     log_path = args.out / "gunicorn.log"
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(gunicorn_command(settings), env=gunicorn_env(root, settings), stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(command, env=gunicorn_env(root, settings), stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None)
     try:
         report["ready_seconds"] = round(_wait_ready(port, proc, 120), 2)
         asyncio.run(load(port, paths, 4, 2_000, 5))                       # warm the page cache and workers
+        workers = _children(proc.pid)
         levels = []
         for connections in sorted({1, 8} | {int(c) for c in args.connections.split(",")}):
-            levels.append(asyncio.run(load(port, paths, connections, args.requests, args.seconds)))
+            levels.append(asyncio.run(load(port, paths, connections, args.requests, args.seconds, workers)))
             print(json.dumps(levels[-1]), file=sys.stderr)
         report["levels"] = levels
         report["p99_ms"] = {f"{lv['connections']} conn": lv["p99_ms"] for lv in levels if lv["connections"] in (1, 8)}
@@ -309,18 +340,20 @@ def main() -> int:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
-    kept = {k: str(v) for k, v in vars(args).items() if k != "out"}   # the scratch folder is not a figure
-    report["results"] = str(save("api", {"args": kept, **report}))
+    kept = {k: str(v) for k, v in vars(args).items() if k not in ("out", "result")}   # not figures
+    report["results"] = str(save(args.result, {"args": kept, **report}))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
         for key, value in report.items():
             if key != "levels":
                 print(f"{key}: {value}")
-        print(f"{'conns':>5} {'reqs':>6} {'errors':>6} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7}")
+        print(f"{'conns':>5} {'reqs':>6} {'errors':>6} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+              f"{'client CPU':>10}  workers' CPU")
         for lv in report["levels"]:
             print(f"{lv['connections']:>5} {lv['requests']:>6} {lv['errors']:>6} {lv['req_per_s']:>8} "
-                  f"{lv['p50_ms']:>7} {lv['p90_ms']:>7} {lv['p99_ms']:>7}")
+                  f"{lv['p50_ms']:>7} {lv['p90_ms']:>7} {lv['p99_ms']:>7} {lv['client_cpu']:>10}  "
+                  f"{lv['workers_cpu']}")
     return 0
 
 
