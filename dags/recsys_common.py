@@ -36,6 +36,7 @@ TIMEOUTS = {
     "ingest": timedelta(hours=4),
     "silver": timedelta(hours=2),
     "features": timedelta(hours=2),
+    "select": timedelta(hours=2),        # the search keeps its own budget (tuning.budget_seconds); this is a backstop
     "train": timedelta(hours=4),
     "evaluate": timedelta(hours=2),
     "publish_write": timedelta(hours=2),
@@ -114,6 +115,10 @@ def training_params(*, models: bool = True) -> dict[str, Param]:
         "models": Param([], type="array", uniqueItems=True, title="Models",
                         items={"type": "string", "enum": list(MODELS)}, examples=list(MODELS),
                         description="Candidates to train (in parallel). Empty: conf's train.models."),
+        "tuning_budget": Param(None, type=["null", "number"], minimum=0, title="Tuning budget (s)",
+                               description="Seconds model selection may search on the validation split before "
+                                           "train (every model); 0: conf's train.params as they are. "
+                                           "Empty: conf's tuning.budget_seconds."),
         "split_strategy": Param(None, type=["null", "string"], enum=[None, *SPLIT_STRATEGIES],
                                 title="Split strategy",
                                 description="How gold/interactions is labelled train/valid/test. Empty: conf's."),

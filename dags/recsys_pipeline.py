@@ -1,8 +1,9 @@
 """
 ### recsys_pipeline — from the raw dump to a served version
 
-`plan` → ingest → gate(bronze) → silver → gate(silver) → features → gate(gold) → train (one mapped task per model,
-in parallel) → evaluate → promotion gate → publish (write) → gate(published) → publish (switch) → signal API.
+`plan` → ingest → gate(bronze) → silver → gate(silver) → features → gate(gold) → select (an Optuna search per
+model on the validation split, within the `tuning_budget` param) → train (one mapped task per model, in parallel) →
+evaluate → promotion gate → publish (write) → gate(published) → publish (switch) → signal API.
 
 Each Spark step is the same `spark-submit jobs/<step>.py …` a user can run by hand, through the `spark_default`
 connection (`local[*]`, or a standalone master). `plan` turns the params into one recsys run id and one published

@@ -2,8 +2,9 @@
 ### recsys_retrain — incremental retrain of the production model, published only if it wins
 
 `plan` → ingest (new or changed files only) → gate(bronze) → silver → gate(silver) → features → gate(gold) →
-train (the production model's family; the configured candidates while nothing is in production) → evaluate →
-promoted? → publish (write) → gate(published) → publish (switch) → signal API.
+select (search on valid, within `tuning_budget`) → train (the production model's family; the configured candidates
+while nothing is in production) → evaluate → promoted? → publish (write) → gate(published) → publish (switch) →
+signal API.
 
 Not being promoted is a normal outcome here: `promoted?` then skips the publish steps (the run succeeds, the
 current version keeps serving). A failed gate fails the run before anything is published.

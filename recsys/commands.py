@@ -128,13 +128,27 @@ def _train(args, settings: Settings) -> Any:
     return [train(spark_session(settings), settings, m, run_id, params) for m in models]
 
 
+@command("select", writes=True)
+def _select(args, settings: Settings) -> Any:
+    from recsys.selection.step import select_models
+
+    return select_models(spark_session(settings), settings, args.run_id, args.models or None)
+
+
 @command("tune", writes=True)
 def _tune(args, settings: Settings) -> Any:
-    from recsys.tuning import tune
+    from recsys import registry
+    from recsys.selection.data import search_data
+    from recsys.selection.step import search_model, summary
 
-    space = json.loads(args.space) if args.space else None
-    return tune(spark_session(settings), settings, args.model, space=space, trials=args.trials, parallel=args.parallel,
-                k=args.k)
+    spark = spark_session(settings)
+    tuning = settings.tuning
+    data = search_data(spark, settings.warehouse, max_users=tuning.max_users, seed=tuning.seed)
+    budget = tuning.budget_seconds if args.budget is None else args.budget
+    result = search_model(spark, settings, args.model, args.run_id or registry.new_run_id(), data,
+                          budget_seconds=budget, study=args.study)
+    return {"model": args.model, **{k: v for k, v in summary(result).items() if k != "trials"},
+            "trials": len(result.trials)}
 
 
 @command("evaluate", writes=True)
@@ -165,7 +179,8 @@ def _runs(args, settings: Settings) -> Any:
 
     if not settings.warehouse.is_dir():
         raise FileNotFoundError(f"warehouse not found: {settings.warehouse}")
-    runs = list_runs(spark_session(settings), settings.warehouse)
+    runs = [r for r in list_runs(spark_session(settings), settings.warehouse)
+            if args.trials or r["stage"] != "trial"]   # model selection's trials: scored on valid, not test
     if args.json:
         print(json.dumps(runs, default=str))
         return None
@@ -350,12 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", help="model to train (repeatable; default: conf train.models)")
     p.add_argument("--run-id", help="run to add the models to (default: a new run)")
     p.add_argument("--params", help='JSON hyper-parameters, e.g. \'{"factors": 32}\'')
-    p = add("tune", "hyper-parameter search on the validation split (MAP@K), trials recorded in ops/runs")
+    p = add("select", "model selection: an Optuna search per model on the validation split (tuning's budget)")
+    p.add_argument("--run-id", required=True, help="the run whose train step uses the winners")
+    p.add_argument("--models", type=split_commas, help="comma-separated (default: conf train.models)")
+    p = add("tune", "one model's Optuna search on the validation split (MAP@K), trials recorded in ops/runs")
     p.add_argument("--model", required=True)
-    p.add_argument("--trials", type=int, default=8, help="random draws from the grid (0 = the whole grid)")
-    p.add_argument("--parallel", type=int, default=1, help="trials run at once")
-    p.add_argument("--space", help='JSON grid, e.g. \'{"factors": [16, 64], "alpha": [1, 10]}\'')
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--budget", type=float, help="seconds (default: conf tuning.budget_seconds)")
+    p.add_argument("--run-id", help="run the trials are recorded under (default: a new run)")
+    p.add_argument("--study", help="study to create or continue (default: <model>-<run id>)")
     p = add("evaluate", "evaluate every candidate of a run, promote the best, write the report")
     p.add_argument("--run-id", required=True)
     p = add("publish", "publish the production model's top-K tables as a new version")
@@ -368,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refit the production model on every split first (default from conf publish.refit_on_all)")
     p = add("runs", "list runs (params, metrics, stage) and the best per model")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--trials", action="store_true", help="model selection's trials too (scored on valid)")
     p = add("tables", "each Delta table under the warehouse: version, rows, files")
     p.add_argument("--json", action="store_true")
 

@@ -26,6 +26,7 @@ from recsys.lock import LockSettings
 from recsys.models.params import ModelParams
 from recsys.monitor.settings import MonitorSettings
 from recsys.quality.settings import QualitySettings, quality_config_path, read_quality_config
+from recsys.selection.settings import TuningSettings
 from recsys.serve.settings import ServeSettings
 from recsys.strict import (ENV_PREFIX, CommaList, ConfigError, Location, StrictModel, config_error,
                            read_yaml_mapping)
@@ -92,7 +93,7 @@ class SplitSettings(StrictModel):
     valid_cut_ms: int = OFFICIAL_VALID_CUT_MS
     test_cut_ms: int = OFFICIAL_TEST_CUT_MS
     fallback_quantiles: tuple[float, float] = (0.8, 0.9)   # time quantiles: `temporal`'s cuts, `official`'s fallback
-    holdout: int = Field(1, ge=1)         # leave_last_out: the last `holdout` interactions of a user → test
+    holdout: int = Field(1, ge=1)         # leave_last_out: a user's last `holdout` → test, the `holdout` before → valid
     random_test_fraction: float = Field(0.2, gt=0, lt=1)
     random_valid_fraction: float = Field(0.1, ge=0, lt=1)
     kcore: int = Field(0, ge=0)           # 0: no k-core filter; 5: the official 5-core
@@ -175,6 +176,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    tuning: TuningSettings = Field(default_factory=TuningSettings)     # model selection (recsys.selection)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)

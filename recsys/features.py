@@ -191,13 +191,14 @@ def _quantile_cuts(df: DataFrame, settings: SplitSettings) -> tuple[int, int]:
 
 
 def _leave_last_out(df: DataFrame, holdout: int = 1) -> DataFrame:
-    """Per user: the latest ``holdout`` interactions → test (users with more than ``holdout``), the one
-    before → valid (users with more than ``holdout`` + 1), the rest → train."""
+    """Per user: the latest ``holdout`` interactions → test (users with more than ``holdout``), the ``holdout``
+    before them → valid (users with more than 2·``holdout``), the rest → train. Valid mirrors test, so model
+    selection is scored on a held-out set of the size the run is finally judged on."""
     order = Window.partitionBy(C.USER_IDX).orderBy(F.col(C.TIMESTAMP).desc(), F.col(C.ITEM_IDX).desc())
     n = F.count(F.lit(1)).over(Window.partitionBy(C.USER_IDX))
     rn = F.row_number().over(order)
     return df.withColumn(C.SPLIT, F.when((rn <= holdout) & (n > holdout), F.lit(TEST))
-                         .when((rn == holdout + 1) & (n > holdout + 1), F.lit(VALID)).otherwise(F.lit(TRAIN)))
+                         .when((rn <= 2 * holdout) & (n > 2 * holdout), F.lit(VALID)).otherwise(F.lit(TRAIN)))
 
 
 def _random_split(df: DataFrame, settings: SplitSettings) -> DataFrame:
@@ -210,6 +211,23 @@ def _random_split(df: DataFrame, settings: SplitSettings) -> DataFrame:
     n_valid = F.least(F.floor(n * settings.random_valid_fraction), n - n_test - 1)
     return df.withColumn(C.SPLIT, F.when(rn <= n_test, F.lit(TEST))
                          .when(rn <= n_test + F.greatest(n_valid, F.lit(0)), F.lit(VALID)).otherwise(F.lit(TRAIN)))
+
+
+# ------------------------------------------------------------------------------------------------
+# what the models read of gold
+# ------------------------------------------------------------------------------------------------
+
+def interactions_version(warehouse: Path) -> int:
+    """The Delta version of gold/interactions: the data version a model or a trial is recorded with."""
+    return int(T.describe_table(Path(T.table_path(warehouse, C.INTERACTIONS)))["version"])
+
+
+def catalog_text(spark: SparkSession, warehouse: Path) -> DataFrame:
+    """(item_idx, text) of every live item, what the content model embeds."""
+    from recsys.models.content import item_text
+
+    items = T.read_table(spark, warehouse, C.ITEM_INDEX).where(~F.col("deleted"))
+    return item_text(T.read_table(spark, warehouse, C.SILVER_ITEMS), items)
 
 
 # ------------------------------------------------------------------------------------------------

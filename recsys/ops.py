@@ -8,6 +8,8 @@ disagree.
   recently promoted production entry. Model folders are kept relative to the warehouse (a copied or moved
   warehouse loads its own models) and come back absolute; an absolute path in an old row is used as it is.
 - ``ops/_unswitched.json``: versions whose rows are written and not switched yet (:mod:`recsys.publish`).
+- ``ops/selection/<run_id>.json``: what a run's model selection chose (:mod:`recsys.selection`), read by its train
+  step and its report.
 
 Spark-written timestamps read back as ``timestamp[us]``, with or without a zone: they are UTC either way.
 """
@@ -30,6 +32,7 @@ CANDIDATE, PRODUCTION, ARCHIVED, REJECTED = "candidate", "production", "archived
 RUN_ID, PUBLISHED_AT, K, UPDATED_AT, MODEL_PATH = "run_id", "published_at", "k", "updated_at", "model_path"
 REGISTRY_COLUMNS = [RUN_ID, MODEL, "stage", MODEL_PATH, "params", "metric", "reason", UPDATED_AT]
 UNSWITCHED = "ops/_unswitched.json"   # version -> when its rows were written, until it is switched
+SELECTIONS = "ops/selection"          # <run_id>.json per run that searched; studies.db (Optuna)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,20 @@ def unswitched(warehouse: Path | str) -> dict[str, datetime]:
     except (FileNotFoundError, ValueError):
         return {}
     return {v: datetime.fromisoformat(t) for v, t in raw.items()}
+
+
+# --- ops/selection -------------------------------------------------------------------------------------------------
+
+
+def selection_path(warehouse: Path | str, run_id: str) -> Path:
+    return Path(warehouse) / SELECTIONS / f"{run_id}.json"
+
+
+def selection(warehouse: Path | str, run_id: str) -> dict[str, Any]:
+    """The run's model selection (model → search summary with the ``best`` params); empty when it searched
+    nothing."""
+    path = selection_path(warehouse, run_id)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def kept_versions(warehouse: Path | str, keep: int, *, pinned: Iterable[str] = (), grace_hours: float = 48.0,

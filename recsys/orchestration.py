@@ -130,6 +130,7 @@ def job_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[
         "RECSYS_SPARK__CONSOLE_PROGRESS": "false",
         "RECSYS_FEATURES__SPLIT__STRATEGY": settings.features.split.strategy,
         "RECSYS_PUBLISH__K": str(settings.publish.k),
+        "RECSYS_TUNING__BUDGET_SECONDS": str(settings.tuning.budget_seconds),
     }
     if "RECSYS_CONFIG" in os.environ:
         env["RECSYS_CONFIG"] = str(Path(os.environ["RECSYS_CONFIG"]).resolve())
@@ -203,6 +204,8 @@ def _settings_for(params: Mapping[str, Any], models: Sequence[str] | None = None
         overrides["features"] = {"split": {"strategy": params["split_strategy"]}}
     if params.get("k"):
         overrides["publish"] = {"k": int(params["k"])}
+    if params.get("tuning_budget") is not None:
+        overrides["tuning"] = {"budget_seconds": float(params["tuning_budget"])}
     chosen = models if models is not None else (params.get("models") or None)   # empty: conf's
     if chosen is not None:
         overrides["train"] = {"models": list(chosen)}
@@ -242,7 +245,7 @@ def plan_training(params: Mapping[str, Any], *, dag_id: str, dag_run_id: str, ru
         raise ValueError(f"source folder not found: {settings.source}")
     run_id, version = run_ids(dag_id, dag_run_id, run_after)
     run = {"warehouse": str(settings.warehouse.resolve()), "source": str(settings.source.resolve()),
-           "run_id": run_id, "version": version}
+           "run_id": run_id, "version": version, "models": ",".join(settings.train.models)}
     categories = [c.strip() for c in params.get("categories") or [] if c and c.strip()]
     extra = {steps.INGEST.name: ["--categories", ",".join(categories)] if categories else []}
     return RunPlan(run_id=run_id, version=version, warehouse=run["warehouse"], env=job_env(settings),

@@ -36,18 +36,19 @@ def run_steps(settings: Settings, table: Sequence[steps.Step], run: Mapping[str,
     return out
 
 
-def _run(settings: Settings, run_id: str | None) -> dict[str, str]:
+def _run(settings: Settings, run_id: str | None, models: Sequence[str]) -> dict[str, str]:
     from recsys.publish import new_version
     from recsys.registry import new_run_id
 
     return {"warehouse": str(settings.warehouse), "source": str(settings.source),
-            "run_id": run_id or new_run_id(), "version": new_version()}
+            "run_id": run_id or new_run_id(), "version": new_version(), "models": ",".join(models)}
 
 
 def run_pipeline(spark, settings: Settings, run_id: str | None = None) -> dict[str, Any]:
-    """ingest → silver → features (each gated) → train every configured model → evaluate/promote → publish
-    (written, gated, switched). ``spark``: the session the commands run in (they take the active one)."""
-    run = _run(settings, run_id)
+    """ingest → silver → features (each gated) → select (search on valid) → train every configured model →
+    evaluate/promote → publish (written, gated, switched). ``spark``: the session the commands run in (they take
+    the active one)."""
+    run = _run(settings, run_id, settings.train.models)
     with logged_step("pipeline", source=run["source"], warehouse=run["warehouse"], run_id=run["run_id"]):
         return run_steps(settings, steps.TRAINING, run, settings.train.models)
 
@@ -56,16 +57,16 @@ def run_retrain(spark, settings: Settings, *, models: Sequence[str] | None = Non
                 run_id: str | None = None) -> dict[str, Any]:
     """Incremental retraining, the ``recsys_retrain`` DAG's steps: new or changed raw files only
     (``ops/ingested_files`` skips the rest) → silver MERGE → features rebuilt over everything (so the test split
-    holds the newest interactions) → train the production model's family (the configured candidates while
-    nothing is in production) → evaluate, whose promotion gate compares the candidate with production re-scored
-    on this same split → publish only if promoted. Training restarts from scratch: an ALS fit at this size costs
+    holds the newest interactions) → select (its search on valid) → train the production model's family (the
+    configured candidates while nothing is in production) → evaluate, whose promotion gate compares the candidate
+    with production re-scored on this same split → publish only if promoted. Training restarts from scratch: an ALS fit at this size costs
     seconds, so warm starts would save little and make runs depend on their history."""
     from recsys.ops import production_model
 
     if models is None:
         prod = production_model(settings.warehouse)
         models = [prod["model"]] if prod else list(settings.train.models)
-    run = _run(settings, run_id)
+    run = _run(settings, run_id, models)
     promoted: dict[str, Continue] = {steps.EVALUATE.name: lambda out: bool(out["evaluate"]["decision"]["promoted"])}
     with logged_step("retrain", warehouse=run["warehouse"], run_id=run["run_id"]) as rec:
         out = run_steps(settings, steps.TRAINING, run, models, after=promoted)

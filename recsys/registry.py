@@ -49,11 +49,21 @@ def _append(spark: SparkSession, warehouse, spec: T.TableSpec, rows: list[dict[s
 def record_run(spark: SparkSession, warehouse, *, run_id: str, model: str, stage: str, params: dict,
                metrics: dict[str, float], train_seconds: float | None, split: str, data_versions: dict,
                model_path: str) -> None:
+    record_runs(spark, warehouse, [{"run_id": run_id, "model": model, "stage": stage, "params": params,
+                                    "metrics": metrics, "train_seconds": train_seconds, "split": split,
+                                    "data_versions": data_versions, "model_path": model_path}])
+
+
+def record_runs(spark: SparkSession, warehouse, runs: list[dict[str, Any]]) -> None:
+    """Many ``ops/runs`` rows in one commit (model selection's trials), each with :func:`record_run`'s keys."""
+    now = datetime.now(timezone.utc)
     _append(spark, warehouse, T.RUNS, [{
-        "run_id": run_id, "model": model, "stage": stage, "params": json.dumps(params, sort_keys=True),
-        "metrics": {k: float(v) for k, v in metrics.items()}, "train_seconds": train_seconds, "split": split,
-        "data_versions": json.dumps(data_versions, sort_keys=True), "code_version": code_version(),
-        "model_path": stored_path(warehouse, model_path), "recorded_at": datetime.now(timezone.utc)}])
+        "run_id": r["run_id"], "model": r["model"], "stage": r["stage"],
+        "params": json.dumps(r["params"], sort_keys=True),
+        "metrics": {k: float(v) for k, v in r["metrics"].items()}, "train_seconds": r["train_seconds"],
+        "split": r["split"], "data_versions": json.dumps(r["data_versions"], sort_keys=True),
+        "code_version": code_version(), "model_path": stored_path(warehouse, r["model_path"]), "recorded_at": now}
+        for r in runs])
 
 
 def set_stage(spark: SparkSession, warehouse, *, run_id: str, model: str, stage: str, model_path: str,

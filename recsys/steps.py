@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from recsys.constants import LAYERS
 
-# The one command whose jobs/ script is not named after it (kept for the users who spark-submit it by hand).
-_SCRIPTS = {"features": "build_features.py"}
+# The commands whose jobs/ script is not named after them: build_features.py is kept for the users who spark-submit
+# it by hand; a jobs/select.py would shadow the standard library's `select` (jobs/ is first on a script's path).
+_SCRIPTS = {"features": "build_features.py", "select": "select_models.py"}
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,8 @@ class Step:
 
     ``name`` is the DAG task id and the plan key; ``command`` the ``recsys <command>`` it runs (``spark-submit
     jobs/<script>`` runs the same command); ``args`` its arguments, with ``{warehouse}``, ``{source}``,
-    ``{run_id}``, ``{version}``, ``{drops}`` and (for a ``per_model`` step, run once per candidate) ``{model}``
-    filled from the run; ``gates`` the layers validated right after it (a failed gate stops the run)."""
+    ``{run_id}``, ``{version}``, ``{drops}``, ``{models}`` (the run's candidates, comma-separated) and (for a
+    ``per_model`` step, run once per candidate) ``{model}`` filled from the run; ``gates`` the layers validated right after it (a failed gate stops the run)."""
 
     name: str
     command: str
@@ -63,6 +64,7 @@ _WAREHOUSE = ("--warehouse", "{warehouse}")
 INGEST = Step("ingest", "ingest", ("--source", "{source}", *_WAREHOUSE, "--bronze-only"), gates=("bronze",))
 SILVER = Step("silver", "build-silver", _WAREHOUSE, gates=("silver",))
 FEATURES = Step("features", "features", _WAREHOUSE, gates=("gold",))
+SELECT = Step("select", "select", (*_WAREHOUSE, "--run-id", "{run_id}", "--models", "{models}"))   # on valid
 TRAIN = Step("train", "train", ("--model", "{model}", "--run-id", "{run_id}", *_WAREHOUSE), per_model=True)
 EVALUATE = Step("evaluate", "evaluate", (*_WAREHOUSE, "--run-id", "{run_id}"))   # promotes the run's best
 PUBLISH_WRITE = Step("publish_write", "publish", (*_WAREHOUSE, "--version", "{version}", "--no-switch"),
@@ -75,7 +77,7 @@ APPLY_DELETIONS = Step("apply_deletions", "apply-deletions", (*_WAREHOUSE, "--dr
 
 # recsys_pipeline / recsys_retrain / `recsys pipeline` / `recsys retrain` (the DAGs add a promotion check after
 # EVALUATE); recsys_deletions; recsys_monitoring.
-TRAINING = (INGEST, SILVER, FEATURES, TRAIN, EVALUATE, PUBLISH_WRITE, PUBLISH_SWITCH)
+TRAINING = (INGEST, SILVER, FEATURES, SELECT, TRAIN, EVALUATE, PUBLISH_WRITE, PUBLISH_SWITCH)
 DELETIONS = (APPLY_DELETIONS, REPUBLISH_WRITE, PUBLISH_SWITCH)
 MONITORING = (Step("indicators", "indicators", _WAREHOUSE), Step("ab_report", "ab-report", _WAREHOUSE))
 

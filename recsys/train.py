@@ -17,26 +17,17 @@ from recsys import constants as C
 from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
+from recsys.features import catalog_text, interactions_version
 from recsys.logs import step
 from recsys.models import MODELS, FactorModel, fit_model
-from recsys.models.content import item_text
-
-
-def interactions_version(warehouse: Path) -> int:
-    return int(T.describe_table(Path(T.table_path(warehouse, C.INTERACTIONS)))["version"])
 
 
 def training_data(spark: SparkSession, warehouse: Path, splits: list[str] | None) -> DataFrame:
-    """gold/interactions restricted to ``splits`` (None = every row), cached once for the fit."""
+    """gold/interactions restricted to ``splits`` (None = every row), with what a model's weighting reads."""
     df = T.read_table(spark, warehouse, C.INTERACTIONS)
     if splits:
         df = df.where(F.col(C.SPLIT).isin(splits))
-    return df.select(C.USER_IDX, C.ITEM_IDX, "weight")
-
-
-def catalog_text(spark: SparkSession, warehouse: Path) -> DataFrame:
-    items = T.read_table(spark, warehouse, C.ITEM_INDEX).where(~F.col("deleted"))
-    return item_text(T.read_table(spark, warehouse, C.SILVER_ITEMS), items)
+    return df.select(C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP)
 
 
 def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict, splits: list[str] | None,
@@ -58,11 +49,15 @@ def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict,
 
 
 def train(spark: SparkSession, settings: Settings, model: str, run_id: str, params: dict | None = None) -> dict:
-    """Train one candidate of ``run_id``; returns its registry entry."""
+    """Train one candidate of ``run_id``; returns its registry entry. Parameters, first found first: ``params``,
+    the run's model selection (:mod:`recsys.selection`), ``train.params``."""
+    from recsys.selection.step import selected_params
+
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     warehouse = settings.warehouse
-    params = settings.train.params.updated({model: params or {}}).of(model).model_dump()
+    params = params or selected_params(warehouse, run_id, model) or {}
+    params = settings.train.params.updated({model: params}).of(model).model_dump()
     path = registry.model_dir(warehouse, model, run_id)
     with step("train", model=model, run_id=run_id, params=params) as rec:
         start = time.perf_counter()

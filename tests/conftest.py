@@ -19,6 +19,9 @@ import pytest
 import hypothesis_profiles  # noqa: F401 - registers and loads the Hypothesis profile before any test runs
 
 SHARED_DATA = Path(os.environ.get("RECSYS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# Model selection off in every test run, child processes (CLI, spark-submit, Airflow tasks) included: tests run the
+# pipeline many times on tiny data; tests/test_selection.py turns it on where the search itself is tested.
+os.environ.setdefault("RECSYS_TUNING__BUDGET_SECONDS", "0")
 
 
 # --- tiers: `make test` runs everything, `make test-fast` deselects `heavy` ------------------------------------------

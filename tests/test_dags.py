@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
 _MARK = "@@probe@@"
 
-PIPELINE_CHAIN = ["plan", "ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train",
-                  "evaluate", "promotion_gate", "publish_write", "gate_published", "publish_switch", "signal_api"]
+PIPELINE_CHAIN = ["plan", "ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "select",
+                  "train", "evaluate", "promotion_gate", "publish_write", "gate_published", "publish_switch",
+                  "signal_api"]
 RETRAIN_CHAIN = [t if t != "promotion_gate" else "promoted" for t in PIPELINE_CHAIN]
 DELETIONS_CHAIN = ["wait_for_drops", "plan", "apply_deletions", "gate_silver", "gate_gold", "publish_write",
                    "gate_published", "publish_switch", "signal_api", "archive_drops"]
@@ -177,8 +178,8 @@ def test_each_dag_has_the_expected_tasks_and_edges(dagbag, dag_id, chain, extra)
 
 def test_spark_steps_are_the_user_facing_jobs_through_spark_default(dagbag):
     pipeline = dagbag["dags"]["recsys_pipeline"]["spark"]
-    assert set(pipeline) == {"ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train",
-                             "evaluate", "publish_write", "gate_published", "publish_switch"}
+    assert set(pipeline) == {"ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "select",
+                             "train", "evaluate", "publish_write", "gate_published", "publish_switch"}
     for dag in dagbag["dags"].values():
         for task_id, spark in dag["spark"].items():
             assert spark["conn_id"] == "spark_default", task_id
@@ -189,7 +190,7 @@ def test_spark_steps_are_the_user_facing_jobs_through_spark_default(dagbag):
 
 def test_params_retries_timeouts_and_failure_callbacks(dagbag):
     pipeline = dagbag["dags"]["recsys_pipeline"]
-    assert pipeline["params"] == ["categories", "k", "models", "source", "split_strategy"]
+    assert pipeline["params"] == ["categories", "k", "models", "source", "split_strategy", "tuning_budget"]
     assert "models" not in dagbag["dags"]["recsys_retrain"]["params"]
     for dag in dagbag["dags"].values():
         assert sorted(dag["callbacks"]) == sorted(dag["tasks"])
@@ -318,7 +319,7 @@ def test_plan_commands_are_the_pipeline_dags_spark_tasks_in_order(dagbag, tmp_pa
                          dag_run_id="r", run_after=datetime.now(timezone.utc))
     commands = spark_submit_commands(plan, master="local[2]")
     assert [label for label, _ in commands] == [
-        "ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "train[popularity]",
+        "ingest", "gate_bronze", "silver", "gate_silver", "features", "gate_gold", "select", "train[popularity]",
         "train[content]", "evaluate", "publish_write", "gate_published", "publish_switch"]
     for label, argv in commands:
         step = label.split("[")[0]

@@ -1,14 +1,25 @@
-"""The side-by-side comparison report of a run: ``metrics.json``, ``index.html`` and PNG plots."""
+"""The side-by-side comparison report of a run: ``metrics.json``, ``index.html`` and PNG plots, with the run's model
+selection (:mod:`recsys.selection`) when it searched: the best trials per model, MAP@K on valid against the main
+parameters, the time spent."""
 
 from __future__ import annotations
 
 import html
 import json
 from pathlib import Path
+from typing import Any
+
+# the parameters plotted against valid MAP@K, per model (log-scaled axes where the space is log-scaled)
+PLOTTED = {"implicit_als": ("factors", "regularization", "alpha", "power"),
+           "spark_als": ("factors", "regularization", "alpha", "power"),
+           "content": ("dims", "min_df", "power")}
+LOG_SCALED = {"factors", "regularization", "alpha", "dims"}
+BEST_SHOWN = 5
 
 
-def write_report(folder: Path, summary: dict, results: dict[str, dict]) -> Path:
-    """Write the report for one evaluated run into ``folder``; returns the HTML path."""
+def write_report(folder: Path, summary: dict, results: dict[str, dict], selection: dict | None = None) -> Path:
+    """Write the report for one evaluated run into ``folder``; returns the HTML path. ``selection``: the run's
+    model selection (``recsys.selection.step.selected``), empty or None when it searched nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,7 +72,66 @@ padding:4px 8px;text-align:right}}</style></head><body>
 <table><tr>{head}</tr>{''.join(rows)}</table>
 <h2>MAP@K and recall@K</h2><img src="metrics_over_k.png">
 <h2>Training time and popularity bias</h2><img src="training_time_and_popularity_bias.png">
+{selection_section(folder, selection or {}, plt)}
 </body></html>"""
     out = folder / "index.html"
     out.write_text(page)
     return out
+
+
+def _flat(params: dict[str, Any]) -> dict[str, Any]:
+    """A model's parameters with the weighting's keys at the top (``power``, ``scheme``, ``half_life_days``)."""
+    out = {k: v for k, v in params.items() if k != "weighting"}
+    return {**out, **(params.get("weighting") or {})}
+
+
+def selection_section(folder: Path, selection: dict, plt) -> str:
+    """HTML of the run's search (nothing when it searched nothing) and its plot, ``selection.png``."""
+    models = {m: r for m, r in (selection.get("models") or {}).items() if r.get("trials")}
+    if not models:
+        return ""
+    k = selection.get("k", 10)
+    fig, axes = plt.subplots(len(models), 4, figsize=(14, 3.2 * len(models)), squeeze=False)
+    for row, (model, result) in zip(axes, sorted(models.items())):
+        done = [t for t in result["trials"] if t["value"] is not None]
+        for ax, name in zip(row, PLOTTED.get(model, ())):
+            points = [(_flat(t["params"]).get(name), t["value"]) for t in done]
+            points = [(x, y) for x, y in points if x is not None]
+            ax.scatter([x for x, _ in points], [y for _, y in points], s=14, alpha=0.7)
+            if name in LOG_SCALED:
+                ax.set_xscale("log")
+            ax.set_xlabel(name)
+            ax.set_ylabel(f"{model} MAP@{k} (valid)")
+            ax.grid(alpha=0.3)
+        for ax in row[len(PLOTTED.get(model, ())):]:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(folder / "selection.png", dpi=100)
+    plt.close(fig)
+
+    parts = [f"<h2>Model selection</h2><p>Budget {selection.get('budget_seconds', 0):.0f} s, spent "
+             f"{selection.get('seconds', 0):.0f} s; trials scored with MAP@{k} on valid.</p>"]
+    if selection.get("note"):
+        parts.append(f"<p>{html.escape(selection['note'])}</p>")
+    for model, result in sorted(models.items()):
+        stopped = sum(1 for t in result["trials"] if t.get("stopped"))
+        resumed = f" (continuing {result['previous_trials']} earlier trials)" if result["previous_trials"] else ""
+        parts.append(f"<h3>{html.escape(model)}</h3><p>{len(result['trials'])} trials ({stopped} stopped early) in "
+                     f"{result['seconds']:.0f} s, study <code>{html.escape(result['study'])}</code>{resumed}; "
+                     f"chosen: <code>{html.escape(json.dumps(result.get('best'), sort_keys=True))}</code></p>")
+        best = sorted((t for t in result["trials"] if t["value"] is not None and not t.get("stopped")),
+                      key=lambda t: -t["value"])[:BEST_SHOWN]
+        keys = sorted({key for t in best for key in _flat(t["params"]) if key not in ("seed", "num_blocks")})
+        head = "".join(f"<th>{html.escape(x)}</th>" for x in ["trial", f"MAP@{k}", "s", *keys])
+        rows = ["<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in
+                                 [t["number"], t["value"], t["seconds"], *(_flat(t["params"]).get(x) for x in keys)])
+                + "</tr>" for t in best]
+        parts.append(f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+    parts.append('<img src="selection.png">')
+    return "\n".join(parts)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)

@@ -101,7 +101,7 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
     if report:
         from recsys.evaluate.report import write_report
 
-        out["report"] = str(write_report(settings.reports / run_id, out, results))
+        out["report"] = str(write_report(settings.reports / run_id, out, results, ops.selection(warehouse, run_id)))
     return out
 
 

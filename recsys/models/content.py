@@ -52,6 +52,16 @@ def embed(texts: list[str], params: ContentParams) -> np.ndarray:
     return (dense / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
+def user_profiles(matrix, item_ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """One profile per row of the user × item ``matrix``: Σ w·e_i / ||·|| over the user's items (CSR × dense, no
+    Python loop); ``vectors[j]`` embeds item ``item_ids[j]``. A user without items gets a zero row."""
+    lookup = np.zeros((max(matrix.shape[1], int(item_ids.max(initial=-1)) + 1), vectors.shape[1]), dtype=np.float32)
+    lookup[item_ids] = vectors
+    profiles = np.asarray(matrix @ lookup[: matrix.shape[1]])
+    norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+    return (profiles / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
 def fit(interactions: DataFrame, params: ContentParams, items: DataFrame | None = None,
         scratch: Path | None = None) -> FactorModel:
     """``items``: (item_idx, text) for the catalog (see :func:`item_text`)."""
@@ -64,15 +74,9 @@ def fit(interactions: DataFrame, params: ContentParams, items: DataFrame | None 
     texts = [t or "" for t in table.column("text").to_pylist()]
     vectors = embed(texts, params)
 
-    # user profile = Σ w·e_i / ||·|| over training items (CSR × dense, no Python loop)
-    csr = interactions_to_csr(interactions)
-    lookup = np.zeros((max(csr.shape[1], int(item_ids.max(initial=-1)) + 1), vectors.shape[1]), dtype=np.float32)
-    lookup[item_ids] = vectors
-    profiles = csr @ lookup[: csr.shape[1]]
+    csr = interactions_to_csr(interactions, params.weighting)
     user_ids = np.flatnonzero(np.diff(csr.indptr)).astype(np.int32)
-    profiles = profiles[user_ids]
-    norms = np.linalg.norm(profiles, axis=1, keepdims=True)
-    profiles = profiles / np.where(norms > 0, norms, 1.0)
+    profiles = user_profiles(csr, item_ids, vectors)[user_ids]
     seconds = time.perf_counter() - start
 
     # a folder we make is ours to delete (FactorModel.scratch); a caller's stays the caller's

@@ -8,12 +8,33 @@ Kept free of Spark and numpy: ``recsys.config`` imports it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
 from recsys.constants import MODELS
 from recsys.strict import StrictModel, config_error
+
+
+class WeightingParams(StrictModel):
+    """How a model re-weighs the interaction strengths w of gold/interactions before it fits (identity by default,
+    so w stays as the features step built it). In order: ``power`` (w^power: 0 = binary, every interaction 1; with
+    rating-only strengths w = rating/5 it is the rating power), then ``scheme`` over the user × item matrix
+    (``bm25`` with ``bm25_k1``/``bm25_b``, or ``tfidf``: implicit's definitions, the idf floored at 0), then a recency
+    decay 0.5^(age_days / ``half_life_days``), age counted from the newest interaction the model is fitted on.
+
+    Part of a model's parameters, not of the features step, so model selection searches it per model and the
+    chosen weighting follows the model into its refits (publish)."""
+
+    power: float = Field(1.0, ge=0)
+    scheme: Literal["none", "bm25", "tfidf"] = "none"
+    bm25_k1: float = Field(100.0, gt=0)
+    bm25_b: float = Field(0.8, ge=0, le=1)
+    half_life_days: float | None = Field(None, gt=0)
+
+    @property
+    def identity(self) -> bool:
+        return self.power == 1.0 and self.scheme == "none" and self.half_life_days is None
 
 
 class ALSParams(StrictModel):
@@ -23,6 +44,7 @@ class ALSParams(StrictModel):
     iterations: int = Field(15, ge=1)
     seed: int = 42
     num_blocks: int | None = None             # Spark only: user/item blocks (default: parallelism)
+    weighting: WeightingParams = Field(default_factory=WeightingParams)
 
 
 class PopularityParams(StrictModel):
@@ -38,6 +60,7 @@ class ContentParams(StrictModel):
     max_features: int = Field(50_000, ge=100)
     min_df: int = Field(2, ge=1)
     seed: int = 42
+    weighting: WeightingParams = Field(default_factory=WeightingParams)   # of the items in a user's profile
 
 
 class ModelParams(StrictModel):

@@ -1,7 +1,8 @@
 """Spark MLlib ALS with implicit feedback (Hu–Koren–Volinsky), trained on the interaction weights w.
 
 Spark scales the regularisation by each user's/item's number of ratings (ALS-WR), implicit does not;
-the same ``regularization`` value therefore means more shrinkage here — tune each on its own.
+the same ``regularization`` value therefore means more shrinkage here. Model selection searches both in implicit's
+flat units and maps them (:mod:`recsys.selection.spaces`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from pyspark.sql import functions as F
 from recsys import constants as C
 from recsys.models.factors import FactorModel
 from recsys.models.params import ALSParams
+from recsys.models.weighting import weigh_frame
 
 
 def fit(interactions: DataFrame, params: ALSParams, items: DataFrame | None = None) -> FactorModel:
-    """Fit on (user_idx, item_idx, weight); ``items`` is unused (one signature for every model)."""
+    """Fit on (user_idx, item_idx, weight[, timestamp]), w re-weighted by ``params.weighting``; ``items`` is unused
+    (one signature for every model)."""
     from pyspark import StorageLevel
     from pyspark.ml.recommendation import ALS
 
     spark = interactions.sparkSession
-    ratings = interactions.select(C.USER_IDX, C.ITEM_IDX, F.col("weight").cast("float").alias("weight"))
+    ratings = weigh_frame(interactions, params.weighting).select(C.USER_IDX, C.ITEM_IDX,
+                                                                 F.col("weight").cast("float").alias("weight"))
     ratings = ratings.persist(StorageLevel.MEMORY_AND_DISK)
     blocks = params.num_blocks or max(2, spark.sparkContext.defaultParallelism)
     als = ALS(rank=params.factors, maxIter=params.iterations, regParam=params.regularization, alpha=params.alpha,

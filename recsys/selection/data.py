@@ -1,0 +1,133 @@
+"""What a search sees: the train and valid rows of gold/interactions as numpy arrays, never the test rows, and the
+MAP@K of a trial's factors on valid.
+
+The test split stays out by construction: :func:`search_rows` reads only ``split IN (train, valid)`` and
+:class:`SearchData` refuses any other label, so no trial can fit on, or be scored with, what the run is finally
+judged on. At large sizes the trials use a seeded sample of the users who have valid interactions (their train rows,
+every item): ``note`` says so and the run's report and logs repeat it.
+
+Trials are scored in numpy (:mod:`recsys.evaluate.python_metrics`, the twin of the Spark metrics that evaluate the
+run): top-K by score, ties to the smaller item index, the user's train items excluded, only items with factors
+ranked; a valid user without factors has no list and counts 0, as in the Spark evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys import constants as C
+from recsys.evaluate import python_metrics as PM
+from recsys.evaluate.definitions import MAP, metric_key
+
+TRAIN, VALID = "train", "valid"
+SEARCHED_SPLITS = (TRAIN, VALID)
+_SCORE_CELLS = 20_000_000          # users × items scored per block (≈ 80 MB of float32)
+
+
+@dataclass(frozen=True)
+class SearchData:
+    """Train rows as (users, items, weights, timestamps) arrays, valid as user → items; dense indices."""
+
+    users: np.ndarray
+    items: np.ndarray
+    weights: np.ndarray
+    timestamps: np.ndarray
+    truth: dict[int, list[int]]
+    n_users: int
+    n_items: int
+    note: str | None = None
+
+    @classmethod
+    def from_rows(cls, users, items, weights, timestamps, splits, *, max_users: int, seed: int) -> SearchData:
+        """Arrays of gold/interactions rows labelled train or valid (anything else is refused), users sampled down
+        to ``max_users`` among those with valid rows."""
+        splits = np.asarray(splits).astype(str)
+        unknown = sorted(set(np.unique(splits)) - set(SEARCHED_SPLITS))
+        if unknown:
+            raise ValueError(f"the search reads only {' and '.join(SEARCHED_SPLITS)} rows, got {', '.join(unknown)}")
+        users, items = np.asarray(users, dtype=np.int32), np.asarray(items, dtype=np.int32)
+        n_users = int(users.max(initial=-1)) + 1
+        n_items = int(items.max(initial=-1)) + 1
+        valid = splits == VALID
+        candidates = np.unique(users[valid])
+        note = None
+        if len(candidates) > max_users:
+            chosen = np.sort(np.random.default_rng(seed).choice(candidates, size=max_users, replace=False))
+            note = (f"trials on a sample of {max_users:,} of the {len(candidates):,} users with valid interactions "
+                    f"(tuning.max_users), their train rows only")
+            keep = np.isin(users, chosen)
+            users, items, splits, valid = users[keep], items[keep], splits[keep], valid[keep]
+            weights, timestamps = np.asarray(weights)[keep], np.asarray(timestamps)[keep]
+        train = ~valid
+        truth: dict[int, list[int]] = {}
+        for user, item in zip(users[valid].tolist(), items[valid].tolist()):
+            truth.setdefault(user, []).append(item)
+        return cls(users[train], items[train], np.asarray(weights, dtype=np.float64)[train],
+                   np.asarray(timestamps, dtype=np.int64)[train], truth, n_users, n_items, note)
+
+    @property
+    def mean_per_user(self) -> float:
+        """Mean number of train interactions per user who has any (maps the ALS regularizations)."""
+        return len(self.users) / max(1, len(np.unique(self.users)))
+
+    def matrix(self, values: np.ndarray):
+        """The users × items CSR of the train rows with ``values`` (float32)."""
+        import scipy.sparse as sp
+
+        return sp.csr_matrix((values.astype(np.float32), (self.users, self.items)),
+                             shape=(self.n_users, self.n_items))
+
+    def score(self, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,
+              item_vectors: np.ndarray, k: int) -> float:
+        """MAP@k on valid of the factors given (row j of ``user_vectors`` is user ``user_ids[j]``, same for items)."""
+        user_row = np.full(self.n_users, -1, dtype=np.int64)
+        known = user_ids < self.n_users
+        user_row[user_ids[known]] = np.flatnonzero(known)
+        keep = item_ids < self.n_items
+        item_ids, item_vectors = item_ids[keep], np.asarray(item_vectors[keep], dtype=np.float32)
+        order = np.argsort(item_ids, kind="stable")            # ties then go to the smaller item index
+        item_ids, item_vectors = item_ids[order], item_vectors[order]
+        seen = self.matrix(np.ones(len(self.users)))[:, item_ids].tocsr()
+        users = np.array([u for u in self.truth if u < self.n_users and user_row[u] >= 0], dtype=np.int64)
+        predictions: dict[int, list[int]] = {}
+        block = max(1, _SCORE_CELLS // max(1, len(item_ids)))
+        for start in range(0, len(users), block):
+            rows = users[start:start + block]
+            scores = np.asarray(user_vectors[user_row[rows]], dtype=np.float32) @ item_vectors.T
+            mask = seen[rows]
+            scores[mask.nonzero()] = -np.inf
+            top = _top_k(scores, min(k, scores.shape[1]))
+            for user, cols, row_scores in zip(rows.tolist(), top, scores):
+                predictions[user] = item_ids[cols[np.isfinite(row_scores[cols])]].tolist()
+        return PM.ranking_metrics(predictions, self.truth, [k])[metric_key(MAP, k)]
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k best scores, best first, ties to the smaller column (= item index)."""
+    if k <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+    picked = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -picked), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def search_rows(spark, warehouse):
+    """gold/interactions' train and valid rows (user, item, weight, timestamp, split) as Arrow: the only read of
+    the interactions a search makes."""
+    from pyspark.sql import functions as F
+
+    from recsys import tables as T
+
+    return (T.read_table(spark, warehouse, C.INTERACTIONS).where(F.col(C.SPLIT).isin(*SEARCHED_SPLITS))
+            .select(C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP, C.SPLIT).toArrow())
+
+
+def search_data(spark, warehouse, *, max_users: int, seed: int) -> SearchData:
+    table = search_rows(spark, warehouse)
+    return SearchData.from_rows(*(table.column(c).to_numpy(zero_copy_only=False) for c in
+                                  (C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP, C.SPLIT)),
+                                max_users=max_users, seed=seed)

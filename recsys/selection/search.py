@@ -1,0 +1,228 @@
+"""The search of one model: an Optuna study (TPE sampler, median pruner) whose trials fit on the train rows of
+:class:`~recsys.selection.data.SearchData` and are scored with MAP@K on its valid rows, within a time budget.
+
+- implicit ALS reports MAP@K every ``tuning.report_every`` iterations (implicit's per-iteration callback), so the
+  median pruner stops a trial that trails the others at the same iteration, and a trial still running at the
+  deadline stops there. Spark ALS cannot report mid-fit (no warm start in ``pyspark.ml``): its trials are judged
+  whole. The content model fits in about the time of one score, so it is not pruned either.
+- Trials run one at a time: implicit already keeps both cores busy (OpenMP) and so do Spark's jobs; two at once
+  would only take turns.
+- The study lives in SQLite under ``ops/selection/studies.db`` and is named ``<model>-<run_id>``: a step run again
+  for the same run (an Airflow retry, ``recsys select`` twice) continues it; the sampler is seeded with
+  ``tuning.seed`` plus the number of trials already in the study, so a resumed study draws new trials instead of
+  repeating the first session's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.models.params import model_params
+from recsys.models.weighting import weigh
+from recsys.selection import spaces
+from recsys.selection.data import SearchData
+from recsys.selection.settings import TuningSettings
+
+STUDIES = "studies.db"              # under ops/selection/ (recsys.ops.SELECTIONS)
+
+
+class Stopped(Exception):
+    """A trial stopped early (pruned, or at the end of its model's budget); ``last``: its last reported MAP@K."""
+
+    def __init__(self, reason: str, last: float | None) -> None:
+        super().__init__(reason)
+        self.reason, self.last = reason, last
+
+
+@dataclass
+class Search:
+    """The outcome of one model's search: ``best`` params (None: no trial finished), every trial of this session."""
+
+    model: str
+    study: str
+    best: dict[str, Any] | None
+    best_value: float | None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    previous_trials: int = 0
+    note: str | None = None
+    mean_per_user: float = 0.0
+
+
+def study_name(model: str, run_id: str) -> str:
+    return f"{model}-{run_id}"
+
+
+def storage_url(warehouse: Path) -> str:
+    from recsys.ops import SELECTIONS
+
+    path = Path(warehouse) / SELECTIONS / STUDIES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def open_study(warehouse: Path, name: str, tuning: TuningSettings):
+    """The study ``name`` (created if new), its sampler seeded past the trials it already holds."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = storage_url(warehouse)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    done = len(study.trials)
+    sampler = optuna.samplers.TPESampler(seed=tuning.seed + done, n_startup_trials=tuning.startup_trials,
+                                         multivariate=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=tuning.report_every)
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+Trial = Callable[[dict[str, Any], Any, float], float]     # (params, optuna trial, deadline) -> MAP@K
+
+
+def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budget_seconds: float,
+               max_trials: int, mean_per_user: float, first: list[dict[str, Any]] = ()) -> Search:
+    """Ask/tell trials of ``study`` until ``budget_seconds`` or ``max_trials``; ``base`` (the configured params) is
+    the first trial of a new study and ``first`` are tried next (e.g. the other ALS's winner)."""
+    from optuna.trial import TrialState
+
+    start = time.perf_counter()
+    deadline = start + budget_seconds
+    previous = len(study.trials)
+    if previous == 0:
+        for params in [base, *first]:
+            study.enqueue_trial(spaces.trial_values(model, params, mean_per_user), skip_if_exists=True)
+    durations: list[float] = []
+    trials: list[dict[str, Any]] = []
+    while len(trials) < max_trials:
+        now = time.perf_counter()
+        expected = max(durations[-5:], default=0.0)      # the longest of the last few: trial costs vary with size
+        if now >= deadline or (durations and now + expected > deadline):
+            break
+        trial = study.ask()
+        params = _params(model, base, spaces.suggest(trial, model), mean_per_user)
+        began = time.perf_counter()
+        try:
+            value, state, stopped = trial_fn(params, trial, deadline), TrialState.COMPLETE, None
+        except Stopped as exc:
+            value, state, stopped = exc.last, TrialState.PRUNED, exc.reason
+        seconds = time.perf_counter() - began
+        durations.append(seconds)
+        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        trials.append({"number": trial.number, "params": params, "value": value, "stopped": stopped,
+                       "seconds": round(seconds, 3)})
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    return Search(model=model, study=study.study_name,
+                  best=_params(model, base, _rebuild(model, best.params), mean_per_user) if best else None,
+                  best_value=best.value if best else None, trials=trials,
+                  seconds=round(time.perf_counter() - start, 3), previous_trials=previous)
+
+
+def _params(model: str, base: dict[str, Any], proposed: dict[str, Any], mean_per_user: float) -> dict[str, Any]:
+    """A trial's full, validated parameters: the configured ones with the proposed ones over them, Spark's
+    regularization mapped from the flat value (:mod:`recsys.selection.spaces`)."""
+    values = dict(proposed)
+    if model == "spark_als":
+        values["regularization"] = spaces.spark_regularization(values["regularization"], mean_per_user)
+    return model_params(model, {**base, **values}).model_dump()
+
+
+def _rebuild(model: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Model parameters from a finished trial's flat values (the inverse of :func:`spaces.suggest`)."""
+    from optuna.trial import FixedTrial
+
+    return spaces.suggest(FixedTrial(values), model)
+
+
+# --- one trial per model family ---------------------------------------------------------------------------------
+
+
+def implicit_trial(data: SearchData, k: int, report_every: int) -> Trial:
+    """Fit implicit ALS, reporting MAP@k every ``report_every`` iterations; pruned or out of time: stop there."""
+    from recsys.models.implicit_als import factorize
+    from recsys.models.params import ALSParams
+
+    users_with_rows = np.unique(data.users)
+    items_with_rows = np.unique(data.items)
+
+    def score(user_factors, item_factors) -> float:
+        return data.score(users_with_rows, user_factors[users_with_rows], items_with_rows,
+                          item_factors[items_with_rows], k)
+
+    def run(params: dict[str, Any], trial, deadline: float) -> float:
+        typed = ALSParams.model_validate(params)
+        matrix = data.matrix(weigh(data.users, data.items, data.weights, data.timestamps, typed.weighting))
+        last: list[float] = []
+
+        def after(done: int, user_factors, item_factors) -> None:
+            if time.perf_counter() > deadline:
+                raise Stopped(f"out of time after {done} iterations", last[-1] if last else None)
+            if done % report_every == 0 and done < typed.iterations:
+                last.append(score(user_factors, item_factors))
+                trial.report(last[-1], done)
+                if trial.should_prune():
+                    raise Stopped(f"pruned after {done} iterations", last[-1])
+
+        user_factors, item_factors, _ = factorize(matrix, typed, callback=after)
+        return score(user_factors, item_factors)
+
+    return run
+
+
+def spark_trial(spark, data: SearchData, k: int) -> Trial:
+    """Fit Spark ALS through :func:`recsys.models.fit_model` (the train step's code) on the train rows."""
+    import pyarrow as pa
+
+    from recsys import constants as C
+    from recsys.models import fit_model
+
+    rows = spark.createDataFrame(pa.table({C.USER_IDX: data.users, C.ITEM_IDX: data.items, "weight": data.weights,
+                                           C.TIMESTAMP: data.timestamps})).cache()
+
+    def run(params: dict[str, Any], trial, deadline: float) -> float:
+        fitted = fit_model("spark_als", rows, params)
+        try:
+            users, user_vectors = _arrays(fitted.user_factors)
+            items, item_vectors = _arrays(fitted.item_factors)
+        finally:
+            fitted.discard_scratch()
+            fitted.user_factors.unpersist()
+            fitted.item_factors.unpersist()
+        return data.score(users, user_vectors, items, item_vectors, k)
+
+    return run
+
+
+def content_trial(data: SearchData, texts: tuple[np.ndarray, list[str]], k: int) -> Trial:
+    """Embed the catalog text (cached per embedding parameters) and build the weighted profiles."""
+    from recsys.models.content import embed, user_profiles
+    from recsys.models.params import ContentParams
+
+    item_ids, text = texts
+    embeddings: dict[tuple, np.ndarray] = {}
+    users_with_rows = np.unique(data.users)
+
+    def run(params: dict[str, Any], trial, deadline: float) -> float:
+        typed = ContentParams.model_validate(params)
+        key = (typed.dims, typed.max_features, typed.min_df, typed.seed)
+        if key not in embeddings:
+            embeddings[key] = embed(text, typed)
+        vectors = embeddings[key]
+        matrix = data.matrix(weigh(data.users, data.items, data.weights, data.timestamps, typed.weighting))
+        profiles = user_profiles(matrix, item_ids, vectors)
+        return data.score(users_with_rows, profiles[users_with_rows], item_ids, vectors, k)
+
+    return run
+
+
+def _arrays(factors) -> tuple[np.ndarray, np.ndarray]:
+    """A factor DataFrame (id, features) → (ids, matrix)."""
+    table = factors.select("id", "features").toArrow()
+    ids = table.column("id").to_numpy().astype(np.int64)
+    flat = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids, flat.reshape(len(ids), -1).astype(np.float32) if len(ids) else np.zeros((0, 1), np.float32)

@@ -1,0 +1,118 @@
+"""The ``select`` step: search every model of a run that has a space, within one budget, and leave the winners
+where the train step finds them (``ops/selection/<run_id>.json``, read through :func:`recsys.ops.selection`), every
+trial recorded in ``ops/runs`` with stage ``trial`` (split ``valid``). A budget of 0 searches nothing: train then
+fits ``train.params`` as configured.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys import constants as C
+from recsys import ops, registry
+from recsys.config import Settings
+from recsys.features import catalog_text, interactions_version
+from recsys.logs import step
+from recsys.selection import search as S
+from recsys.selection import spaces
+from recsys.selection.data import VALID, SearchData, search_data
+
+TRIAL = "trial"
+
+
+def selected_params(warehouse: Path, run_id: str, model: str) -> dict[str, Any] | None:
+    """The parameters selection chose for ``model`` in ``run_id`` (None: not searched, or no trial finished)."""
+    return (ops.selection(warehouse, run_id).get("models", {}).get(model) or {}).get("best")
+
+
+def select_models(spark, settings: Settings, run_id: str, models: Sequence[str] | None = None) -> dict[str, Any]:
+    """Search ``models`` (default: ``train.models``) in :data:`spaces.SEARCHED` order, each with its share of the
+    remaining budget; returns (and writes) the run's selection."""
+    tuning = settings.tuning
+    chosen = [m for m in spaces.SEARCHED if m in (models or settings.train.models)]
+    if tuning.budget_seconds <= 0 or not chosen:
+        return {"run_id": run_id, "budget_seconds": tuning.budget_seconds, "models": {}}
+    with step("select", run_id=run_id, models=chosen, budget_seconds=tuning.budget_seconds) as rec:
+        start = time.perf_counter()
+        deadline = start + tuning.budget_seconds
+        data = search_data(spark, settings.warehouse, max_users=tuning.max_users, seed=tuning.seed)
+        out: dict[str, Any] = {"run_id": run_id, "budget_seconds": tuning.budget_seconds, "k": tuning.k,
+                               "note": data.note, "models": {}}
+        if not data.truth:
+            out["note"] = "the validation split is empty: nothing searched, train.params as configured"
+            chosen = []
+        for i, model in enumerate(chosen):
+            left = chosen[i:]
+            share = tuning.shares.get(model, 1.0) / sum(tuning.shares.get(m, 1.0) for m in left)
+            budget = max(0.0, deadline - time.perf_counter()) * share
+            result = search_model(spark, settings, model, run_id, data, budget_seconds=budget,
+                                  first=_first(model, out["models"]))
+            out["models"][model] = summary(result)
+        out["seconds"] = round(time.perf_counter() - start, 3)
+        path = ops.selection_path(settings.warehouse, run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=2, default=str))
+        tmp.replace(path)
+        rec.update(seconds=out["seconds"], note=data.note,
+                   **{f"{m}.valid_map@{tuning.k}": r["best_value"] for m, r in out["models"].items()})
+    return out
+
+
+def _first(model: str, done: dict[str, Any]) -> list[dict[str, Any]]:
+    """Spark ALS tries implicit's winner first (the spaces map, :mod:`recsys.selection.spaces`): Spark's trials are
+    the dearest, and the flat-λ winner is a good guess for it."""
+    implicit = (done.get("implicit_als") or {}).get("best")
+    if model != "spark_als" or not implicit:
+        return []
+    return [{**implicit, "regularization": spaces.spark_regularization(implicit["regularization"],
+                                                                      done["implicit_als"]["mean_per_user"])}]
+
+
+def search_model(spark, settings: Settings, model: str, run_id: str, data: SearchData, *, budget_seconds: float,
+                 first: list[dict[str, Any]] = (), study: str | None = None) -> S.Search:
+    """One model's search on ``data`` (train/valid only), its trials appended to ``ops/runs`` in one commit."""
+    tuning = settings.tuning
+    base = settings.train.params.of(model).model_dump()
+    opened = S.open_study(settings.warehouse, study or S.study_name(model, run_id), tuning)
+    with step("search", model=model, run_id=run_id, study=opened.study_name, budget_seconds=round(budget_seconds, 1),
+              note=data.note) as rec:
+        result = S.run_search(opened, model, base, _trial(spark, settings, model, data),
+                              budget_seconds=budget_seconds, max_trials=tuning.max_trials,
+                              mean_per_user=data.mean_per_user, first=first)
+        result.note, result.mean_per_user = data.note, data.mean_per_user
+        rec.update(trials=len(result.trials), previous_trials=result.previous_trials, best=result.best_value,
+                   best_params=result.best, seconds=result.seconds)
+    versions = {C.INTERACTIONS: interactions_version(settings.warehouse)}
+    metric = f"map@{tuning.k}"
+    rows = [{"run_id": run_id, "model": model, "stage": TRIAL, "params": t["params"],
+             "metrics": {metric: t["value"]} if t["value"] is not None else {}, "train_seconds": t["seconds"],
+             "split": VALID, "data_versions": versions, "model_path": ""} for t in result.trials]
+    if rows:
+        registry.record_runs(spark, settings.warehouse, rows)
+    return result
+
+
+def summary(result: S.Search) -> dict[str, Any]:
+    """What the selection file keeps of a search: the winner, every trial of this session, the time spent."""
+    return {"best": result.best, "best_value": result.best_value, "study": result.study,
+            "previous_trials": result.previous_trials, "seconds": result.seconds, "note": result.note,
+            "mean_per_user": result.mean_per_user, "trials": result.trials}
+
+
+def _trial(spark, settings: Settings, model: str, data: SearchData) -> S.Trial:
+    tuning = settings.tuning
+    if model == "implicit_als":
+        return S.implicit_trial(data, tuning.k, tuning.report_every)
+    if model == "spark_als":
+        return S.spark_trial(spark, data, tuning.k)
+    return S.content_trial(data, _catalog_text(spark, settings.warehouse), tuning.k)
+
+
+def _catalog_text(spark, warehouse: Path):
+    table = catalog_text(spark, warehouse).toArrow()
+    return (table.column(C.ITEM_IDX).to_numpy().astype("int64"), [t or "" for t in table.column("text").to_pylist()])

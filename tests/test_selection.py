@@ -1,0 +1,240 @@
+"""Model selection (recsys.selection): the search never sees the test split, keeps its budget, continues a resumed
+study without repeating trials, and a budget of 0 leaves the configured parameters; the weighting and the space
+mapping it searches. Fast tests use planted synthetic interactions in numpy; one Spark test runs the step."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from recsys.models.params import WeightingParams, model_params
+from recsys.models.weighting import weigh
+from recsys.selection import search as S
+from recsys.selection import spaces
+from recsys.selection.data import SearchData
+from recsys.selection.settings import TuningSettings
+
+DAY = 86_400_000
+
+
+def planted(users: int = 120, items: int = 60, clusters: int = 4, per_user: int = 12, seed: int = 0):
+    """Users of a cluster interact only with that cluster's items; each user's last 3 rows are valid."""
+    rng = np.random.default_rng(seed)
+    size = items // clusters
+    u, i, s = [], [], []
+    for user in range(users):
+        block = (user % clusters) * size
+        chosen = rng.choice(size, size=per_user, replace=False) + block
+        u += [user] * per_user
+        i += chosen.tolist()
+        s += ["train"] * (per_user - 3) + ["valid"] * 3
+    n = len(u)
+    return (np.array(u), np.array(i), np.ones(n), np.arange(n, dtype=np.int64) * DAY, np.array(s))
+
+
+def data(**kw) -> SearchData:
+    return SearchData.from_rows(*planted(**kw), max_users=10_000, seed=1)
+
+
+def test_the_search_data_refuses_test_rows():
+    users, items, weights, stamps, splits = planted()
+    splits[::7] = "test"
+    with pytest.raises(ValueError, match="only train and valid"):
+        SearchData.from_rows(users, items, weights, stamps, splits, max_users=10, seed=0)
+
+
+def test_valid_rows_are_the_truth_and_never_fitted():
+    d = data()
+    assert len(d.users) == 120 * 9 and sum(len(v) for v in d.truth.values()) == 120 * 3
+    fitted = set(zip(d.users.tolist(), d.items.tolist()))
+    assert not fitted & {(u, i) for u, items in d.truth.items() for i in items}
+
+
+def test_users_are_sampled_above_the_cap_and_the_note_says_so():
+    d = SearchData.from_rows(*planted(), max_users=30, seed=3)
+    assert len(d.truth) == 30 and set(np.unique(d.users)) <= set(d.truth)
+    assert "30 of the 120 users" in d.note
+
+
+def test_score_is_one_for_a_model_that_knows_the_valid_items():
+    d = data(users=8, items=40, clusters=2, per_user=10)
+    users = np.arange(8)
+    items = np.arange(40)
+    # each user's vector points at exactly their valid items: a perfect ranking once seen items are excluded
+    user_vectors = np.zeros((8, 40), dtype=np.float32)
+    for user, valid in d.truth.items():
+        user_vectors[user, valid] = 1.0
+    assert d.score(users, user_vectors, items, np.eye(40, dtype=np.float32), 10) == pytest.approx(1.0)
+    assert d.score(users, -user_vectors, items, np.eye(40, dtype=np.float32), 3) < 0.2
+
+
+def test_weighting_power_zero_is_binary_and_identity_leaves_w():
+    u, i, w = np.array([0, 0, 1]), np.array([0, 1, 1]), np.array([0.2, 0.8, 0.5])
+    assert weigh(u, i, w, None, WeightingParams(power=0)).tolist() == [1.0, 1.0, 1.0]
+    assert weigh(u, i, w, None, WeightingParams()).tolist() == pytest.approx(w.tolist())
+    assert weigh(u, i, w, None, WeightingParams(power=2)).tolist() == pytest.approx((w ** 2).tolist())
+
+
+def test_bm25_and_tfidf_are_implicits():
+    import scipy.sparse as sp
+    from implicit.nearest_neighbours import bm25_weight, tfidf_weight
+
+    rng = np.random.default_rng(0)
+    dense = (rng.random((30, 20)) < 0.3) * rng.integers(1, 6, (30, 20))
+    dense[:, 0] = 0
+    dense[np.arange(30), rng.integers(1, 20, 30)] = 3       # every user has a row
+    m = sp.coo_matrix(dense.astype(np.float64))
+    bm25 = bm25_weight(m, K1=50.0, B=0.5).tocoo()
+    ours = weigh(m.row, m.col, m.data, None, WeightingParams(scheme="bm25", bm25_k1=50.0, bm25_b=0.5))
+    assert ours == pytest.approx(np.maximum(bm25.data, 0), rel=1e-5)
+    tfidf = tfidf_weight(m).tocoo()
+    ours = weigh(m.row, m.col, m.data, None, WeightingParams(scheme="tfidf"))
+    assert ours == pytest.approx(np.maximum(tfidf.data, 0), rel=1e-5)
+
+
+def test_half_life_halves_a_weight_per_half_life_of_age():
+    u, i, w = np.array([0, 0]), np.array([0, 1]), np.array([1.0, 1.0])
+    got = weigh(u, i, w, np.array([100 * DAY, 70 * DAY]), WeightingParams(half_life_days=30))
+    assert got.tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_spark_regularization_is_the_flat_one_per_mean_user_count():
+    assert spaces.spark_regularization(10.0, 100.0) == pytest.approx(0.1)
+    assert spaces.flat_regularization(0.1, 100.0) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("model", ["implicit_als", "spark_als", "content"])
+def test_an_enqueued_configuration_is_the_trial_it_came_from(model):
+    from optuna.trial import FixedTrial
+
+    params = model_params(model, {"weighting": {"power": 3.0, "scheme": "bm25", "bm25_k1": 20.0,
+                                                "half_life_days": 90.0}}).model_dump()
+    values = spaces.trial_values(model, params, mean_per_user=50.0)
+    again = S._params(model, params, spaces.suggest(FixedTrial(values), model), 50.0)
+    assert again == params
+
+
+def search(tmp_path, name: str, budget: float, tuning: TuningSettings | None = None, max_trials: int = 200):
+    tuning = tuning or TuningSettings(startup_trials=4, report_every=2)
+    d = data()
+    study = S.open_study(tmp_path, name, tuning)
+    base = model_params("implicit_als", {"factors": 8, "iterations": 6}).model_dump()
+    return S.run_search(study, "implicit_als", base, S.implicit_trial(d, 10, tuning.report_every),
+                        budget_seconds=budget, max_trials=max_trials, mean_per_user=d.mean_per_user)
+
+
+def test_the_budget_is_kept(tmp_path):
+    start = time.perf_counter()
+    result = search(tmp_path, "budget", budget=3.0)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 3.0 + 2.0                                    # one trial's worth of margin and the study setup
+    assert len(result.trials) >= 3 and result.best_value is not None
+    assert result.trials[0]["params"]["factors"] == 8             # the configured parameters are the first trial
+
+
+def test_a_resumed_study_continues_without_repeating_trials(tmp_path):
+    # both sessions inside the random start-up phase, where a sampler seeded as in the first would redraw its trials
+    tuning = TuningSettings(startup_trials=8, report_every=2)
+    first = search(tmp_path, "resumed", budget=60, tuning=tuning, max_trials=3)
+    second = search(tmp_path, "resumed", budget=60, tuning=tuning, max_trials=3)
+    assert second.previous_trials == 3 and len(second.trials) == 3
+    assert [t["number"] for t in second.trials] == [3, 4, 5]
+    drawn = [json.dumps(t["params"], sort_keys=True) for t in first.trials + second.trials]
+    assert len(set(drawn)) == len(drawn)
+    assert second.best_value >= first.best_value                  # the study's best includes the first session's
+
+
+def test_the_search_finds_the_planted_structure(tmp_path):
+    result = search(tmp_path, "quality", budget=60, max_trials=15)
+    assert result.best_value > 0.5                                # 4 clusters of 15 items: chance is far below
+
+
+def test_budget_zero_keeps_the_configured_parameters(tmp_path):
+    from recsys.config import load_settings
+    from recsys.selection.step import select_models, selected_params
+
+    settings = load_settings(warehouse=tmp_path / "wh")
+    settings.tuning = settings.tuning.model_copy(update={"budget_seconds": 0})
+    assert select_models(None, settings, "run-x")["models"] == {}        # nothing read, nothing searched
+    assert selected_params(settings.warehouse, "run-x", "implicit_als") is None
+
+
+def test_the_step_searches_on_valid_only_records_trials_and_train_fits_the_winner(spark, tmp_path, monkeypatch):
+    """The select step on a small gold table: the rows it reads carry no test label (and a run's test rows can be
+    anything: the trials come out the same), every trial lands in ops/runs as stage ``trial`` on ``valid``, the
+    winners are what the train step then fits."""
+    from test_features import silver_rows, write_silver
+
+    from recsys import constants as C
+    from recsys import tables as T
+    from recsys.config import FeatureSettings, SplitSettings, load_settings
+    from recsys.features import build_features
+    from recsys.selection import data as D
+    from recsys.selection.step import select_models, selected_params
+    from recsys.train import train
+
+    settings = load_settings(warehouse=tmp_path / "wh", reports=tmp_path / "reports")
+    settings.features = FeatureSettings(split=SplitSettings(strategy="leave_last_out", holdout=2))
+    settings.tuning = settings.tuning.model_copy(update={"budget_seconds": 4.0, "max_trials": 4})
+    write_silver(spark, settings.warehouse, silver_rows(n_users=60, n_items=25, per_user=(5, 12)))
+    build_features(spark, settings.warehouse, settings.features)
+    seen_splits: list[set] = []
+    original = D.SearchData.from_rows.__func__
+
+    def spy(cls, users, items, weights, timestamps, splits, **kw):
+        seen_splits.append(set(splits.tolist()))
+        return original(cls, users, items, weights, timestamps, splits, **kw)
+
+    monkeypatch.setattr(D.SearchData, "from_rows", classmethod(spy))
+    first = select_models(spark, settings, "run-a", ["implicit_als", "popularity"])
+    assert seen_splits == [{"train", "valid"}]
+    assert list(first["models"]) == ["implicit_als"]                     # popularity has nothing to search
+
+    # scramble the test rows: a search that never reads them draws and scores the same trials
+    path = T.table_path(settings.warehouse, C.INTERACTIONS)
+    gold = T.read_table(spark, settings.warehouse, C.INTERACTIONS)
+    from pyspark.sql import functions as F
+
+    scrambled = gold.withColumn(C.ITEM_IDX, F.when(F.col(C.SPLIT) == "test", (F.col(C.ITEM_IDX) + 7) % 25)
+                                .otherwise(F.col(C.ITEM_IDX))).localCheckpoint()
+    scrambled.write.format("delta").mode("overwrite").save(path)
+    settings.tuning = settings.tuning.model_copy(update={"budget_seconds": 60.0})
+    again = select_models(spark, settings, "run-b", ["implicit_als"])
+    values = [[t["value"] for t in r["models"]["implicit_als"]["trials"]] for r in (first, again)]
+    assert values[1][:len(values[0])] == values[0]
+
+    runs = spark.read.format("delta").load(T.table_path(settings.warehouse, C.RUNS))
+    trials = runs.where((F.col("stage") == "trial") & (F.col("run_id") == "run-a")).collect()
+    assert len(trials) == len(first["models"]["implicit_als"]["trials"]) and {r["split"] for r in trials} == {"valid"}
+
+    best = selected_params(settings.warehouse, "run-a", "implicit_als")
+    entry = train(spark, settings, "implicit_als", "run-a")
+    registered = json.loads(spark.read.format("delta").load(T.table_path(settings.warehouse, C.MODEL_REGISTRY))
+                            .where(F.col("run_id") == "run-a").first()["params"])
+    assert registered == best and entry["model"] == "implicit_als"
+
+
+def test_the_report_shows_the_search(tmp_path):
+    from recsys.evaluate.report import write_report
+
+    def trial(number, value, factors, stopped=None):
+        params = model_params("implicit_als", {"factors": factors, "weighting": {"power": 2.0}}).model_dump()
+        return {"number": number, "params": params, "value": value, "stopped": stopped, "seconds": 1.5}
+
+    trials = [trial(0, 0.01, 16), trial(1, 0.05, 128), trial(2, 0.02, 8, stopped="pruned after 5 iterations")]
+    selection = {"budget_seconds": 60, "seconds": 58.2, "k": 10, "note": "trials on a sample of 5 of the 9 users",
+                 "models": {"implicit_als": {"best": trials[1]["params"], "best_value": 0.05, "study": "s",
+                                             "previous_trials": 0, "seconds": 50.0, "trials": trials}}}
+    curves = [{"k": 1, "map": 0.1, "recall": 0.1}]
+    results = {"implicit_als": {"curves": curves, "metrics": {"map@10": 0.04}, "train_seconds": 1.0}}
+    page = write_report(tmp_path, {"run_id": "r", "decision": {}}, results, selection).read_text()
+    assert (tmp_path / "selection.png").is_file() and "Model selection" in page
+    assert "1 stopped early" in page and "spent 58 s" in page and "sample of 5 of the 9 users" in page
+    table = page[page.index("<h3>implicit_als"):]
+    assert table.index("<td>1</td><td>0.05</td>") < table.index("<td>0</td><td>0.01</td>")   # best trial first
+    assert "<td>2</td><td>0.02</td>" not in table                                       # stopped trials not ranked
+    assert "selection.png" not in write_report(tmp_path / "none", {"run_id": "r", "decision": {}}, results, {}) \
+        .read_text()
