@@ -56,9 +56,13 @@ def vacuum(spark: SparkSession, path: str, retain_hours: float) -> None:
     spark.sql(f"VACUUM delta.{quoted} RETAIN {hours} HOURS FULL").collect()
 
 
-def clear_log_cache(spark: SparkSession) -> None:
-    """Forget cached Delta logs: a swapped directory restarts at version 0 and must be re-read from disk."""
-    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()   # noqa: SLF001 - no public API for this
+def forget_logs(spark: SparkSession, *paths: Path) -> None:
+    """Forget the cached Delta logs of ``paths``: a swapped directory restarts at version 0 and must be re-read from
+    disk. Only these: the other tables' cached logs stay (re-reading them all costs a log replay each)."""
+    jvm = spark._jvm                                              # noqa: SLF001 - no public API for this
+    for path in paths:
+        jvm.org.apache.spark.sql.delta.DeltaLog.invalidateCache(spark._jsparkSession,   # noqa: SLF001
+                                                                jvm.org.apache.hadoop.fs.Path(str(path)))
 
 
 def rewrite(spark: SparkSession, warehouse: Path | str, rel: str, content: DataFrame | None = None) -> None:
@@ -87,5 +91,5 @@ def rewrite(spark: SparkSession, warehouse: Path | str, rel: str, content: DataF
         content = spark.read.format("delta").load(str(target))
     content.write.format("delta").mode("append").save(str(staged))
     swap.swap_in(target)
-    clear_log_cache(spark)
+    forget_logs(spark, target, staged)
     log.info("history purged: %s rewritten into a fresh directory", rel)
