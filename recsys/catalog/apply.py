@@ -102,13 +102,12 @@ def apply_rows(spark: SparkSession, settings: Settings, rows: Sequence[DropRow],
             purged = purge and rec["users"] > 0
             removed, changed, extra = _cascade(spark, settings, requests, salt, purged)
             started = time.perf_counter()
-            for rel in changed:
-                if rel in extra["fresh"]:
-                    continue                   # written into a fresh directory: no history left to purge
-                if purged:
+            kept = [rel for rel in changed if rel not in extra["fresh"]]    # fresh: no history left to purge
+            if purged:
+                for rel in kept:
                     history.rewrite(spark, warehouse, rel)
-                else:
-                    history.vacuum(spark, T.table_path(warehouse, rel), conf.purge_window_hours)
+            else:
+                history.vacuum_all(spark, [T.table_path(warehouse, rel) for rel in kept], conf.purge_window_hours)
             extra["seconds"]["history"] = round(time.perf_counter() - started, 2)
             ledger.record_applied(spark, warehouse, requests, removed, now, purged)
             totals: dict[str, int] = defaultdict(int)
