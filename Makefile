@@ -10,6 +10,8 @@ LOCK_ID  := $(shell cat requirements.lock pyproject.toml conf/maven/pom.xml | sh
 STAMP    := $(VENV)/.installed-$(LOCK_ID)
 
 SCALE    ?= small
+# seconds of model search in `make pipeline`/`make demo` (the configured default is 360; 0 = fixed parameters)
+TUNING   ?= 120
 DATA     ?= data/synthetic
 WAREHOUSE?= warehouse
 ifeq ($(SCALE),appliances)
@@ -44,7 +46,7 @@ synth: install
 	$(BIN)/recsys synth --out $(DATA) $(SYNTH_ARGS)
 
 pipeline: install
-	$(BIN)/recsys pipeline --source $(DATA) --warehouse $(WAREHOUSE)
+	RECSYS_TUNING__BUDGET_SECONDS=$(TUNING) $(BIN)/recsys pipeline --source $(DATA) --warehouse $(WAREHOUSE)
 
 demo: install synth pipeline
 	@$(BIN)/recsys tables --warehouse $(WAREHOUSE)
