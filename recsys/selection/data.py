@@ -20,10 +20,10 @@ import numpy as np
 from recsys import constants as C
 from recsys.evaluate import python_metrics as PM
 from recsys.evaluate.definitions import MAP, metric_key
+from recsys.models.topk import Catalogue, topk_products
 
 TRAIN, VALID = "train", "valid"
 SEARCHED_SPLITS = (TRAIN, VALID)
-_SCORE_CELLS = 20_000_000          # users × items scored per block (≈ 80 MB of float32)
 
 
 @dataclass(frozen=True)
@@ -89,30 +89,18 @@ class SearchData:
         item_ids, item_vectors = item_ids[keep], np.asarray(item_vectors[keep], dtype=np.float32)
         order = np.argsort(item_ids, kind="stable")            # ties then go to the smaller item index
         item_ids, item_vectors = item_ids[order], item_vectors[order]
-        seen = self.matrix(np.ones(len(self.users)))[:, item_ids].tocsr()
         users = np.array([u for u in self.truth if u < self.n_users and user_row[u] >= 0], dtype=np.int64)
-        predictions: dict[int, list[int]] = {}
-        block = max(1, _SCORE_CELLS // max(1, len(item_ids)))
-        for start in range(0, len(users), block):
-            rows = users[start:start + block]
-            scores = np.asarray(user_vectors[user_row[rows]], dtype=np.float32) @ item_vectors.T
-            mask = seen[rows]
-            scores[mask.nonzero()] = -np.inf
-            top = _top_k(scores, min(k, scores.shape[1]))
-            for user, cols, row_scores in zip(rows.tolist(), top, scores):
-                predictions[user] = item_ids[cols[np.isfinite(row_scores[cols])]].tolist()
+        if not len(users) or not len(item_ids):
+            return PM.ranking_metrics({}, self.truth, [k])[metric_key(MAP, k)]
+        seen = self.matrix(np.ones(len(self.users)))[users][:, item_ids].tocsr()     # columns = catalogue order
+        seen.sort_indices()
+        queries = np.ascontiguousarray(user_vectors[user_row[users]], dtype=np.float32)
+        cols, scores = topk_products(queries, Catalogue.of(item_vectors), k,
+                                     seen=(seen.indptr[:-1].astype(np.int64), seen.indptr[1:].astype(np.int64),
+                                           seen.indices.astype(np.int64)))
+        predictions = {user: item_ids[row_cols[np.isfinite(row_scores)]].tolist()
+                       for user, row_cols, row_scores in zip(users.tolist(), cols, scores)}
         return PM.ranking_metrics(predictions, self.truth, [k])[metric_key(MAP, k)]
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's k best scores, best first, ties to the smaller column (= item index)."""
-    if k <= 0:
-        return np.zeros((scores.shape[0], 0), dtype=np.int64)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
-    picked = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -picked), axis=1)
-    return np.take_along_axis(part, order, axis=1)
 
 
 def search_rows(spark, warehouse):
