@@ -303,11 +303,11 @@ def _scan_one(path: Path, rel: str, matchers: list[Matcher], report: AuditReport
 
 
 def check_item_indices(warehouse: Path, targets: Targets, report: AuditReport) -> None:
-    """Deleted items' indices must be gone from gold/interactions and every model's item factors."""
+    """Deleted items' indices must be gone from gold/interactions and every model's item-keyed folders."""
     import pyarrow.dataset as pds
     from deltalake import DeltaTable
 
-    from recsys.catalog.files import ITEM_FACTORS, model_dirs
+    from recsys.catalog.files import ITEM_PREFIX, model_dirs
 
     index = warehouse / C.ITEM_INDEX
     if not targets.plain_items or not (index / "_delta_log").is_dir():
@@ -322,8 +322,7 @@ def check_item_indices(warehouse: Path, targets: Targets, report: AuditReport) -
         sources.append((C.INTERACTIONS, DeltaTable(str(warehouse / C.INTERACTIONS))
                         .to_pyarrow_table(columns=[C.ITEM_IDX])[C.ITEM_IDX]))
     for model in model_dirs(warehouse):
-        folder = model / ITEM_FACTORS
-        if folder.is_dir():
+        for folder in sorted(p for p in model.iterdir() if p.is_dir() and p.name.startswith(ITEM_PREFIX)):
             sources.append((str(folder.relative_to(warehouse.resolve())),
                             pds.dataset(folder, format="parquet").to_table(columns=["id"])["id"]))
     for name, column in sources:

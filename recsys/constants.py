@@ -18,7 +18,7 @@ META_FIELDS = (
 LAYERS = ("bronze", "silver", "gold", "published")
 
 # --- choices the DAGs' forms offer (their files read these while Airflow parses them) ------------------
-MODELS = ("spark_als", "implicit_als", "popularity", "content")        # recsys.models; conf train.params keys
+MODELS = ("spark_als", "implicit_als", "popularity", "content", "multistage")        # recsys.models; conf train.params keys
 SPLIT_STRATEGIES = ("official", "temporal", "leave_last_out", "random")   # recsys.features
 
 # --- column names ------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.logs import step
-from recsys.models import FactorModel
+from recsys.models import FactorModel, load_model
 from recsys.models.popularity import popular_by_category
 from recsys.train import fit_and_save
 
@@ -58,7 +58,7 @@ def _production_model(spark: SparkSession, settings: Settings, seen: DataFrame,
     path = registry.model_dir(settings.warehouse, prod[C.MODEL], prod["run_id"] + "-all")
     if not refit:
         saved = path if path.is_dir() else prod["model_path"]
-        return prod, FactorModel.load(spark, str(saved), seen=seen)
+        return prod, load_model(spark, str(saved), seen=seen)
     with step("refit", model=prod[C.MODEL], run_id=prod["run_id"]):
         model = fit_and_save(spark, settings.warehouse, prod[C.MODEL], json.loads(prod["params"] or "{}"), None, path)
     model.seen = seen

@@ -19,15 +19,26 @@ from recsys import tables as T
 from recsys.config import Settings
 from recsys.features import catalog_text, interactions_version
 from recsys.logs import step
-from recsys.models import MODELS, FactorModel, fit_model
+from recsys.models import MODELS, FactorModel, fit_model, load_model
 
 
 def training_data(spark: SparkSession, warehouse: Path, splits: list[str] | None) -> DataFrame:
-    """gold/interactions restricted to ``splits`` (None = every row), with what a model's weighting reads."""
+    """gold/interactions restricted to ``splits`` (None = every row), with what a model's weighting reads (and the
+    split: the multi-stage model labels its ranker with the latest one)."""
     df = T.read_table(spark, warehouse, C.INTERACTIONS)
     if splits:
         df = df.where(F.col(C.SPLIT).isin(splits))
-    return df.select(C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP)
+    return df.select(C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP, C.SPLIT)
+
+
+def model_items(spark: SparkSession, warehouse: Path, model: str) -> DataFrame | None:
+    """The catalogue a model reads besides the interactions: item text (content), text and item features
+    (multi-stage), nothing (the others)."""
+    from recsys.multistage.model import NAME, catalogue_items
+
+    if model == "content":
+        return catalog_text(spark, warehouse)
+    return catalogue_items(spark, warehouse) if model == NAME else None
 
 
 def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict, splits: list[str] | None,
@@ -35,17 +46,26 @@ def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict,
     """Fit ``model`` on ``splits`` and save it to ``path``; returns the fitted model."""
     data = training_data(spark, warehouse, splits).cache()
     try:
-        items = catalog_text(spark, warehouse) if model == "content" else None
-        fitted = fit_model(model, data, params, items=items)
+        fitted = fit_model(model, data, params, items=model_items(spark, warehouse, model))
         fitted.info["interactions_version"] = interactions_version(warehouse)
         fitted.info["fit_splits"] = splits or ["all"]
         fitted.save(path)
         if fitted.scratch is not None:   # numpy-fitted: serve the saved copy, drop the temp one
-            temporary, fitted = fitted, FactorModel.load(spark, path, seen=fitted.seen)
+            temporary, fitted = fitted, load_model(spark, path, seen=fitted.seen)
             temporary.discard_scratch()
     finally:
         data.unpersist()
     return fitted
+
+
+def retriever_params(settings: Settings, run_id: str) -> dict:
+    """The multi-stage retrievers' parameters: what selection chose for implicit ALS and content in ``run_id``, or
+    their ``train.params`` where nothing was searched, so the retrievers are the run's own single models."""
+    from recsys.selection.step import selected_params
+
+    return {retriever: selected_params(settings.warehouse, run_id, model)
+            or settings.train.params.of(model).model_dump()
+            for retriever, model in (("als", "implicit_als"), ("content", "content"))}
 
 
 def train(spark: SparkSession, settings: Settings, model: str, run_id: str, params: dict | None = None) -> dict:
@@ -57,6 +77,8 @@ def train(spark: SparkSession, settings: Settings, model: str, run_id: str, para
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     warehouse = settings.warehouse
     params = params or selected_params(warehouse, run_id, model) or {}
+    if model == "multistage":
+        params = {**retriever_params(settings, run_id), **params}
     params = settings.train.params.updated({model: params}).of(model).model_dump()
     path = registry.model_dir(warehouse, model, run_id)
     with step("train", model=model, run_id=run_id, params=params) as rec:

@@ -152,7 +152,7 @@ def _built_settings(root: Path):
     # Every model family, so test_pipeline reads its assertions (both ALS beat popularity, similar items by ALS and
     # by content) off this one build instead of a pipeline run of its own.
     settings.train = settings.train.model_copy(update={"models": ["implicit_als", "popularity", "spark_als",
-                                                                  "content"]})
+                                                                  "content", "multistage"]})
     als = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
     settings.train.params = settings.train.params.updated({"spark_als": als, "implicit_als": als})
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})

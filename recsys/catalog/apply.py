@@ -33,7 +33,7 @@ from recsys import constants as C
 from recsys import tables as T
 from recsys.catalog import cascade, history, ledger, swap
 from recsys.catalog.drops import Drop, DropRow, find_drops, read_drop
-from recsys.catalog.files import drop_model_rows, scrub_event_logs
+from recsys.catalog.files import drop_model_rows, is_user_folder, scrub_event_logs
 from recsys.catalog.settings import DeletionSettings
 from recsys.config import Settings
 from recsys.logs import step
@@ -163,7 +163,7 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
         user_idx = {r[C.USER_IDX]: r["id_hash"] for r in batch.user_idx.collect()} if batch.user_idx else {}
         item_idx = {r[C.ITEM_IDX]: r["id_hash"] for r in batch.item_idx.collect()} if batch.item_idx else {}
         for folder, gone in drop_model_rows(warehouse, user_idx, item_idx).items():
-            owners = user_idx if folder.endswith("user_factors") else item_idx
+            owners = user_idx if is_user_folder(folder) else item_idx
             for idx in gone:
                 removed[owners[idx]][folder] = 1
         events = settings.serve.resolved(warehouse).events_dir

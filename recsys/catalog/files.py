@@ -1,7 +1,8 @@
 """The cascade beyond Delta: model factor files and the API's event logs.
 
-- Model outputs (``models/<model>/<run>/{user,item}_factors``, Parquet ``id INT, features ARRAY<FLOAT>``) lose
-  the rows of erased users and deleted items: rewritten beside and swapped in (:mod:`recsys.catalog.swap`).
+- Model outputs (``models/<model>/<run>/user_*`` and ``item_*`` folders, Parquet keyed by ``id INT``: the factors
+  of every model, and the multi-stage model's histories, embeddings, neighbours and item features) lose the rows
+  of erased users and deleted items: rewritten beside and swapped in (:mod:`recsys.catalog.swap`).
 - Event logs lose every line of an erased user — by the line's ``user_id``, or by whole token for a line without
   one (torn or garbled); the API rewrites its logs (:func:`recsys.serve.maintenance.scrub_events`), as it rebuilds
   its snapshots (:func:`recsys.serve.maintenance.refresh_snapshots`).
@@ -25,7 +26,7 @@ from recsys.ids import is_valid_id
 from recsys.serve.maintenance import scrub_events
 
 MODELS_DIR = "models"
-USER_FACTORS, ITEM_FACTORS = "user_factors", "item_factors"
+USER_PREFIX, ITEM_PREFIX = "user_", "item_"      # a model's folders keyed by user_idx / item_idx
 
 
 def model_dirs(warehouse: Path | str) -> list[Path]:
@@ -58,11 +59,17 @@ def drop_model_rows(warehouse: Path | str, user_idx: Iterable[int], item_idx: It
     users, items = list(user_idx), list(item_idx)
     root = Path(warehouse).resolve()
     for model in model_dirs(warehouse):
-        for name, ids in ((USER_FACTORS, users), (ITEM_FACTORS, items)):
-            removed = drop_factor_rows(model / name, ids)
+        for folder in sorted(p for p in model.iterdir() if p.is_dir()):
+            ids = users if is_user_folder(folder.name) else items if folder.name.startswith(ITEM_PREFIX) else []
+            removed = drop_factor_rows(folder, ids)
             if removed:
-                out[str((model / name).relative_to(root))] = removed
+                out[str(folder.relative_to(root))] = removed
     return out
+
+
+def is_user_folder(name: str) -> bool:
+    """Whether a model's folder is keyed by user (``user_*``) rather than by item (``item_*``)."""
+    return Path(name).name.startswith(USER_PREFIX)
 
 
 def line_owner(line: bytes) -> str | None:

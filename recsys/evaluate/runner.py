@@ -21,7 +21,7 @@ from recsys import tables as T
 from recsys.config import Settings
 from recsys.evaluate import spark_metrics as SM
 from recsys.logs import step, timed
-from recsys.models import FactorModel
+from recsys.models import FactorModel, load_model
 
 log = logging.getLogger(__name__)
 TEST = "test"
@@ -81,7 +81,7 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
     results: dict[str, dict] = {}
     with step("evaluate", run_id=run_id, models=[c[C.MODEL] for c in cands]) as rec:
         for cand in cands:
-            model = FactorModel.load(spark, cand["model_path"], seen=fit)
+            model = load_model(spark, cand["model_path"], seen=fit)
             metrics, curves = evaluate_model(model, fit, test, conf.ks, conf.curve_max_k, catalog)
             train_seconds = model.info.get("train_seconds")
             results[cand[C.MODEL]] = {"metrics": metrics, "curves": curves, "train_seconds": train_seconds,
@@ -120,7 +120,7 @@ def production_on_split(spark: SparkSession, settings: Settings, current: dict, 
         return None                 # not a ranking metric at K: only the recorded figure can be compared
     k = int(cut)
     try:
-        model = FactorModel.load(spark, current["model_path"], seen=fit)
+        model = load_model(spark, current["model_path"], seen=fit)
     except Exception:  # noqa: BLE001 - a pruned or erased model folder: fall back to the recorded figure
         log.warning("production model %s of %s cannot be loaded from %s; using its recorded metric",
                     current[C.MODEL], current["run_id"], current["model_path"])

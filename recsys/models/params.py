@@ -63,6 +63,9 @@ class ContentParams(StrictModel):
     weighting: WeightingParams = Field(default_factory=WeightingParams)   # of the items in a user's profile
 
 
+from recsys.multistage.params import MultiStageParams  # noqa: E402 - it builds on the families above
+
+
 class ModelParams(StrictModel):
     """Parameters of every model by model name; the field names are ``recsys.constants.MODELS``."""
 
@@ -70,6 +73,7 @@ class ModelParams(StrictModel):
     implicit_als: ALSParams = Field(default_factory=ALSParams)
     popularity: PopularityParams = Field(default_factory=PopularityParams)
     content: ContentParams = Field(default_factory=ContentParams)
+    multistage: MultiStageParams = Field(default_factory=MultiStageParams)
 
     def of(self, model: str) -> StrictModel:
         """The parameters of ``model``."""

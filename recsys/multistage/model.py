@@ -1,0 +1,441 @@
+"""The multi-stage candidate of a run: retrievers → a learned ranker, behind the same interface as a factor model
+(``recommend``, ``recommend_lists``, ``save``/``load``, ``item_factors`` for evaluation's diversity, ``user_factors``
+for publish's refill), so evaluation, promotion, publish and the API treat it like any other model.
+
+Training, on the rows it is fitted on (train + valid for a run's evaluation; every split at publish):
+1. the latest split among them labels (``label_holdout`` last interactions per user when there is one split);
+2. stage one: the retrievers are fitted on the earlier rows, and their candidates for the labelled users (a seeded
+   sample of at most ``max_rank_users``), with features, train XGBoost's ``SparkXGBRanker`` (lambdarank, one query
+   per user) on the Spark cluster — only users with at least one labelled item among their candidates teach it;
+3. stage two: the retrievers are refitted on every row; they and the ranker are saved and score users.
+
+Saved folder: ``user_factors``/``item_factors`` (the ALS retriever, Spark's layout), ``item_content``,
+``item_neighbours``, ``item_side``, ``user_history`` (Parquet keyed by ``id``: the deletion cascade drops erased
+users' and deleted items' rows from every ``user_*``/``item_*`` folder), ``ranker.json`` and ``model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import constants as C
+from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
+from recsys.models.params import ALSParams, ContentParams
+from recsys.multistage import features as Fe
+from recsys.multistage import retrievers as R
+from recsys.multistage.params import MultiStageParams
+from recsys.multistage.stage import Stage, fit_stage
+
+NAME = "multistage"
+SPLIT_ORDER = ("train", "valid", "test")
+SIDE_COLUMNS = ("popularity", "recent_popularity", "first_ms", "price", "average_rating", "rating_number",
+                "category")
+CATALOGUE_COLUMNS = ("price", "average_rating", "rating_number", "category")
+
+
+@dataclass
+class MultiStageModel:
+    """A fitted multi-stage model, read from its folder (:meth:`load`)."""
+
+    name: str
+    params: dict[str, Any]
+    path: Path
+    user_factors: DataFrame
+    item_factors: DataFrame
+    seen: DataFrame | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    scratch: Path | None = None
+    cosine_similar: bool = True
+
+    def discard_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    def save(self, path: Path | str) -> None:
+        """Copy the model's folder to ``path`` (a fitted model already lives in one)."""
+        path = Path(path)
+        if path.resolve() != self.path.resolve():
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.copytree(self.path, path)
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: Path | str, seen: DataFrame | None = None) -> MultiStageModel:
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        return cls(name=meta["name"], params=meta["params"], path=path, info=meta.get("info", {}),
+                   user_factors=spark.read.parquet(str(path / "user_factors")),
+                   item_factors=spark.read.parquet(str(path / "item_factors")), seen=seen)
+
+    # -- scoring ------------------------------------------------------------------------------------------------
+
+    def recommend(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
+                  exclude_items: list[int] | None = None, block: int = 512, as_lists: bool = False) -> DataFrame:
+        """Top-``k`` per user by the ranker (the user's fitted items never recommended) → (user_idx, item_idx, score,
+        rank), or one row per user (``as_lists``). ``users``: a DataFrame with ``user_idx`` (default: every user the
+        model was fitted on); users it has no history for get no list."""
+        spark = self.user_factors.sparkSession
+        history = spark.read.parquet(str(self.path / "user_history"))
+        if users is not None:
+            history = history.join(users.select(F.col(C.USER_IDX).alias("id")).distinct(), "id", "left_semi")
+        rows = history.join(self.user_factors.withColumnRenamed("features", "als"), "id", "left")
+        scorer = _Scorer.read(self.path, exclude_items or [])
+        bc = spark.sparkContext.broadcast(scorer)
+        ranked = rows.select("id", "items", "weights", "last_ms", "als").mapInArrow(
+            _score_batches(bc, k, block), RANKED_SCHEMA)
+        if as_lists:
+            return ranked.select(F.col("_key").alias(C.USER_IDX), C.ITEMS)
+        return _ranked_rows(ranked, C.USER_IDX, C.ITEM_IDX)
+
+    def recommend_lists(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
+                        block: int = 512) -> DataFrame:
+        return self.recommend(users, k, exclude_seen, block=block, as_lists=True)
+
+    def similar_items(self, *args, **kwargs) -> DataFrame:
+        raise NotImplementedError("similar items come from the run's ALS and content models")
+
+
+# --- fitting ------------------------------------------------------------------------------------------------------
+
+
+def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | None = None) -> MultiStageModel:
+    """``interactions``: (user_idx, item_idx, weight, timestamp, split); ``items``: :func:`catalogue_items`."""
+    if items is None:
+        raise ValueError("the multi-stage model needs the catalogue: pass items=catalogue_items(...)")
+    spark = interactions.sparkSession
+    start = time.perf_counter()
+    rows = interactions.select(C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP, C.SPLIT).toArrow()
+    users, items_, weights, stamps = (rows.column(c).to_numpy(zero_copy_only=False) for c in
+                                      (C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP))
+    splits = np.asarray(rows.column(C.SPLIT).to_pylist(), dtype=object)
+    catalogue, content = _catalogue(items, params)
+    n_items = max(int(items_.max(initial=-1)) + 1, len(catalogue["category"]))
+    label = label_rows(users, stamps, splits, params.label_holdout)
+
+    early = ~label
+    stage_one = _fit(users[early], items_[early], weights[early], stamps[early], n_items, params, catalogue, content)
+    examples = training_examples(stage_one, _history(users[early], items_[early], weights[early], stamps[early]),
+                                 users[label], items_[label], params)
+    ranker, ranker_info = train_ranker(spark, examples, params)
+
+    stage_two = _fit(users, items_, weights, stamps, n_items, params, catalogue, content)
+    folder = Path(tempfile.mkdtemp(prefix="multistage-"))
+    info = {"train_seconds": round(time.perf_counter() - start, 3), "label_rows": int(label.sum()),
+            **examples.info, **ranker_info}
+    write_model(folder, stage_two, _history(users, items_, weights, stamps), ranker, params, info)
+    model = MultiStageModel.load(spark, folder, seen=interactions.select(C.USER_IDX, C.ITEM_IDX))
+    model.scratch = folder
+    return model
+
+
+def label_rows(users: np.ndarray, stamps: np.ndarray, splits: np.ndarray, holdout: int) -> np.ndarray:
+    """Rows that label the ranker: those of the latest split present, or with one split each user's last
+    ``holdout`` rows (users with no earlier row keep theirs unlabelled: nothing would retrieve for them)."""
+    present = [s for s in SPLIT_ORDER if (splits == s).any()]
+    if len(present) > 1:
+        return splits == present[-1]
+    order = np.lexsort((stamps, users))
+    ranked_users = users[order]
+    starts = np.searchsorted(ranked_users, ranked_users, side="left")
+    ends = np.searchsorted(ranked_users, ranked_users, side="right")
+    from_end = ends - np.arange(len(order))
+    out = np.zeros(len(users), dtype=bool)
+    out[order] = (from_end <= holdout) & (ends - starts > holdout)
+    return out
+
+
+def _history(users, items, weights, stamps) -> R.History:
+    return R.History.of(users, items, weights, stamps)
+
+
+def _fit(users, items, weights, stamps, n_items, params, catalogue, content) -> Stage:
+    history = _history(users, items, weights, stamps)
+    order = np.lexsort((items, stamps, users))
+    return fit_stage(history, np.asarray(stamps)[order], n_items, params, ALSParams.model_validate(params.als),
+                     content, catalogue)
+
+
+@dataclass
+class Examples:
+    """The ranker's training set: candidates of labelled users (``qid`` = user), features and 0/1 labels."""
+
+    qid: np.ndarray
+    x: np.ndarray
+    label: np.ndarray
+    info: dict[str, Any]
+
+
+def training_examples(stage: Stage, history: R.History, label_users: np.ndarray, label_items: np.ndarray,
+                      params: MultiStageParams) -> Examples:
+    """Stage one's candidates for the labelled users (a seeded sample above ``max_rank_users``), labelled."""
+    wanted = np.unique(label_users)
+    if len(wanted) > params.max_rank_users:
+        wanted = np.sort(np.random.default_rng(params.ranker.seed).choice(wanted, params.max_rank_users,
+                                                                          replace=False))
+    rows = np.flatnonzero(np.isin(history.users, wanted))
+    block = history.take(rows)
+    found = stage.candidates(block, stage.user_vectors(block.users))
+    truth = np.unique(label_users.astype(np.int64) * stage.n_items + label_items)
+    keys = block.users[found.rows].astype(np.int64) * stage.n_items + found.items
+    label = np.isin(keys, truth).astype(np.float32)
+    positives = np.bincount(found.rows, weights=label, minlength=len(rows))
+    keep = positives[found.rows] > 0                  # a query without a positive teaches lambdarank nothing
+    labelled = int(np.isin(label_users, block.users).sum())
+    info = {"rank_users": int((positives > 0).sum()), "candidates_per_user": round(len(found.rows) / max(len(rows), 1), 1),
+            "candidate_recall": round(float(label.sum()) / max(labelled, 1), 4)}
+    return Examples(block.users[found.rows][keep], found.x[keep], label[keep], info)
+
+
+def train_ranker(spark: SparkSession, examples: Examples, params: MultiStageParams):
+    """Fit ``SparkXGBRanker`` on the examples → (booster, info with feature importances)."""
+    from xgboost.spark import SparkXGBRanker
+
+    ranker = params.ranker
+    if not len(examples.label):
+        return None, {"ranker": "no labelled candidates: candidates are ordered by the ALS retriever"}
+    scratch = Path(tempfile.mkdtemp(prefix="multistage-examples-"))
+    try:
+        columns = {"qid": examples.qid.astype(np.int64), "label": examples.label}
+        columns.update({name: examples.x[:, j] for j, name in enumerate(Fe.FEATURES)})
+        pq.write_table(pa.table(columns), scratch / "part-0.parquet")
+        frame = spark.read.parquet(str(scratch))
+        workers = max(1, min(spark.sparkContext.defaultParallelism, len(np.unique(examples.qid)) // 1000 or 1))
+        estimator = SparkXGBRanker(features_col=list(Fe.FEATURES), label_col="label", qid_col="qid",
+                                   objective=ranker.objective, n_estimators=ranker.n_estimators,
+                                   max_depth=ranker.max_depth, learning_rate=ranker.learning_rate,
+                                   min_child_weight=ranker.min_child_weight, subsample=ranker.subsample,
+                                   random_state=ranker.seed, num_workers=workers, missing=float("nan"),
+                                   lambdarank_pair_method="topk", lambdarank_num_pair_per_sample=10,
+                                   ndcg_exp_gain=False)
+        booster = estimator.fit(frame).get_booster()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    gain = booster.get_score(importance_type="total_gain")
+    names = {f"f{j}": name for j, name in enumerate(Fe.FEATURES)}
+    total = sum(gain.values()) or 1.0
+    importances = {names.get(k, k): round(v / total, 4) for k, v in sorted(gain.items(), key=lambda kv: -kv[1])}
+    return booster, {"feature_importance": importances, "ranker_workers": workers}
+
+
+# --- the catalogue -----------------------------------------------------------------------------------------------
+
+
+def catalogue_items(spark: SparkSession, warehouse: Path) -> DataFrame:
+    """(item_idx, text, price, average_rating, rating_number, category_key) of every live item: the content
+    retriever's text and the ranker's item features. ``category_key``: the item's second-level catalogue category
+    (the first when it has one), else its main category, else its file category."""
+    from recsys import tables as T
+    from recsys.features import catalog_text
+
+    items = T.read_table(spark, warehouse, C.ITEM_INDEX).where(~F.col("deleted"))
+    meta = T.read_table(spark, warehouse, C.SILVER_ITEMS).select(
+        C.ITEM_ID, "price", "average_rating", "rating_number", "main_category",
+        F.when(F.size("categories") >= 2, F.element_at("categories", 2))
+         .when(F.size("categories") == 1, F.element_at("categories", 1)).alias("deep"))
+    joined = items.join(meta, C.ITEM_ID, "left").select(
+        C.ITEM_IDX, "price", "average_rating", "rating_number",
+        F.coalesce("deep", "main_category", C.CATEGORY).alias("category_key"))
+    return joined.join(catalog_text(spark, warehouse), C.ITEM_IDX, "left")
+
+
+def _catalogue(items: DataFrame, params: MultiStageParams) -> tuple[dict[str, np.ndarray], R.FactorSide | None]:
+    """Item arrays over item_idx and the content retriever's embeddings."""
+    from recsys.models.content import embed
+
+    table = items.toArrow()
+    ids = table.column(C.ITEM_IDX).to_numpy().astype(np.int64)
+    n = int(ids.max(initial=-1)) + 1
+    out: dict[str, np.ndarray] = {}
+    for name in ("price", "average_rating", "rating_number"):
+        values = np.full(n, np.nan, dtype=np.float32)
+        values[ids] = table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)
+        out[name] = values
+    keys = table.column("category_key").to_pylist()
+    codes = {key: code for code, key in enumerate(sorted({k for k in keys if k}))}
+    category = np.full(n, -1, dtype=np.int32)
+    category[ids] = [codes.get(k, -1) if k else -1 for k in keys]
+    out["category"] = category
+    content = None
+    if "content" in params.retrievers:
+        texts = [t or "" for t in table.column("text").to_pylist()]
+        vectors = embed(texts, ContentParams.model_validate(params.content))
+        content = R.FactorSide.of(ids.astype(np.int32), vectors, n)
+    return out, content
+
+
+# --- persistence and scoring --------------------------------------------------------------------------------------
+
+
+def write_model(folder: Path, stage: Stage, history: R.History, ranker, params: MultiStageParams,
+                info: dict[str, Any]) -> None:
+    """Stage two, the users' histories and the ranker under ``folder`` (layout: module docstring)."""
+    dims = stage.als.vectors.shape[1] if stage.als is not None else 1
+    als_ids = stage.als.ids if stage.als is not None else np.zeros(0, np.int32)
+    _vectors(folder / "item_factors", als_ids, stage.als.vectors if stage.als is not None else np.zeros((0, dims)))
+    user_ids = history.users
+    user_vectors = stage.user_vectors(user_ids)
+    _vectors(folder / "user_factors", user_ids, user_vectors)
+    if stage.content is not None:
+        _vectors(folder / "item_content", stage.content.ids, stage.content.vectors)
+    if stage.neighbours is not None:
+        csr = stage.neighbours.tocsr()
+        ids = np.flatnonzero(np.diff(csr.indptr)).astype(np.int32)
+        offsets = np.append(0, np.cumsum(np.diff(csr.indptr)[ids])).astype(np.int32)
+        pick = np.concatenate([np.arange(csr.indptr[i], csr.indptr[i + 1]) for i in ids]) if len(ids) \
+            else np.zeros(0, np.int64)
+        _write(folder / "item_neighbours", {
+            "id": pa.array(ids, pa.int32()),
+            "neighbours": pa.ListArray.from_arrays(pa.array(offsets), pa.array(csr.indices[pick].astype(np.int32))),
+            "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(csr.data[pick].astype(np.float32)))})
+    side = stage.side
+    _write(folder / "item_side", {"id": pa.array(np.arange(stage.n_items, dtype=np.int32)),
+                                  **{c: pa.array(np.asarray(getattr(side, c), dtype=np.float64)) for c in SIDE_COLUMNS}})
+    offsets = pa.array(history.indptr.astype(np.int32))
+    _write(folder / "user_history", {
+        "id": pa.array(history.users, pa.int32()),
+        "items": pa.ListArray.from_arrays(offsets, pa.array(history.items, pa.int32())),
+        "weights": pa.ListArray.from_arrays(offsets, pa.array(history.weights, pa.float32())),
+        "last_ms": pa.array(history.last_ms, pa.int64())})
+    if ranker is not None:
+        ranker.save_model(str(folder / "ranker.json"))
+    meta = {"name": NAME, "params": params.model_dump(), "info": info, "n_items": stage.n_items,
+            "end_ms": side.end_ms}
+    (folder / "model.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _write(folder: Path, columns: dict[str, pa.Array]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), folder / "part-00000.parquet")
+
+
+def _vectors(folder: Path, ids: np.ndarray, matrix: np.ndarray) -> None:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    width = matrix.shape[1] if matrix.ndim == 2 else 1
+    offsets = pa.array(np.arange(0, len(ids) * width + 1, width, dtype=np.int32))
+    _write(folder, {"id": pa.array(np.asarray(ids, dtype=np.int32), pa.int32()),
+                    "features": pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), pa.float32()))})
+
+
+@dataclass
+class _Scorer:
+    """What a scoring task needs, broadcast once: stage two's item side, the ranker (raw JSON), the exclusions."""
+
+    params: dict[str, Any]
+    n_items: int
+    side: Fe.ItemSide
+    als: tuple[np.ndarray, np.ndarray] | None
+    content: tuple[np.ndarray, np.ndarray] | None
+    neighbours: sp.csr_matrix | None
+    ranker: bytes | None
+    exclude: np.ndarray
+
+    @classmethod
+    def read(cls, path: Path, exclude: list[int]) -> _Scorer:
+        meta = json.loads((path / "model.json").read_text())
+        n = int(meta["n_items"])
+        side_table = pq.read_table(path / "item_side")
+        ids = side_table.column("id").to_numpy()
+        arrays = {}
+        for name in SIDE_COLUMNS:
+            values = np.full(n, -1 if name == "category" else np.nan, dtype=np.float64)
+            values[ids] = side_table.column(name).to_numpy(zero_copy_only=False)
+            arrays[name] = values.astype(np.int32 if name == "category" else np.float32) \
+                if name != "first_ms" else values
+        side = Fe.ItemSide(end_ms=float(meta["end_ms"]), **arrays)
+        neighbours = None
+        if (path / "item_neighbours").is_dir():
+            table = pq.read_table(path / "item_neighbours")
+            lengths = table.column("neighbours").combine_chunks().value_lengths().to_numpy()
+            rows = np.repeat(table.column("id").to_numpy(), lengths)
+            cols = table.column("neighbours").combine_chunks().flatten().to_numpy()
+            vals = table.column("scores").combine_chunks().flatten().to_numpy()
+            neighbours = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+        ranker = (path / "ranker.json").read_bytes() if (path / "ranker.json").is_file() else None
+        return cls(meta["params"], n, side, _factor_arrays(path / "item_factors"),
+                   _factor_arrays(path / "item_content") if (path / "item_content").is_dir() else None,
+                   neighbours, ranker, np.asarray(sorted(set(exclude)), dtype=np.int32))
+
+    def stage(self) -> Stage:
+        params = MultiStageParams.model_validate(self.params)
+        als = R.FactorSide.of(*self.als, self.n_items) if self.als is not None and len(self.als[0]) else None
+        content = R.FactorSide.of(*self.content, self.n_items) if self.content is not None else None
+        return Stage(params, self.n_items, self.side, als, None, content, self.neighbours)
+
+    def booster(self):
+        if self.ranker is None:
+            return None
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(bytearray(self.ranker))
+        booster.set_param({"nthread": 1})
+        return booster
+
+
+def _factor_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pq.read_table(folder)
+    return table.column("id").to_numpy().astype(np.int32), list_column_to_matrix(table.column("features").combine_chunks())
+
+
+def _score_batches(bc, k: int, block: int):
+    """mapInArrow: rows (id, items, weights, last_ms, als) → each user's top ``k`` by the ranker."""
+
+    def run(batches):
+        scorer: _Scorer = bc.value
+        stage = scorer.stage()
+        booster = scorer.booster()
+        for batch in batches:
+            for start in range(0, batch.num_rows, block):
+                part = batch.slice(start, min(block, batch.num_rows - start))
+                if part.num_rows:
+                    yield _rank_block(part, stage, booster, scorer.exclude, k)
+
+    return run
+
+
+def _rank_block(part: pa.RecordBatch, stage: Stage, booster, exclude: np.ndarray, k: int) -> pa.RecordBatch:
+    items_col = part.column("items")
+    lengths = items_col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    history = R.History(part.column("id").to_numpy().astype(np.int32),
+                        np.append(0, np.cumsum(lengths)).astype(np.int64),
+                        items_col.flatten().to_numpy(zero_copy_only=False).astype(np.int32),
+                        part.column("weights").flatten().to_numpy(zero_copy_only=False).astype(np.float32),
+                        part.column("last_ms").to_numpy(zero_copy_only=False).astype(np.int64))
+    als = part.column("als")
+    dims = stage.als.vectors.shape[1] if stage.als is not None else 1
+    vectors = np.zeros((part.num_rows, dims), dtype=np.float32)
+    present = np.asarray(als.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if present.any():
+        vectors[present] = list_column_to_matrix(als.filter(pa.array(present)))
+    found = stage.candidates(history, vectors)
+    keep = ~np.isin(found.items, exclude)
+    rows, items, x = found.rows[keep], found.items[keep], found.x[keep]
+    if booster is not None:
+        scores = booster.inplace_predict(x).astype(np.float32)
+    else:
+        scores = np.nan_to_num(x[:, Fe.FEATURES.index("als_score")], nan=-np.inf)
+    order = np.lexsort((items, -scores, rows))
+    rows, items, scores = rows[order], items[order], scores[order]
+    starts = np.searchsorted(rows, np.arange(part.num_rows))
+    position = np.arange(len(rows)) - starts[rows]
+    top = position < k
+    rows, items, scores = rows[top], items[top], scores[top]
+    offsets = np.append(0, np.cumsum(np.bincount(rows, minlength=part.num_rows))).astype(np.int32)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(history.users, pa.int32()), pa.ListArray.from_arrays(pa.array(offsets), pa.array(items, pa.int32())),
+         pa.ListArray.from_arrays(pa.array(offsets), pa.array(scores, pa.float32()))],
+        names=["_key", C.ITEMS, "scores"])
+

@@ -1,0 +1,55 @@
+"""The multi-stage model's parameters (kept free of Spark and numpy: ``recsys.config`` reads them).
+
+Its retrievers' own hyper-parameters are not here: the ALS and content retrievers take what model selection chose
+for ``implicit_als`` and ``content`` in the same run (``train.params`` when nothing was searched), so the
+multi-stage model is built from the run's best single models rather than from a second, untuned copy of them.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from recsys.models.params import ALSParams, ContentParams
+from recsys.strict import StrictModel
+
+RETRIEVERS = ("als", "content", "cooccurrence", "category_popular")
+
+
+class RankerParams(StrictModel):
+    """XGBoost learning-to-rank (``rank:ndcg`` / ``rank:map`` / ``rank:pairwise``) on the candidates' features."""
+
+    objective: str = Field("rank:ndcg", pattern="^rank:(ndcg|map|pairwise)$")
+    n_estimators: int = Field(200, ge=1)
+    max_depth: int = Field(6, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
+    min_child_weight: float = Field(1.0, ge=0)
+    subsample: float = Field(0.8, gt=0, le=1)
+    seed: int = 42
+
+
+class MultiStageParams(StrictModel):
+    """Retrieve ``per_retriever`` candidates from each of ``retrievers``, rank their union with the ranker.
+
+    ``recent_items``: the user's latest items the co-occurrence retriever expands; ``neighbours``: co-occurring
+    items kept per item; ``label_holdout``: when the rows fitted carry a single split, each user's last that many
+    interactions label the ranker's training (otherwise the latest split does); ``max_rank_users``: users whose
+    candidates train the ranker (a seeded sample above it); ``recent_days``: the window of "recent" popularity."""
+
+    retrievers: list[str] = Field(default_factory=lambda: list(RETRIEVERS))
+    per_retriever: int = Field(100, ge=1)
+    recent_items: int = Field(20, ge=1)
+    neighbours: int = Field(100, ge=1)
+    label_holdout: int = Field(1, ge=1)
+    max_rank_users: int = Field(50_000, ge=1)
+    recent_days: float = Field(30.0, gt=0)
+    ranker: RankerParams = Field(default_factory=RankerParams)
+    als: ALSParams = Field(default_factory=ALSParams)              # set by the train step (module docstring)
+    content: ContentParams = Field(default_factory=ContentParams)
+
+    @field_validator("retrievers")
+    @classmethod
+    def _known_retrievers(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(RETRIEVERS))
+        if unknown or not value:
+            raise ValueError(f"retrievers: choose one or more of {', '.join(RETRIEVERS)} (got {value})")
+        return value

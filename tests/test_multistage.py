@@ -1,0 +1,221 @@
+"""The multi-stage model: each retriever against a brute-force answer, the feature joins on known pairs, the ranker's
+labels, the deletion cascade over its folders, and (Spark) a run's fit → save → load → recommend on planted data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from recsys import constants as C
+from recsys.catalog.files import drop_model_rows
+from recsys.models.params import ALSParams
+from recsys.multistage import features as Fe
+from recsys.multistage import retrievers as R
+from recsys.multistage.model import label_rows, write_model
+from recsys.multistage.params import MultiStageParams
+from recsys.multistage.stage import fit_stage
+
+
+def history(pairs, stamps=None) -> R.History:
+    users = np.array([u for u, _ in pairs], dtype=np.int32)
+    items = np.array([i for _, i in pairs], dtype=np.int32)
+    stamps = np.arange(len(pairs), dtype=np.int64) if stamps is None else np.asarray(stamps, dtype=np.int64)
+    return R.History.of(users, items, np.ones(len(pairs)), stamps)
+
+
+def random_history(rng, users=30, items=40, per_user=8) -> R.History:
+    pairs = [(u, int(i)) for u in range(users) for i in rng.choice(items, per_user, replace=False)]
+    return history(pairs, rng.permutation(len(pairs)))
+
+
+def test_history_orders_each_users_items_by_time():
+    h = history([(5, 1), (5, 2), (5, 3), (7, 2), (7, 4)], stamps=[3, 1, 2, 1, 2])
+    assert h.users.tolist() == [5, 7]
+    assert h.items.tolist() == [2, 3, 1, 2, 4]
+    assert h.last_ms.tolist() == [3, 2]
+    taken = h.take(np.array([1]))
+    assert taken.users.tolist() == [7] and taken.items.tolist() == [2, 4] and taken.indptr.tolist() == [0, 2]
+
+
+def test_recent_weights_the_latest_items_most_and_keeps_only_the_last_n():
+    h = history([(0, 1), (0, 2), (0, 3)])
+    recent = h.recent(5, last=2).toarray()[0]
+    assert recent[3] == pytest.approx(1.0) and recent[2] == pytest.approx(R.RECENCY_DECAY)
+    assert recent[1] == 0 and recent[0] == 0
+
+
+def test_sparse_products_leave_the_history_arrays_alone():
+    """scipy shares the arrays a CSR is built from and sorts them in place: the history must not change."""
+    rng = np.random.default_rng(0)
+    h = random_history(rng)
+    before = (h.items.copy(), h.weights.copy(), h.indptr.copy())
+    neighbours = R.cooccurrence_neighbours(h, 40, keep=10)
+    R.top_of_sparse(h.recent(40, 5) @ neighbours, h, 10)
+    assert all(np.array_equal(a, b) for a, b in zip(before, (h.items, h.weights, h.indptr)))
+
+
+def test_cooccurrence_neighbours_are_the_top_cosines_of_co_counts():
+    rng = np.random.default_rng(1)
+    h = random_history(rng, users=25, items=15, per_user=5)
+    binary = np.zeros((len(h.users), 15))
+    for row in range(len(h.users)):
+        binary[row, h.items[h.indptr[row]:h.indptr[row + 1]]] = 1
+    counts = binary.sum(axis=0)
+    cosine = (binary.T @ binary) / np.sqrt(np.outer(np.maximum(counts, 1), np.maximum(counts, 1)))
+    np.fill_diagonal(cosine, 0)
+    got = R.cooccurrence_neighbours(h, 15, keep=4).toarray()
+    for item in range(15):
+        kept = np.flatnonzero(got[item])
+        assert len(kept) == min(4, np.count_nonzero(cosine[item]))
+        np.testing.assert_allclose(got[item, kept], cosine[item, kept], rtol=1e-5)
+        if len(kept):                                   # nothing left out beats what was kept
+            assert np.delete(cosine[item], kept).max(initial=0) <= got[item, kept].min() + 1e-6
+
+
+def test_factor_retriever_is_the_brute_force_top_n_without_the_users_items():
+    rng = np.random.default_rng(2)
+    h = random_history(rng)
+    ids = np.arange(3, 40)                              # items 0-2 have no vectors
+    side = R.FactorSide.of(ids[::-1].copy(), rng.normal(size=(len(ids), 6)).astype(np.float32)[::-1], 40)
+    queries = rng.normal(size=(len(h.users), 6)).astype(np.float32)
+    queries[4] = 0                                      # a user without a vector gets nothing
+    found = side.top(queries, h, 7)
+    for row in range(len(h.users)):
+        mine = found.items[found.rows == row]
+        if row == 4:
+            assert len(mine) == 0
+            continue
+        seen = set(h.items[h.indptr[row]:h.indptr[row + 1]].tolist())
+        scores = {int(i): float(side.vectors[side.row_of[i]] @ queries[row]) for i in ids if i not in seen}
+        expected = sorted(scores, key=lambda i: (-scores[i], i))[:7]
+        assert mine.tolist() == expected
+        assert found.ranks[found.rows == row].tolist() == list(range(1, 8))
+    dots = side.dot(queries, np.array([0, 0]), np.array([1, 5]))
+    assert np.isnan(dots[0]) and dots[1] == pytest.approx(float(side.vectors[side.row_of[5]] @ queries[0]), rel=1e-5)
+
+
+def test_sparse_retriever_skips_seen_items_and_orders_by_score():
+    h = history([(0, 0), (0, 1), (1, 2)])
+    import scipy.sparse as sp
+
+    scores = sp.csr_matrix(np.array([[0.0, 5.0, 3.0, 3.0, 1.0], [2.0, 0.0, 9.0, 0.0, 4.0]], dtype=np.float32))
+    found = R.top_of_sparse(scores, h, 2)
+    assert found.items[found.rows == 0].tolist() == [2, 3]       # 1 is seen; 2 and 3 tie: the smaller first
+    assert found.items[found.rows == 1].tolist() == [4, 0]       # 2 is seen
+
+
+def test_category_popular_takes_the_users_main_category_then_tops_up_overall():
+    h = history([(0, 0), (0, 1), (0, 4), (1, 9)])
+    category = np.array([0, 0, 1, 1, 0, 0, 1, 1, 2, -1], dtype=np.int32)
+    by_category = {0: np.array([5, 0, 4, 1]), 1: np.array([2, 3])}
+    overall = np.array([2, 5, 0, 3, 7])
+    found = R.popular_in_category(h, category, by_category, overall, 3)
+    assert found.items[found.rows == 0].tolist() == [5, 2, 3]    # category 0 unseen: 5; then overall: 2, 3
+    assert found.items[found.rows == 1].tolist() == [2, 5, 0]    # item 9 has no category: overall
+
+
+def test_union_and_features_put_each_retrievers_rank_on_its_own_pair():
+    a = R.Retrieved(np.array([0, 0, 1]), np.array([7, 3, 3], np.int32), np.array([.9, .5, .4], np.float32),
+                    np.array([1, 2, 1], np.float32))
+    b = R.Retrieved(np.array([0, 1]), np.array([3, 8], np.int32), np.array([2., 1.], np.float32),
+                    np.array([1, 1], np.float32))
+    rows, items, where = Fe.union({"als": a, "cooccurrence": b}, 10)
+    assert list(zip(rows.tolist(), items.tolist())) == [(0, 3), (0, 7), (1, 3), (1, 8)]
+    h = history([(0, 1), (0, 2), (1, 1)], stamps=[0, Fe.DAY_MS, 0])
+    side = Fe.ItemSide.of(h, 10, np.array([0, Fe.DAY_MS, 0]), {"price": np.arange(10.0),
+                                                                "category": np.array([0, 0, 1, 0, 1, 1, 1, 1, 0, 0])},
+                          recent_days=30)
+    x = Fe.assemble(h, side, {"als": a, "cooccurrence": b}, {"als": np.array([.5, .9, .4, .1], np.float32)},
+                    rows, items, where)
+    col = {name: j for j, name in enumerate(Fe.FEATURES)}
+    np.testing.assert_array_equal(x[:, col["als_rank"]], [2, 1, 1, np.nan])
+    np.testing.assert_array_equal(x[:, col["cooccurrence_rank"]], [1, np.nan, np.nan, 1])
+    np.testing.assert_array_equal(x[:, col["retrievers"]], [2, 1, 1, 1])
+    np.testing.assert_array_equal(x[:, col["price"]], [3, 7, 3, 8])
+    np.testing.assert_allclose(x[:, col["category_affinity"]], [0.5, 0.5, 1.0, 1.0])   # user 0: items 1 (cat 0), 2 (cat 1)
+    np.testing.assert_allclose(x[:, col["user_idle_days"]], [0, 0, 1, 1])
+    assert np.isnan(x[:, col["content_score"]]).all()
+
+
+def test_the_ranker_is_labelled_by_the_latest_split_or_each_users_last_rows():
+    users = np.array([0, 0, 0, 1, 1, 2])
+    stamps = np.array([1, 2, 3, 1, 2, 1])
+    splits = np.array(["train", "train", "valid", "train", "valid", "train"], dtype=object)
+    assert label_rows(users, stamps, splits, 1).tolist() == [False, False, True, False, True, False]
+    one = np.array(["train"] * 6, dtype=object)
+    # each user's last row; user 2 has a single row, kept for retrieval
+    assert label_rows(users, np.array([3, 1, 2, 2, 1, 1]), one, 1).tolist() == [True, False, False, True, False,
+                                                                               False]
+
+
+def test_deletions_drop_erased_users_and_deleted_items_from_every_multistage_folder(tmp_path):
+    rng = np.random.default_rng(3)
+    h = random_history(rng, users=12, items=20, per_user=5)
+    stamps = np.arange(len(h.items), dtype=np.int64)
+    params = MultiStageParams(retrievers=["als", "cooccurrence", "category_popular"], per_retriever=5)
+    stage = fit_stage(h, stamps, 20, params, ALSParams(factors=4, iterations=2), None, {})
+    folder = tmp_path / "models" / "multistage" / "run-1"
+    write_model(folder, stage, h, None, params, {})
+    removed = drop_model_rows(tmp_path, user_idx=[3], item_idx=[7])
+    assert set(removed) == {f"models/multistage/run-1/{name}" for name in
+                            ("user_factors", "user_history", "item_factors", "item_neighbours", "item_side")}
+    for name, gone in (("user_history", 3), ("user_factors", 3), ("item_side", 7), ("item_neighbours", 7)):
+        assert gone not in pq.read_table(folder / name).column("id").to_pylist()
+
+
+# --- Spark: a candidate of a run --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sequels(spark):
+    """200 users in 4 taste clusters of 25 items; within a cluster, item j is followed by item j+1 (a sequel), so
+    the next item is predictable from the latest one. train: each user's first 6 in time, valid: the 7th; the test
+    truth is the 8th."""
+    rng = np.random.default_rng(11)
+    rows, truth = [], {}
+    for user in range(200):
+        cluster = user % 4
+        start = int(rng.integers(0, 17))
+        chain = [cluster * 25 + start + j for j in range(8)]
+        for step, item in enumerate(chain[:7]):
+            rows.append((user, item, 1.0, 1_000_000 * (step + 1) + user, "train" if step < 6 else "valid"))
+        truth[user] = chain[7]
+    frame = spark.createDataFrame(rows, f"{C.USER_IDX} int, {C.ITEM_IDX} int, weight double, {C.TIMESTAMP} long, "
+                                        f"{C.SPLIT} string")
+    items = spark.createDataFrame([(i, f"item {i} cluster {i // 25}", None, None, None, f"c{i // 25}")
+                                   for i in range(100)],
+                                  f"{C.ITEM_IDX} int, text string, price double, average_rating double, "
+                                  f"rating_number long, category_key string")
+    return frame, items, truth
+
+
+def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequels, tmp_path):
+    from recsys.models import fit_model, load_model
+
+    frame, items, truth = sequels
+    params = {"per_retriever": 20, "als": {"factors": 8, "regularization": 0.1, "alpha": 5.0, "iterations": 10},
+              "content": {"dims": 8, "min_df": 1}, "ranker": {"n_estimators": 30}}
+    model = fit_model("multistage", frame, params, items=items)
+    model.save(tmp_path / "saved")
+    model.discard_scratch()
+    loaded = load_model(spark, tmp_path / "saved", seen=frame.select(C.USER_IDX, C.ITEM_IDX))
+    assert loaded.info["rank_users"] > 100 and loaded.info["candidate_recall"] > 0.5
+    assert set(loaded.info["feature_importance"]) <= set(Fe.FEATURES)
+
+    lists = {r[C.USER_IDX]: r[C.ITEMS] for r in loaded.recommend_lists(k=5, ).collect()}
+    seen = {}
+    for r in frame.collect():
+        seen.setdefault(r[C.USER_IDX], set()).add(r[C.ITEM_IDX])
+    assert set(lists) == set(truth)
+    assert all(len(v) == 5 and not set(v) & seen[u] and len(set(v)) == 5 for u, v in lists.items())
+    first = np.mean([lists[u][0] == truth[u] for u in truth])
+    assert first > 0.8, first                          # the sequel of the latest item, learned from valid labels
+
+    deleted = sorted({truth[u] for u in range(0, 200, 2)})
+    rows = loaded.recommend(k=5, exclude_items=deleted).collect()
+    assert not {r[C.ITEM_IDX] for r in rows} & set(deleted)
+    by_user = {}
+    for r in sorted(rows, key=lambda r: (r[C.USER_IDX], r[C.RANK])):
+        by_user.setdefault(r[C.USER_IDX], []).append(r[C.SCORE])
+    assert all(scores == sorted(scores, reverse=True) for scores in by_user.values())
