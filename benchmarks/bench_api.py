@@ -2,11 +2,12 @@
 
 Writes synthetic gold tables with delta-rs (default 1.8M users x 20 recommendations, 94K items) under ``--out``,
 builds the serving snapshot in a child process (wall time and peak RSS), starts real gunicorn on 127.0.0.1 with
-the production settings (the gevent worker class, 2 workers), drives it with a keep-alive asyncio client at a few
+the production settings (the gevent worker class, 2 workers), drives it with a keep-alive epoll client at a few
 concurrency levels (bounded: ``--requests`` per level and ``--seconds`` per level; 1 and 8 connections always), and
 prints p50/p99 latency, req/s and the RSS/PSS of the gunicorn processes from ``/proc/<pid>/smaps_rollup``. Last,
 ``--stalled`` connections send headers and 1 byte of a declared 1,000-byte body and stop, and the slowest of 20
-``/health`` and 20 lookup answers is measured beside them.
+``/health`` and 20 lookup answers is measured beside them. All of it ``--runs`` times, a fresh gunicorn each: a
+percentile varies from start to start (which worker accepts which connection), so its spread is part of the result.
 
     .venv/bin/python benchmarks/bench_api.py [--users 1800000] [--out /tmp/recsys-bench] [--json]
 
@@ -17,12 +18,14 @@ Traffic only ever goes to 127.0.0.1.
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import json
 import os
 import resource
+import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -157,6 +160,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent on anything but idling and waiting for I/O (``/proc/stat``)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def gunicorn_memory(master: int) -> dict[str, object]:
     children = _children(master)
     per = {pid: _memory(pid) for pid in [master, *children]}
@@ -168,86 +177,132 @@ def gunicorn_memory(master: int) -> dict[str, object]:
             "rss_mb_per_worker": [mb(per[c]["Rss"]) for c in children]}
 
 
-async def _client(port: int, paths: list[bytes], deadline: float, latencies: list[float], errors: list[int],
-                  budget: list[int]) -> None:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    i = 0
-    try:
-        while budget[0] > 0 and time.perf_counter() < deadline:
-            budget[0] -= 1
-            path = paths[i % len(paths)]
-            i += 1
-            started = time.perf_counter()
-            writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if status != 200:
-                errors.append(status)
-            if b"connection: close" in head.lower():
-                writer.close()
-                reader, writer = await asyncio.open_connection(HOST, port)
-    finally:
-        writer.close()
+class _Connection:
+    """One keep-alive connection of the load: its paths, taken in turn, and the request it has in flight."""
+
+    def __init__(self, port: int, paths: list[bytes]) -> None:
+        self.port, self.paths, self.sent = port, paths, 0
+        self.sock = self._open()
+        self.sent_at, self.buffer = 0.0, b""
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection((HOST, self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        return sock
+
+    def send(self) -> None:
+        request = b"GET " + self.paths[self.sent % len(self.paths)] + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        self.sent += 1
+        self.buffer, self.sent_at = b"", time.perf_counter()
+        assert self.sock.send(request) == len(request)      # a few dozen bytes: the socket buffer takes them
+
+    def receive(self) -> int | None:
+        """Read what came; the status once the whole answer is in (the server closing: reopened), else None."""
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed a connection with a request in flight")
+        self.buffer += chunk
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        head = self.buffer[:head_end].lower()
+        at = head.find(b"content-length:")
+        line_end = head.find(b"\r\n", at)
+        length = 0 if at < 0 else int(head[at + 15:line_end if line_end >= 0 else None])
+        if len(self.buffer) < head_end + 4 + length:
+            return None
+        if b"connection: close" in head:
+            self.sock.close()
+            self.sock = self._open()
+        return int(head[9:12])
 
 
-async def load(port: int, paths: list[bytes], connections: int, requests: int, seconds: float,
-               workers: list[int] = ()) -> dict[str, object]:
-    """Closed-loop load (each connection sends its next request when the answer is in) and the CPU it took: the
-    share of one core the client used (this process) and each of ``workers`` (gunicorn worker pids), over the wall
-    time. The client shares the machine, so on 2 cores client + workers above ~2.0 means requests wait for a CPU."""
+def drive(port: int, paths: list[list[bytes]], requests: int, seconds: float,
+          give_up_s: float = 60.0) -> tuple[list[float], list[int], int]:
+    """Closed-loop load: a keep-alive connection per list of ``paths``, each sending its next request when the answer
+    is in, until ``requests`` were sent or ``seconds`` passed. An epoll loop over plain sockets, so the client takes
+    little of the CPU it shares with the server (asyncio streams took twice as much). Returns the latencies (s), the
+    statuses other than 200 and how many requests were still unanswered ``give_up_s`` after the last was sent."""
+    selector = selectors.DefaultSelector()
+    connections = [_Connection(port, own) for own in paths]
     latencies: list[float] = []
     errors: list[int] = []
-    budget = [requests]
+    deadline, budget, in_flight = time.perf_counter() + seconds, requests, 0
+    for connection in connections[:budget]:
+        connection.send()
+        selector.register(connection.sock, selectors.EVENT_READ, connection)
+        budget, in_flight = budget - 1, in_flight + 1
+    give_up = deadline + give_up_s
+    try:
+        while in_flight and time.perf_counter() < give_up:
+            for key, _ in selector.select(give_up - time.perf_counter()):
+                connection = key.data
+                sock = connection.sock
+                status = connection.receive()
+                if status is None:
+                    continue
+                latencies.append(time.perf_counter() - connection.sent_at)
+                if status != 200:
+                    errors.append(status)
+                if connection.sock is not sock:                  # reopened after "Connection: close"
+                    selector.unregister(sock)
+                    selector.register(connection.sock, selectors.EVENT_READ, connection)
+                if budget > 0 and time.perf_counter() < deadline:
+                    connection.send()
+                    budget -= 1
+                else:
+                    in_flight -= 1
+    finally:
+        selector.close()
+        for connection in connections:
+            connection.sock.close()
+    return latencies, errors, in_flight
+
+
+def load(port: int, paths: list[bytes], connections: int, requests: int, seconds: float,
+         workers: list[int] = ()) -> dict[str, object]:
+    """:func:`drive` with ``connections`` connections, and the CPU it took: the share of one core the client used
+    (this process), each of ``workers`` (gunicorn worker pids) and everything else on the machine (``other_cpu``),
+    over the wall time. The client shares the machine, so on 2 cores client + workers + other near 2.0 means requests
+    wait for a CPU; ``other_cpu`` above ~0.1 means the run was not alone."""
     client_before, workers_before = time.process_time(), [_cpu_seconds(pid) for pid in workers]
-    started = time.perf_counter()
-    await asyncio.gather(*[_client(port, paths[c::connections], started + seconds, latencies, errors, budget)
-                           for c in range(connections)])
+    machine_before, started = _machine_busy_seconds(), time.perf_counter()
+    latencies, errors, _ = drive(port, [paths[c::connections] for c in range(connections)], requests, seconds)
     wall = time.perf_counter() - started
     client_cpu = (time.process_time() - client_before) / wall
     workers_cpu = [(_cpu_seconds(pid) - before) / wall for pid, before in zip(workers, workers_before)]
+    other_cpu = (_machine_busy_seconds() - machine_before) / wall - client_cpu - sum(workers_cpu)
     ms = np.array(latencies) * 1000.0
     return {"connections": connections, "requests": len(ms), "errors": len(errors), "seconds": round(wall, 2),
             "req_per_s": round(len(ms) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 3),
             "p90_ms": round(float(np.percentile(ms, 90)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
             "max_ms": round(float(ms.max()), 3), "client_cpu": round(client_cpu, 2),
-            "workers_cpu": [round(share, 2) for share in workers_cpu]}
+            "workers_cpu": [round(share, 2) for share in workers_cpu], "other_cpu": round(max(other_cpu, 0.0), 2)}
 
 
-async def _stall(port: int) -> asyncio.StreamWriter:
+def _stall(port: int) -> socket.socket:
     """A client that sends its headers and 1 byte of a declared 1,000-byte body, then nothing."""
-    _, writer = await asyncio.open_connection(HOST, port)
-    writer.write(b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    sock = socket.create_connection((HOST, port))
+    sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 1000\r\n\r\n[")
-    await writer.drain()
-    return writer
+    return sock
 
 
-async def beside_stalled(port: int, stalled: int, lookup: bytes) -> dict[str, float]:
+def beside_stalled(port: int, stalled: int, lookup: bytes) -> dict[str, float]:
     """The slowest of 20 ``/health`` and 20 lookup answers (new connection each) while ``stalled`` clients stall;
     an answer not back within ``STALLED_GIVE_UP_S`` counts as that long (a stack that starves stops the probes)."""
-    writers = [await _stall(port) for _ in range(stalled)]
-    await asyncio.sleep(0.3)
+    stalling = [_stall(port) for _ in range(stalled)]
+    time.sleep(0.3)
     slowest = {"/health": 0.0, "lookup": 0.0}
     try:
         for _ in range(20):
             for name, path in (("/health", b"/health"), ("lookup", lookup)):
-                latencies: list[float] = []
-                try:
-                    await asyncio.wait_for(_client(port, [path], time.perf_counter() + 5, latencies, [], [1]),
-                                           STALLED_GIVE_UP_S)
-                except asyncio.TimeoutError:
-                    slowest[name] = STALLED_GIVE_UP_S
-                    continue
-                slowest[name] = max(slowest[name], latencies[0])
+                latencies, _, unanswered = drive(port, [[path]], 1, 0.0, give_up_s=STALLED_GIVE_UP_S)
+                slowest[name] = max(slowest[name], STALLED_GIVE_UP_S if unanswered else latencies[0])
     finally:
-        for writer in writers:
-            writer.close()
+        for sock in stalling:
+            sock.close()
     return {"stalled": stalled, **{f"max_ms {k}": round(v * 1000.0, 2) for k, v in slowest.items()}}
 
 
@@ -268,6 +323,35 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> float:
     raise TimeoutError("API not ready")
 
 
+def serve_and_measure(args: argparse.Namespace, root: Path, snapshot_dir: Path, paths: list[bytes],
+                      server_cpus: set[int] | None) -> dict[str, object]:
+    """One run: start gunicorn with the production settings, warm it up, measure each concurrency level, then
+    beside stalled clients, and its memory; stop it."""
+    port = free_port(HOST)
+    settings = ServeSettings(host=HOST, port=port, workers=args.workers,
+                             snapshot_dir=snapshot_dir, events_dir=args.out / "events",
+                             access_log=not args.no_access_log)
+    command = gunicorn_command(settings) + (["--reuse-port"] if args.reuse_port else [])
+    with open(args.out / "gunicorn.log", "ab") as log_file:
+        proc = subprocess.Popen(command, env=gunicorn_env(root, settings), stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None)
+    try:
+        run: dict[str, object] = {"ready_seconds": round(_wait_ready(port, proc, 120), 2)}
+        load(port, paths, 4, 2_000, 5)                       # warm the page cache and workers
+        workers = _children(proc.pid)
+        run["levels"] = []
+        for connections in sorted({1, 8} | {int(c) for c in args.connections.split(",")}):
+            run["levels"].append(load(port, paths, connections, args.requests, args.seconds, workers))
+            print(json.dumps(run["levels"][-1]), file=sys.stderr)
+        run["beside_stalled"] = beside_stalled(port, args.stalled, paths[0])
+        run["memory"] = gunicorn_memory(proc.pid)
+        return run
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def main() -> int:
     parser = arguments(__doc__)
     parser.add_argument("--out", type=Path, default=Path("/tmp/recsys-bench"))
@@ -286,6 +370,8 @@ def main() -> int:
                         help="run the client on this CPU alone and gunicorn on the others (what the server does "
                              "with cores of its own)")
     parser.add_argument("--reuse", action="store_true", help="reuse the tables already under --out")
+    parser.add_argument("--runs", type=int, default=5, help="gunicorn starts measured one after the other: the spread "
+                        "of a percentile between runs is part of the result (which worker took which connection)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--result", default="api", help="benchmarks/results/<this>.json (a variant's own name)")
     args = parser.parse_args()
@@ -310,50 +396,31 @@ def main() -> int:
     paths = known + unknown                   # ~9 % cold users (popular fallback)
     rng.shuffle(paths)
 
-    port = free_port(HOST)
-    settings = ServeSettings(host=HOST, port=port, workers=args.workers,
-                             snapshot_dir=snapshot_dir, events_dir=args.out / "events",
-                             access_log=not args.no_access_log)
-    command = gunicorn_command(settings) + (["--reuse-port"] if args.reuse_port else [])
     server_cpus = None
     if args.pin_client is not None:
         server_cpus = os.sched_getaffinity(0) - {args.pin_client}
         os.sched_setaffinity(0, {args.pin_client})
-    log_path = args.out / "gunicorn.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(command, env=gunicorn_env(root, settings), stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None)
-    try:
-        report["ready_seconds"] = round(_wait_ready(port, proc, 120), 2)
-        asyncio.run(load(port, paths, 4, 2_000, 5))                       # warm the page cache and workers
-        workers = _children(proc.pid)
-        levels = []
-        for connections in sorted({1, 8} | {int(c) for c in args.connections.split(",")}):
-            levels.append(asyncio.run(load(port, paths, connections, args.requests, args.seconds, workers)))
-            print(json.dumps(levels[-1]), file=sys.stderr)
-        report["levels"] = levels
-        report["p99_ms"] = {f"{lv['connections']} conn": lv["p99_ms"] for lv in levels if lv["connections"] in (1, 8)}
-        report["beside_stalled"] = asyncio.run(beside_stalled(port, args.stalled, paths[0]))
-        report["memory"] = gunicorn_memory(proc.pid)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    runs = [serve_and_measure(args, root, snapshot_dir, paths, server_cpus) for _ in range(args.runs)]
+    report["p99_ms"] = {f"{n} conn": [next(lv["p99_ms"] for lv in run["levels"] if lv["connections"] == n)
+                                      for run in runs] for n in (1, 8)}
+    report["runs"] = runs
 
     kept = {k: str(v) for k, v in vars(args).items() if k not in ("out", "result")}   # not figures
     report["results"] = str(save(args.result, {"args": kept, **report}))
     if args.json:
         print(json.dumps(report, indent=1))
-    else:
-        for key, value in report.items():
-            if key != "levels":
-                print(f"{key}: {value}")
+        return 0
+    for key, value in report.items():
+        if key != "runs":
+            print(f"{key}: {value}")
+    for number, run in enumerate(runs, 1):
+        print(f"run {number}: " + ", ".join(f"{key}: {value}" for key, value in run.items() if key != "levels"))
         print(f"{'conns':>5} {'reqs':>6} {'errors':>6} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
-              f"{'client CPU':>10}  workers' CPU")
-        for lv in report["levels"]:
+              f"{'client CPU':>10} {'other CPU':>9}  workers' CPU")
+        for lv in run["levels"]:
             print(f"{lv['connections']:>5} {lv['requests']:>6} {lv['errors']:>6} {lv['req_per_s']:>8} "
-                  f"{lv['p50_ms']:>7} {lv['p90_ms']:>7} {lv['p99_ms']:>7} {lv['client_cpu']:>10}  "
-                  f"{lv['workers_cpu']}")
+                  f"{lv['p50_ms']:>7} {lv['p90_ms']:>7} {lv['p99_ms']:>7} {lv['client_cpu']:>10} "
+                  f"{lv['other_cpu']:>9}  {lv['workers_cpu']}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """The API under real gunicorn, over real sockets: what gunicorn refuses before the app is JSON in the API's error
-shape, and stalled clients do not keep /health or lookups waiting. Marked ``slow`` (so ``heavy``): one gunicorn,
-two workers, for the module."""
+shape, stalled clients do not keep /health or lookups waiting, and keep-alive connections are spread evenly over the
+workers. Marked ``slow`` (so ``heavy``): one gunicorn, two workers, for the module."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,7 +24,8 @@ STALLED = 40
 
 
 @pytest.fixture(scope="module")
-def port(tmp_path_factory):
+def gunicorn(tmp_path_factory) -> tuple[int, int]:
+    """(port, pid of the gunicorn master)."""
     warehouse = make_warehouse(tmp_path_factory.mktemp("gunicorn") / "wh")
     port = free_port()
     script = ("import sys; from recsys.serve import ServeSettings, run_server; "
@@ -38,10 +40,15 @@ def port(tmp_path_factory):
         while _exchange(port, b"GET /ready HTTP/1.1\r\nHost: t\r\n\r\n", quiet=True)[0] != 200:
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.1)
-        yield port
+        yield port, proc.pid        # run_server execs gunicorn in this process
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def port(gunicorn) -> int:
+    return gunicorn[0]
 
 
 def _exchange(port: int, raw: bytes, quiet: bool = False, timeout: float = 10.0) -> tuple[int, dict, bytes]:
@@ -135,3 +142,30 @@ def test_stalled_clients_do_not_keep_health_or_lookups_waiting(port):
     finally:
         for sock in stalled:
             sock.close()
+
+
+def _established_per_worker(master: int, port: int) -> list[int]:
+    """How many connections to ``port`` each worker holds, from its socket fds and ``/proc/net/tcp``."""
+    local = f"0100007F:{port:04X}"
+    established = {fields[9] for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+                   if fields[1] == local and fields[3] == "01"}
+    workers = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    return sorted(sum(os.readlink(f"/proc/{pid}/fd/{fd}").removeprefix("socket:[").rstrip("]") in established
+                      for fd in os.listdir(f"/proc/{pid}/fd")) for pid in workers)
+
+
+def test_keep_alive_connections_are_spread_evenly_over_the_workers(gunicorn):
+    port, master = gunicorn
+    for _ in range(3):                  # left to whichever worker wakes first, 4/4 is the exception
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(8)]
+        try:
+            for sock in clients:        # answered: accepted by a worker, and kept open
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert _read_response(sock)[0] == 200
+            assert _established_per_worker(master, port) == [4, 4]
+        finally:
+            for sock in clients:
+                sock.close()
+        deadline = time.monotonic() + 5
+        while sum(_established_per_worker(master, port)) and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -8,6 +8,9 @@ request is already in would otherwise be read and served at once, again and agai
 other connections wait (bench_api, one worker, 8 connections: p50 0.4 ms but p99 27-61 ms; with the yield p50 3.6 ms,
 p99 5.2 ms, the same throughput).
 
+Connections are spread over the workers by least connections (:mod:`recsys.serve.balance`): left to whichever worker
+woke first, one often took all 8 of a burst and served them on one core while the other idled.
+
 A stalled client is not kept forever either: its headers must arrive within gunicorn's keep-alive (``timeout_ctx``,
 else the connection is closed) and the rest of its request within ``serve.request_timeout_s`` (else a JSON 408).
 
@@ -18,10 +21,12 @@ same ``{"error": {"code", "message"}}`` the app does, so a client parses every r
 
 from __future__ import annotations
 
+from functools import partial
 from ssl import SSLError
 
 import gevent
 import orjson
+from gevent.server import StreamServer
 from gunicorn import util
 from gunicorn.http.errors import (
     ExpectationFailed, ForbiddenProxyRequest, InvalidResponseHeader, InvalidResponseHeaderName, LimitRequestHeaders,
@@ -29,6 +34,7 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.ggevent import GeventWorker
 
+from recsys.serve.balance import BalancedServer, ConnectionTable
 from recsys.serve.settings import ServeEnv
 
 # gunicorn's refusal -> (status, reason, code); any other parse error of the request is a 400 bad_request.
@@ -67,10 +73,42 @@ class JsonGeventWorker(GeventWorker):
     """gunicorn's gevent worker whose own refusals are JSON and whose requests have a deadline (module docstring)."""
 
     request_timeout_s = 10.0
+    connection_table: ConnectionTable | None = None   # shared by the workers of this master (recsys.serve.balance)
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - gunicorn's
+        """In the master, before the fork: the table every worker of this master shares, and this worker's slot."""
+        super().__init__(*args, **kwargs)
+        if JsonGeventWorker.connection_table is None:
+            JsonGeventWorker.connection_table = ConnectionTable()
+        self.table_slot = self.connection_table.claim()
 
     def init_process(self) -> None:
         self.request_timeout_s = ServeEnv().serve.request_timeout_s
         super().init_process()
+
+    def server_class(self, listener, spawn, ssl_context=None, **_pywsgi) -> BalancedServer:  # noqa: ANN001, ANN003
+        """gunicorn's run() builds each listener's server with this (its pywsgi arguments unused): a server that
+        balances connections over the workers and hands each to gunicorn's own handler, as its default server does."""
+        ssl = {"ssl_context": ssl_context} if ssl_context else {}
+        if self.cfg.reuse_port:     # a socket of its own: a connection left in it would wait for this worker alone
+            return StreamServer(listener, handle=partial(self.handle, listener), spawn=spawn, **ssl)
+        return BalancedServer(listener, self.connection_table, self.table_slot, handle=partial(self.handle, listener),
+                              spawn=spawn, **ssl)
+
+    def notify(self) -> None:
+        """gunicorn's heartbeat, every second while the worker runs or finishes its connections: also the other
+        workers', who leave connections to this one only while it accepts them."""
+        super().notify()
+        if self.alive:
+            self.connection_table.beat(self.table_slot)
+        else:
+            self.connection_table.release(self.table_slot)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:        # also when gunicorn's run returns at once, with no connection left to finish
+            self.connection_table.release(self.table_slot)
 
     def handle_request(self, listener_name, req, sock, addr):  # noqa: ANN001 - gunicorn's signature
         """One request (its body read by the app included) within ``request_timeout_s``; gevent.Timeout is a
