@@ -10,7 +10,7 @@ LOCK_ID  := $(shell cat requirements.lock pyproject.toml conf/maven/pom.xml | sh
 STAMP    := $(VENV)/.installed-$(LOCK_ID)
 
 SCALE    ?= small
-# seconds of model search in `make pipeline`/`make demo` (the configured default is 360; 0 = fixed parameters)
+# seconds of model search in `make pipeline`/`make demo` (the configured default is 480; 0 = fixed parameters)
 TUNING   ?= 120
 DATA     ?= data/synthetic
 WAREHOUSE?= warehouse

@@ -48,7 +48,7 @@ DATASETS = {
                            "path": SHARED_DATA / "amazon_reviews_2023", "split": {"strategy": "official"},
                            "confidence": {}},
 }
-MODELS = ("popularity", "implicit_als", "spark_als", "content")
+BASELINE = "popularity"
 
 
 def run(name: str, spec: dict, spark, budget: float | None) -> dict:
@@ -87,8 +87,8 @@ def run(name: str, spec: dict, spark, budget: float | None) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     models = {m: {k: round(v, 5) for k, v in r["metrics"].items() if k.endswith("@10")} | {
         "train_seconds": r["train_seconds"], "params": r["params"]} for m, r in result["models"].items()}
-    searched = {m: {"valid_map@10": s["best_value"], "trials": len(s["trials"]), "seconds": s["seconds"]}
-                for m, s in selection["models"].items()}
+    searched = {m: {"valid_map@10": s["best_value"], "trials": len(s["trials"]), "rescored": len(s["rescored"]),
+                    "seconds": s["seconds"]} for m, s in selection["models"].items()}
     return {"title": spec["title"], "split": {k: split[k] for k in ("strategy", "train", "valid", "test", "note")},
             "models": models, "promoted": result["decision"].get("promoted"), "selection": searched,
             "budget_seconds": settings.tuning.budget_seconds, "note": selection.get("note"),
@@ -96,19 +96,19 @@ def run(name: str, spec: dict, spark, budget: float | None) -> dict:
 
 
 def table(results: dict) -> str:
-    """The README's table: MAP@10 per model (× popularity), the promoted model in bold."""
-    lines = ["| dataset / split (train / valid / test) | " + " | ".join(MODELS) + " | search (s) |",
-             "|---|" + "---|" * (len(MODELS) + 1)]
-    for name in DATASETS:
-        if name not in results:
-            continue
-        r = results[name]
-        pop = r["models"]["popularity"]["map@10"]
+    """The README's table: MAP@10 per model (× popularity), the promoted model in bold; a column per model any
+    dataset trained (the configured ``train.models``), popularity first."""
+    measured = [results[name] for name in DATASETS if name in results]
+    models = sorted({m for r in measured for m in r["models"]}, key=lambda m: (m != BASELINE, m))
+    lines = ["| dataset / split (train / valid / test) | " + " | ".join(models) + " | search (s) |",
+             "|---|" + "---|" * (len(models) + 1)]
+    for r in measured:
+        pop = r["models"][BASELINE]["map@10"]
         cells = []
-        for m in MODELS:
-            value = r["models"][m]["map@10"]
-            lift = f" ({value / pop:.2f}×)" if pop and m != "popularity" else ""
-            cell = f"{value:.4f}{lift}"
+        for m in models:
+            value = r["models"].get(m, {}).get("map@10")
+            lift = f" ({value / pop:.2f}×)" if value is not None and pop and m != BASELINE else ""
+            cell = "–" if value is None else f"{value:.4f}{lift}"
             cells.append(f"**{cell}**" if m == r["promoted"] else cell)
         sizes = " / ".join(f"{r['split'][k]:,}" for k in ("train", "valid", "test"))
         searched = sum(s["seconds"] for s in r["selection"].values())

@@ -118,12 +118,12 @@ def test_an_enqueued_configuration_is_the_trial_it_came_from(model):
 
 
 def search(tmp_path, name: str, budget: float, tuning: TuningSettings | None = None, max_trials: int = 200):
-    tuning = tuning or TuningSettings(startup_trials=4, report_every=2)
+    tuning = (tuning or TuningSettings(startup_trials=4, report_every=2)).model_copy(update={"max_trials": max_trials})
     d = data()
     study = S.open_study(tmp_path, name, tuning)
     base = model_params("implicit_als", {"factors": 8, "iterations": 6}).model_dump()
     return S.run_search(study, "implicit_als", base, S.implicit_trial(d, 10, tuning.report_every),
-                        budget_seconds=budget, max_trials=max_trials, mean_per_user=d.mean_per_user)
+                        budget_seconds=budget, tuning=tuning, mean_per_user=d.mean_per_user)
 
 
 def test_the_budget_is_kept(tmp_path):
@@ -150,6 +150,89 @@ def test_a_resumed_study_continues_without_repeating_trials(tmp_path):
 def test_the_search_finds_the_planted_structure(tmp_path):
     result = search(tmp_path, "quality", budget=60, max_trials=15)
     assert result.best_value > 0.5                                # 4 clusters of 15 items: chance is far below
+
+
+def lucky_or_steady(params, trial, deadline):
+    """A fake trial: factors 16 draws 0.9 with the configured seed and 0.1 with any other, factors 8 is 0.5 always."""
+    if params["factors"] == 16:
+        return 0.9 if params["seed"] == 42 else 0.1
+    return 0.5
+
+
+@pytest.mark.parametrize("rescore_top, winner, value", [(2, 8, 0.5), (0, 16, 0.9)])
+def test_the_winner_is_the_best_mean_over_seeds_not_the_luckiest_draw(tmp_path, rescore_top, winner, value):
+    tuning = TuningSettings(max_trials=2, rescore_top=rescore_top, rescore_seeds=2)
+    study = S.open_study(tmp_path, "lucky", tuning)
+    base = model_params("implicit_als", {"factors": 8}).model_dump()
+    result = S.run_search(study, "implicit_als", base, lucky_or_steady, budget_seconds=60, tuning=tuning,
+                          mean_per_user=10.0, first=[{**base, "factors": 16}])
+    assert [t["value"] for t in result.trials] == [0.5, 0.9]
+    assert result.best["factors"] == winner and result.best_value == pytest.approx(value)
+    if rescore_top:
+        assert [(r["params"]["factors"], r["values"]) for r in result.rescored] == [(16, [0.9, 0.1, 0.1]),
+                                                                                    (8, [0.5, 0.5, 0.5])]
+
+
+def test_rescoring_keeps_the_budget(tmp_path):
+    tuning = TuningSettings(max_trials=2, rescore_top=2, rescore_seeds=2)
+
+    def slow(params, trial, deadline):
+        time.sleep(0.4)
+        return lucky_or_steady(params, trial, deadline)
+
+    study = S.open_study(tmp_path, "slow", tuning)
+    base = model_params("implicit_als", {"factors": 8}).model_dump()
+    start = time.perf_counter()
+    result = S.run_search(study, "implicit_als", base, slow, budget_seconds=1.5, tuning=tuning, mean_per_user=10.0,
+                          first=[{**base, "factors": 16}])
+    assert time.perf_counter() - start < 1.5 + 0.3
+    assert len(result.trials) == 2 and len(result.rescored) == 0            # 4 more fits of 0.4 s did not fit
+    assert result.best["factors"] == 16                                     # then the best single draw stands
+
+
+def test_the_rescoring_reserve_is_kept_only_when_it_is_affordable():
+    trials = [{"seconds": 2.0, "stopped": None}, {"seconds": 9.0, "stopped": "pruned after 5 iterations"}]
+    tuning = TuningSettings(rescore_top=3, rescore_seeds=2, rescore_share=0.3)
+    assert S._rescore_reserve(trials, tuning, budget_seconds=100) == pytest.approx(12.0)   # 6 fits of 2 s
+    assert S._rescore_reserve(trials, tuning, budget_seconds=30) == 0.0                   # > 30 % of it: search on
+
+
+@pytest.mark.parametrize("graded", [True, False])
+def test_implicit_starts_from_the_portfolio_each_point_inside_the_space(graded):
+    from optuna.trial import FixedTrial
+
+    from recsys.selection.portfolio import STARTING_POINTS
+    from recsys.selection.step import _first
+
+    users, items, weights, stamps, splits = planted()
+    if graded:
+        weights = np.linspace(0.2, 1.0, len(weights))
+    d = SearchData.from_rows(users, items, weights, stamps, splits, max_users=10_000, seed=1)
+    points = _first("implicit_als", {}, d)
+    assert len(points) == len(STARTING_POINTS) - (not graded)               # a power changes nothing on equal w
+    for point in points:
+        params = model_params("implicit_als", point).model_dump()
+        values = spaces.trial_values("implicit_als", params, mean_per_user=d.mean_per_user)
+        assert S._params("implicit_als", params, spaces.suggest(FixedTrial(values), "implicit_als"),
+                         d.mean_per_user) == params
+
+
+def test_a_spark_trial_is_cancelled_at_the_deadline(spark):
+    """A job still running at the deadline is cancelled and the trial stops there, not a whole fit later; a job
+    that ends in time is left alone and the thread's later jobs carry no tag."""
+
+    def slow(_):
+        time.sleep(60)
+        return 0
+
+    start = time.perf_counter()
+    with pytest.raises(S.Stopped, match="cancelled at the deadline"):
+        with S.cancelled_at(spark, time.perf_counter() + 2.0):
+            spark.sparkContext.parallelize(range(2), 2).map(slow).collect()
+    assert time.perf_counter() - start < 15
+    with S.cancelled_at(spark, time.perf_counter() + 30.0):
+        assert spark.range(10).count() == 10
+    assert not spark.sparkContext.getJobTags()
 
 
 def test_budget_zero_keeps_the_configured_parameters(tmp_path):

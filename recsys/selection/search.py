@@ -4,7 +4,11 @@
 - implicit ALS reports MAP@K every ``tuning.report_every`` iterations (implicit's per-iteration callback), so the
   median pruner stops a trial that trails the others at the same iteration, and a trial still running at the
   deadline stops there. Spark ALS cannot report mid-fit (no warm start in ``pyspark.ml``): its trials are judged
-  whole. The content model fits in about the time of one score, so it is not pruned either.
+  whole, and one still running at the deadline has its Spark jobs cancelled. The content model fits in about the
+  time of one score, so it is not pruned either.
+- The best few trials are then fitted again with other seeds and the best mean wins (:func:`rescore`): a single
+  MAP@K on a validation split of a few hundred users is a noisy draw, and the best of hundreds of draws is the
+  luckiest as much as the best.
 - Trials run one at a time: implicit already keeps both cores busy (OpenMP) and so do Spark's jobs; two at once
   would only take turns.
 - The study lives in SQLite under ``ops/selection/studies.db`` and is named ``<model>-<run_id>``: a step run again
@@ -15,8 +19,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,13 +49,16 @@ class Stopped(Exception):
 
 @dataclass
 class Search:
-    """The outcome of one model's search: ``best`` params (None: no trial finished), every trial of this session."""
+    """The outcome of one model's search: ``best`` params (None: no trial finished) and ``best_value`` (its mean
+    MAP@K over the seeds it was re-scored with, else its trial's value), every trial of this session, the re-scored
+    candidates."""
 
     model: str
     study: str
     best: dict[str, Any] | None
     best_value: float | None
     trials: list[dict[str, Any]] = field(default_factory=list)
+    rescored: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     previous_trials: int = 0
     note: str | None = None
@@ -85,9 +95,10 @@ Trial = Callable[[dict[str, Any], Any, float], float]     # (params, optuna tria
 
 
 def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budget_seconds: float,
-               max_trials: int, mean_per_user: float, first: list[dict[str, Any]] = ()) -> Search:
-    """Ask/tell trials of ``study`` until ``budget_seconds`` or ``max_trials``; ``base`` (the configured params) is
-    the first trial of a new study and ``first`` are tried next (e.g. the other ALS's winner)."""
+               tuning: TuningSettings, mean_per_user: float, first: list[dict[str, Any]] = ()) -> Search:
+    """Ask/tell trials of ``study`` until ``budget_seconds`` or ``tuning.max_trials``, then re-score the best
+    (:func:`rescore`); ``base`` (the configured params) is the first trial of a new study and ``first`` are tried
+    next (the other ALS's winner, the generic starting points of :mod:`recsys.selection.portfolio`)."""
     from optuna.trial import TrialState
 
     start = time.perf_counter()
@@ -98,10 +109,11 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
             study.enqueue_trial(spaces.trial_values(model, params, mean_per_user), skip_if_exists=True)
     durations: list[float] = []
     trials: list[dict[str, Any]] = []
-    while len(trials) < max_trials:
+    while len(trials) < tuning.max_trials:
         now = time.perf_counter()
         expected = max(durations[-5:], default=0.0)      # the longest of the last few: trial costs vary with size
-        if now >= deadline or (durations and now + expected > deadline):
+        if now >= deadline or (durations and now + expected + _rescore_reserve(trials, tuning, budget_seconds)
+                               > deadline):
             break
         trial = study.ask()
         params = _params(model, base, spaces.suggest(trial, model), mean_per_user)
@@ -115,12 +127,61 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         trials.append({"number": trial.number, "params": params, "value": value, "stopped": stopped,
                        "seconds": round(seconds, 3)})
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(complete, key=lambda t: t.value) if complete else None
-    return Search(model=model, study=study.study_name,
-                  best=_params(model, base, _rebuild(model, best.params), mean_per_user) if best else None,
-                  best_value=best.value if best else None, trials=trials,
+    complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None),
+                      key=lambda t: (-t.value, t.number))
+    candidates = [(t.number, t.value, _params(model, base, _rebuild(model, t.params), mean_per_user))
+                  for t in complete[:max(1, tuning.rescore_top)]]
+    seconds = {t["number"]: t["seconds"] for t in trials}
+    rescored = rescore(candidates, trial_fn, deadline=deadline, seconds=seconds,
+                       fallback=float(np.median(durations or [0.0])),
+                       seeds=tuning.rescore_seeds if tuning.rescore_top else 0)
+    best = max(rescored, key=lambda r: r["mean"], default=None)
+    if best is None and candidates:             # no time to re-score even the best trial: its one draw stands
+        best = {"params": candidates[0][2], "mean": candidates[0][1]}
+    return Search(model=model, study=study.study_name, best=best["params"] if best else None,
+                  best_value=best["mean"] if best else None, trials=trials, rescored=rescored,
                   seconds=round(time.perf_counter() - start, 3), previous_trials=previous)
+
+
+def _rescore_reserve(trials: list[dict[str, Any]], tuning: TuningSettings, budget_seconds: float) -> float:
+    """Seconds kept back at the end of the search for :func:`rescore`: its expected cost (a typical finished
+    trial per fit), or nothing when that exceeds ``tuning.rescore_share`` of the budget (trials too dear)."""
+    finished = [t["seconds"] for t in trials if t["stopped"] is None]
+    if not tuning.rescore_top or not finished:
+        return 0.0
+    cost = tuning.rescore_top * tuning.rescore_seeds * float(np.median(finished))
+    return cost if cost <= tuning.rescore_share * budget_seconds else 0.0
+
+
+class _Unpruned:
+    """The trial a re-scoring fit reports to: nothing is recorded and nothing is pruned."""
+
+    def report(self, value: float, step: int) -> None:
+        pass
+
+    def should_prune(self) -> bool:
+        return False
+
+
+def rescore(candidates: list[tuple[int, float, dict[str, Any]]], trial_fn: Trial, *, deadline: float, seeds: int,
+            seconds: dict[int, float], fallback: float) -> list[dict[str, Any]]:
+    """Fit each (number, value, params) candidate, best first, again with ``seeds`` other seeds (seed + 1, + 2, …)
+    while the deadline allows (a fit is not started if its trial's time would overrun it); returns the candidates
+    fully re-scored, each with its values (the trial's own first) and their mean. Only these compete for the win:
+    one draw of MAP@K on a few hundred valid users moves by more than the gaps between good trials, so the search's
+    single best value is partly luck (the winner's curse)."""
+    out: list[dict[str, Any]] = []
+    for number, value, params in candidates:
+        values = [value]
+        for offset in range(1, seeds + 1):
+            if time.perf_counter() + seconds.get(number, fallback) > deadline:
+                return out
+            try:
+                values.append(trial_fn({**params, "seed": params["seed"] + offset}, _Unpruned(), deadline))
+            except Stopped:
+                return out
+        out.append({"number": number, "params": params, "values": values, "mean": float(np.mean(values))})
+    return out
 
 
 def _params(model: str, base: dict[str, Any], proposed: dict[str, Any], mean_per_user: float) -> dict[str, Any]:
@@ -175,7 +236,8 @@ def implicit_trial(data: SearchData, k: int, report_every: int) -> Trial:
 
 
 def spark_trial(spark, data: SearchData, k: int) -> Trial:
-    """Fit Spark ALS through :func:`recsys.models.fit_model` (the train step's code) on the train rows."""
+    """Fit Spark ALS through :func:`recsys.models.fit_model` (the train step's code) on the train rows; a fit still
+    running at the deadline has its jobs cancelled (:func:`cancelled_at`) and stops there."""
     import pyarrow as pa
 
     from recsys import constants as C
@@ -185,17 +247,39 @@ def spark_trial(spark, data: SearchData, k: int) -> Trial:
                                            C.TIMESTAMP: data.timestamps})).cache()
 
     def run(params: dict[str, Any], trial, deadline: float) -> float:
-        fitted = fit_model("spark_als", rows, params)
-        try:
-            users, user_vectors = _arrays(fitted.user_factors)
-            items, item_vectors = _arrays(fitted.item_factors)
-        finally:
-            fitted.discard_scratch()
-            fitted.user_factors.unpersist()
-            fitted.item_factors.unpersist()
+        with cancelled_at(spark, deadline):
+            fitted = fit_model("spark_als", rows, params)
+            try:
+                users, user_vectors = _arrays(fitted.user_factors)
+                items, item_vectors = _arrays(fitted.item_factors)
+            finally:
+                fitted.discard_scratch()
+                fitted.user_factors.unpersist()
+                fitted.item_factors.unpersist()
         return data.score(users, user_vectors, items, item_vectors, k)
 
     return run
+
+
+@contextmanager
+def cancelled_at(spark, deadline: float):
+    """Tag the Spark jobs this thread starts in the block and cancel them at ``deadline`` (``time.perf_counter``
+    clock) from a timer thread; the block then raises :class:`Stopped`. Spark ALS cannot stop between iterations
+    as implicit does, so without this a dear trial started near the end would overrun the budget by a whole fit."""
+    context = spark.sparkContext
+    tag = f"recsys-trial-{uuid.uuid4().hex}"
+    timer = threading.Timer(max(0.0, deadline - time.perf_counter()), context.cancelJobsWithTag, args=(tag,))
+    context.addJobTag(tag)
+    timer.start()
+    try:
+        yield
+    except Exception as exc:
+        if time.perf_counter() < deadline:
+            raise
+        raise Stopped("cancelled at the deadline", None) from exc
+    finally:
+        timer.cancel()
+        context.removeJobTag(tag)
 
 
 def content_trial(data: SearchData, texts: tuple[np.ndarray, list[str]], k: int) -> Trial:

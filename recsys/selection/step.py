@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from recsys import constants as C
 from recsys import ops, registry
 from recsys.config import Settings
@@ -20,6 +22,7 @@ from recsys.logs import step
 from recsys.selection import search as S
 from recsys.selection import spaces
 from recsys.selection.data import VALID, SearchData, search_data
+from recsys.selection.portfolio import starting_points
 
 TRIAL = "trial"
 
@@ -49,8 +52,7 @@ def select_models(spark, settings: Settings, run_id: str, models: Sequence[str] 
             left = chosen[i:]
             share = tuning.shares.get(model, 1.0) / sum(tuning.shares.get(m, 1.0) for m in left)
             budget = max(0.0, deadline - time.perf_counter()) * share
-            result = search_model(spark, settings, model, run_id, data, budget_seconds=budget,
-                                  first=_first(model, out["models"]))
+            result = search_model(spark, settings, model, run_id, data, budget_seconds=budget, searched=out["models"])
             out["models"][model] = summary(result)
         out["seconds"] = round(time.perf_counter() - start, 3)
         path = ops.selection_path(settings.warehouse, run_id)
@@ -63,9 +65,13 @@ def select_models(spark, settings: Settings, run_id: str, models: Sequence[str] 
     return out
 
 
-def _first(model: str, done: dict[str, Any]) -> list[dict[str, Any]]:
-    """Spark ALS tries implicit's winner first (the spaces map, :mod:`recsys.selection.spaces`): Spark's trials are
-    the dearest, and the flat-λ winner is a good guess for it."""
+def _first(model: str, done: dict[str, Any], data: SearchData) -> list[dict[str, Any]]:
+    """What a new study tries after the configured parameters. implicit ALS: the generic starting points
+    (:mod:`recsys.selection.portfolio`). Spark ALS: implicit's winner (the spaces map, :mod:`recsys.selection.spaces`),
+    its trials being the dearest and the flat-λ winner a good guess for it; the portfolio's points are left to
+    implicit, which tries them in a fraction of the time."""
+    if model == "implicit_als":
+        return starting_points(graded=len(np.unique(data.weights)) > 1)
     implicit = (done.get("implicit_als") or {}).get("best")
     if model != "spark_als" or not implicit:
         return []
@@ -74,18 +80,20 @@ def _first(model: str, done: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def search_model(spark, settings: Settings, model: str, run_id: str, data: SearchData, *, budget_seconds: float,
-                 first: list[dict[str, Any]] = (), study: str | None = None) -> S.Search:
-    """One model's search on ``data`` (train/valid only), its trials appended to ``ops/runs`` in one commit."""
+                 searched: dict[str, Any] | None = None, study: str | None = None) -> S.Search:
+    """One model's search on ``data`` (train/valid only), its trials appended to ``ops/runs`` in one commit;
+    ``searched``: the :func:`summary` of the models the run searched before it (Spark starts from implicit's)."""
     tuning = settings.tuning
     base = settings.train.params.of(model).model_dump()
     opened = S.open_study(settings.warehouse, study or S.study_name(model, run_id), tuning)
     with step("search", model=model, run_id=run_id, study=opened.study_name, budget_seconds=round(budget_seconds, 1),
               note=data.note) as rec:
         result = S.run_search(opened, model, base, _trial(spark, settings, model, data),
-                              budget_seconds=budget_seconds, max_trials=tuning.max_trials,
-                              mean_per_user=data.mean_per_user, first=first)
+                              budget_seconds=budget_seconds, tuning=tuning,
+                              mean_per_user=data.mean_per_user, first=_first(model, searched or {}, data))
         result.note, result.mean_per_user = data.note, data.mean_per_user
         rec.update(trials=len(result.trials), previous_trials=result.previous_trials, best=result.best_value,
+                   rescored=[(r["number"], round(r["mean"], 5)) for r in result.rescored],
                    best_params=result.best, seconds=result.seconds)
     versions = {C.INTERACTIONS: interactions_version(settings.warehouse)}
     metric = f"map@{tuning.k}"
@@ -98,10 +106,11 @@ def search_model(spark, settings: Settings, model: str, run_id: str, data: Searc
 
 
 def summary(result: S.Search) -> dict[str, Any]:
-    """What the selection file keeps of a search: the winner, every trial of this session, the time spent."""
+    """What the selection file keeps of a search: the winner, every trial of this session, the re-scored best,
+    the time spent."""
     return {"best": result.best, "best_value": result.best_value, "study": result.study,
             "previous_trials": result.previous_trials, "seconds": result.seconds, "note": result.note,
-            "mean_per_user": result.mean_per_user, "trials": result.trials}
+            "mean_per_user": result.mean_per_user, "rescored": result.rescored, "trials": result.trials}
 
 
 def _trial(spark, settings: Settings, model: str, data: SearchData) -> S.Trial:
