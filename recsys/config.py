@@ -26,6 +26,7 @@ from recsys.lock import LockSettings
 from recsys.models.params import ModelParams
 from recsys.monitor.settings import MonitorSettings
 from recsys.quality.settings import QualitySettings, quality_config_path, read_quality_config
+from recsys.retrieval.settings import RetrievalSettings
 from recsys.selection.settings import TuningSettings
 from recsys.serve.settings import ServeSettings
 from recsys.strict import (ENV_PREFIX, CommaList, ConfigError, Location, StrictModel, config_error,
@@ -179,6 +180,7 @@ class Settings(BaseSettings):
     tuning: TuningSettings = Field(default_factory=TuningSettings)     # model selection (recsys.selection)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)   # ANN candidates (recsys.retrieval)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     deletions: DeletionSettings = Field(default_factory=DeletionSettings)
