@@ -24,15 +24,18 @@ SLOTS = 256          # workers of one master ever alive at once (a new one takes
 LIVE_S = 3.0         # a worker beats every second (gunicorn's notify); silent this long: gone or stuck
 RETRY_S = 0.001      # how often a loaded worker looks again at a connection it left to the others
 PATIENCE_S = 0.01    # how long it leaves it to them
+NEVER = -np.inf      # the beat of a free slot
 
 
 class ConnectionTable:
     """Open connections and last heartbeat of every worker, one slot each, in shared memory: make it before the
-    workers fork. A slot is written by its worker alone; readers may see a count one accept late, which is harmless."""
+    workers fork. A slot is written by the master handing it out, then by its worker alone; readers may see a count
+    one accept late, which is harmless."""
 
     def __init__(self) -> None:
         self.open = np.frombuffer(RawArray(ctypes.c_int64, SLOTS), np.int64)
         self.beats = np.frombuffer(RawArray(ctypes.c_double, SLOTS), np.float64)   # time.monotonic(): system-wide
+        self.beats[:] = NEVER       # not 0: the monotonic clock may have started less than LIVE_S ago
 
     def claim(self) -> int:
         """A slot for a worker about to fork (in the master, one worker at a time), marked live from now."""
@@ -46,7 +49,7 @@ class ConnectionTable:
 
     def release(self, slot: int) -> None:
         """The worker of ``slot`` stops accepting: nobody waits for it any more."""
-        self.beats[slot] = 0.0
+        self.beats[slot] = NEVER
 
     def more_than_least(self, slot: int) -> bool:
         """Whether the worker of ``slot`` holds more open connections than another live worker (~3 µs)."""
