@@ -141,6 +141,9 @@ class PublishSettings(StrictModel):
     # a MERGE of even ~1% rewrites the whole table anyway, after a join (bench_deletions, 1.8M users: 158 s to
     # MERGE under 1% of the lists vs 59 s to rewrite with 99% changed).
     rewrite_share: float = Field(0.01, ge=0, le=1)
+    # The multi-stage model's diversity re-rank strength at publish (0 = the ranker's order); None: the strength it
+    # chose on its labelled users (the largest that loses ≤ 2 % MAP@10 there, recsys.multistage.diversity).
+    diversity: float | None = Field(None, ge=0, lt=1)
 
 
 class SynthSettings(StrictModel):

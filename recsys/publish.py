@@ -58,11 +58,18 @@ def _production_model(spark: SparkSession, settings: Settings, seen: DataFrame,
     path = registry.model_dir(settings.warehouse, prod[C.MODEL], prod["run_id"] + "-all")
     if not refit:
         saved = path if path.is_dir() else prod["model_path"]
-        return prod, load_model(spark, str(saved), seen=seen)
+        return prod, _published(load_model(spark, str(saved), seen=seen), settings)
     with step("refit", model=prod[C.MODEL], run_id=prod["run_id"]):
         model = fit_and_save(spark, settings.warehouse, prod[C.MODEL], json.loads(prod["params"] or "{}"), None, path)
     model.seen = seen
-    return prod, model
+    return prod, _published(model, settings)
+
+
+def _published(model, settings: Settings):
+    """``model`` with the publish settings that apply to it (the multi-stage model's diversity strength)."""
+    if settings.publish.diversity is not None and hasattr(model, "diversity"):
+        model.diversity = settings.publish.diversity
+    return model
 
 
 def _als_for_similar(spark: SparkSession, settings: Settings, prod: dict, model: FactorModel) -> FactorModel | None:

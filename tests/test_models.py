@@ -159,6 +159,17 @@ def test_content_model_groups_items_by_their_text(spark):
     assert all(i % 3 == u % 3 for u, items in recs.items() for i in items)
 
 
+def test_content_model_proposes_nothing_it_has_no_text_for(spark):
+    """Items without text would all score 0, i.e. be ranked by index: they get no vector, nor do users none of
+    whose items has text."""
+    items = spark.createDataFrame([(i, "kettle boil water steel" if i < 3 else "") for i in range(10)],
+                                  f"{C.ITEM_IDX} int, text string")
+    train = frame(spark, [(0, 0, 1.0), (1, 5, 1.0), (2, 6, 1.0), (2, 1, 1.0)])
+    recs = recs_by_user(fit_model("content", train, {"dims": 2, "min_df": 1}, items=items).recommend(k=5))
+    assert set(recs) == {0, 2}                          # user 1 saw only item 5, which has no text
+    assert all(set(v) <= {0, 1, 2} for v in recs.values())
+
+
 def test_save_and_load_round_trip(spark, planted, tmp_path):
     train, _ = planted
     model = fit_model("implicit_als", train, ALS)

@@ -10,6 +10,7 @@ import pytest
 from recsys import constants as C
 from recsys.catalog.files import drop_model_rows
 from recsys.models.params import ALSParams
+from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
 from recsys.multistage.model import label_rows, write_model
@@ -152,9 +153,8 @@ def test_the_ranker_is_labelled_by_the_latest_split_or_each_users_last_rows():
 def test_deletions_drop_erased_users_and_deleted_items_from_every_multistage_folder(tmp_path):
     rng = np.random.default_rng(3)
     h = random_history(rng, users=12, items=20, per_user=5)
-    stamps = np.arange(len(h.items), dtype=np.int64)
     params = MultiStageParams(retrievers=["als", "cooccurrence", "category_popular"], per_retriever=5)
-    stage = fit_stage(h, stamps, 20, params, ALSParams(factors=4, iterations=2), None, {})
+    stage = fit_stage(h, 20, params, ALSParams(factors=4, iterations=2), None, {})
     folder = tmp_path / "models" / "multistage" / "run-1"
     write_model(folder, stage, h, None, params, {})
     removed = drop_model_rows(tmp_path, user_idx=[3], item_idx=[7])
@@ -162,6 +162,59 @@ def test_deletions_drop_erased_users_and_deleted_items_from_every_multistage_fol
                             ("user_factors", "user_history", "item_factors", "item_neighbours", "item_side")}
     for name, gone in (("user_history", 3), ("user_factors", 3), ("item_side", 7), ("item_neighbours", 7)):
         assert gone not in pq.read_table(folder / name).column("id").to_pylist()
+
+
+def test_lists_follow_the_ranker_at_strength_zero_and_diversify_above_it():
+    rows = np.array([0, 0, 0, 0, 1, 1])
+    items = np.array([5, 6, 7, 8, 5, 9], dtype=np.int32)
+    scores = np.array([0.9, 0.8, 0.8, 0.1, 0.3, 0.7], dtype=np.float32)
+    plain = D.top_lists(rows, items, scores, 3, 2, 0.0, 50, None)
+    assert plain.of(0).tolist() == [5, 6] and plain.of(1).tolist() == [9, 5] and plain.of(2).tolist() == []
+    # 5 and 6 are the same direction, 7 orthogonal: a strong re-rank keeps 5 and swaps 6 for 7
+    row_of = np.full(10, -1)
+    row_of[[5, 6, 7, 8]] = [0, 1, 2, 3]
+    vectors = np.array([[1, 0], [1, 0], [0, 1], [0.7, 0.7]], dtype=np.float32)
+    diverse = D.top_lists(rows, items, scores, 3, 2, 0.9, 50, (row_of, vectors))
+    assert diverse.of(0).tolist() == [5, 7]
+    assert D.top_lists(rows, items, scores, 3, 2, 0.9, 2, (row_of, vectors)).of(0).tolist() == [5, 6]  # pool of 2
+
+
+def test_lists_reranked_together_equal_each_list_reranked_alone():
+    from recsys.rerank import dpp
+
+    rng = np.random.default_rng(5)
+    rows = np.repeat(np.arange(6), 12)
+    items = np.concatenate([rng.choice(40, 12, replace=False) for _ in range(6)]).astype(np.int32)
+    scores = rng.random(len(rows)).astype(np.float32)
+    row_of = np.arange(40)
+    row_of[[3, 4]] = -1                                 # items without an embedding
+    vectors = rng.normal(size=(40, 5)).astype(np.float32)
+    together = D.top_lists(rows, items, scores, 6, 4, 0.6, 8, (row_of, vectors))
+    for row in range(6):
+        mine = rows == row
+        order = np.lexsort((items[mine], -scores[mine]))[:8]
+        cand = items[mine][order]
+        alone = cand[dpp.rerank(scores[mine][order], D.embedding_rows(cand, row_of, dpp.unit_rows(vectors)), 4, 0.6)]
+        assert together.of(row).tolist() == alone.tolist()
+
+
+def test_the_strength_is_the_longest_run_of_strengths_within_the_loss():
+    rows = np.zeros(3, dtype=np.int64)
+    items = np.array([5, 6, 7], dtype=np.int32)
+    scores = np.array([0.9, 0.8, 0.1], dtype=np.float32)
+    row_of = np.array([-1, -1, -1, -1, -1, 0, 1, 2])
+    vectors = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    users = np.array([42])
+    # the two near-duplicates are what the user took next: diversity costs MAP, so no strength is allowed …
+    strict, curve = D.choose_strength(rows, items, scores, users, {42: [5, 6]}, [0.5, 0.9], 0.02, 50,
+                                      (row_of, vectors))
+    assert strict == 0.0 and [c["strength"] for c in curve] == [0.0, 0.5, 0.9]
+    assert curve[-1]["map@10"] < curve[0]["map@10"]     # [5, 7, 6] instead of [5, 6, 7]
+    # … unless the loss allowed is large; and when diversity costs nothing, the strongest is chosen
+    assert D.choose_strength(rows, items, scores, users, {42: [5, 6]}, [0.5, 0.9], 0.99, 50, (row_of, vectors))[0] \
+        == 0.9
+    assert D.choose_strength(rows, items, scores, users, {42: [5]}, [0.5, 0.9], 0.02, 50, (row_of, vectors))[0] \
+        == 0.9
 
 
 # --- Spark: a candidate of a run --------------------------------------------------------------------------------
@@ -195,13 +248,15 @@ def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequel
 
     frame, items, truth = sequels
     params = {"per_retriever": 20, "als": {"factors": 8, "regularization": 0.1, "alpha": 5.0, "iterations": 10},
-              "content": {"dims": 8, "min_df": 1}, "ranker": {"n_estimators": 30}}
+              "content": {"dims": 8, "min_df": 1}, "ranker": {"n_estimators": 30}, "diversity_grid": [0.5, 0.9]}
     model = fit_model("multistage", frame, params, items=items)
     model.save(tmp_path / "saved")
     model.discard_scratch()
     loaded = load_model(spark, tmp_path / "saved", seen=frame.select(C.USER_IDX, C.ITEM_IDX))
-    assert loaded.info["rank_users"] > 100 and loaded.info["candidate_recall"] > 0.5
+    assert loaded.info["users_with_a_positive"] > 100 and loaded.info["candidate_recall"] > 0.5
     assert set(loaded.info["feature_importance"]) <= set(Fe.FEATURES)
+    assert [c["strength"] for c in loaded.info["diversity_curve"]] == [0.0, 0.5, 0.9]
+    loaded.diversity = 0.0                             # the ranker's own order (the chosen strength is tested above)
 
     lists = {r[C.USER_IDX]: r[C.ITEMS] for r in loaded.recommend_lists(k=5, ).collect()}
     seen = {}
@@ -219,3 +274,7 @@ def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequel
     for r in sorted(rows, key=lambda r: (r[C.USER_IDX], r[C.RANK])):
         by_user.setdefault(r[C.USER_IDX], []).append(r[C.SCORE])
     assert all(scores == sorted(scores, reverse=True) for scores in by_user.values())
+
+    loaded.diversity = 0.9                             # a strong re-rank: other lists, more diverse in content
+    diverse = {r[C.USER_IDX]: r[C.ITEMS] for r in loaded.recommend_lists(k=5).collect()}
+    assert diverse != lists and all(not set(v) & seen[u] for u, v in diverse.items())

@@ -48,13 +48,14 @@ def test_both_als_beat_popularity_on_the_planted_structure(demo):
     metrics = {model: result["metrics"] for model, result in summary["evaluate"]["models"].items()}
     assert metrics["spark_als"]["map@10"] > 1.3 * metrics["popularity"]["map@10"]
     assert metrics["implicit_als"]["map@10"] > 1.3 * metrics["popularity"]["map@10"]
-    assert summary["evaluate"]["decision"]["promoted"] in ("spark_als", "implicit_als")
+    assert metrics["multistage"]["map@10"] > 1.3 * metrics["popularity"]["map@10"]
+    assert summary["evaluate"]["decision"]["promoted"] in ("spark_als", "implicit_als", "multistage")
 
 
 def test_runs_and_registry_record_every_candidate(spark, demo):
     settings, summary = demo
     runs = [r for r in registry.list_runs(spark, settings.warehouse) if r["run_id"] == summary["run_id"]]
-    assert sorted(r["model"] for r in runs) == ["content", "implicit_als", "popularity", "spark_als"]
+    assert sorted(r["model"] for r in runs) == ["content", "implicit_als", "multistage", "popularity", "spark_als"]
     assert all("map@10" in r["metrics"] and r["train_seconds"] is not None for r in runs)
     prod = ops.production_model(settings.warehouse)
     assert prod["model"] == summary["evaluate"]["decision"]["promoted"] and prod["run_id"] == summary["run_id"]

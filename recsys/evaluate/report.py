@@ -73,6 +73,7 @@ padding:4px 8px;text-align:right}}</style></head><body>
 <h2>MAP@K and recall@K</h2><img src="metrics_over_k.png">
 <h2>Training time and popularity bias</h2><img src="training_time_and_popularity_bias.png">
 {selection_section(folder, selection or {}, plt)}
+{multistage_section(folder, (results.get("multistage") or {}).get("info") or {}, plt)}
 </body></html>"""
     out = folder / "index.html"
     out.write_text(page)
@@ -135,3 +136,37 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def multistage_section(folder: Path, info: dict, plt) -> str:
+    """HTML of the multi-stage model's ranker (feature importances, candidates) and its diversity trade-off plot,
+    ``diversity.png`` (MAP@10 against intra-list diversity over the re-rank strength); nothing without the model."""
+    if not info:
+        return ""
+    parts = [f"<h2>Multi-stage model</h2><p>{info.get('candidates_per_user', 0):.0f} candidates per user; candidate "
+             f"recall of the labelled items {info.get('candidate_recall', 0):.3f}; ranker trained on "
+             f"{info.get('users_with_a_positive', 0)} users; cross-fitted ranker MAP@10 "
+             f"{_cell(info.get('ranker_crossfit_map@10'))}; diversity strength {_cell(info.get('diversity'))}"
+             f"{html.escape(' (' + info['diversity_note'] + ')') if info.get('diversity_note') else ''}.</p>"]
+    importances = info.get("feature_importance") or {}
+    if importances:
+        rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{share:.3f}</td></tr>" for name, share in
+                       importances.items())
+        parts.append(f"<h3>Feature importance (share of total gain)</h3><table><tr><th>feature</th><th>share</th>"
+                     f"</tr>{rows}</table>")
+    curve = info.get("diversity_curve") or []
+    if curve:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([c["diversity"] for c in curve], [c["map@10"] for c in curve], marker="o")
+        for c in curve:
+            ax.annotate(f"{c['strength']:g}", (c["diversity"], c["map@10"]), fontsize=8,
+                        textcoords="offset points", xytext=(4, 4))
+        ax.set_xlabel("intra-list diversity @10 (1 − cosine)")
+        ax.set_ylabel("MAP@10 (labelled users, cross-fitted)")
+        ax.set_title("diversity re-rank: the strength at each point")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(folder / "diversity.png", dpi=110)
+        plt.close(fig)
+        parts.append('<h3>MAP@10 against diversity</h3><img src="diversity.png">')
+    return "\n".join(parts)

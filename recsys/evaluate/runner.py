@@ -85,7 +85,7 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
             metrics, curves = evaluate_model(model, fit, test, conf.ks, conf.curve_max_k, catalog)
             train_seconds = model.info.get("train_seconds")
             results[cand[C.MODEL]] = {"metrics": metrics, "curves": curves, "train_seconds": train_seconds,
-                                      "params": model.params, "model_path": cand["model_path"]}
+                                      "params": model.params, "model_path": cand["model_path"], "info": model.info}
             registry.record_run(spark, warehouse, run_id=run_id, model=cand[C.MODEL], stage=ops.CANDIDATE,
                                 params=model.params, metrics={k: v for k, v in metrics.items() if v == v},
                                 train_seconds=train_seconds, split=TEST, data_versions=data_versions,

@@ -64,7 +64,9 @@ def user_profiles(matrix, item_ids: np.ndarray, vectors: np.ndarray) -> np.ndarr
 
 def fit(interactions: DataFrame, params: ContentParams, items: DataFrame | None = None,
         scratch: Path | None = None) -> FactorModel:
-    """``items``: (item_idx, text) for the catalog (see :func:`item_text`)."""
+    """``items``: (item_idx, text) for the catalog (see :func:`item_text`). Items without text and users none of
+    whose items have any get no vector, hence no score and no list: on a catalogue without text the model proposes
+    nothing, instead of ranking every item 0 and so in index order."""
     if items is None:
         raise ValueError("the content model needs item text: pass items=(item_idx, text)")
     spark = interactions.sparkSession
@@ -73,10 +75,14 @@ def fit(interactions: DataFrame, params: ContentParams, items: DataFrame | None 
     item_ids = table.column(C.ITEM_IDX).to_numpy().astype(np.int32)
     texts = [t or "" for t in table.column("text").to_pylist()]
     vectors = embed(texts, params)
+    described = np.linalg.norm(vectors, axis=1) > 0
+    item_ids, vectors = item_ids[described], vectors[described]
 
     csr = interactions_to_csr(interactions, params.weighting)
     user_ids = np.flatnonzero(np.diff(csr.indptr)).astype(np.int32)
     profiles = user_profiles(csr, item_ids, vectors)[user_ids]
+    profiled = np.linalg.norm(profiles, axis=1) > 0
+    user_ids, profiles = user_ids[profiled], profiles[profiled]
     seconds = time.perf_counter() - start
 
     # a folder we make is ours to delete (FactorModel.scratch); a caller's stays the caller's

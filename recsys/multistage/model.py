@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 from recsys import constants as C
 from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
 from recsys.models.params import ALSParams, ContentParams
+from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
 from recsys.multistage.params import MultiStageParams
@@ -59,6 +60,7 @@ class MultiStageModel:
     info: dict[str, Any] = field(default_factory=dict)
     scratch: Path | None = None
     cosine_similar: bool = True
+    diversity: float | None = None      # the re-rank strength; None: the one chosen at fit (``info["diversity"]``)
 
     def discard_scratch(self) -> None:
         if self.scratch is not None:
@@ -92,7 +94,8 @@ class MultiStageModel:
         if users is not None:
             history = history.join(users.select(F.col(C.USER_IDX).alias("id")).distinct(), "id", "left_semi")
         rows = history.join(self.user_factors.withColumnRenamed("features", "als"), "id", "left")
-        scorer = _Scorer.read(self.path, exclude_items or [])
+        strength = self.info.get("diversity", 0.0) if self.diversity is None else self.diversity
+        scorer = _Scorer.read(self.path, exclude_items or [], strength)
         bc = spark.sparkContext.broadcast(scorer)
         ranked = rows.select("id", "items", "weights", "last_ms", "als").mapInArrow(
             _score_batches(bc, k, block), RANKED_SCHEMA)
@@ -126,16 +129,20 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     label = label_rows(users, stamps, splits, params.label_holdout)
 
     early = ~label
-    stage_one = _fit(users[early], items_[early], weights[early], stamps[early], n_items, params, catalogue, content)
-    examples = training_examples(stage_one, _history(users[early], items_[early], weights[early], stamps[early]),
-                                 users[label], items_[label], params)
-    ranker, ranker_info = train_ranker(spark, examples, params)
+    earlier = _history(users[early], items_[early], weights[early], stamps[early])
+    stage_one = _fit(earlier, n_items, params, catalogue, content)
+    examples = training_examples(stage_one, earlier, users[label], items_[label], params)
+    crossed = cross_fit(spark, examples, params)
+    ranker, ranker_info = train_ranker(spark, examples.subset(examples.has_positive), params, rounds=crossed.rounds)
+    ranker_info.update(crossed.info)
+    ranker_info.update(choose_diversity(examples, crossed.scores, stage_one, users[label], items_[label], params))
 
-    stage_two = _fit(users, items_, weights, stamps, n_items, params, catalogue, content)
+    every = _history(users, items_, weights, stamps)
+    stage_two = _fit(every, n_items, params, catalogue, content)
     folder = Path(tempfile.mkdtemp(prefix="multistage-"))
     info = {"train_seconds": round(time.perf_counter() - start, 3), "label_rows": int(label.sum()),
             **examples.info, **ranker_info}
-    write_model(folder, stage_two, _history(users, items_, weights, stamps), ranker, params, info)
+    write_model(folder, stage_two, every, ranker, params, info)
     model = MultiStageModel.load(spark, folder, seen=interactions.select(C.USER_IDX, C.ITEM_IDX))
     model.scratch = folder
     return model
@@ -161,21 +168,25 @@ def _history(users, items, weights, stamps) -> R.History:
     return R.History.of(users, items, weights, stamps)
 
 
-def _fit(users, items, weights, stamps, n_items, params, catalogue, content) -> Stage:
-    history = _history(users, items, weights, stamps)
-    order = np.lexsort((items, stamps, users))
-    return fit_stage(history, np.asarray(stamps)[order], n_items, params, ALSParams.model_validate(params.als),
-                     content, catalogue)
+def _fit(history: R.History, n_items, params, catalogue, content) -> Stage:
+    return fit_stage(history, n_items, params, ALSParams.model_validate(params.als), content, catalogue)
 
 
 @dataclass
 class Examples:
-    """The ranker's training set: candidates of labelled users (``qid`` = user), features and 0/1 labels."""
+    """Candidates of labelled users (``qid`` = user) with features, 0/1 labels and whether their user has any
+    positive among its candidates (a query without one teaches lambdarank nothing)."""
 
     qid: np.ndarray
+    items: np.ndarray
     x: np.ndarray
     label: np.ndarray
+    has_positive: np.ndarray
     info: dict[str, Any]
+
+    def subset(self, keep: np.ndarray) -> Examples:
+        return Examples(self.qid[keep], self.items[keep], self.x[keep], self.label[keep], self.has_positive[keep],
+                        self.info)
 
 
 def training_examples(stage: Stage, history: R.History, label_users: np.ndarray, label_items: np.ndarray,
@@ -192,15 +203,82 @@ def training_examples(stage: Stage, history: R.History, label_users: np.ndarray,
     keys = block.users[found.rows].astype(np.int64) * stage.n_items + found.items
     label = np.isin(keys, truth).astype(np.float32)
     positives = np.bincount(found.rows, weights=label, minlength=len(rows))
-    keep = positives[found.rows] > 0                  # a query without a positive teaches lambdarank nothing
     labelled = int(np.isin(label_users, block.users).sum())
-    info = {"rank_users": int((positives > 0).sum()), "candidates_per_user": round(len(found.rows) / max(len(rows), 1), 1),
+    info = {"labelled_users": len(rows), "users_with_a_positive": int((positives > 0).sum()),
+            "candidates_per_user": round(len(found.rows) / max(len(rows), 1), 1),
             "candidate_recall": round(float(label.sum()) / max(labelled, 1), 4)}
-    return Examples(block.users[found.rows][keep], found.x[keep], label[keep], info)
+    return Examples(block.users[found.rows], found.items, found.x, label, positives[found.rows] > 0, info)
 
 
-def train_ranker(spark: SparkSession, examples: Examples, params: MultiStageParams):
-    """Fit ``SparkXGBRanker`` on the examples → (booster, info with feature importances)."""
+def folds(examples: Examples, params: MultiStageParams) -> list[np.ndarray]:
+    """The labelled users in ``folds`` seeded folds (none when a fold would hold fewer than 20)."""
+    users = np.unique(examples.qid)
+    n = params.folds
+    if n < 2 or len(users) < 20 * n:
+        return []
+    shuffled = np.random.default_rng(params.ranker.seed + 1).permutation(users)
+    return [np.sort(part) for part in np.array_split(shuffled, n)]
+
+
+@dataclass
+class CrossFit:
+    """Every labelled candidate scored by a ranker that did not see its user (None: too few users), and the
+    boosting rounds early stopping chose (None: the configured ``n_estimators``)."""
+
+    scores: np.ndarray | None
+    rounds: int | None
+    info: dict[str, Any]
+
+
+def cross_fit(spark: SparkSession, examples: Examples, params: MultiStageParams) -> CrossFit:
+    """One ranker per fold, trained on the other folds with early stopping on this one (MAP@10): honest scores for
+    every labelled user, and the number of rounds the final ranker gets (the folds' mean best), so a small training
+    set is not over-fitted by the configured number of trees."""
+    parts = folds(examples, params)
+    if not parts:
+        return CrossFit(None, None, {"crossfit_note": "too few labelled users for cross-fitting"})
+    scores = np.zeros(len(examples.qid), dtype=np.float32)
+    best = []
+    for part in parts:
+        inside = np.isin(examples.qid, part)
+        ranker, _ = train_ranker(spark, examples.subset(~inside & examples.has_positive), params,
+                                 valid=examples.subset(inside & examples.has_positive))
+        if ranker is None:
+            return CrossFit(None, None, {"crossfit_note": "a fold without labelled candidates"})
+        rounds = int(getattr(ranker, "best_iteration", params.ranker.n_estimators - 1)) + 1
+        best.append(rounds)
+        scores[inside] = ranker.inplace_predict(examples.x[inside], iteration_range=(0, rounds)).astype(np.float32)
+    return CrossFit(scores, max(1, int(round(float(np.mean(best))))), {"crossfit_rounds": best})
+
+
+def choose_diversity(examples: Examples, scores: np.ndarray | None, stage: Stage, label_users: np.ndarray,
+                     label_items: np.ndarray, params: MultiStageParams) -> dict[str, Any]:
+    """On the cross-fitted scores of every labelled user: the ranker's MAP@10 and the diversity strength
+    (:mod:`diversity`)."""
+    embeddings = embedding_space(stage)
+    if scores is None or embeddings is None:
+        return {"diversity": 0.0, "diversity_note": "no cross-fitted scores or embeddings: the ranker's order"}
+    users, rows = np.unique(examples.qid, return_inverse=True)
+    wanted, truth = set(users.tolist()), {}
+    for user, item in zip(label_users.tolist(), label_items.tolist()):
+        if user in wanted:
+            truth.setdefault(user, []).append(item)
+    strength, curve = D.choose_strength(rows, examples.items, scores, users, truth, params.diversity_grid,
+                                        params.diversity_max_loss, params.diversity_pool, embeddings)
+    return {"diversity": strength, "diversity_curve": curve, "diversity_users": len(users),
+            "ranker_crossfit_map@10": curve[0]["map@10"] if curve else None}
+
+
+def embedding_space(stage: Stage) -> tuple[np.ndarray, np.ndarray] | None:
+    """The item vectors diversity is measured in: the content embeddings (what items are about), else ALS's."""
+    side = stage.content if stage.content is not None else stage.als
+    return (side.row_of, side.vectors) if side is not None else None
+
+
+def train_ranker(spark: SparkSession, examples: Examples, params: MultiStageParams, *,
+                 valid: Examples | None = None, rounds: int | None = None):
+    """Fit ``SparkXGBRanker`` on the examples → (booster, info with feature importances). ``valid``: early stopping
+    on its MAP@10 (the booster's ``best_iteration``); ``rounds``: trees to grow (default ``n_estimators``)."""
     from xgboost.spark import SparkXGBRanker
 
     ranker = params.ranker
@@ -208,18 +286,24 @@ def train_ranker(spark: SparkSession, examples: Examples, params: MultiStagePara
         return None, {"ranker": "no labelled candidates: candidates are ordered by the ALS retriever"}
     scratch = Path(tempfile.mkdtemp(prefix="multistage-examples-"))
     try:
-        columns = {"qid": examples.qid.astype(np.int64), "label": examples.label}
-        columns.update({name: examples.x[:, j] for j, name in enumerate(Fe.FEATURES)})
+        parts = [(examples, False)] + ([(valid, True)] if valid is not None and len(valid.label) else [])
+        columns = {"qid": np.concatenate([e.qid for e, _ in parts]).astype(np.int64),
+                   "label": np.concatenate([e.label for e, _ in parts]),
+                   "validation": np.concatenate([np.full(len(e.label), v) for e, v in parts])}
+        x = np.vstack([e.x for e, _ in parts])
+        columns.update({name: x[:, j] for j, name in enumerate(Fe.FEATURES)})
         pq.write_table(pa.table(columns), scratch / "part-0.parquet")
         frame = spark.read.parquet(str(scratch))
         workers = max(1, min(spark.sparkContext.defaultParallelism, len(np.unique(examples.qid)) // 1000 or 1))
+        stopping = {"validation_indicator_col": "validation", "early_stopping_rounds": ranker.early_stopping_rounds,
+                    "eval_metric": "ndcg"} if len(parts) > 1 else {}
         estimator = SparkXGBRanker(features_col=list(Fe.FEATURES), label_col="label", qid_col="qid",
-                                   objective=ranker.objective, n_estimators=ranker.n_estimators,
+                                   objective=ranker.objective, n_estimators=rounds or ranker.n_estimators,
                                    max_depth=ranker.max_depth, learning_rate=ranker.learning_rate,
                                    min_child_weight=ranker.min_child_weight, subsample=ranker.subsample,
                                    random_state=ranker.seed, num_workers=workers, missing=float("nan"),
                                    lambdarank_pair_method="topk", lambdarank_num_pair_per_sample=10,
-                                   ndcg_exp_gain=False)
+                                   ndcg_exp_gain=False, **stopping)
         booster = estimator.fit(frame).get_booster()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -227,7 +311,8 @@ def train_ranker(spark: SparkSession, examples: Examples, params: MultiStagePara
     names = {f"f{j}": name for j, name in enumerate(Fe.FEATURES)}
     total = sum(gain.values()) or 1.0
     importances = {names.get(k, k): round(v / total, 4) for k, v in sorted(gain.items(), key=lambda kv: -kv[1])}
-    return booster, {"feature_importance": importances, "ranker_workers": workers}
+    return booster, {"feature_importance": importances, "ranker_workers": workers,
+                     "ranker_rounds": rounds or ranker.n_estimators}
 
 
 # --- the catalogue -----------------------------------------------------------------------------------------------
@@ -272,7 +357,9 @@ def _catalogue(items: DataFrame, params: MultiStageParams) -> tuple[dict[str, np
     if "content" in params.retrievers:
         texts = [t or "" for t in table.column("text").to_pylist()]
         vectors = embed(texts, ContentParams.model_validate(params.content))
-        content = R.FactorSide.of(ids.astype(np.int32), vectors, n)
+        described = np.linalg.norm(vectors, axis=1) > 0          # items without text: no vector
+        if described.any():
+            content = R.FactorSide.of(ids[described].astype(np.int32), vectors[described], n)
     return out, content
 
 
@@ -341,9 +428,10 @@ class _Scorer:
     neighbours: sp.csr_matrix | None
     ranker: bytes | None
     exclude: np.ndarray
+    strength: float
 
     @classmethod
-    def read(cls, path: Path, exclude: list[int]) -> _Scorer:
+    def read(cls, path: Path, exclude: list[int], strength: float) -> _Scorer:
         meta = json.loads((path / "model.json").read_text())
         n = int(meta["n_items"])
         side_table = pq.read_table(path / "item_side")
@@ -366,7 +454,7 @@ class _Scorer:
         ranker = (path / "ranker.json").read_bytes() if (path / "ranker.json").is_file() else None
         return cls(meta["params"], n, side, _factor_arrays(path / "item_factors"),
                    _factor_arrays(path / "item_content") if (path / "item_content").is_dir() else None,
-                   neighbours, ranker, np.asarray(sorted(set(exclude)), dtype=np.int32))
+                   neighbours, ranker, np.asarray(sorted(set(exclude)), dtype=np.int32), strength)
 
     def stage(self) -> Stage:
         params = MultiStageParams.model_validate(self.params)
@@ -397,16 +485,18 @@ def _score_batches(bc, k: int, block: int):
         scorer: _Scorer = bc.value
         stage = scorer.stage()
         booster = scorer.booster()
+        pool = int(scorer.params.get("diversity_pool", 50))
         for batch in batches:
             for start in range(0, batch.num_rows, block):
                 part = batch.slice(start, min(block, batch.num_rows - start))
                 if part.num_rows:
-                    yield _rank_block(part, stage, booster, scorer.exclude, k)
+                    yield _rank_block(part, stage, booster, scorer.exclude, k, scorer.strength, pool)
 
     return run
 
 
-def _rank_block(part: pa.RecordBatch, stage: Stage, booster, exclude: np.ndarray, k: int) -> pa.RecordBatch:
+def _rank_block(part: pa.RecordBatch, stage: Stage, booster, exclude: np.ndarray, k: int, strength: float,
+                pool: int) -> pa.RecordBatch:
     items_col = part.column("items")
     lengths = items_col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
     history = R.History(part.column("id").to_numpy().astype(np.int32),
@@ -427,15 +517,10 @@ def _rank_block(part: pa.RecordBatch, stage: Stage, booster, exclude: np.ndarray
         scores = booster.inplace_predict(x).astype(np.float32)
     else:
         scores = np.nan_to_num(x[:, Fe.FEATURES.index("als_score")], nan=-np.inf)
-    order = np.lexsort((items, -scores, rows))
-    rows, items, scores = rows[order], items[order], scores[order]
-    starts = np.searchsorted(rows, np.arange(part.num_rows))
-    position = np.arange(len(rows)) - starts[rows]
-    top = position < k
-    rows, items, scores = rows[top], items[top], scores[top]
-    offsets = np.append(0, np.cumsum(np.bincount(rows, minlength=part.num_rows))).astype(np.int32)
+    lists = D.top_lists(rows, items, scores, part.num_rows, k, strength, pool, embedding_space(stage))
+    offsets = pa.array(lists.offsets)
     return pa.RecordBatch.from_arrays(
-        [pa.array(history.users, pa.int32()), pa.ListArray.from_arrays(pa.array(offsets), pa.array(items, pa.int32())),
-         pa.ListArray.from_arrays(pa.array(offsets), pa.array(scores, pa.float32()))],
+        [pa.array(history.users, pa.int32()), pa.ListArray.from_arrays(offsets, pa.array(lists.items, pa.int32())),
+         pa.ListArray.from_arrays(offsets, pa.array(lists.scores, pa.float32()))],
         names=["_key", C.ITEMS, "scores"])
 

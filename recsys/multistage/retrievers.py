@@ -35,6 +35,7 @@ class History:
     items: np.ndarray          # int32
     weights: np.ndarray        # float32
     last_ms: np.ndarray        # int64: each user's latest interaction
+    stamps: np.ndarray | None = None   # int64, aligned with ``items`` (kept when fitting, not when scoring)
 
     @classmethod
     def of(cls, users: np.ndarray, items: np.ndarray, weights: np.ndarray, timestamps: np.ndarray) -> History:
@@ -42,9 +43,9 @@ class History:
         users, items = users[order].astype(np.int32), items[order].astype(np.int32)
         ids, starts, counts = np.unique(users, return_index=True, return_counts=True)
         indptr = np.append(starts, len(users)).astype(np.int64)
-        last = np.asarray(timestamps)[order][indptr[1:] - 1] if len(ids) else np.zeros(0, np.int64)
-        return cls(ids.astype(np.int32), indptr, items, np.asarray(weights)[order].astype(np.float32),
-                   last.astype(np.int64))
+        stamps = np.asarray(timestamps)[order].astype(np.int64)
+        last = stamps[indptr[1:] - 1] if len(ids) else np.zeros(0, np.int64)
+        return cls(ids.astype(np.int32), indptr, items, np.asarray(weights)[order].astype(np.float32), last, stamps)
 
     def take(self, rows: np.ndarray) -> History:
         """The users at ``rows`` (positions), their items in order."""
@@ -52,7 +53,7 @@ class History:
         pick = np.concatenate([np.arange(self.indptr[r], self.indptr[r + 1]) for r in rows]) if len(rows) \
             else np.zeros(0, np.int64)
         return History(self.users[rows], np.append(0, np.cumsum(lengths)).astype(np.int64), self.items[pick],
-                       self.weights[pick], self.last_ms[rows])
+                       self.weights[pick], self.last_ms[rows], None if self.stamps is None else self.stamps[pick])
 
     @property
     def lengths(self) -> np.ndarray:
@@ -179,61 +180,79 @@ def cooccurrence_neighbours(history: History, n_items: int, keep: int) -> sp.csr
 
 
 def top_of_sparse(scores: sp.csr_matrix, history: History, n: int) -> Retrieved:
-    """Each row's top ``n`` stored entries of a sparse score matrix, the row's history excluded."""
-    scores = scores.tocsr()
-    seen = history.matrix(scores.shape[1], np.ones(len(history.items), dtype=np.float32)).tocsr()
-    scores = scores - scores.multiply(seen > 0)                   # zero the seen entries …
-    scores.eliminate_zeros()                                      # … and drop them
-    out_rows, out_items, out_scores, out_ranks = [], [], [], []
-    for row in range(scores.shape[0]):
-        lo, hi = scores.indptr[row], scores.indptr[row + 1]
-        if hi == lo:
-            continue
-        items, vals = scores.indices[lo:hi], scores.data[lo:hi]
-        if hi - lo > n:
-            top = np.argpartition(-vals, n - 1)[:n]
-            items, vals = items[top], vals[top]
-        order = np.lexsort((items, -vals))
-        out_rows.append(np.full(len(order), row, dtype=np.int64))
-        out_items.append(items[order].astype(np.int32))
-        out_scores.append(vals[order].astype(np.float32))
-        out_ranks.append(np.arange(1, len(order) + 1, dtype=np.float32))
-    if not out_rows:
-        return _empty()
-    return Retrieved(*(np.concatenate(a) for a in (out_rows, out_items, out_scores, out_ranks)))
+    """Each row's top ``n`` stored entries of a sparse score matrix (ties to the smaller item), the row's history
+    excluded; one sort of every entry, no loop over rows."""
+    scores = scores.tocoo()
+    rows, items, values = scores.row.astype(np.int64), scores.col.astype(np.int32), scores.data.astype(np.float32)
+    keep = (values != 0) & ~seen_pairs(history, rows, items)
+    rows, items, values = rows[keep], items[keep], values[keep]
+    order = np.lexsort((items, -values, rows))
+    rows, items, values = rows[order], items[order], values[order]
+    ranks = _positions(rows) + 1
+    top = ranks <= n
+    return Retrieved(rows[top], items[top], values[top], ranks[top].astype(np.float32))
+
+
+def seen_pairs(history: History, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Whether each (row, item) pair is in the row's history."""
+    width = np.int64(max(int(history.items.max(initial=0)), int(items.max(initial=0))) + 1)
+    own = np.unique(np.repeat(np.arange(len(history.users), dtype=np.int64), history.lengths) * width
+                    + history.items)
+    keys = rows.astype(np.int64) * width + items
+    pos = np.clip(np.searchsorted(own, keys), 0, max(len(own) - 1, 0))
+    return (own[pos] == keys) if len(own) else np.zeros(len(keys), dtype=bool)
+
+
+def _positions(rows: np.ndarray) -> np.ndarray:
+    """Each entry's position within its run of equal (sorted) ``rows``."""
+    if not len(rows):
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    return np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+
+
+def main_categories(history: History, category_of: np.ndarray) -> np.ndarray:
+    """Each row's most frequent item category (ties to the smaller code; -1: none known)."""
+    rows = np.repeat(np.arange(len(history.users), dtype=np.int64), history.lengths)
+    cats = np.where(history.items < len(category_of), category_of[np.clip(history.items, 0, len(category_of) - 1)], -1)
+    keep = cats >= 0
+    out = np.full(len(history.users), -1, dtype=np.int64)
+    if not keep.any():
+        return out
+    pairs, counts = np.unique(np.stack([rows[keep], cats[keep]], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))       # per row: most frequent, then smaller code
+    first = order[np.r_[True, pairs[order, 0][1:] != pairs[order, 0][:-1]]]
+    out[pairs[first, 0]] = pairs[first, 1]
+    return out
 
 
 def popular_in_category(history: History, category_of: np.ndarray, by_category: dict[int, np.ndarray],
                         overall: np.ndarray, n: int) -> Retrieved:
     """Each row's ``n`` most popular unseen items of its most frequent category, then of all items (score: minus
-    the rank)."""
-    rows_out, items_out, ranks_out = [], [], []
-    for row in range(len(history.users)):
-        own = history.items[history.indptr[row]:history.indptr[row + 1]]
-        seen = set(own.tolist())
-        cats = category_of[own[own < len(category_of)]]
-        cats = cats[cats >= 0]
-        lists = []
-        if len(cats):
-            values, counts = np.unique(cats, return_counts=True)
-            lists.append(by_category.get(int(values[np.argmax(counts)]), overall))
-        lists.append(overall)
-        picked: list[int] = []
-        for candidates in lists:
-            for item in candidates[: n + len(seen)].tolist():
-                if item not in seen and item not in picked:
-                    picked.append(item)
-                    if len(picked) == n:
-                        break
-            if len(picked) == n:
-                break
-        rows_out.append(np.full(len(picked), row, dtype=np.int64))
-        items_out.append(np.asarray(picked, dtype=np.int32))
-        ranks_out.append(np.arange(1, len(picked) + 1, dtype=np.float32))
-    if not rows_out:
-        return _empty()
-    ranks = np.concatenate(ranks_out)
-    return Retrieved(np.concatenate(rows_out), np.concatenate(items_out), -ranks, ranks)
+    the rank). The lists are those of :meth:`ItemSide.popular` (a few times ``n`` long), so a row that has seen
+    nearly all of them gets fewer than ``n``."""
+    rows_n = len(history.users)
+    main = main_categories(history, category_of)
+    width = max([len(overall), *(len(v) for v in by_category.values())], default=0)
+    table = np.full((max(by_category, default=-1) + 2, width), -1, dtype=np.int64)   # last row: no category
+    for code, items in by_category.items():
+        table[code, : len(items)] = items
+    lists = np.hstack([table[np.where(main >= 0, main, len(table) - 1)],
+                       np.broadcast_to(np.pad(overall.astype(np.int64), (0, width - len(overall)), constant_values=-1),
+                                       (rows_n, width))])
+    rows = np.repeat(np.arange(rows_n, dtype=np.int64), lists.shape[1])
+    items = lists.reshape(-1)
+    keep = items >= 0
+    rows, items = rows[keep], items[keep]
+    keep = ~seen_pairs(history, rows, items)
+    rows, items = rows[keep], items[keep]
+    _, first = np.unique(rows * (int(items.max(initial=0)) + 1) + items, return_index=True)
+    first = np.sort(first)                               # the first occurrence of each (row, item), in list order
+    rows, items = rows[first], items[first]
+    ranks = _positions(rows) + 1
+    top = ranks <= n
+    ranks = ranks[top].astype(np.float32)
+    return Retrieved(rows[top], items[top].astype(np.int32), -ranks, ranks)
 
 
 def _empty() -> Retrieved:

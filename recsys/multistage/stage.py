@@ -77,10 +77,11 @@ class Stage:
         return Fe.Candidates(rows, items, x)
 
 
-def fit_stage(history: R.History, timestamps: np.ndarray, n_items: int, params: MultiStageParams,
-              als: ALSParams | None, content: R.FactorSide | None, catalogue: dict[str, np.ndarray]) -> Stage:
-    """Fit the retrievers on ``history`` (``timestamps`` aligned with its items). ``content``: the catalogue's
-    text embeddings (fitted once; they do not depend on the interactions)."""
+def fit_stage(history: R.History, n_items: int, params: MultiStageParams, als: ALSParams | None,
+              content: R.FactorSide | None, catalogue: dict[str, np.ndarray]) -> Stage:
+    """Fit the retrievers on ``history`` (built with its timestamps). ``content``: the catalogue's text embeddings
+    (fitted once; they do not depend on the interactions)."""
+    timestamps = history.stamps
     from recsys.models.implicit_als import factorize
     from recsys.models.weighting import weigh
 
