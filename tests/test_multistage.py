@@ -1,5 +1,6 @@
-"""The multi-stage model: each retriever against a brute-force answer, the feature joins on known pairs, the ranker's
-labels, the deletion cascade over its folders, and (Spark) a run's fit → save → load → recommend on planted data."""
+"""The multi-stage model: each retriever against a brute-force answer, the feature joins on known pairs, the
+ranker's labels, the diversity re-rank and its strength, the deletion cascade over its folders, and (Spark) a run's
+fit → save → load → recommend on planted sequences."""
 
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ def test_union_and_features_put_each_retrievers_rank_on_its_own_pair():
     np.testing.assert_array_equal(x[:, col["cooccurrence_rank"]], [1, np.nan, np.nan, 1])
     np.testing.assert_array_equal(x[:, col["retrievers"]], [2, 1, 1, 1])
     np.testing.assert_array_equal(x[:, col["price"]], [3, 7, 3, 8])
-    np.testing.assert_allclose(x[:, col["category_affinity"]], [0.5, 0.5, 1.0, 1.0])   # user 0: items 1 (cat 0), 2 (cat 1)
+    # user 0 had items 1 (category 0) and 2 (category 1); user 1 item 1 (category 0)
+    np.testing.assert_allclose(x[:, col["category_affinity"]], [0.5, 0.5, 1.0, 1.0])
     np.testing.assert_allclose(x[:, col["user_idle_days"]], [0, 0, 1, 1])
     assert np.isnan(x[:, col["content_score"]]).all()
 

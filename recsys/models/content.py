@@ -52,6 +52,13 @@ def embed(texts: list[str], params: ContentParams) -> np.ndarray:
     return (dense / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
+def with_vectors(ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows that have a (non-zero) vector: an item without text, or a user none of whose items has any, would
+    score 0 against everything, i.e. be ranked by index."""
+    keep = np.linalg.norm(vectors, axis=1) > 0
+    return ids[keep], vectors[keep]
+
+
 def user_profiles(matrix, item_ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """One profile per row of the user × item ``matrix``: Σ w·e_i / ||·|| over the user's items (CSR × dense, no
     Python loop); ``vectors[j]`` embeds item ``item_ids[j]``. A user without items gets a zero row."""
@@ -74,15 +81,11 @@ def fit(interactions: DataFrame, params: ContentParams, items: DataFrame | None 
     table = items.select(C.ITEM_IDX, "text").toArrow()
     item_ids = table.column(C.ITEM_IDX).to_numpy().astype(np.int32)
     texts = [t or "" for t in table.column("text").to_pylist()]
-    vectors = embed(texts, params)
-    described = np.linalg.norm(vectors, axis=1) > 0
-    item_ids, vectors = item_ids[described], vectors[described]
+    item_ids, vectors = with_vectors(item_ids, embed(texts, params))
 
     csr = interactions_to_csr(interactions, params.weighting)
     user_ids = np.flatnonzero(np.diff(csr.indptr)).astype(np.int32)
-    profiles = user_profiles(csr, item_ids, vectors)[user_ids]
-    profiled = np.linalg.norm(profiles, axis=1) > 0
-    user_ids, profiles = user_ids[profiled], profiles[profiled]
+    user_ids, profiles = with_vectors(user_ids, user_profiles(csr, item_ids, vectors)[user_ids])
     seconds = time.perf_counter() - start
 
     # a folder we make is ours to delete (FactorModel.scratch); a caller's stays the caller's

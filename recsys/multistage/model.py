@@ -338,7 +338,7 @@ def catalogue_items(spark: SparkSession, warehouse: Path) -> DataFrame:
 
 def _catalogue(items: DataFrame, params: MultiStageParams) -> tuple[dict[str, np.ndarray], R.FactorSide | None]:
     """Item arrays over item_idx and the content retriever's embeddings."""
-    from recsys.models.content import embed
+    from recsys.models.content import embed, with_vectors
 
     table = items.toArrow()
     ids = table.column(C.ITEM_IDX).to_numpy().astype(np.int64)
@@ -356,10 +356,10 @@ def _catalogue(items: DataFrame, params: MultiStageParams) -> tuple[dict[str, np
     content = None
     if "content" in params.retrievers:
         texts = [t or "" for t in table.column("text").to_pylist()]
-        vectors = embed(texts, ContentParams.model_validate(params.content))
-        described = np.linalg.norm(vectors, axis=1) > 0          # items without text: no vector
-        if described.any():
-            content = R.FactorSide.of(ids[described].astype(np.int32), vectors[described], n)
+        embedded = embed(texts, ContentParams.model_validate(params.content))
+        described, vectors = with_vectors(ids.astype(np.int32), embedded)
+        if len(described):
+            content = R.FactorSide.of(described, vectors, n)
     return out, content
 
 
@@ -389,7 +389,8 @@ def write_model(folder: Path, stage: Stage, history: R.History, ranker, params: 
             "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(csr.data[pick].astype(np.float32)))})
     side = stage.side
     _write(folder / "item_side", {"id": pa.array(np.arange(stage.n_items, dtype=np.int32)),
-                                  **{c: pa.array(np.asarray(getattr(side, c), dtype=np.float64)) for c in SIDE_COLUMNS}})
+                                  **{c: pa.array(np.asarray(getattr(side, c), dtype=np.float64))
+                                     for c in SIDE_COLUMNS}})
     offsets = pa.array(history.indptr.astype(np.int32))
     _write(folder / "user_history", {
         "id": pa.array(history.users, pa.int32()),
@@ -475,7 +476,8 @@ class _Scorer:
 
 def _factor_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     table = pq.read_table(folder)
-    return table.column("id").to_numpy().astype(np.int32), list_column_to_matrix(table.column("features").combine_chunks())
+    ids = table.column("id").to_numpy().astype(np.int32)
+    return ids, list_column_to_matrix(table.column("features").combine_chunks())
 
 
 def _score_batches(bc, k: int, block: int):

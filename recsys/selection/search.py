@@ -284,7 +284,7 @@ def cancelled_at(spark, deadline: float):
 
 def content_trial(data: SearchData, texts: tuple[np.ndarray, list[str]], k: int) -> Trial:
     """Embed the catalog text (cached per embedding parameters) and build the weighted profiles."""
-    from recsys.models.content import embed, user_profiles
+    from recsys.models.content import embed, user_profiles, with_vectors
     from recsys.models.params import ContentParams
 
     item_ids, text = texts
@@ -295,11 +295,11 @@ def content_trial(data: SearchData, texts: tuple[np.ndarray, list[str]], k: int)
         typed = ContentParams.model_validate(params)
         key = (typed.dims, typed.max_features, typed.min_df, typed.seed)
         if key not in embeddings:
-            embeddings[key] = embed(text, typed)
-        vectors = embeddings[key]
+            embeddings[key] = with_vectors(item_ids, embed(text, typed))     # as the content model: text only
+        described, vectors = embeddings[key]
         matrix = data.matrix(weigh(data.users, data.items, data.weights, data.timestamps, typed.weighting))
-        profiles = user_profiles(matrix, item_ids, vectors)
-        return data.score(users_with_rows, profiles[users_with_rows], item_ids, vectors, k)
+        users, profiles = with_vectors(users_with_rows, user_profiles(matrix, described, vectors)[users_with_rows])
+        return data.score(users, profiles, described, vectors, k)
 
     return run
 
