@@ -20,6 +20,7 @@ from recsys.config import Settings
 from recsys.features import catalog_text, interactions_version
 from recsys.logs import step
 from recsys.models import MODELS, FactorModel, fit_model, load_model
+from recsys.multistage.params import MULTISTAGE
 
 
 def training_data(spark: SparkSession, warehouse: Path, splits: list[str] | None) -> DataFrame:
@@ -34,11 +35,11 @@ def training_data(spark: SparkSession, warehouse: Path, splits: list[str] | None
 def model_items(spark: SparkSession, warehouse: Path, model: str) -> DataFrame | None:
     """The catalogue a model reads besides the interactions: item text (content), text and item features
     (multi-stage), nothing (the others)."""
-    from recsys.multistage.model import NAME, catalogue_items
+    from recsys.multistage.model import catalogue_items
 
     if model == "content":
         return catalog_text(spark, warehouse)
-    return catalogue_items(spark, warehouse) if model == NAME else None
+    return catalogue_items(spark, warehouse) if model == MULTISTAGE else None
 
 
 def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict, splits: list[str] | None,
@@ -61,11 +62,12 @@ def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict,
 def retriever_params(settings: Settings, run_id: str) -> dict:
     """The multi-stage retrievers' parameters: what selection chose for implicit ALS and content in ``run_id``, or
     their ``train.params`` where nothing was searched, so the retrievers are the run's own single models."""
+    from recsys.multistage.params import RETRIEVER_MODELS
     from recsys.selection.step import selected_params
 
     return {retriever: selected_params(settings.warehouse, run_id, model)
             or settings.train.params.of(model).model_dump()
-            for retriever, model in (("als", "implicit_als"), ("content", "content"))}
+            for retriever, model in RETRIEVER_MODELS.items()}
 
 
 def train(spark: SparkSession, settings: Settings, model: str, run_id: str, params: dict | None = None) -> dict:
@@ -77,7 +79,7 @@ def train(spark: SparkSession, settings: Settings, model: str, run_id: str, para
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     warehouse = settings.warehouse
     params = params or selected_params(warehouse, run_id, model) or {}
-    if model == "multistage":
+    if model == MULTISTAGE:
         params = {**retriever_params(settings, run_id), **params}
     params = settings.train.params.updated({model: params}).of(model).model_dump()
     path = registry.model_dir(warehouse, model, run_id)

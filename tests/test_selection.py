@@ -321,3 +321,11 @@ def test_the_report_shows_the_search(tmp_path):
     assert "<td>2</td><td>0.02</td>" not in table                                       # stopped trials not ranked
     assert "selection.png" not in write_report(tmp_path / "none", {"run_id": "r", "decision": {}}, results, {}) \
         .read_text()
+
+
+def test_a_multistage_run_searches_the_models_its_retrievers_take():
+    from recsys.selection.step import searched_models
+
+    assert searched_models(["multistage"]) == ["content", "implicit_als"]
+    assert searched_models(["popularity"]) == []
+    assert searched_models(["spark_als", "popularity"]) == ["spark_als"]

@@ -33,5 +33,5 @@ def load_model(spark, path: Path | str, seen=None):
     """A saved model of any kind (its ``model.json`` says which): a :class:`FactorModel` or a
     :class:`~recsys.multistage.model.MultiStageModel`, both scoring through ``recommend``/``recommend_lists``."""
     name = json.loads((Path(path) / "model.json").read_text())["name"]
-    kind = multistage.MultiStageModel if name == multistage.NAME else FactorModel
+    kind = multistage.MultiStageModel if name == multistage.MULTISTAGE else FactorModel
     return kind.load(spark, path, seen=seen)

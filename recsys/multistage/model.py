@@ -37,10 +37,9 @@ from recsys.models.params import ALSParams, ContentParams
 from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
-from recsys.multistage.params import MultiStageParams
+from recsys.multistage.params import MULTISTAGE, MultiStageParams
 from recsys.multistage.stage import Stage, fit_stage
 
-NAME = "multistage"
 SPLIT_ORDER = ("train", "valid", "test")
 SIDE_COLUMNS = ("popularity", "recent_popularity", "first_ms", "price", "average_rating", "rating_number",
                 "category")
@@ -399,7 +398,7 @@ def write_model(folder: Path, stage: Stage, history: R.History, ranker, params: 
         "last_ms": pa.array(history.last_ms, pa.int64())})
     if ranker is not None:
         ranker.save_model(str(folder / "ranker.json"))
-    meta = {"name": NAME, "params": params.model_dump(), "info": info, "n_items": stage.n_items,
+    meta = {"name": MULTISTAGE, "params": params.model_dump(), "info": info, "n_items": stage.n_items,
             "end_ms": side.end_ms}
     (folder / "model.json").write_text(json.dumps(meta, indent=2, default=str))
 

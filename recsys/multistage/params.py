@@ -12,7 +12,9 @@ from pydantic import Field, field_validator
 from recsys.models.params import ALSParams, ContentParams
 from recsys.strict import StrictModel
 
+MULTISTAGE = "multistage"
 RETRIEVERS = ("als", "content", "cooccurrence", "category_popular")
+RETRIEVER_MODELS = {"als": "implicit_als", "content": "content"}   # retriever -> the model whose selection it takes
 
 
 class RankerParams(StrictModel):

@@ -20,6 +20,7 @@ from recsys.config import Settings
 from recsys.features import catalog_text, interactions_version
 from recsys.logs import step
 from recsys.selection import search as S
+from recsys.multistage.params import MULTISTAGE, RETRIEVER_MODELS
 from recsys.selection import spaces
 from recsys.selection.data import VALID, SearchData, search_data
 from recsys.selection.portfolio import starting_points
@@ -32,11 +33,20 @@ def selected_params(warehouse: Path, run_id: str, model: str) -> dict[str, Any] 
     return (ops.selection(warehouse, run_id).get("models", {}).get(model) or {}).get("best")
 
 
+def searched_models(models: Sequence[str]) -> list[str]:
+    """The models with a space among ``models``, in search order; the multi-stage model brings the models whose
+    winners its retrievers take (:func:`recsys.train.retriever_params`), e.g. when a retrain trains it alone."""
+    wanted = set(models)
+    if MULTISTAGE in wanted:
+        wanted |= set(RETRIEVER_MODELS.values())
+    return [m for m in spaces.SEARCHED if m in wanted]
+
+
 def select_models(spark, settings: Settings, run_id: str, models: Sequence[str] | None = None) -> dict[str, Any]:
     """Search ``models`` (default: ``train.models``) in :data:`spaces.SEARCHED` order, each with its share of the
     remaining budget; returns (and writes) the run's selection."""
     tuning = settings.tuning
-    chosen = [m for m in spaces.SEARCHED if m in (models or settings.train.models)]
+    chosen = searched_models(models or settings.train.models)
     if tuning.budget_seconds <= 0 or not chosen:
         return {"run_id": run_id, "budget_seconds": tuning.budget_seconds, "models": {}}
     with step("select", run_id=run_id, models=chosen, budget_seconds=tuning.budget_seconds) as rec:
