@@ -61,13 +61,15 @@ def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict,
 
 def retriever_params(settings: Settings, run_id: str) -> dict:
     """The multi-stage retrievers' parameters: what selection chose for implicit ALS and content in ``run_id``, or
-    their ``train.params`` where nothing was searched, so the retrievers are the run's own single models."""
+    their ``train.params`` where nothing was searched, so the retrievers are the run's own single models; and the
+    ``retrieval`` section (when its ALS retriever searches an approximate index)."""
     from recsys.multistage.params import RETRIEVER_MODELS
     from recsys.selection.step import selected_params
 
-    return {retriever: selected_params(settings.warehouse, run_id, model)
-            or settings.train.params.of(model).model_dump()
-            for retriever, model in RETRIEVER_MODELS.items()}
+    chosen = {retriever: selected_params(settings.warehouse, run_id, model)
+              or settings.train.params.of(model).model_dump()
+              for retriever, model in RETRIEVER_MODELS.items()}
+    return {**chosen, "retrieval": settings.retrieval.model_dump()}
 
 
 def train(spark: SparkSession, settings: Settings, model: str, run_id: str, params: dict | None = None) -> dict:

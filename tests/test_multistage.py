@@ -219,6 +219,30 @@ def test_the_strength_is_the_longest_run_of_strengths_within_the_loss():
         == 0.9
 
 
+def test_a_large_catalogue_is_searched_by_the_saved_index_with_the_exact_answers_here(tmp_path):
+    """Above ``retrieval.ann_min_items`` the ALS retriever searches an approximate index (exact head + HNSW tail),
+    saved with the model and loaded by the scoring tasks; on a catalogue this small it must find the exact top."""
+    from recsys.multistage.model import ANN_FILE, _Scorer
+
+    rng = np.random.default_rng(4)
+    h = random_history(rng, users=20, items=60, per_user=6)
+    exact = MultiStageParams(retrievers=["als"], per_retriever=10)
+    approximate = exact.model_copy(update={"retrieval": exact.retrieval.model_copy(
+        update={"ann_min_items": 1, "exact_head": 8, "tail_candidates": 10})})
+    als = ALSParams(factors=6, iterations=3)
+    plain, indexed = (fit_stage(h, 60, p, als, None, {}) for p in (exact, approximate))
+    assert plain.als.index is None and indexed.als.index is not None
+    write_model(tmp_path, indexed, h, None, approximate, {})
+    assert (tmp_path / ANN_FILE).is_file()
+    loaded = _Scorer.read(tmp_path, [], 0.0).stage()
+    assert loaded.als.index is not None
+    vectors = indexed.user_vectors(h.users)
+    want = R.FactorSide.of(indexed.als.ids, indexed.als.vectors, 60).top(vectors, h, 10)     # exact, same factors
+    for stage in (indexed, loaded):
+        got = stage.als.top(vectors, h, 10)
+        assert got.rows.tolist() == want.rows.tolist() and got.items.tolist() == want.items.tolist()
+
+
 # --- Spark: a candidate of a run --------------------------------------------------------------------------------
 
 

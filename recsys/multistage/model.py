@@ -41,6 +41,7 @@ from recsys.multistage.params import MULTISTAGE, MultiStageParams
 from recsys.multistage.stage import Stage, fit_stage
 
 SPLIT_ORDER = ("train", "valid", "test")
+ANN_FILE = "als.ann"      # the ALS retriever's approximate index, for catalogues of retrieval.ann_min_items or more
 SIDE_COLUMNS = ("popularity", "recent_popularity", "first_ms", "price", "average_rating", "rating_number",
                 "category")
 CATALOGUE_COLUMNS = ("price", "average_rating", "rating_number", "category")
@@ -398,6 +399,8 @@ def write_model(folder: Path, stage: Stage, history: R.History, ranker, params: 
         "last_ms": pa.array(history.last_ms, pa.int64())})
     if ranker is not None:
         ranker.save_model(str(folder / "ranker.json"))
+    if stage.als is not None and stage.als.index is not None:
+        stage.als.index.save(folder / ANN_FILE)
     meta = {"name": MULTISTAGE, "params": params.model_dump(), "info": info, "n_items": stage.n_items,
             "end_ms": side.end_ms}
     (folder / "model.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -429,6 +432,7 @@ class _Scorer:
     ranker: bytes | None
     exclude: np.ndarray
     strength: float
+    index_path: str | None = None
 
     @classmethod
     def read(cls, path: Path, exclude: list[int], strength: float) -> _Scorer:
@@ -454,11 +458,16 @@ class _Scorer:
         ranker = (path / "ranker.json").read_bytes() if (path / "ranker.json").is_file() else None
         return cls(meta["params"], n, side, _factor_arrays(path / "item_factors"),
                    _factor_arrays(path / "item_content") if (path / "item_content").is_dir() else None,
-                   neighbours, ranker, np.asarray(sorted(set(exclude)), dtype=np.int32), strength)
+                   neighbours, ranker, np.asarray(sorted(set(exclude)), dtype=np.int32), strength,
+                   str((path / ANN_FILE).resolve()) if (path / ANN_FILE).is_file() else None)
 
     def stage(self) -> Stage:
         params = MultiStageParams.model_validate(self.params)
         als = R.FactorSide.of(*self.als, self.n_items) if self.als is not None and len(self.als[0]) else None
+        if als is not None and self.index_path is not None:
+            from recsys.retrieval.spark import cached_index
+
+            als.index = cached_index(self.index_path, params.retrieval)
         content = R.FactorSide.of(*self.content, self.n_items) if self.content is not None else None
         return Stage(params, self.n_items, self.side, als, None, content, self.neighbours)
 
@@ -483,6 +492,12 @@ def _score_batches(bc, k: int, block: int):
     """mapInArrow: rows (id, items, weights, last_ms, als) → each user's top ``k`` by the ranker."""
 
     def run(batches):
+        from pyspark import TaskContext
+
+        from recsys.retrieval.ann import task_threads
+
+        context = TaskContext.get()
+        task_threads(context.cpus() if context is not None else 1)      # faiss, when the ALS side has an index
         scorer: _Scorer = bc.value
         stage = scorer.stage()
         booster = scorer.booster()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from recsys.models.params import ALSParams, ContentParams
+from recsys.retrieval.settings import RetrievalSettings
 from recsys.strict import StrictModel
 
 MULTISTAGE = "multistage"
@@ -55,6 +56,7 @@ class MultiStageParams(StrictModel):
     diversity_pool: int = Field(50, ge=1)               # the ranker's best candidates a list is re-ranked from
     als: ALSParams = Field(default_factory=ALSParams)              # set by the train step (module docstring)
     content: ContentParams = Field(default_factory=ContentParams)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)   # the ``retrieval`` section, ditto
 
     @field_validator("retrievers")
     @classmethod

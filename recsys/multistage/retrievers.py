@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.models.topk import Catalogue, seen_columns, topk_products
+from recsys.retrieval.ann import AnnIndex
 
 DAY_MS = 86_400_000.0
 RECENCY_DECAY = 0.9          # co-occurrence: the i-th latest item counts 0.9^i
@@ -103,6 +104,7 @@ class FactorSide:
     vectors: np.ndarray
     row_of: np.ndarray         # item_idx -> row of ``vectors`` (-1: none)
     catalogue: Catalogue | None = None
+    index: AnnIndex | None = None   # an approximate index over the same ids: searched instead of exact scoring
 
     @classmethod
     def of(cls, ids: np.ndarray, vectors: np.ndarray, n_items: int) -> FactorSide:
@@ -113,14 +115,18 @@ class FactorSide:
         return cls(ids, vectors, row_of)
 
     def top(self, queries: np.ndarray, history: History, n: int) -> Retrieved:
-        """Each row's top ``n`` by dot product, its history excluded."""
-        if self.catalogue is None:
-            self.catalogue = Catalogue.of(self.vectors)
+        """Each row's top ``n`` by dot product, its history excluded (by the approximate index when there is one)."""
         n = min(n, len(self.ids))
         if n == 0 or not len(queries):
             return _empty()
         seen = seen_columns(history.lengths, history.items, self.ids)
-        cols, scores = topk_products(np.ascontiguousarray(queries, dtype=np.float32), self.catalogue, n, seen)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.index is not None:
+            cols, scores = self.index.search_columns(queries, n, seen)
+        else:
+            if self.catalogue is None:
+                self.catalogue = Catalogue.of(self.vectors)
+            cols, scores = topk_products(queries, self.catalogue, n, seen)
         found = ranked(cols, scores, self.ids)
         zero = np.abs(queries).sum(axis=1) == 0          # no vector (unknown user): no proposals
         keep = ~zero[found.rows]

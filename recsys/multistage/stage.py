@@ -15,6 +15,7 @@ from recsys.models.params import ALSParams
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
 from recsys.multistage.params import MultiStageParams
+from recsys.retrieval.ann import AnnIndex, use_ann
 
 
 @dataclass
@@ -95,6 +96,8 @@ def fit_stage(history: R.History, n_items: int, params: MultiStageParams, als: A
         user_factors, item_factors, _ = factorize(matrix, als)
         trained = np.unique(history.items)
         als_side = R.FactorSide.of(trained, np.asarray(item_factors)[trained], n_items)
+        if use_ann(len(trained), params.retrieval):
+            als_side.index = AnnIndex.build(als_side.ids, als_side.vectors, params.retrieval)
         als_users = np.asarray(user_factors, dtype=np.float32)
     neighbours = R.cooccurrence_neighbours(history, n_items, params.neighbours) \
         if {"cooccurrence"} & set(params.retrievers) else None
