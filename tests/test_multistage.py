@@ -152,6 +152,26 @@ def test_the_ranker_is_labelled_by_the_latest_split_or_each_users_last_rows():
                                                                                False]
 
 
+def test_cold_users_and_unbought_items_still_get_candidates():
+    """A user with one interaction gets a full candidate list (content, co-occurrence, category-popular), and an
+    item nobody has interacted with can be proposed by the content retriever."""
+    rng = np.random.default_rng(8)
+    pairs = [(u, int(i)) for u in range(1, 30) for i in rng.choice(20, 5, replace=False)] + [(0, 3)]
+    h = history(pairs)
+    vectors = np.zeros((25, 3), dtype=np.float32)
+    vectors[:, 0] = 1.0
+    vectors[:24:2, 1] = 1.0                             # the other items are further from item 3 …
+    vectors[1:24:2, 2] = 1.0
+    vectors[[3, 24]] = [1.0, 0.0, 0.0]                  # … than item 24: never bought, described like item 3
+    content = R.FactorSide.of(np.arange(25, dtype=np.int32), vectors / np.linalg.norm(vectors, axis=1)[:, None], 25)
+    params = MultiStageParams(per_retriever=5)
+    stage = fit_stage(h, 25, params, ALSParams(factors=4, iterations=3), content, {})
+    cold = h.take(np.array([0]))
+    found = stage.candidates(cold, stage.user_vectors(cold.users))
+    assert len(found.items) >= 5 and 3 not in found.items.tolist()
+    assert 24 in found.items.tolist()
+
+
 def test_deletions_drop_erased_users_and_deleted_items_from_every_multistage_folder(tmp_path):
     rng = np.random.default_rng(3)
     h = random_history(rng, users=12, items=20, per_user=5)
