@@ -119,11 +119,14 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100, help="candidates per user")
     p.add_argument("--ef", type=int, nargs="*", default=[32, 128], help="other efSearch values to report")
     p.add_argument("--build-threads", type=int, default=2)
+    p.add_argument("--exact-head", type=int, help="override retrieval.exact_head (0: the graph alone)")
     args = p.parse_args()
 
     from recsys.config import load_settings
 
     settings = load_settings().retrieval
+    if args.exact_head is not None:
+        settings = settings.model_copy(update={"exact_head": args.exact_head})
     scratch = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     path = RESULTS / "retrieval.json"
     sizes = json.loads(path.read_text()).get("sizes", {}) if path.is_file() else {}   # one run per size is fine

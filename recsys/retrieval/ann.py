@@ -3,16 +3,17 @@ score exactly (``retrieval.ann_min_items``; below it, ``recsys.models.topk`` sco
 
 Factor-model scores are dot products and item norms grow with popularity, so this is MIPS, not cosine search, and
 the norms decide where the answers are: on ALS-like factors (log-normal norms, ``benchmarks/bench_retrieval.py``)
-99 % of the entries of users' exact top 100 lie among the 2 % of items with the largest norms. The index follows:
+99.6 % of the entries of users' exact top 100 lie among the 32,768 items of largest norm even in a catalogue of 4M
+items. The index follows:
 
 - the head, the ``exact_head`` items of largest norm, is scored exactly by the project's kernel
   (``topk_products``: blocked GEMM with Cauchy-Schwarz pruning over norm-ordered items) — dense work, cheap per user;
 - the tail, every other item, is a faiss HNSW graph with the inner-product metric, asked for its best
   ``tail_candidates`` per user; its answers and the head's are merged by score.
 
-A single HNSW graph over every item reached recall@100 0.91 at efSearch 256 on 1M items (0.96 at 512, for 2.6× the
-time; high-norm hubs send the search past the lower-norm answers), the MIPS → L2 reduction (one extra dimension
-sqrt(max‖v‖² − ‖v‖²)) below 0.4 and IVF lists (nprobe 64 of 1,024) below 0.6 at 100K items.
+The graph alone does worse on these factors (inner products over skewed norms are its hard case)
+(``bench_retrieval.py --items 20000 --users 2000 --sample 300 --exact-head 0``: recall@100 0.85 at efSearch 64, where
+the default split finds 1.00 at 94K items and 0.998 at 4M).
 
 Exclusions. ``exclude`` (deleted items, the same for every user): the head is asked for n + (excluded head items)
 and those are dropped, which is exact; the graph skips them during the search (a faiss ID selector). A user's seen

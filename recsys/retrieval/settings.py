@@ -16,7 +16,7 @@ class RetrievalSettings(StrictModel):
     ann_min_items: int = Field(1_000_000, ge=1)    # a catalogue of at least this many items is searched approximately
     exact_head: int = Field(32_768, ge=0)          # items of largest norm scored exactly
     tail_candidates: int = Field(32, ge=1)         # the graph's best per user, merged with the head's
-    hnsw_m: int = Field(32, ge=4)                  # graph neighbours per item (memory: 2·M ints per item)
+    hnsw_m: int = Field(16, ge=4)                  # graph neighbours per item (memory: 2·M ints per item)
     ef_construction: int = Field(40, ge=8)         # candidate queue while building: build time vs graph quality
     ef_search: int = Field(64, ge=8)               # candidate queue while searching: time vs recall (≥ width used)
     max_slack: int = Field(1024, ge=0)             # extra graph results asked for to make up for a user's seen items
