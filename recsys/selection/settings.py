@@ -19,7 +19,7 @@ class TuningSettings(StrictModel):
     draw; the time for it is set aside at the end of a model's search when it costs at most ``rescore_share`` of the
     model's budget (dear trials, as Spark's, are not re-scored: the budget goes on searching)."""
 
-    budget_seconds: float = Field(480.0, ge=0)     # a MovieLens latest-small pipeline in ≈ 10 min on 2 cores
+    budget_seconds: float = Field(480.0, ge=0)     # MovieLens latest-small: 8 of a 13–14 min run on 2 cores
     max_trials: int = Field(1000, ge=1)            # per model and run
     max_users: int = Field(20_000, ge=1)           # trials fit and score at most this many users (seeded sample)
     k: int = Field(10, ge=1)                       # trials are scored with MAP@k on valid
