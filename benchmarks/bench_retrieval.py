@@ -134,6 +134,7 @@ def main() -> None:
         for items in args.items:
             sizes[str(items)] = measure(items, args, settings, scratch)
             print(sizes[str(items)], flush=True)
+            save("retrieval", {"args": vars(args), "settings": settings.model_dump(), "sizes": sizes})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rows = sorted(sizes.values(), key=lambda row: row["items"])

@@ -13,7 +13,7 @@ class RetrievalSettings(StrictModel):
     ``exact_head`` items of largest norm scored exactly, an HNSW graph over inner products for the rest. Defaults
     from ``benchmarks/bench_retrieval.py`` (README, "Retrieval at catalogue scale")."""
 
-    ann_min_items: int = Field(1_000_000, ge=1)    # a catalogue of at least this many items is searched approximately
+    ann_min_items: int = Field(250_000, ge=1)      # a catalogue of at least this many items is searched approximately
     exact_head: int = Field(32_768, ge=0)          # items of largest norm scored exactly
     tail_candidates: int = Field(32, ge=1)         # the graph's best per user, merged with the head's
     hnsw_m: int = Field(16, ge=4)                  # graph neighbours per item (memory: 2·M ints per item)
