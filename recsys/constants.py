@@ -18,7 +18,11 @@ META_FIELDS = (
 LAYERS = ("bronze", "silver", "gold", "published")
 
 # --- choices the DAGs' forms offer (their files read these while Airflow parses them) ------------------
-MODELS = ("spark_als", "implicit_als", "popularity", "content", "multistage")        # recsys.models; conf train.params keys
+MODELS = ("spark_als", "implicit_als", "popularity", "content", "multistage")
+MULTISTAGE = "multistage"
+# the multi-stage model's retrievers, and the models whose selected parameters two of them take
+RETRIEVERS = ("als", "content", "cooccurrence", "category_popular")
+RETRIEVER_MODELS = {"als": "implicit_als", "content": "content"}        # recsys.models; conf train.params keys
 SPLIT_STRATEGIES = ("official", "temporal", "leave_last_out", "random")   # recsys.features
 
 # --- column names ------------------------------------------------------------------------------

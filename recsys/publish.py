@@ -33,7 +33,8 @@ from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.logs import step
-from recsys.models import FactorModel, load_model
+from recsys.loading import load_model
+from recsys.models import FactorModel
 from recsys.models.popularity import popular_by_category
 from recsys.train import fit_and_save
 

@@ -17,10 +17,11 @@ from recsys import constants as C
 from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
+from recsys.constants import MULTISTAGE, RETRIEVER_MODELS
 from recsys.features import catalog_text, interactions_version
+from recsys.loading import MODELS, fit_model, load_model
 from recsys.logs import step
-from recsys.models import MODELS, FactorModel, fit_model, load_model
-from recsys.multistage.params import MULTISTAGE
+from recsys.models import FactorModel
 
 
 def training_data(spark: SparkSession, warehouse: Path, splits: list[str] | None) -> DataFrame:
@@ -63,7 +64,6 @@ def retriever_params(settings: Settings, run_id: str) -> dict:
     """The multi-stage retrievers' parameters: what selection chose for implicit ALS and content in ``run_id``, or
     their ``train.params`` where nothing was searched, so the retrievers are the run's own single models; and the
     ``retrieval`` section (when its ALS retriever searches an approximate index)."""
-    from recsys.multistage.params import RETRIEVER_MODELS
     from recsys.selection.step import selected_params
 
     chosen = {retriever: selected_params(settings.warehouse, run_id, model)

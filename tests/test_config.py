@@ -147,7 +147,7 @@ def test_model_parameters_outside_the_config_are_checked_the_same_way():
 
 
 def test_model_parameters_cover_every_model():
-    from recsys.models import MODELS
+    from recsys.loading import MODELS
 
     assert tuple(ModelParams.model_fields) == C.MODELS
     assert tuple(MODELS) == C.MODELS

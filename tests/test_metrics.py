@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hypothesis_profiles import spark_examples
-from recsys.evaluate import python_metrics as npm
+from recsys.metrics import python_metrics as npm
 from recsys.evaluate.cli_metrics import run_metrics
-from recsys.evaluate.definitions import (
+from recsys.metrics.definitions import (
     HIT_RATE,
     MAP,
     MRR,
@@ -51,7 +51,7 @@ def _assert_same(got: dict, want: dict, tol: float = 1e-9) -> None:
 
 
 def _oracle(predictions: dict, truth: dict, k: int, count_empty_truth: bool = False) -> dict[str, float]:
-    """The formulas of recsys.evaluate.definitions written out literally, one user at a time (independent of the twins)."""
+    """The formulas of recsys.metrics.definitions written out literally, one user at a time (independent of the twins)."""
     rows = []
     for user, truth_items in truth.items():
         relevant = {x for x in truth_items if x is not None}

@@ -15,7 +15,7 @@ from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
 from recsys.multistage.model import label_rows, write_model
-from recsys.multistage.params import MultiStageParams
+from recsys.models.params import MultiStageParams
 from recsys.multistage.stage import fit_stage
 
 
@@ -290,7 +290,7 @@ def sequels(spark):
 
 
 def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequels, tmp_path):
-    from recsys.models import fit_model, load_model
+    from recsys.loading import fit_model, load_model
 
     frame, items, truth = sequels
     params = {"per_retriever": 20, "als": {"factors": 8, "regularization": 0.1, "alpha": 5.0, "iterations": 10},

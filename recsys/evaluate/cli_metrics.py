@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recsys.constants import ITEMS, USER_ID
-from recsys.evaluate.definitions import USERS
+from recsys.metrics.definitions import USERS
 
 Engine = Literal["spark", "numpy"]
 ENGINES: tuple[str, ...] = ("spark", "numpy")
@@ -114,7 +114,7 @@ def run_metrics(
     spark: Any = None,
 ) -> dict[str, float]:
     """Every ranking metric at ``k`` over the two files: ``{"map@K", "ndcg@K", "precision@K", "recall@K",
-    "hit_rate@K", "mrr@K", "users"}`` (population rule of :mod:`recsys.evaluate.definitions`).
+    "hit_rate@K", "mrr@K", "users"}`` (population rule of :mod:`recsys.metrics.definitions`).
 
     ``engine="spark"`` runs :mod:`~recsys.evaluate.spark_metrics` on a session from the settings (or
     ``spark`` if given); the lists are parsed and validated here first either way.
@@ -129,7 +129,7 @@ def run_metrics(
     if not any(truth.values()):
         raise ValueError(f"no user in truth file {truth_path} has a relevant item: metrics are undefined")
     if engine == "numpy":
-        from recsys.evaluate import python_metrics
+        from recsys.metrics import python_metrics
 
         return python_metrics.ranking_metrics(predictions, truth, [k])
     from recsys.evaluate import spark_metrics

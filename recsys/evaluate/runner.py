@@ -3,7 +3,7 @@
 
 Protocol: candidates were fitted on ``train.fit_splits`` (default train+valid); each is asked for
 its top-``kmax`` list for every user with ≥1 test interaction, seen (fitted) items excluded; truth is
-the user's test items; users without a list count 0 (:mod:`recsys.evaluate.definitions`).
+the user's test items; users without a list count 0 (:mod:`recsys.metrics.definitions`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from recsys import tables as T
 from recsys.config import Settings
 from recsys.evaluate import spark_metrics as SM
 from recsys.logs import step, timed
-from recsys.models import FactorModel, load_model
+from recsys.loading import load_model
+from recsys.models import FactorModel
 
 log = logging.getLogger(__name__)
 TEST = "test"

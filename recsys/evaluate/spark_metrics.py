@@ -1,7 +1,7 @@
 """Ranking metrics in Spark, for the full population (1.8M users × K lists and up).
 
-Twin of :mod:`recsys.evaluate.python_metrics`: same function names, same result keys, same numbers
-to 1e-9; definitions and the population rule are in :mod:`recsys.evaluate.definitions`.
+Twin of :mod:`recsys.metrics.python_metrics`: same function names, same result keys, same numbers
+to 1e-9; definitions and the population rule are in :mod:`recsys.metrics.definitions`.
 
 Inputs are *list tables*: one row per user, ``user_id`` (any comparable type) and ``items`` (an array,
 best first for predictions), with the same item type on both sides. Nothing is collected to the driver
@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType
 
 from recsys.constants import ITEM_ID, ITEMS, USER_ID
-from recsys.evaluate.definitions import (
+from recsys.metrics.definitions import (
     COVERAGE,
     DEFAULT_CURVE_METRICS,
     DIVERSITY,
@@ -150,7 +150,7 @@ def per_user_metrics(
 ) -> DataFrame:
     """Lazy ``DataFrame[user_col, "map@10", "ndcg@10", …]``: one row per population user (for segment reports).
 
-    Metric columns are named by :func:`~recsys.evaluate.definitions.metric_key`; average them grouped by
+    Metric columns are named by :func:`~recsys.metrics.definitions.metric_key`; average them grouped by
     any segment to get that segment's MAP@K & co.
     """
     kk = check_ks(ks)

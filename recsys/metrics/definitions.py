@@ -1,6 +1,6 @@
 """What the metrics mean, defined once for the numpy and Spark twins.
 
-Contract shared by :mod:`recsys.evaluate.python_metrics` and :mod:`recsys.evaluate.spark_metrics`:
+Contract shared by :mod:`recsys.metrics.python_metrics` and :mod:`recsys.evaluate.spark_metrics`:
 
 * A *ranked list* L_u is a user's recommendations, best first. Nulls are dropped and a repeated item counts
   only at its first position (later copies are removed, so the items behind it move up). Items the user saw

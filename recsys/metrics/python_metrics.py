@@ -2,7 +2,7 @@
 
 Twin of :mod:`recsys.evaluate.spark_metrics`: same function names, same arguments (a dict per user
 instead of a DataFrame), same result keys, same numbers to 1e-9. Definitions and the population rule
-are in :mod:`recsys.evaluate.definitions`. The only per-item Python work is building a users × K hit
+are in :mod:`recsys.metrics.definitions`. The only per-item Python work is building a users × K hit
 matrix; every metric at every K is then read off cumulative sums of it.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 import numpy as np
 
 from recsys.constants import USER_ID
-from recsys.evaluate.definitions import (
+from recsys.metrics.definitions import (
     COVERAGE,
     DEFAULT_CURVE_METRICS,
     DIVERSITY,

@@ -11,6 +11,5 @@ from recsys.lazy import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "MODELS": "recsys.models.fitting",
     "fit_model": "recsys.models.fitting",
-    "load_model": "recsys.models.fitting",
     "FactorModel": "recsys.models.factors",
 })

@@ -1,24 +1,20 @@
-"""Model registry: one ``fit(interactions, params, items=None)`` per name and one :func:`load_model`, so
-training, evaluation and publish code never branch on the model."""
+"""Factor-model registry: one ``fit(interactions, params, items=None) -> FactorModel`` per name (the multi-stage
+model, built on these, is dispatched one level up: :mod:`recsys.loading`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from recsys.models import content, implicit_als, popularity, spark_als
 from recsys.models.factors import FactorModel
 from recsys.models.params import model_params
-from recsys.multistage import model as multistage
 
-MODELS: dict[str, Callable[..., Any]] = {
+MODELS: dict[str, Callable[..., FactorModel]] = {
     "spark_als": spark_als.fit,
     "implicit_als": implicit_als.fit,
     "popularity": popularity.fit,
     "content": content.fit,
-    "multistage": multistage.fit,
 }
 
 
@@ -28,10 +24,3 @@ def fit_model(name: str, interactions, params: Mapping[str, Any] | None = None, 
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     return MODELS[name](interactions, model_params(name, params), items=items)
 
-
-def load_model(spark, path: Path | str, seen=None):
-    """A saved model of any kind (its ``model.json`` says which): a :class:`FactorModel` or a
-    :class:`~recsys.multistage.model.MultiStageModel`, both scoring through ``recommend``/``recommend_lists``."""
-    name = json.loads((Path(path) / "model.json").read_text())["name"]
-    kind = multistage.MultiStageModel if name == multistage.MULTISTAGE else FactorModel
-    return kind.load(spark, path, seen=seen)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.evaluate import python_metrics as PM
-from recsys.evaluate.definitions import MAP, metric_key
+from recsys.metrics import python_metrics as PM
+from recsys.metrics.definitions import MAP, metric_key
 from recsys.rerank import dpp
 
 K = 10          # the list length the strength is chosen at (the project's primary metric: MAP@10)

@@ -32,12 +32,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
+from recsys.constants import MULTISTAGE
 from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
-from recsys.models.params import ALSParams, ContentParams
+from recsys.models.params import ALSParams, ContentParams, MultiStageParams
 from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
-from recsys.multistage.params import MULTISTAGE, MultiStageParams
 from recsys.multistage.stage import Stage, fit_stage
 
 SPLIT_ORDER = ("train", "valid", "test")

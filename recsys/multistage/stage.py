@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from recsys.models.params import ALSParams
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
-from recsys.multistage.params import MultiStageParams
+from recsys.models.params import MultiStageParams
 from recsys.retrieval.ann import AnnIndex, use_ann
 
 

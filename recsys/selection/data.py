@@ -6,7 +6,7 @@ The test split stays out by construction: :func:`search_rows` reads only ``split
 judged on. At large sizes the trials use a seeded sample of the users who have valid interactions (their train rows,
 every item): ``note`` says so and the run's report and logs repeat it.
 
-Trials are scored in numpy (:mod:`recsys.evaluate.python_metrics`, the twin of the Spark metrics that evaluate the
+Trials are scored in numpy (:mod:`recsys.metrics.python_metrics`, the twin of the Spark metrics that evaluate the
 run): top-K by score, ties to the smaller item index, the user's train items excluded, only items with factors
 ranked; a valid user without factors has no list and counts 0, as in the Spark evaluation.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys import constants as C
-from recsys.evaluate import python_metrics as PM
-from recsys.evaluate.definitions import MAP, metric_key
+from recsys.metrics import python_metrics as PM
+from recsys.metrics.definitions import MAP, metric_key
 from recsys.models.topk import Catalogue, topk_products
 
 TRAIN, VALID = "train", "valid"

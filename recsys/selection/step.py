@@ -20,7 +20,7 @@ from recsys.config import Settings
 from recsys.features import catalog_text, interactions_version
 from recsys.logs import step
 from recsys.selection import search as S
-from recsys.multistage.params import MULTISTAGE, RETRIEVER_MODELS
+from recsys.constants import MULTISTAGE, RETRIEVER_MODELS
 from recsys.selection import spaces
 from recsys.selection.data import VALID, SearchData, search_data
 from recsys.selection.portfolio import starting_points

@@ -1,0 +1,34 @@
+"""Any model by name, fitted or saved: the factor models of :mod:`recsys.models` and the multi-stage model
+(:mod:`recsys.multistage`), which is built on them and so lives above that package; training, evaluation and
+publish go through here and never branch on the model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from recsys.constants import MULTISTAGE
+from recsys.models import MODELS as FACTOR_MODELS
+from recsys.models import FactorModel
+from recsys.models import fit_model as fit_factor_model
+from recsys.models.params import model_params
+from recsys.multistage import model as multistage
+
+MODELS = (*FACTOR_MODELS, MULTISTAGE)       # every model a run can train, in the configuration's order
+
+
+def fit_model(name: str, interactions, params: Mapping[str, Any] | None = None, items=None):
+    """Fit model ``name`` with validated ``params`` on training interactions (user_idx, item_idx, weight, …)."""
+    if name == MULTISTAGE:
+        return multistage.fit(interactions, model_params(name, params), items=items)
+    return fit_factor_model(name, interactions, params, items=items)
+
+
+def load_model(spark, path: Path | str, seen=None):
+    """A saved model of any kind (its ``model.json`` says which): a :class:`FactorModel` or a
+    :class:`~recsys.multistage.model.MultiStageModel`, both scoring through ``recommend``/``recommend_lists``."""
+    name = json.loads((Path(path) / "model.json").read_text())["name"]
+    kind = multistage.MultiStageModel if name == MULTISTAGE else FactorModel
+    return kind.load(spark, path, seen=seen)
