@@ -155,7 +155,9 @@ def _built_settings(root: Path):
                                                                   "content", "multistage"]})
     als = {"factors": 8, "regularization": 0.05, "alpha": 10.0, "iterations": 8}
     settings.train.params = settings.train.params.updated({"spark_als": als, "implicit_als": als})
-    settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})
+    # Lists in the ranker's order (no diversity re-rank): a list re-scored after a deletion then keeps its survivors
+    # in order, which test_deletions checks; the re-rank itself is tested in test_multistage.
+    settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3, "diversity": 0.0})
     settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False})
     return settings
 
