@@ -27,10 +27,14 @@ Results are ordered by (score desc, item id asc), like the exact kernel. faiss r
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
+# faiss's loader logs, at INFO, every instruction-set build it tries and this wheel lacks before the one it loads
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+import faiss  # noqa: E402 - after quieting its loader
 import numpy as np
 
 from recsys.models.topk import Catalogue, topk_products
