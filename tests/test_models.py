@@ -242,7 +242,7 @@ def test_blocked_topk_equals_a_full_sort(rows, items, k, factors, levels, seen_s
     (fewer than k left), catalogues below and above 64 · k items, and several products per block."""
     import pyarrow as pa
 
-    from recsys.models.factors import _seen_columns, ranked_lists
+    from recsys.models.factors import arrow_seen_columns, ranked_lists
     from recsys.models.topk import Catalogue, topk_products
 
     rng = np.random.default_rng(seed)
@@ -255,7 +255,7 @@ def test_blocked_topk_equals_a_full_sort(rows, items, k, factors, levels, seen_s
     scores = queries @ matrix.T
     kk = min(k, items)
     cols, top = topk_products(queries, Catalogue.of(matrix), kk,
-                              _seen_columns(pa.array(seen, type=pa.list_(pa.int32())), ids), step=step, first=first)
+                              arrow_seen_columns(pa.array(seen, type=pa.list_(pa.int32())), ids), step=step, first=first)
     batch = ranked_lists(np.arange(rows, dtype=np.int32), cols, top, ids)
     got = dict(zip(batch.column("_key").to_pylist(), batch.column("items").to_pylist()))
     for r in range(rows):

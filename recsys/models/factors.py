@@ -224,7 +224,7 @@ def _topk_batches(bc, k: int, block: int, key: str):
                 if q.shape[1] and (q == q[0]).all():
                     top_cols, top_scores, block_ids = _shared_topk(q[0], matrix, ids, kk, block_seen)
                 else:
-                    top_cols, top_scores = topk_products(q, catalogue, kk, _seen_columns(block_seen, ids))
+                    top_cols, top_scores = topk_products(q, catalogue, kk, arrow_seen_columns(block_seen, ids))
                     block_ids = ids
                 yield ranked_lists(keys[start:stop], top_cols, top_scores, block_ids)
 
@@ -240,7 +240,7 @@ def _ranked_rows(ranked: DataFrame, key: str, item: str) -> DataFrame:
                     (F.col("pos") + 1).alias(C.RANK)))
 
 
-def _seen_columns(seen: pa.Array, ids: np.ndarray):
+def arrow_seen_columns(seen: pa.Array, ids: np.ndarray):
     """A block's seen lists (Arrow list<int> of item ids) → the kernel's CSR of catalogue columns."""
     if seen.null_count == len(seen):
         return None
@@ -261,7 +261,7 @@ def _shared_topk(query: np.ndarray, matrix: np.ndarray, ids: np.ndarray, k: int,
     cols = np.sort(topk_scores(row[None, :], width)[0][0])
     sub_ids = ids[cols]
     scores = np.repeat(row[cols][None, :], len(seen), axis=0)
-    top_cols, top_scores = topk_scores(scores, k, _seen_columns(seen, sub_ids))
+    top_cols, top_scores = topk_scores(scores, k, arrow_seen_columns(seen, sub_ids))
     return top_cols, top_scores, sub_ids
 
 

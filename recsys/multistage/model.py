@@ -129,7 +129,7 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     label = label_rows(users, stamps, splits, params.label_holdout)
 
     early = ~label
-    earlier = _history(users[early], items_[early], weights[early], stamps[early])
+    earlier = R.History.of(users[early], items_[early], weights[early], stamps[early])
     stage_one = _fit(earlier, n_items, params, catalogue, content)
     examples = training_examples(stage_one, earlier, users[label], items_[label], params)
     crossed = cross_fit(spark, examples, params)
@@ -137,7 +137,7 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     ranker_info.update(crossed.info)
     ranker_info.update(choose_diversity(examples, crossed.scores, stage_one, users[label], items_[label], params))
 
-    every = _history(users, items_, weights, stamps)
+    every = R.History.of(users, items_, weights, stamps)
     stage_two = _fit(every, n_items, params, catalogue, content)
     folder = Path(tempfile.mkdtemp(prefix="multistage-"))
     info = {"train_seconds": round(time.perf_counter() - start, 3), "label_rows": int(label.sum()),
@@ -162,10 +162,6 @@ def label_rows(users: np.ndarray, stamps: np.ndarray, splits: np.ndarray, holdou
     out = np.zeros(len(users), dtype=bool)
     out[order] = (from_end <= holdout) & (ends - starts > holdout)
     return out
-
-
-def _history(users, items, weights, stamps) -> R.History:
-    return R.History.of(users, items, weights, stamps)
 
 
 def _fit(history: R.History, n_items, params, catalogue, content) -> Stage:

@@ -11,14 +11,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys.models.factors import RANKED_SCHEMA, list_column_to_matrix, ranked_lists
-from recsys.models.topk import seen_columns
+from recsys.models.factors import RANKED_SCHEMA, arrow_seen_columns, list_column_to_matrix, ranked_lists
 from recsys.retrieval.ann import AnnIndex, task_threads
 from recsys.retrieval.settings import RetrievalSettings
 
@@ -67,15 +65,7 @@ def _candidate_batches(path: str, n: int, settings: RetrievalSettings):
             for start in range(0, batch.num_rows, BLOCK):
                 stop = min(start + BLOCK, batch.num_rows)
                 columns, scores = index.search_columns(queries[start:stop], n,
-                                                       _seen(seen.slice(start, stop - start), index.ids))
+                                                       arrow_seen_columns(seen.slice(start, stop - start), index.ids))
                 yield ranked_lists(keys[start:stop], columns, scores, index.ids)
 
     return run
-
-
-def _seen(seen: pa.Array, ids: np.ndarray):
-    """Arrow list<int> of seen item ids → the CSR of catalogue columns the search filters by."""
-    if seen.null_count == len(seen):
-        return None
-    lengths = seen.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-    return seen_columns(lengths, seen.flatten().to_numpy(zero_copy_only=False), ids)
