@@ -149,3 +149,59 @@ def test_pending_back_edges_still_exist_and_none_is_between_core_packages():
     gone = sorted(edge for edge in PENDING if edge not in edges)
     assert not gone, f"these back edges are gone: remove them from PENDING: {gone}"
     assert not [edge for edge in PENDING if set(edge) <= CORE]
+
+
+# The API and the weights it serves GRU4Rec with run without PyTorch (only training needs it: importing it costs a
+# second and hundreds of MB in every gunicorn worker): nothing they import, directly or through other recsys modules,
+# at any level, may be torch.
+TORCH_FREE = ("recsys.serve", "recsys.sessions.gru4rec.weights")
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Each recsys module -> the modules importing it runs: the recsys ones (a name inside a module resolved to
+    that module, packages' ``__init__`` included) and the top-level name of every other."""
+    known = {module_name(path): path for path in ROOT.rglob("*.py")}
+
+    def resolved(name: str) -> set[str]:
+        parts = name.split(".")
+        if parts[0] != PACKAGE:
+            return {parts[0]}
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return {prefix for prefix in prefixes if prefix in known}       # importing a.b.c runs a, a.b and a.b.c
+
+    graph = {}
+    for module, path in known.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found = imported_modules(tree, module, path.name == "__init__.py")
+        graph[module] = set().union(*(resolved(name) for name, _ in found)) - {module}
+    return graph
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module importing ``start`` runs: its own imports, its parent packages' and theirs, transitively."""
+    parts = start.split(".")
+    todo = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    seen = set(todo)
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_module_reach_follows_recsys_modules_to_outside_imports():
+    graph = {"recsys.serve.app": {"recsys.models", "flask"}, "recsys.models": {"recsys.models.x"},
+             "recsys.models.x": {"torch"}}
+    assert reachable(graph, "recsys.serve.app") == {"recsys", "recsys.serve", "recsys.serve.app", "recsys.models",
+                                                    "recsys.models.x", "flask", "torch"}
+    assert "torch" in reachable({"recsys.sessions": {"torch"}}, "recsys.sessions.gru4rec.weights")
+
+
+def test_the_api_and_the_gru4rec_weights_never_import_torch():
+    graph = module_imports()
+    starts = [module for module in graph if any(module == top or module.startswith(f"{top}.") for top in TORCH_FREE)]
+    assert "recsys.sessions.gru4rec.weights" in starts and "recsys.serve.app" in starts
+    offenders = {start: sorted(m for m in reachable(graph, start) if m.startswith("recsys.") and "torch" in
+                               graph[m]) for start in starts if "torch" in reachable(graph, start)}
+    assert not offenders, f"these import torch (through the modules listed): {offenders}"
