@@ -4,11 +4,17 @@ the popularity^α sampler, and training on planted next-item chains (tiny models
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
+import torch
 
 from recsys.sessions.arrays import Sequences
+from recsys.sessions.gru4rec.batching import session_parallel, trainable
+from recsys.sessions.gru4rec.params import Gru4RecParams
+from recsys.sessions.gru4rec.sampling import NegativeSampler
+from recsys.sessions.gru4rec.training import AdagradM, Gru4RecModule, bpr_max, fit, sampled_cross_entropy
 from recsys.sessions.gru4rec.weights import Gru4RecWeights, GruLayer
 
 
@@ -95,3 +101,172 @@ def test_save_and_load_round_trip_memory_mapped(tmp_path):
     shared = random_weights()
     shared.save(tmp_path / "shared")
     assert Gru4RecWeights.load(tmp_path / "shared").input_embeddings is None
+
+
+# -- session-parallel batches and negative sampling (numpy) ---------------------------------------------------------
+
+def test_session_parallel_slots_take_the_next_sequence_and_reset():
+    sequences = Sequences.from_lists([[1, 2, 3], [4, 5], [6], [7, 8, 9, 10], [11, 12]])
+    order = trainable(sequences)
+    assert order.tolist() == [0, 1, 3, 4]                   # one item: no target, never in a slot
+    steps = [(s.keep.tolist(), s.fresh.tolist(), s.inputs.tolist(), s.targets.tolist())
+             for s in session_parallel(sequences, order, batch_size=2)]
+    assert steps == [
+        ([0, 1], [True, True], [1, 4], [2, 5]),
+        ([0, 1], [False, True], [2, 7], [3, 8]),              # slot 1 finished [4, 5]: takes [7, 8, 9, 10]
+        ([0, 1], [True, False], [11, 8], [12, 9]),            # slot 0 finished [1, 2, 3]: takes [11, 12]
+        ([1], [False], [9], [10]),                            # nothing left for slot 0: the batch shrinks
+    ]
+
+
+def test_a_batch_wider_than_the_data_has_one_slot_per_sequence():
+    sequences = Sequences.from_lists([[1, 2], [3, 4, 5]])
+    steps = list(session_parallel(sequences, trainable(sequences), batch_size=32))
+    assert [(s.keep.tolist(), s.inputs.tolist()) for s in steps] == [([0, 1], [1, 3]), ([1], [4])]
+    assert not list(session_parallel(Sequences.from_lists([[1], [2]]), trainable(Sequences.from_lists([[1], [2]])),
+                                     batch_size=4))
+
+
+def test_negatives_are_drawn_in_proportion_to_popularity_to_the_alpha():
+    counts = np.array([1, 4, 0, 9, 16, 100])
+    sampler = NegativeSampler(counts, n_sample=50, alpha=0.5, rng=np.random.default_rng(7), max_rows=30)
+    draws = np.concatenate([sampler.draw() for _ in range(400)])        # 400 rows: the cache refills 13 times
+    expected = np.sqrt(counts) / np.sqrt(counts).sum()
+    observed = np.bincount(draws, minlength=len(counts)) / len(draws)
+    assert observed[2] == 0                                             # never seen: never drawn
+    # 20,000 draws: a frequency's standard error is at most 0.0035; 4 of them is a loose, seed-stable bound
+    np.testing.assert_allclose(observed, expected, atol=0.014)
+    assert abs(observed[5] - expected[5]) < 0.014 and abs(observed[5] - counts[5] / counts.sum()) > 0.2
+
+
+# -- training (torch) ---------------------------------------------------------------------------------------------
+
+N_ITEMS = 40
+FAST = {"layers": [24], "n_sample": 16, "batch_size": 16, "dropout_p_embed": 0.0, "threads": 1}
+
+
+def planted_chains(n_sequences: int, seed: int) -> Sequences:
+    """Sequences of 2-10 items where the next item is the current one + 1 (mod N_ITEMS) 80% of the time, a random
+    item otherwise: the next item is predictable from the last one, not from popularity."""
+    rng = np.random.default_rng(seed)
+    sequences = []
+    for _ in range(n_sequences):
+        items = [int(rng.integers(N_ITEMS))]
+        for _ in range(int(rng.integers(1, 10))):
+            items.append((items[-1] + 1) % N_ITEMS if rng.random() < 0.8 else int(rng.integers(N_ITEMS)))
+        sequences.append(items)
+    return Sequences.from_lists(sequences)
+
+
+def hit_rate_at_5(score, sequences: Sequences) -> float:
+    """Share of next items among the top 5 of ``score(prefix)``, over every prefix of every sequence."""
+    hits = [sequence[i] in np.argsort(-score(sequence[:i]), kind="stable")[:5]
+            for sequence in sequences for i in range(1, len(sequence))]
+    return float(np.mean(hits))
+
+
+@pytest.fixture(scope="module")
+def chains() -> tuple[Sequences, Sequences]:
+    return planted_chains(300, seed=1), planted_chains(100, seed=2)
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
+def test_the_loss_falls_and_the_model_learns_planted_next_items(chains, loss):
+    train, test = chains
+    losses = []
+    weights = fit(train, N_ITEMS, Gru4RecParams(**FAST, loss=loss, epochs=4),
+                  on_epoch=lambda epoch, value: losses.append(value))
+    assert len(losses) == 4 and losses[-1] < 0.9 * losses[0]
+    popularity = np.bincount(train.items, minlength=N_ITEMS).astype(np.float32)
+    assert hit_rate_at_5(lambda prefix: popularity, test) < 0.25
+    assert hit_rate_at_5(weights.next_scores, test) > 0.7
+
+
+def test_numpy_forward_equals_torch_forward_on_the_same_weights():
+    rng = np.random.default_rng(5)
+    for embedding in (0, 6):
+        params = Gru4RecParams(layers=[8, 5], embedding=embedding, threads=1)
+        model = Gru4RecModule(N_ITEMS, params, np.random.default_rng(3)).eval()
+        with torch.no_grad():
+            model.bias.weight.uniform_(-1, 1)                   # trained biases are not 0
+            for cell in model.cells:
+                cell.bias_ih.uniform_(-1, 1)
+                cell.bias_hh.uniform_(-1, 1)
+        weights = model.weights()
+        for length in (1, 7, 50):
+            items = rng.integers(0, N_ITEMS, length)
+            states = model.zero_states(1)
+            with torch.no_grad():
+                for item in items:
+                    hidden = model.step(torch.tensor([item]), states)
+                expected = model.scores(hidden)[0].numpy()
+            assert np.abs(weights.next_scores(items) - expected).max() <= 1e-5
+
+
+def test_a_seed_gives_the_same_weights_and_another_seed_others(chains):
+    train, _ = chains
+    params = Gru4RecParams(**FAST, epochs=2, dropout_p_hidden=0.3)
+    first = fit(train, N_ITEMS, params)
+    torch.rand(3)                       # the global generator moved on: dropout must not depend on it
+    again = fit(train, N_ITEMS, params)
+    other = fit(train, N_ITEMS, params.model_copy(update={"seed": 7}))
+    np.testing.assert_array_equal(first.item_embeddings, again.item_embeddings)
+    np.testing.assert_array_equal(first.layers[0].weight_hh, again.layers[0].weight_hh)
+    assert not np.allclose(first.item_embeddings, other.item_embeddings)
+
+
+def test_the_deadline_stops_training_between_epochs(chains):
+    train, _ = chains
+    epochs = []
+    fit(train, N_ITEMS, Gru4RecParams(**FAST, epochs=5), deadline=time.monotonic(),
+        on_epoch=lambda epoch, loss: epochs.append(epoch))
+    assert epochs == [1]
+
+
+def test_the_validation_loss_is_the_full_catalogue_cross_entropy_of_next_items(chains):
+    train, _ = chains
+    valid = train                       # 300 sequences, more than the parallel slots: slots refill and reset
+    reported = []
+    weights = fit(train, N_ITEMS, Gru4RecParams(**FAST, epochs=1), valid=valid,
+                  on_epoch=lambda epoch, loss: reported.append(loss))
+    terms = []
+    for sequence in valid:
+        for i in range(1, len(sequence)):
+            scores = weights.next_scores(sequence[:i]).astype(np.float64)
+            terms.append(np.log(np.exp(scores - scores.max()).sum()) + scores.max() - scores[sequence[i]])
+    assert reported == [pytest.approx(np.mean(terms), rel=1e-4)]
+
+
+def test_adagrad_with_momentum_updates_only_the_rows_a_sparse_gradient_touched():
+    table = torch.nn.Embedding(4, 2, sparse=True)
+    with torch.no_grad():
+        table.weight.fill_(1.0)
+    optimizer = AdagradM(table.parameters(), lr=0.1, momentum=0.5, eps=0.0)
+    for _ in range(2):
+        table.zero_grad(set_to_none=True)
+        (3 * table(torch.tensor([1, 1])).sum()).backward()          # row 1, gradient 6 per coordinate
+        optimizer.step()
+    # step 1: a = 36, v = −0.1·6/6 = −0.1; step 2: a = 72, v = 0.5·(−0.1) − 0.1·6/√72
+    second = 0.5 * -0.1 - 0.1 * 6 / math.sqrt(72)
+    np.testing.assert_allclose(table.weight.detach().numpy()[1], [1 - 0.1 + second] * 2, rtol=1e-6)
+    np.testing.assert_array_equal(table.weight.detach().numpy()[[0, 2, 3]], 1.0)
+
+
+def test_bpr_max_weighs_the_negatives_by_their_softmax():
+    scores = torch.tensor([[2.0, 1.0, 0.0], [0.5, 1.5, -1.0]])
+    weights = np.exp([[1.0, 0.0], [0.5, -1.0]])
+    weights /= weights.sum(axis=1, keepdims=True)
+    sigmoid = 1 / (1 + np.exp(-np.array([[2.0 - 1.0, 2.0 - 0.0], [1.5 - 0.5, 1.5 + 1.0]])))
+    squares = np.array([[1.0, 0.0], [0.25, 1.0]])
+    expected = (-np.log((weights * sigmoid).sum(axis=1)) + 0.5 * (weights * squares).sum(axis=1)).sum()
+    assert bpr_max(scores, bpreg=0.5, elu_alpha=0.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_log_q_correction_lowers_each_score_by_the_log_of_its_sampling_probability():
+    scores = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    log_q = torch.log(torch.tensor([1.0, 4.0, 2.0]))
+    # row 0: logits 1, −log 4, −log 2 → p(target) = e / (e + ¼ + ½); row 1: 0, 2 − log 4, −log 2 → e²/4 / (1 + e²/4 + ½)
+    expected = -math.log(math.e / (math.e + 0.75)) - math.log((math.e ** 2 / 4) / (1.5 + math.e ** 2 / 4))
+    assert sampled_cross_entropy(scores, log_q, logq=1.0).item() == pytest.approx(expected, rel=1e-6)
+    plain = -math.log(math.e / (math.e + 2)) - math.log(math.e ** 2 / (2 + math.e ** 2))
+    assert sampled_cross_entropy(scores, log_q, logq=0.0).item() == pytest.approx(plain, rel=1e-6)
