@@ -101,18 +101,74 @@ def test_half_life_halves_a_weight_per_half_life_of_age():
     assert got.tolist() == pytest.approx([1.0, 0.5])
 
 
-def test_spark_regularization_is_the_flat_one_per_mean_user_count():
+def test_spark_regularization_is_the_flat_one_per_typical_count():
     assert spaces.spark_regularization(10.0, 100.0) == pytest.approx(0.1)
     assert spaces.flat_regularization(0.1, 100.0) == pytest.approx(10.0)
+
+
+def test_the_typical_count_weighs_users_and_items_by_their_interactions():
+    # users with 1 and 3 rows: the mean over interactions is (1·1 + 3·3) / 4 = 2.5 (over users it would be 2);
+    # items 0, 1, 2 have 2, 1, 1 rows: (4 + 1 + 1) / 4 = 1.5
+    users, items = np.array([0, 1, 1, 1]), np.array([0, 0, 1, 2])
+    d = SearchData.from_rows(users, items, np.ones(4), np.zeros(4, dtype=np.int64), np.array(["train"] * 4),
+                             max_users=10, seed=0)
+    assert d.typical_count == pytest.approx(np.sqrt(2.5 * 1.5))
+
+
+def test_spark_starts_from_implicits_winner_mapped_into_its_space():
+    from recsys.selection.step import _first
+
+    d = data()
+    winner = model_params("implicit_als", {"factors": 200, "regularization": 5.0, "iterations": 37}).model_dump()
+    (mapped,) = _first("spark_als", {"implicit_als": {"best": winner}}, d)
+    assert mapped["regularization"] == pytest.approx(5.0 / d.typical_count)
+    assert mapped["iterations"] == spaces.ITERATIONS["spark_als"][1] and mapped["factors"] == 200
+
+
+def test_a_trial_is_sized_iterations_first_then_factors_to_its_predicted_cost():
+    from recsys.selection import cost
+
+    measured = [({"factors": 16, "iterations": 10}, 1.0), ({"factors": 32, "iterations": 10}, 2.0)]
+    wanted = {"factors": 256, "iterations": 10, "alpha": 3.0}
+    # predicted from the dearest measured trial: 2 s per 10 × 32² units
+    assert cost.predicted_seconds(wanted, 1000, measured) == pytest.approx(2.0 * 64)
+    assert cost.sized(wanted, 200.0, 1000, measured) == wanted                        # fits: unchanged
+    assert cost.sized(wanted, 70.0, 1000, measured) == {**wanted, "iterations": 5}    # 64 s at 5 iterations
+    small = cost.sized(wanted, 10.0, 1000, measured)
+    assert small["iterations"] == 5 and cost.predicted_seconds(small, 1000, measured) <= 10.0
+    assert small["factors"] > 0.9 * 256 * np.sqrt(10.0 / 64) and small["alpha"] == 3.0   # no smaller than needed
+    tiny = cost.sized(wanted, 0.01, 1000, measured)
+    assert (tiny["factors"], tiny["iterations"]) == (cost.MIN_FACTORS, cost.MIN_ITERATIONS)
+
+
+def capped(allowed):
+    """A sizer that allows ``allowed(number of trials measured so far)`` factors."""
+    return lambda wanted, measured: {**wanted, "factors": min(wanted["factors"], allowed(len(measured)))}
+
+
+@pytest.mark.parametrize("allowed, factors", [(lambda n: 12 * n, [8, 12, 24]), (lambda n: 10 + n, [8, 11])])
+def test_a_shrunk_first_trial_is_tried_again_when_the_measurements_allow_it_grown(tmp_path, allowed, factors):
+    tuning = TuningSettings(max_trials=3, rescore_top=0)
+    study = S.open_study(tmp_path, "sized", tuning)
+    base = model_params("implicit_als", {"factors": 8}).model_dump()
+    wanted = {**base, "factors": 64, "alpha": 3.0}
+    result = S.run_search(study, "implicit_als", base, lambda params, trial, deadline: 0.1, budget_seconds=60,
+                          tuning=tuning, typical_count=10.0, first=[wanted], size=capped(allowed))
+    got = [t["params"] for t in result.trials]
+    assert [p["factors"] for p in got[:len(factors)]] == factors
+    assert all(p["alpha"] == 3.0 for p in got[1:len(factors)])
+    if len(factors) == 2:   # re-sized to 12 after two trials: not 1.5 × its first try (11), so TPE draws instead
+        assert got[2] != {**wanted, "factors": 12}
 
 
 @pytest.mark.parametrize("model", ["implicit_als", "spark_als", "content"])
 def test_an_enqueued_configuration_is_the_trial_it_came_from(model):
     from optuna.trial import FixedTrial
 
-    params = model_params(model, {"weighting": {"power": 3.0, "scheme": "bm25", "bm25_k1": 20.0,
-                                                "half_life_days": 90.0}}).model_dump()
-    values = spaces.trial_values(model, params, mean_per_user=50.0)
+    inside = {} if model == "content" else {"iterations": spaces.ITERATIONS[model][1]}
+    params = model_params(model, {**inside, "weighting": {"power": 3.0, "scheme": "bm25", "bm25_k1": 20.0,
+                                                          "half_life_days": 90.0}}).model_dump()
+    values = spaces.trial_values(model, params, typical_count=50.0)
     again = S._params(model, params, spaces.suggest(FixedTrial(values), model), 50.0)
     assert again == params
 
@@ -123,7 +179,7 @@ def search(tmp_path, name: str, budget: float, tuning: TuningSettings | None = N
     study = S.open_study(tmp_path, name, tuning)
     base = model_params("implicit_als", {"factors": 8, "iterations": 6}).model_dump()
     return S.run_search(study, "implicit_als", base, S.implicit_trial(d, 10, tuning.report_every),
-                        budget_seconds=budget, tuning=tuning, mean_per_user=d.mean_per_user)
+                        budget_seconds=budget, tuning=tuning, typical_count=d.typical_count)
 
 
 def test_the_budget_is_kept(tmp_path):
@@ -165,7 +221,7 @@ def test_the_winner_is_the_best_mean_over_seeds_not_the_luckiest_draw(tmp_path, 
     study = S.open_study(tmp_path, "lucky", tuning)
     base = model_params("implicit_als", {"factors": 8}).model_dump()
     result = S.run_search(study, "implicit_als", base, lucky_or_steady, budget_seconds=60, tuning=tuning,
-                          mean_per_user=10.0, first=[{**base, "factors": 16}])
+                          typical_count=10.0, first=[{**base, "factors": 16}])
     assert [t["value"] for t in result.trials] == [0.5, 0.9]
     assert result.best["factors"] == winner and result.best_value == pytest.approx(value)
     if rescore_top:
@@ -183,7 +239,7 @@ def test_rescoring_keeps_the_budget(tmp_path):
     study = S.open_study(tmp_path, "slow", tuning)
     base = model_params("implicit_als", {"factors": 8}).model_dump()
     start = time.perf_counter()
-    result = S.run_search(study, "implicit_als", base, slow, budget_seconds=1.5, tuning=tuning, mean_per_user=10.0,
+    result = S.run_search(study, "implicit_als", base, slow, budget_seconds=1.5, tuning=tuning, typical_count=10.0,
                           first=[{**base, "factors": 16}])
     assert time.perf_counter() - start < 1.5 + 0.3
     assert len(result.trials) == 2 and len(result.rescored) == 0            # 4 more fits of 0.4 s did not fit
@@ -212,9 +268,9 @@ def test_implicit_starts_from_the_portfolio_each_point_inside_the_space(graded):
     assert len(points) == len(STARTING_POINTS) - (not graded)               # a power changes nothing on equal w
     for point in points:
         params = model_params("implicit_als", point).model_dump()
-        values = spaces.trial_values("implicit_als", params, mean_per_user=d.mean_per_user)
+        values = spaces.trial_values("implicit_als", params, typical_count=d.typical_count)
         assert S._params("implicit_als", params, spaces.suggest(FixedTrial(values), "implicit_als"),
-                         d.mean_per_user) == params
+                         d.typical_count) == params
 
 
 def test_a_spark_trial_is_cancelled_at_the_deadline(spark):

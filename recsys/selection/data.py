@@ -68,9 +68,16 @@ class SearchData:
                    np.asarray(timestamps, dtype=np.int64)[train], truth, n_users, n_items, note)
 
     @property
-    def mean_per_user(self) -> float:
-        """Mean number of train interactions per user who has any (maps the ALS regularizations)."""
-        return len(self.users) / max(1, len(np.unique(self.users)))
+    def typical_count(self) -> float:
+        """The interactions of the user and of the item of a typical training interaction: the geometric mean of
+        the users' and the items' interaction-weighted mean counts (Σn²/Σn, the mean of n over interactions, not
+        over users or items). Spark's regularization is mapped from implicit's by it
+        (:mod:`recsys.selection.spaces`)."""
+        if not len(self.users):
+            return 1.0
+        sides = [np.bincount(ids) for ids in (self.users, self.items)]
+        weighted = [float((n.astype(np.float64) ** 2).sum() / n.sum()) for n in sides]
+        return float(np.sqrt(weighted[0] * weighted[1]))
 
     def matrix(self, values: np.ndarray):
         """The users × items CSR of the train rows with ``values`` (float32)."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from recsys.models.params import model_params
 from recsys.models.weighting import weigh
-from recsys.selection import spaces
+from recsys.selection import cost, spaces
 from recsys.selection.data import SearchData
 from recsys.selection.settings import TuningSettings
 
@@ -62,7 +62,7 @@ class Search:
     seconds: float = 0.0
     previous_trials: int = 0
     note: str | None = None
-    mean_per_user: float = 0.0
+    typical_count: float = 0.0
 
 
 def study_name(model: str, run_id: str) -> str:
@@ -92,21 +92,29 @@ def open_study(warehouse: Path, name: str, tuning: TuningSettings):
 
 
 Trial = Callable[[dict[str, Any], Any, float], float]     # (params, optuna trial, deadline) -> MAP@K
+# (wanted params, the (params, seconds) of the finished trials so far) -> params to run (:mod:`~.cost`)
+Sizer = Callable[[dict[str, Any], list[tuple[dict[str, Any], float]]], dict[str, Any]]
 
 
 def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budget_seconds: float,
-               tuning: TuningSettings, mean_per_user: float, first: list[dict[str, Any]] = ()) -> Search:
+               tuning: TuningSettings, typical_count: float, first: list[dict[str, Any]] = (),
+               size: Sizer | None = None) -> Search:
     """Ask/tell trials of ``study`` until ``budget_seconds`` or ``tuning.max_trials``, then re-score the best
     (:func:`rescore`); ``base`` (the configured params) is the first trial of a new study and ``first`` are tried
-    next (the other ALS's winner, the generic starting points of :mod:`recsys.selection.portfolio`)."""
+    next (the other ALS's winner, the generic starting points of :mod:`recsys.selection.portfolio`).
+
+    ``size`` makes each of ``first`` affordable when its turn comes, from the trials measured by then; one it had
+    to shrink is tried once more, re-sized, when what the later trials measured allows :data:`cost.GROWTH` × its
+    work (Spark: :mod:`recsys.selection.cost`)."""
     from optuna.trial import TrialState
 
     start = time.perf_counter()
     deadline = start + budget_seconds
     previous = len(study.trials)
+    queue: list[tuple[dict[str, Any], dict[str, Any] | None]] = []       # (wanted, as sized last time)
     if previous == 0:
-        for params in [base, *first]:
-            study.enqueue_trial(spaces.trial_values(model, params, mean_per_user), skip_if_exists=True)
+        study.enqueue_trial(spaces.trial_values(model, base, typical_count))        # as configured, unsized
+        queue = [(params, None) for params in first]
     durations: list[float] = []
     trials: list[dict[str, Any]] = []
     while len(trials) < tuning.max_trials:
@@ -115,8 +123,10 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
         if now >= deadline or (durations and now + expected + _rescore_reserve(trials, tuning, budget_seconds)
                                > deadline):
             break
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            _enqueue_next(study, model, queue, size, trials, typical_count)        # sized now, from what ran
         trial = study.ask()
-        params = _params(model, base, spaces.suggest(trial, model), mean_per_user)
+        params = _params(model, base, spaces.suggest(trial, model), typical_count)
         began = time.perf_counter()
         try:
             value, state, stopped = trial_fn(params, trial, deadline), TrialState.COMPLETE, None
@@ -129,7 +139,7 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
                        "seconds": round(seconds, 3)})
     complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None),
                       key=lambda t: (-t.value, t.number))
-    candidates = [(t.number, t.value, _params(model, base, _rebuild(model, t.params), mean_per_user))
+    candidates = [(t.number, t.value, _params(model, base, _rebuild(model, t.params), typical_count))
                   for t in complete[:max(1, tuning.rescore_top)]]
     seconds = {t["number"]: t["seconds"] for t in trials}
     rescored = rescore(candidates, trial_fn, deadline=deadline, seconds=seconds,
@@ -141,6 +151,21 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
     return Search(model=model, study=study.study_name, best=best["params"] if best else None,
                   best_value=best["mean"] if best else None, trials=trials, rescored=rescored,
                   seconds=round(time.perf_counter() - start, 3), previous_trials=previous)
+
+
+def _enqueue_next(study, model: str, queue: list, size: Sizer | None, trials: list[dict[str, Any]],
+                  typical_count: float) -> None:
+    """Enqueue the next of ``queue`` that is worth a trial (sized by ``size``), if any (see :func:`run_search`)."""
+    measured = [(t["params"], t["seconds"]) for t in trials if t["stopped"] is None]
+    while queue:
+        wanted, before = queue.pop(0)
+        params = size(wanted, measured) if size else wanted
+        if before is not None and cost.work(params) < cost.GROWTH * cost.work(before):
+            continue                                        # hardly larger than its first try: not again
+        if before is None and params != wanted:
+            queue.insert(0, (wanted, params))
+        study.enqueue_trial(spaces.trial_values(model, params, typical_count), skip_if_exists=True)
+        return
 
 
 def _rescore_reserve(trials: list[dict[str, Any]], tuning: TuningSettings, budget_seconds: float) -> float:
@@ -184,12 +209,12 @@ def rescore(candidates: list[tuple[int, float, dict[str, Any]]], trial_fn: Trial
     return out
 
 
-def _params(model: str, base: dict[str, Any], proposed: dict[str, Any], mean_per_user: float) -> dict[str, Any]:
+def _params(model: str, base: dict[str, Any], proposed: dict[str, Any], typical_count: float) -> dict[str, Any]:
     """A trial's full, validated parameters: the configured ones with the proposed ones over them, Spark's
     regularization mapped from the flat value (:mod:`recsys.selection.spaces`)."""
     values = dict(proposed)
     if model == "spark_als":
-        values["regularization"] = spaces.spark_regularization(values["regularization"], mean_per_user)
+        values["regularization"] = spaces.spark_regularization(values["regularization"], typical_count)
     return model_params(model, {**base, **values}).model_dump()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from recsys.features import catalog_text, interactions_version
 from recsys.logs import step
 from recsys.selection import search as S
 from recsys.constants import MULTISTAGE, RETRIEVER_MODELS
-from recsys.selection import spaces
+from recsys.selection import cost, spaces
 from recsys.selection.data import VALID, SearchData, search_data
 from recsys.selection.portfolio import starting_points
+from recsys.selection.settings import TuningSettings
 
 TRIAL = "trial"
 
@@ -85,8 +87,17 @@ def _first(model: str, done: dict[str, Any], data: SearchData) -> list[dict[str,
     implicit = (done.get("implicit_als") or {}).get("best")
     if model != "spark_als" or not implicit:
         return []
-    return [{**implicit, "regularization": spaces.spark_regularization(implicit["regularization"],
-                                                                      done["implicit_als"]["mean_per_user"])}]
+    flat = implicit["regularization"]
+    return [{**implicit, "regularization": spaces.spark_regularization(flat, data.typical_count),
+             "iterations": spaces.iterations_in(model, implicit["iterations"])}]
+
+
+def _sizer(model: str, data: SearchData, budget_seconds: float, tuning: TuningSettings) -> S.Sizer | None:
+    """Spark ALS: its first trials sized so that ``tuning.min_trials`` of them fit its budget
+    (:mod:`recsys.selection.cost`); the other models' trials cost seconds, not a share of the budget."""
+    if model != "spark_als":
+        return None
+    return partial(cost.sized, seconds=budget_seconds / tuning.min_trials, ratings=len(data.users))
 
 
 def search_model(spark, settings: Settings, model: str, run_id: str, data: SearchData, *, budget_seconds: float,
@@ -99,9 +110,10 @@ def search_model(spark, settings: Settings, model: str, run_id: str, data: Searc
     with step("search", model=model, run_id=run_id, study=opened.study_name, budget_seconds=round(budget_seconds, 1),
               note=data.note) as rec:
         result = S.run_search(opened, model, base, _trial(spark, settings, model, data),
-                              budget_seconds=budget_seconds, tuning=tuning,
-                              mean_per_user=data.mean_per_user, first=_first(model, searched or {}, data))
-        result.note, result.mean_per_user = data.note, data.mean_per_user
+                              budget_seconds=budget_seconds, tuning=tuning, typical_count=data.typical_count,
+                              first=_first(model, searched or {}, data),
+                              size=_sizer(model, data, budget_seconds, tuning))
+        result.note, result.typical_count = data.note, data.typical_count
         rec.update(trials=len(result.trials), previous_trials=result.previous_trials, best=result.best_value,
                    rescored=[(r["number"], round(r["mean"], 5)) for r in result.rescored],
                    best_params=result.best, seconds=result.seconds)
@@ -120,7 +132,7 @@ def summary(result: S.Search) -> dict[str, Any]:
     the time spent."""
     return {"best": result.best, "best_value": result.best_value, "study": result.study,
             "previous_trials": result.previous_trials, "seconds": result.seconds, "note": result.note,
-            "mean_per_user": result.mean_per_user, "rescored": result.rescored, "trials": result.trials}
+            "typical_count": result.typical_count, "rescored": result.rescored, "trials": result.trials}
 
 
 def _trial(spark, settings: Settings, model: str, data: SearchData) -> S.Trial:
