@@ -56,7 +56,8 @@ def main() -> None:
 
         users, items = factors(args.users, "users"), factors(args.items, "items")
         fit = pairs(int(args.users * args.train_per_user), 2, "fit")
-        test = pairs(args.users, 3, "test").join(fit, [C.USER_IDX, C.ITEM_IDX], "left_anti").cache()
+        test = (pairs(args.users, 3, "test").join(fit, [C.USER_IDX, C.ITEM_IDX], "left_anti")
+                .withColumn(C.TIMESTAMP, F.lit(0).cast("long")).cache())     # one time: the next-item target ties
         print(f"{args.users:,} users × {args.items:,} items × {args.factors} factors; {fit.count():,} training "
               f"and {test.count():,} test interactions ({test.select(C.USER_IDX).distinct().count():,} test users)")
         model = FactorModel("bench", {}, users, items, seen=fit)

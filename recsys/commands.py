@@ -73,7 +73,7 @@ def _synth(args, settings: Settings) -> Any:
 
     synth = settings.synth.model_copy(update={k: v for k, v in {
         "users": args.users, "items": args.items, "reviews": args.reviews, "seed": args.seed,
-        "categories": args.categories or None,
+        "categories": args.categories or None, "sequential": args.sequential or None,
     }.items() if v is not None})
     return generate(Path(args.out), synth, bad_line_rate=args.bad_line_rate, progress=not args.quiet).to_dict()
 
@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", type=split_commas, help="comma-separated, e.g. Appliances,All_Beauty")
     p.add_argument("--seed", type=int)
     p.add_argument("--bad-line-rate", type=float, help="share of review lines to break on purpose")
+    p.add_argument("--sequential", action="store_true", help="planted next-item chains (for the session models)")
     p.add_argument("--quiet", action="store_true")
 
     p = add("ingest", "raw dump → bronze/quarantine → silver", source=True)

@@ -21,7 +21,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recsys.catalog.settings import DeletionSettings
-from recsys.constants import ITEM_EVENT_TYPES, MODELS, OFFICIAL_TEST_CUT_MS, OFFICIAL_VALID_CUT_MS, SPLIT_STRATEGIES
+from recsys.constants import (ITEM_EVENT_TYPES, MODELS, OFFICIAL_TEST_CUT_MS, OFFICIAL_VALID_CUT_MS, SESSION_MODELS,
+                              SPLIT_STRATEGIES)
 from recsys.lock import LockSettings
 from recsys.models.params import ModelParams
 from recsys.monitor.settings import MonitorSettings
@@ -29,6 +30,7 @@ from recsys.quality.settings import QualitySettings, quality_config_path, read_q
 from recsys.retrieval.settings import RetrievalSettings
 from recsys.selection.settings import TuningSettings
 from recsys.serve.settings import ServeSettings
+from recsys.sessions.settings import SessionSettings
 from recsys.strict import (ENV_PREFIX, CommaList, ConfigError, Location, StrictModel, config_error,
                            read_yaml_mapping)
 
@@ -109,7 +111,8 @@ class FeatureSettings(StrictModel):
 class TrainSettings(StrictModel):
     """Which models a run trains and with which hyper-parameters (one shared space for both ALS)."""
 
-    models: CommaList = Field(default_factory=lambda: list(MODELS))
+    # every model but the session models (recsys.sessions), which a run trains when asked
+    models: CommaList = Field(default_factory=lambda: [m for m in MODELS if m not in SESSION_MODELS])
     params: ModelParams = Field(default_factory=ModelParams)
     fit_splits: list[str] = Field(default_factory=lambda: ["train", "valid"])   # evaluated on "test"
 
@@ -157,6 +160,9 @@ class SynthSettings(StrictModel):
     repeat_rate: float = Field(0.015, ge=0, le=1)  # share of reviews that repeat an earlier (user, item) pair
     chunk_size: int = Field(100_000, ge=1)         # reviews generated per vectorised chunk (output depends on it)
     bad_line_rate: float = Field(0.0, ge=0, lt=1)  # share of review lines broken on purpose (quarantine demos)
+    sequential: bool = False                       # planted next-item chains (recsys.synth, for the session models)
+    chain_length: int = Field(6, ge=2)             # items per chain
+    chain_noise: float = Field(0.1, ge=0, le=1)    # share of steps that jump to a random item instead
 
 
 class OrchestrationSettings(StrictModel):
@@ -184,6 +190,7 @@ class Settings(BaseSettings):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)   # ANN candidates (recsys.retrieval)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)   # item sequences (recsys.sessions)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     deletions: DeletionSettings = Field(default_factory=DeletionSettings)

@@ -13,6 +13,12 @@ ratings skewed to 5, ``helpful_vote`` mostly 0, ``verified_purchase`` mostly tru
 of their own cluster with probability ``affinity``, otherwise a globally popular one: a working
 collaborative model beats popularity, a broken one does not.
 
+Sequential mode (``sequential``): planted next-item chains for the session models. Each cluster's items are cut
+into chains of ``chain_length``; a user walks chains of their own cluster (another one with probability
+1 - ``affinity``), one item after the other in time, and with probability ``chain_noise`` jumps to a random item
+instead of the next one (and walks on from there). Timestamps increase along each user's walk, so the next item
+after a user's last training item is predictable from that item alone — what a sequence model has to learn.
+
 Memory is bounded: users are processed in chunks of about ``chunk_size`` reviews (one user's reviews never
 straddle a chunk, so repeats and reviewers are counted exactly per chunk) and lines stream to gzip; only
 per-user and per-item arrays stay in RAM. Same arguments -> byte-identical files (gzip ``mtime=0``, no file
@@ -465,6 +471,49 @@ def _draw_pairs(user: np.ndarray, user_cluster: np.ndarray, catalog: _Catalog, a
     return items
 
 
+@dataclass(frozen=True)
+class _Chains:
+    """Each cluster's items cut into chains: ``following[i]`` is the item after i in its chain (-1 at an end)."""
+
+    following: np.ndarray
+    starts: list[np.ndarray]          # per cluster, the first item of each chain
+    noise: float
+
+
+def _build_chains(catalog: _Catalog, length: int, noise: float, rng: np.random.Generator) -> _Chains:
+    following = np.full(catalog.size, -1, dtype=np.int64)
+    starts = []
+    for items in catalog.cluster_items:
+        order = rng.permutation(items)
+        chains = [order[i:i + length] for i in range(0, len(order), length)]
+        for chain in chains:
+            following[chain[:-1]] = chain[1:]
+        starts.append(np.array([chain[0] for chain in chains], dtype=np.int64))
+    return _Chains(following, starts, noise)
+
+
+def _walk_chains(user: np.ndarray, user_cluster: np.ndarray, catalog: _Catalog, chains: _Chains, affinity: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Items for one chunk of user-grouped rows, each user's rows one walk along chains (module docstring), no item
+    twice per user."""
+    items = np.empty(len(user), dtype=np.int64)
+    bounds = np.flatnonzero(np.append(True, user[1:] != user[:-1]))
+    for first, stop in zip(bounds, np.append(bounds[1:], len(user))):
+        taken: set[int] = set()
+        current = -1
+        for row in range(first, stop):
+            step = int(chains.following[current]) if current >= 0 else -1
+            if step < 0 or step in taken or rng.random() < chains.noise:
+                own = rng.random() < affinity
+                pool = chains.starts[int(user_cluster[row])] if own else np.arange(catalog.size)
+                fresh = [int(i) for i in pool if int(i) not in taken] or \
+                        [i for i in range(catalog.size) if i not in taken]
+                step = fresh[int(rng.integers(len(fresh)))]
+            items[row] = current = step
+            taken.add(step)
+    return items
+
+
 def _timestamps(rng: np.random.Generator, size: int) -> np.ndarray:
     """Milliseconds, uniform over 2018..Sep 2023 with an 8 % tail back to 2012."""
     early = rng.random(size) < EARLY_SHARE
@@ -583,7 +632,7 @@ def _chunk_bounds(counts: np.ndarray, chunk_size: int) -> Iterator[tuple[int, in
 def _write_chunk(start: int, end: int, counts: np.ndarray, user_cluster: np.ndarray, catalog: _Catalog,
                  affinity: float, repeat_rate: float, bad_line_rate: float, rng: np.random.Generator,
                  review_sinks: list[_GzipText], users_sink: _GzipText, files: list[FileCounts],
-                 tally: _Tally) -> int:
+                 tally: _Tally, chains: _Chains | None = None) -> int:
     """Sample, encode and write the reviews of users ``start..end-1``; return the number of review lines."""
     ids = user_ids(np.arange(start, end)).tolist()
     users_sink.write("".join(f"{uid},{c}\n" for uid, c in zip(ids, user_cluster[start:end].tolist())))
@@ -592,10 +641,15 @@ def _write_chunk(start: int, end: int, counts: np.ndarray, user_cluster: np.ndar
     if n == 0:
         return 0
     ucl = user_cluster[user]
-    items = _draw_pairs(user, ucl, catalog, affinity, repeat_rate, rng)
+    if chains is None:
+        items = _draw_pairs(user, ucl, catalog, affinity, repeat_rate, rng)
+    else:
+        items = _walk_chains(user, ucl, catalog, chains, affinity, rng)
     icl = catalog.cluster[items]
     rating = _ratings(icl == ucl, rng)
     stamp = _timestamps(rng, n)
+    if chains is not None:           # each user's rows in walk order, so their times increase along it
+        stamp = stamp[np.lexsort((stamp, user))]
     helpful = np.where(rng.random(n) < HELPFUL_ZERO_SHARE, 0, np.minimum(rng.zipf(1.8, n), 5000))
     verified = (rng.random(n) < VERIFIED_SHARE).astype(np.int64)
     asin = catalog.variant_start[items] + (rng.random(n) * catalog.variant_count[items]).astype(np.int64)
@@ -778,6 +832,8 @@ def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | N
     paths = ([out_dir / reviews_file(c) for c in categories] + [out_dir / meta_file(c) for c in categories]
              + [out_dir / TRUTH_DIR / USERS_TRUTH, out_dir / TRUTH_DIR / ITEMS_TRUTH])
     # All files are committed together at the end: a failed run leaves the previous dump (or nothing).
+    chains = (_build_chains(catalog, settings.chain_length, settings.chain_noise, catalog_rng)
+              if settings.sequential else None)
     with _sinks(paths) as sinks:
         review_sinks, meta_sinks, (users_sink, items_sink) = sinks[:n_cat], sinks[n_cat:2 * n_cat], sinks[-2:]
         users_sink.write(f"{USER_ID},{CLUSTER}\n")
@@ -787,7 +843,7 @@ def generate(out_dir: Path, settings: SynthSettings, *, bad_line_rate: float | N
                 rng = np.random.default_rng(np.random.SeedSequence(chunks_ss.entropy,
                                                                    spawn_key=(*chunks_ss.spawn_key, number)))
                 bar.update(_write_chunk(start, end, counts, user_cluster, catalog, affinity, repeat_rate,
-                                        bad_line_rate, rng, review_sinks, users_sink, files, tally))
+                                        bad_line_rate, rng, review_sinks, users_sink, files, tally, chains))
         meta_counts = _write_meta(meta_sinks, items_sink, categories, catalog, tally,
                                   np.random.default_rng(meta_ss))
     bad_total = {kind: sum(f.bad_lines.get(kind, 0) for f in files) for kind in BAD_KINDS}

@@ -17,7 +17,7 @@ from recsys import constants as C
 from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
-from recsys.constants import MULTISTAGE, RETRIEVER_MODELS
+from recsys.constants import MULTISTAGE, RETRIEVER_MODELS, SESSION_MODELS
 from recsys.features import catalog_text, interactions_version
 from recsys.loading import MODELS, fit_model, load_model
 from recsys.logs import step
@@ -35,11 +35,14 @@ def training_data(spark: SparkSession, warehouse: Path, splits: list[str] | None
 
 def model_items(spark: SparkSession, warehouse: Path, model: str) -> DataFrame | None:
     """The catalogue a model reads besides the interactions: item text (content), text and item features
-    (multi-stage), nothing (the others)."""
+    (multi-stage), the live items and the API's item events (session models), nothing (the others)."""
     from recsys.multistage.model import catalogue_items
+    from recsys.sessions.model import session_inputs
 
     if model == "content":
         return catalog_text(spark, warehouse)
+    if model in SESSION_MODELS:
+        return session_inputs(spark, warehouse)
     return catalogue_items(spark, warehouse) if model == MULTISTAGE else None
 
 
@@ -83,6 +86,8 @@ def train(spark: SparkSession, settings: Settings, model: str, run_id: str, para
     params = params or selected_params(warehouse, run_id, model) or {}
     if model == MULTISTAGE:
         params = {**retriever_params(settings, run_id), **params}
+    if model in SESSION_MODELS:
+        params = {"sessions": settings.sessions.model_dump(), **params}
     params = settings.train.params.updated({model: params}).of(model).model_dump()
     path = registry.model_dir(warehouse, model, run_id)
     with step("train", model=model, run_id=run_id, params=params) as rec:

@@ -70,6 +70,7 @@ def write_report(folder: Path, summary: dict, results: dict[str, dict], selectio
 padding:4px 8px;text-align:right}}</style></head><body>
 <h1>Run {html.escape(summary['run_id'])}</h1><p>Promotion: {decision}</p>
 <table><tr>{head}</tr>{''.join(rows)}</table>
+{next_item_section(results)}
 <h2>MAP@K and recall@K</h2><img src="metrics_over_k.png">
 <h2>Training time and popularity bias</h2><img src="training_time_and_popularity_bias.png">
 {selection_section(folder, selection or {}, plt)}
@@ -78,6 +79,21 @@ padding:4px 8px;text-align:right}}</style></head><body>
     out = folder / "index.html"
     out.write_text(page)
     return out
+
+
+def next_item_section(results: dict[str, dict]) -> str:
+    """The next-item task (:mod:`recsys.evaluate.next_item`) beside MAP@10, best HR@20 first."""
+    from recsys.evaluate.next_item import keys
+
+    columns = (*keys(), "map@10")
+    if not any(columns[0] in r["metrics"] for r in results.values()):
+        return ""
+    order = sorted(results, key=lambda m: (-(results[m]["metrics"].get(columns[0]) or 0.0), m))
+    rows = "".join("<tr>" + f"<td>{html.escape(m)}</td>" + "".join(
+        f"<td>{_cell(results[m]['metrics'].get(c))}</td>" for c in columns) + "</tr>" for m in order)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("model", *columns))
+    return ("<h2>Next item</h2><p>Each test user's first held-out item by time, against the model's top 20 "
+            f"(fitted items excluded).</p><table><tr>{head}</tr>{rows}</table>")
 
 
 def _flat(params: dict[str, Any]) -> dict[str, Any]:

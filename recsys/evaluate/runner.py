@@ -19,6 +19,7 @@ from recsys import constants as C
 from recsys import ops, registry
 from recsys import tables as T
 from recsys.config import Settings
+from recsys.evaluate import next_item as NI
 from recsys.evaluate import spark_metrics as SM
 from recsys.logs import step, timed
 from recsys.loading import load_model
@@ -30,8 +31,9 @@ TEST = "test"
 
 def evaluate_model(model: FactorModel, fit: DataFrame, test: DataFrame, ks: list[int], curve_max_k: int,
                    catalog_size: int) -> tuple[dict[str, float], list[dict]]:
-    """Metrics at ``ks`` and curves over K = 1..curve_max_k for one model (predictions cached once)."""
-    kmax = max(max(ks), curve_max_k)
+    """Metrics at ``ks``, the next-item task's (:mod:`recsys.evaluate.next_item`) and curves over
+    K = 1..curve_max_k for one model (predictions cached once). ``test``: (user_idx, item_idx, timestamp)."""
+    kmax = max(max(ks), curve_max_k, NI.K)
     seconds: dict[str, float] = {}
     truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX).cache()
     preds = model.recommend_lists(users=truth.select(C.USER_IDX), k=kmax).cache()
@@ -40,6 +42,8 @@ def evaluate_model(model: FactorModel, fit: DataFrame, test: DataFrame, ks: list
             lists = preds.count()
         with timed(seconds, "ranking"):
             metrics = SM.ranking_metrics(preds, truth, ks, user_col=C.USER_IDX)
+        with timed(seconds, "next_item"):
+            metrics.update(NI.next_item_metrics(preds, test))
         vectors = model.item_factors.select(F.col("id").alias(C.ITEM_IDX), F.col("features").alias(SM.VECTOR))
         with timed(seconds, "beyond_accuracy"):
             for k in ks:
@@ -76,7 +80,7 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
         raise ValueError(f"run {run_id} has no trained models: run the train step first")
     interactions = T.read_table(spark, warehouse, C.INTERACTIONS)
     fit = interactions.where(F.col(C.SPLIT).isin(settings.train.fit_splits)).select(C.USER_IDX, C.ITEM_IDX).cache()
-    test = interactions.where(F.col(C.SPLIT) == TEST).select(C.USER_IDX, C.ITEM_IDX).cache()
+    test = interactions.where(F.col(C.SPLIT) == TEST).select(C.USER_IDX, C.ITEM_IDX, C.TIMESTAMP).cache()
     catalog = T.read_table(spark, warehouse, C.ITEM_INDEX).where(~F.col("deleted")).count()
     data_versions = {C.INTERACTIONS: int(T.describe_table(Path(T.table_path(warehouse, C.INTERACTIONS)))["version"])}
     results: dict[str, dict] = {}

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from recsys.constants import MODELS, RETRIEVERS
 from recsys.retrieval.settings import RetrievalSettings
+from recsys.sessions.settings import SessionSettings
 from recsys.strict import StrictModel, config_error
 
 
@@ -124,6 +125,23 @@ class MultiStageParams(StrictModel):
         return value
 
 
+class CooccurrenceParams(StrictModel):
+    """Last-items co-occurrence on sequences (:mod:`recsys.sessions.cooccurrence`): item j follows item i within
+    ``window`` steps (weight 1/distance; ``backward``: the share the reverse direction adds), rows normalised by
+    ``normalise`` (``cosine``, or ``conditional`` damped by the followed item's popularity^``alpha``), the best
+    ``neighbours`` kept per item; a session scores the rows of its last ``last_items`` items, the l-th latest
+    weighted ``decay``^l. ``sessions`` is set by the train step from the ``sessions`` section."""
+
+    window: int = Field(3, ge=1)
+    backward: float = Field(0.0, ge=0, le=1)
+    normalise: Literal["cosine", "conditional"] = "cosine"
+    alpha: float = Field(0.5, ge=0, le=1)
+    neighbours: int = Field(200, ge=1)
+    last_items: int = Field(3, ge=1)
+    decay: float = Field(0.5, gt=0, le=1)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+
+
 class ModelParams(StrictModel):
     """Parameters of every model by model name; the field names are ``recsys.constants.MODELS``."""
 
@@ -132,6 +150,7 @@ class ModelParams(StrictModel):
     popularity: PopularityParams = Field(default_factory=PopularityParams)
     content: ContentParams = Field(default_factory=ContentParams)
     multistage: MultiStageParams = Field(default_factory=MultiStageParams)
+    cooccurrence: CooccurrenceParams = Field(default_factory=CooccurrenceParams)
 
     def of(self, model: str) -> StrictModel:
         """The parameters of ``model``."""

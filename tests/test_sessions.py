@@ -1,0 +1,239 @@
+"""Session models: the co-occurrence scorer's known answers on hand-made sequences, the synthetic dump's planted
+chains, sequences built by Spark (order, gap cut, events, deletions), and a run whose session model trains,
+evaluates on the next-item task, publishes and loses deleted items and erased users to the cascade."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys import constants as C
+from recsys.config import SynthSettings
+from recsys.models.params import CooccurrenceParams
+from recsys.sessions import cooccurrence
+from recsys.sessions.arrays import Sequences
+
+# --- co-occurrence: known answers ---------------------------------------------------------------------------------
+
+
+def test_follow_counts_weigh_each_later_item_by_one_over_its_distance_within_the_window():
+    counts = cooccurrence.follow_counts(Sequences.from_lists([[0, 1, 2, 3], [2, 1]]), 4, window=2).toarray()
+    want = np.zeros((4, 4))
+    want[0, 1], want[0, 2] = 1, 0.5          # 1 right after 0, 2 two steps after
+    want[1, 2], want[1, 3] = 1, 0.5
+    want[2, 3] = 1
+    want[2, 1] = 1                           # the second sequence; no pair spans two sequences (3 → 2)
+    np.testing.assert_allclose(counts, want)
+
+
+def test_follow_counts_skip_an_item_following_itself_and_add_the_reverse_at_its_share():
+    counts = cooccurrence.follow_counts(Sequences.from_lists([[0, 0, 1]]), 2, window=1, backward=0.25).toarray()
+    np.testing.assert_allclose(counts, [[0, 1], [0.25, 0]])
+
+
+def test_normalisations_against_popularity():
+    counts = cooccurrence.follow_counts(Sequences.from_lists([[0, 1], [0, 1], [2, 1]]), 3, window=1)
+    occurrences = np.array([2.0, 3.0, 1.0])
+    cosine = cooccurrence.normalise(counts, occurrences, "cosine", 0.5).toarray()
+    np.testing.assert_allclose(cosine[0, 1], 2 / np.sqrt(2 * 3))
+    np.testing.assert_allclose(cosine[2, 1], 1 / np.sqrt(1 * 3))
+    conditional = cooccurrence.normalise(counts, occurrences, "conditional", 0.0).toarray()
+    np.testing.assert_allclose([conditional[0, 1], conditional[2, 1]], [1.0, 1.0])    # P(1 follows 0) = 2/2
+    damped = cooccurrence.normalise(counts, occurrences, "conditional", 1.0).toarray()
+    np.testing.assert_allclose(damped[0, 1], 2 / (2 * 3))
+
+
+def test_prune_keeps_each_rows_best_entries_ties_to_the_lower_index():
+    import scipy.sparse as sp
+
+    matrix = sp.csr_matrix(np.array([[0, 3, 1, 3], [2, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0]], dtype=float))
+    pruned = cooccurrence.prune_rows(matrix, 2).toarray()
+    np.testing.assert_allclose(pruned, [[0, 3, 0, 3], [2, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]])
+
+
+def _chain_scorer(**params) -> cooccurrence.CooccurrenceScorer:
+    """Items 0 → 1 → 2 → 3 in every sequence, item 4 seen alone (popular but followed by nothing)."""
+    sequences = Sequences.from_lists([[0, 1, 2, 3]] * 3 + [[4]] * 5)
+    return cooccurrence.fit(sequences, 6, CooccurrenceParams(**{"window": 1, **params}))
+
+
+def test_a_session_scores_what_followed_its_latest_items_most_recent_first():
+    scorer = _chain_scorer(last_items=2, decay=0.5, normalise="conditional", alpha=0.0)
+    scores = scorer.next_scores(np.array([0, 1]))
+    # P(2 follows 1) = 1 for the latest item, P(1 follows 0) = 1 weighted 0.5 for the one before
+    np.testing.assert_allclose(scores[[1, 2]], [0.5, 1.0])
+    assert scores.argmax() == 2
+    assert scorer.next_scores(np.array([1]))[1] < 0          # only the latest item: nothing follows 1 but 2
+
+
+def test_items_without_evidence_rank_below_by_popularity_not_by_index():
+    scorer = _chain_scorer()
+    scores = scorer.next_scores(np.array([2]))
+    assert scores[3] > 0
+    without = [i for i in np.argsort(-scores, kind="stable") if scores[i] <= 0]
+    assert without[0] == 4                                   # 5 occurrences, more than any chain item
+    assert scores[5] == min(scores)                          # never seen: last
+    assert (scores >= -1).all()                              # finite: a never-seen item can still fill a list
+
+
+def test_the_batch_scores_are_the_one_at_a_time_scores():
+    scorer = _chain_scorer(last_items=3, decay=0.7)
+    sessions = Sequences.from_lists([[0], [3, 1], [0, 1, 2], [4, 2, 0, 1]])
+    seen = []
+    for rows, block in scorer.next_scores_batch(sessions, rows_per_block=3):
+        seen += list(rows)
+        for row, scores in zip(rows, block):
+            np.testing.assert_allclose(scores, scorer.next_scores(sessions[row]))
+    assert seen == [0, 1, 2, 3]
+
+
+# --- the synthetic dump's sequential mode -------------------------------------------------------------------------
+
+
+def test_sequential_synth_walks_planted_chains_in_time_order(tmp_path):
+    from recsys.synth import generate
+
+    settings = SynthSettings(users=200, items=60, reviews=2000, clusters=4, categories=["Appliances"],
+                             sequential=True, chain_length=5, chain_noise=0.1)
+    generate(tmp_path, settings, progress=False)
+    with gzip.open(tmp_path / "Appliances.jsonl.gz", "rt") as handle:
+        rows = [json.loads(line) for line in handle]
+    by_user: dict[str, list] = {}
+    for row in rows:
+        by_user.setdefault(row[C.USER_ID], []).append((row[C.TIMESTAMP], row[C.ITEM_ID]))
+    pairs = [(a[1], b[1]) for walk in by_user.values() for a, b in zip(walk, walk[1:])]
+    assert all(a[0] < b[0] for walk in by_user.values() for a, b in zip(walk, walk[1:]))   # file order = time
+    assert all(len({i for _, i in walk}) == len(walk) for walk in by_user.values())          # no repeat
+    successors: dict[str, dict[str, int]] = {}
+    for a, b in pairs:
+        successors.setdefault(a, {}).setdefault(b, 0)
+        successors[a][b] += 1
+    # in a chain one successor dominates: the most common next item of an item is most of its next items
+    top = sum(max(nexts.values()) for nexts in successors.values())
+    assert top / len(pairs) > 0.6, top / len(pairs)
+
+
+# --- sequences built by Spark -------------------------------------------------------------------------------------
+
+MINUTE = 60_000
+
+
+def _events_warehouse(spark, root: Path) -> Path:
+    """A tiny warehouse: the user and item indices (item 3 deleted) and ops/events."""
+    from datetime import datetime, timezone
+
+    from recsys import tables as T
+
+    spark.createDataFrame([("U0", 0), ("U1", 1)], f"{C.USER_ID} STRING, {C.USER_IDX} INT") \
+        .write.format("delta").save(T.table_path(root, C.USER_INDEX))
+    spark.createDataFrame([(f"I{i}", i, "Appliances", i == 3) for i in range(5)], T.ITEM_INDEX.ddl) \
+        .write.format("delta").save(T.table_path(root, C.ITEM_INDEX))
+
+    def at(minute: int) -> datetime:
+        return datetime.fromtimestamp(minute * 60, tz=timezone.utc)
+
+    events = [("e1", "click", "U0", "I4", at(25)), ("e2", "purchase", "ANON", "I1", at(5)),
+              ("e3", "click", "ANON", "I2", at(6)), ("e4", "click", "U0", "I3", at(26)),    # I3 deleted
+              ("e5", "impression", "U0", None, at(27)), ("e6", "add_to_cart", "U1", "I0", at(10_000))]  # too late
+    rows = [(e, kind, user, item, "r", None, None, ts, ts, None, None) for e, kind, user, item, ts in events]
+    spark.createDataFrame(rows, T.EVENTS.ddl).write.format("delta").save(T.table_path(root, C.EVENTS))
+    return root
+
+
+def test_sequences_in_time_order_cut_after_the_gap_with_events_and_without_deleted_items(spark, tmp_path):
+    from recsys.sessions import sequences as S
+    from recsys.sessions.settings import SessionSettings
+
+    warehouse = _events_warehouse(spark, tmp_path)
+    interactions = spark.createDataFrame(
+        [(0, 2, 20 * MINUTE), (0, 1, 0), (0, 0, 0), (1, 2, 100 * MINUTE), (1, 0, 30 * MINUTE)],
+        f"{C.USER_IDX} INT, {C.ITEM_IDX} INT, {C.TIMESTAMP} BIGINT")
+    events = S.session_events(spark, warehouse)
+
+    whole = S.user_sequences(interactions, events, SessionSettings())
+    # the visitor first (no user index), then users by index; ties in time by item index; I3 and the late event gone
+    assert whole.users.tolist() == [S.NO_USER, 0, 1]
+    assert [s.tolist() for s in whole.sequences] == [[1, 2], [0, 1, 2, 4], [0, 2]]
+
+    cut = S.user_sequences(interactions, events, SessionSettings(gap_minutes=10))
+    assert cut.users.tolist() == [S.NO_USER, 0, 0, 1, 1]
+    assert [s.tolist() for s in cut.sequences] == [[1, 2], [0, 1], [2, 4], [0], [2]]
+
+    reviews_only = S.user_sequences(interactions, events, SessionSettings(event_types=[]))
+    assert [s.tolist() for s in reviews_only.sequences] == [[0, 1, 2], [0, 2]]
+
+
+# --- a run with a session model -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def session_run(spark, tmp_path_factory):
+    """A small sequential dump through the pipeline with popularity and co-occurrence (its own warehouse: the shared
+    one stays without session models), promoted on HR@20 so the session model is the one published."""
+    from recsys.config import load_settings
+    from recsys.pipeline import run_pipeline
+    from recsys.synth import generate
+
+    root = tmp_path_factory.mktemp("sessions")
+    settings = load_settings(warehouse=root / "wh", source=root / "src", reports=root / "reports")
+    settings.synth = settings.synth.model_copy(update={
+        "users": 300, "items": 60, "reviews": 3000, "clusters": 4, "categories": ["Appliances"],
+        "sequential": True, "chain_length": 6, "chain_noise": 0.1})
+    settings.train = settings.train.model_copy(update={"models": ["popularity", C.COOCCURRENCE]})
+    settings.tuning = settings.tuning.model_copy(update={"budget_seconds": 0})
+    settings.evaluate = settings.evaluate.model_copy(update={"primary_metric": "hr@20"})
+    settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})
+    generate(settings.source, settings.synth, progress=False)
+    return settings, run_pipeline(spark, settings)
+
+
+def test_cooccurrence_beats_popularity_on_the_next_item_of_planted_chains(session_run):
+    settings, summary = session_run
+    metrics = {m: r["metrics"] for m, r in summary["evaluate"]["models"].items()}
+    assert metrics[C.COOCCURRENCE]["hr@20"] > metrics["popularity"]["hr@20"] + 0.2, metrics
+    assert metrics[C.COOCCURRENCE]["mrr@20"] > 2 * metrics["popularity"]["mrr@20"], metrics
+    assert summary["evaluate"]["decision"]["promoted"] == C.COOCCURRENCE
+    report = Path(summary["evaluate"]["report"]).read_text()
+    assert "<h2>Next item</h2>" in report and "hr@20" in report
+
+
+def test_the_published_lists_of_a_session_model_exclude_the_users_fitted_items(spark, session_run):
+    from recsys import tables as T
+
+    settings, _ = session_run
+    lists = T.read_table(spark, settings.warehouse, C.RECS_USER_TOPK).where(f"{C.MODEL} = '{C.COOCCURRENCE}'")
+    fitted = T.read_table(spark, settings.warehouse, C.INTERACTIONS).join(
+        T.read_table(spark, settings.warehouse, C.USER_INDEX), C.USER_IDX).join(
+        T.read_table(spark, settings.warehouse, C.ITEM_INDEX), C.ITEM_IDX)
+    assert lists.count() > 0
+    assert lists.join(fitted, [C.USER_ID, C.ITEM_ID]).count() == 0
+
+
+def test_the_cascade_drops_a_deleted_items_row_and_an_erased_users_history(spark, session_run, tmp_path):
+    import pyarrow.parquet as pq
+
+    from recsys import ops
+    from recsys.catalog.files import drop_model_rows
+    from recsys.loading import load_model
+
+    settings, _ = session_run
+    path = Path(ops.production_model(settings.warehouse)["model_path"])
+    if not path.is_absolute():
+        path = settings.warehouse / path
+    folder = tmp_path / "models" / C.COOCCURRENCE / "run"          # where drop_model_rows looks for models
+    load_model(spark, path).save(folder)
+    model = load_model(spark, folder)
+    before = {r[C.USER_IDX]: r[C.ITEMS] for r in model.recommend_lists(k=5).collect()}
+    user, item = next((u, items[0]) for u, items in sorted(before.items()) if items)
+
+    removed = drop_model_rows(tmp_path, [user], [item])
+    assert sorted(removed) == [f"models/{C.COOCCURRENCE}/run/item_neighbours", f"models/{C.COOCCURRENCE}/run/user_history"]
+    assert item not in pq.read_table(folder / "item_neighbours").column("id").to_pylist()
+    after = {r[C.USER_IDX]: r[C.ITEMS] for r in load_model(spark, folder).recommend_lists(k=5).collect()}
+    assert user not in after
+    assert all(item not in items for items in after.values())
+    assert sum(len(items) for items in after.values()) == sum(len(before[u]) for u in after)   # lists stay full
