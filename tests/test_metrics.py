@@ -494,3 +494,38 @@ def test_cli_rejects_missing_files_bad_k_and_bad_engine(tmp_path, doc_files):
             run_metrics(*doc_files, k=k, engine="numpy")
     with pytest.raises(ValueError, match="--engine must be one of"):
         run_metrics(*doc_files, k=5, engine="pandas")
+
+
+# --- the next-item task (recsys.evaluate.next_item): HR@20 and MRR@20 of the first held-out item -------------------
+# Test rows (user, item, time): the target is the earliest, ties to the lower item; lists below, hand-scored.
+NEXT_TEST = [("a", 7, 30), ("a", 3, 10), ("a", 9, 10), ("b", 5, 2), ("c", 1, 1), ("d", 2, 4), ("d", 8, 4)]
+NEXT_LISTS = {"a": [4, 3, 9], "b": list(range(10, 30)) + [5], "c": [2, 1], "e": [1]}
+NEXT_WANT = {"hr@20": Fraction(2, 4),                       # a: 3 at 2; c: 1 at 2; b: 5 at 21 (> 20); d: no list
+             "mrr@20": (Fraction(1, 2) + Fraction(1, 2)) / 4}
+
+
+def test_next_item_targets_are_each_users_earliest_test_item_ties_to_the_lower_index():
+    from recsys.evaluate.next_item import first_items
+
+    users, items, stamps = zip(*NEXT_TEST)
+    assert first_items(users, items, stamps) == {"a": [3], "b": [5], "c": [1], "d": [2]}
+
+
+def test_next_item_metrics_known_answers():
+    from recsys.evaluate.next_item import first_items, next_item_metrics_numpy
+
+    users, items, stamps = zip(*NEXT_TEST)
+    got = next_item_metrics_numpy(NEXT_LISTS, first_items(users, items, stamps))
+    _assert_same(got, {key: float(value) for key, value in NEXT_WANT.items()})
+
+
+def test_spark_next_item_metrics_match_the_known_answers(spark):
+    from recsys import constants as C
+    from recsys.evaluate.next_item import next_item_metrics
+
+    ids = {u: i for i, u in enumerate("abcde")}
+    test = spark.createDataFrame([(ids[u], i, t) for u, i, t in NEXT_TEST],
+                                 f"{C.USER_IDX} INT, {C.ITEM_IDX} INT, {C.TIMESTAMP} BIGINT")
+    lists = spark.createDataFrame([(ids[u], items) for u, items in NEXT_LISTS.items()],
+                                  f"{C.USER_IDX} INT, {C.ITEMS} ARRAY<INT>")
+    _assert_same(next_item_metrics(lists, test), {key: float(value) for key, value in NEXT_WANT.items()})
