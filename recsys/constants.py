@@ -23,7 +23,7 @@ MULTISTAGE = "multistage"
 COOCCURRENCE, GRU4REC = "cooccurrence", "gru4rec"
 SESSION_MODELS = (COOCCURRENCE,)                      # next-item models on item sequences (recsys.sessions)
 # the multi-stage model's retrievers, and the models whose selected parameters two of them take
-RETRIEVERS = ("als", "content", "cooccurrence", "category_popular")
+RETRIEVERS = ("als", "content", "cooccurrence", "category_popular", "trending")
 RETRIEVER_MODELS = {"als": "implicit_als", "content": "content"}        # recsys.models; conf train.params keys
 SPLIT_STRATEGIES = ("official", "temporal", "leave_last_out", "random")   # recsys.features
 

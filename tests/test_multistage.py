@@ -14,7 +14,7 @@ from recsys.models.params import ALSParams
 from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
-from recsys.multistage.model import label_rows, write_model
+from recsys.multistage.model import Examples, best_order, label_rows, order_map, retriever_scores, write_model
 from recsys.models.params import MultiStageParams
 from recsys.multistage.stage import fit_stage
 
@@ -127,7 +127,7 @@ def test_union_and_features_put_each_retrievers_rank_on_its_own_pair():
     h = history([(0, 1), (0, 2), (1, 1)], stamps=[0, Fe.DAY_MS, 0])
     side = Fe.ItemSide.of(h, 10, np.array([0, Fe.DAY_MS, 0]), {"price": np.arange(10.0),
                                                                 "category": np.array([0, 0, 1, 0, 1, 1, 1, 1, 0, 0])},
-                          recent_days=30)
+                          recent_days=30, trend_half_life_days=7)
     x = Fe.assemble(h, side, {"als": a, "cooccurrence": b}, {"als": np.array([.5, .9, .4, .1], np.float32)},
                     rows, items, where)
     col = {name: j for j, name in enumerate(Fe.FEATURES)}
@@ -139,6 +139,38 @@ def test_union_and_features_put_each_retrievers_rank_on_its_own_pair():
     np.testing.assert_allclose(x[:, col["category_affinity"]], [0.5, 0.5, 1.0, 1.0])
     np.testing.assert_allclose(x[:, col["user_idle_days"]], [0, 0, 1, 1])
     assert np.isnan(x[:, col["content_score"]]).all()
+
+
+def test_trend_halves_each_half_life_and_orders_the_trending_retriever():
+    # item 1: twice at day 0; item 2: once at day 2 (the newest, "now"); item 5: once at day 1
+    h = history([(0, 1), (1, 1), (0, 2), (1, 5)], stamps=[0, 0, 2 * Fe.DAY_MS, Fe.DAY_MS])
+    side = Fe.ItemSide.of(h, 6, h.stamps, {}, recent_days=30, trend_half_life_days=1)
+    np.testing.assert_allclose(np.expm1(side.trend), [0, 2 * 0.25, 1.0, 0, 0, 0.5], rtol=1e-6)
+    assert side.trending(3).tolist() == [2, 1, 5]              # 1 and 5 tie at 0.5: the smaller index first
+    found = R.popular_in_category(h.take(np.array([0])), side.category, {}, side.trending(3), 3)
+    assert found.items.tolist() == [5]                          # user 0 had 1 and 2
+
+
+def test_the_lists_follow_the_best_order_on_the_labelled_users():
+    """The cross-fitted ranker orders the lists unless a retriever's own ranks score better on the same users."""
+    col = {name: j for j, name in enumerate(Fe.FEATURES)}
+    qid = np.array([0, 0, 0, 1, 1, 1])
+    items = np.array([10, 11, 12, 10, 11, 12], np.int32)
+    x = np.full((6, len(Fe.FEATURES)), np.nan, np.float32)
+    x[:, col["als_rank"]] = [1, 2, 3, 1, 2, 3]
+    x[:, col["trending_rank"]] = [3, 2, 1, 3, 2, np.nan]       # user 1: item 12 not proposed by trending
+    examples = Examples(qid, items, x, np.zeros(6, np.float32), np.ones(6, bool), {})
+    truth = {0: [12], 1: [12]}
+    crossed = np.array([0.1, 0.9, 0.5, 0.1, 0.9, 0.5], np.float32)   # 11, 12, 10 for both users
+    orders = order_map(examples, crossed, truth)
+    # ranker: 12 second for both; als: 12 third; trending: 12 first for user 0, unproposed (last) for user 1
+    assert orders == {"ranker": pytest.approx(1 / 2), "als": pytest.approx(1 / 3),
+                      "trending": pytest.approx((1 + 1 / 3) / 2)}
+    assert best_order(orders) == "trending"
+    assert best_order({"ranker": 0.5, "als": 0.5}) == "ranker"      # a tie keeps the ranker
+    assert set(order_map(examples, None, truth)) == {"als", "trending"}   # no cross-fit: no honest ranker score
+    assert best_order({}) == "ranker"
+    np.testing.assert_array_equal(retriever_scores(x, "trending")[3:], [-3, -2, -np.inf])
 
 
 def test_the_ranker_is_labelled_by_the_latest_split_or_each_users_last_rows():
@@ -221,22 +253,27 @@ def test_lists_reranked_together_equal_each_list_reranked_alone():
 
 
 def test_the_strength_is_the_longest_run_of_strengths_within_the_loss():
-    rows = np.zeros(3, dtype=np.int64)
-    items = np.array([5, 6, 7], dtype=np.int32)
-    scores = np.array([0.9, 0.8, 0.1], dtype=np.float32)
-    row_of = np.array([-1, -1, -1, -1, -1, 0, 1, 2])
-    vectors = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    # twelve candidates: the ten best are near-duplicates, the two last unlike them (a top 10 of one kind)
+    rows = np.zeros(12, dtype=np.int64)
+    items = np.arange(12, dtype=np.int32)
+    scores = np.linspace(1.0, 0.5, 12).astype(np.float32)
+    row_of = np.arange(12)
+    vectors = np.array([[1, 0]] * 10 + [[0, 1]] * 2, dtype=np.float32)
     users = np.array([42])
-    # the two near-duplicates are what the user took next: diversity costs MAP, so no strength is allowed …
-    strict, curve = D.choose_strength(rows, items, scores, users, {42: [5, 6]}, [0.5, 0.9], 0.02, 50,
-                                      (row_of, vectors))
+
+    def chosen(truth, max_loss, embeddings=vectors):
+        return D.choose_strength(rows, items, scores, users, {42: truth}, [0.5, 0.9], max_loss, 50,
+                                 (row_of, embeddings))
+
+    # what the user took next is the 9th and 10th near-duplicates: diversity costs MAP, no strength is allowed …
+    strict, curve = chosen([8, 9], 0.02)
     assert strict == 0.0 and [c["strength"] for c in curve] == [0.0, 0.5, 0.9]
-    assert curve[-1]["map@10"] < curve[0]["map@10"]     # [5, 7, 6] instead of [5, 6, 7]
+    assert curve[-1]["map@10"] < curve[0]["map@10"] and curve[-1]["diversity"] > curve[0]["diversity"]
     # … unless the loss allowed is large; and when diversity costs nothing, the strongest is chosen
-    assert D.choose_strength(rows, items, scores, users, {42: [5, 6]}, [0.5, 0.9], 0.99, 50, (row_of, vectors))[0] \
-        == 0.9
-    assert D.choose_strength(rows, items, scores, users, {42: [5]}, [0.5, 0.9], 0.02, 50, (row_of, vectors))[0] \
-        == 0.9
+    assert chosen([8, 9], 0.99)[0] == 0.9
+    assert chosen([0], 0.02)[0] == 0.9
+    # embeddings that do not separate the candidates: a strength would only shuffle the list, none is chosen
+    assert chosen([0], 0.99, np.ones((12, 2), dtype=np.float32))[0] == 0.0
 
 
 def test_a_large_catalogue_is_searched_by_the_saved_index_with_the_exact_answers_here(tmp_path):

@@ -132,13 +132,26 @@ def test_a_trial_is_sized_iterations_first_then_factors_to_its_predicted_cost():
     wanted = {"factors": 256, "iterations": 10, "alpha": 3.0}
     # predicted from the dearest measured trial: 2 s per 10 × 32² units
     assert cost.predicted_seconds(wanted, 1000, measured) == pytest.approx(2.0 * 64)
-    assert cost.sized(wanted, 200.0, 1000, measured) == wanted                        # fits: unchanged
-    assert cost.sized(wanted, 70.0, 1000, measured) == {**wanted, "iterations": 5}    # 64 s at 5 iterations
-    small = cost.sized(wanted, 10.0, 1000, measured)
+    assert cost.sized(wanted, measured, seconds=200.0, ratings=1000) == wanted              # fits: unchanged
+    assert cost.sized(wanted, measured, seconds=70.0, ratings=1000) == {**wanted, "iterations": 5}   # 64 s
+    small = cost.sized(wanted, measured, seconds=10.0, ratings=1000)
     assert small["iterations"] == 5 and cost.predicted_seconds(small, 1000, measured) <= 10.0
     assert small["factors"] > 0.9 * 256 * np.sqrt(10.0 / 64) and small["alpha"] == 3.0   # no smaller than needed
-    tiny = cost.sized(wanted, 0.01, 1000, measured)
+    tiny = cost.sized(wanted, measured, seconds=0.01, ratings=1000)
     assert (tiny["factors"], tiny["iterations"]) == (cost.MIN_FACTORS, cost.MIN_ITERATIONS)
+
+
+def test_spark_is_sized_for_min_trials_in_its_budget_and_the_others_not():
+    from recsys.selection import cost
+    from recsys.selection.step import _sizer
+
+    d, tuning = data(), TuningSettings(min_trials=4)
+    measured = [({"factors": 16, "iterations": 10}, 2.0)]
+    wanted = {"factors": 256, "iterations": 10}
+    size = _sizer("spark_als", d, 100.0, tuning)
+    assert cost.predicted_seconds(size(wanted, measured), len(d.users), measured) <= 100.0 / 4
+    assert size({"factors": 16, "iterations": 10}, measured) == {"factors": 16, "iterations": 10}
+    assert _sizer("implicit_als", d, 100.0, tuning) is None
 
 
 def capped(allowed):

@@ -161,9 +161,15 @@ def multistage_section(folder: Path, info: dict, plt) -> str:
         return ""
     parts = [f"<h2>Multi-stage model</h2><p>{info.get('candidates_per_user', 0):.0f} candidates per user; candidate "
              f"recall of the labelled items {info.get('candidate_recall', 0):.3f}; ranker trained on "
-             f"{info.get('users_with_a_positive', 0)} users; cross-fitted ranker MAP@10 "
-             f"{_cell(info.get('ranker_crossfit_map@10'))}; diversity strength {_cell(info.get('diversity'))}"
+             f"{info.get('users_with_a_positive', 0)} users; lists ordered by "
+             f"<b>{html.escape(str(info.get('order', 'ranker')))}</b>; diversity strength {_cell(info.get('diversity'))}"
              f"{html.escape(' (' + info['diversity_note'] + ')') if info.get('diversity_note') else ''}.</p>"]
+    orders = info.get("order_map@10") or {}
+    if orders:
+        rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_cell(value)}</td></tr>" for name, value in
+                       sorted(orders.items(), key=lambda kv: -kv[1]))
+        parts.append("<h3>Order of the lists: MAP@10 on the labelled users (the ranker cross-fitted)</h3>"
+                     f"<table><tr><th>order</th><th>MAP@10</th></tr>{rows}</table>")
     importances = info.get("feature_importance") or {}
     if importances:
         rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{share:.3f}</td></tr>" for name, share in

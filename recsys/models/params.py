@@ -84,7 +84,9 @@ class MultiStageParams(StrictModel):
     ``recent_items``: the user's latest items the co-occurrence retriever expands; ``neighbours``: co-occurring
     items kept per item; ``label_holdout``: when the rows fitted carry a single split, each user's last that many
     interactions label the ranker's training (otherwise the latest split does); ``max_rank_users``: users whose
-    candidates train the ranker (a seeded sample above it); ``recent_days``: the window of "recent" popularity.
+    candidates train the ranker (a seeded sample above it); ``recent_days``: the window of "recent" popularity;
+    ``trend_half_life_days``: the half-life of the ``trending`` retriever's decayed counts (a week: on a temporal
+    split the items bought in the weeks after the cut are those of the last weeks before it, not of all time).
     ``folds`` cross-fitted rankers score every labelled user with a ranker that did not see it: their early stopping
     sets the final ranker's number of trees, and on their scores the diversity strength is chosen
     (:mod:`recsys.multistage.diversity`).
@@ -100,6 +102,7 @@ class MultiStageParams(StrictModel):
     label_holdout: int = Field(1, ge=1)
     max_rank_users: int = Field(50_000, ge=1)
     recent_days: float = Field(30.0, gt=0)
+    trend_half_life_days: float = Field(7.0, gt=0)
     ranker: RankerParams = Field(default_factory=RankerParams)
     folds: int = Field(2, ge=0)                          # cross-fitted rankers (early stopping, diversity)
     diversity_grid: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])

@@ -5,7 +5,9 @@ the ranker's relevance, ``strength`` 0 = the ranker's order).
 The strength is chosen when the model is fitted, on the labelled users scored by cross-fitted rankers: the largest
 strength of ``diversity_grid`` such that it and every smaller one lose at most ``diversity_max_loss`` (relative) of
 MAP@10 against the ranker's own order (:func:`choose_strength`) — a run of strengths, not one lucky point of a noisy
-curve; the curve of MAP@10 against intra-list diversity is kept for the run's report.
+curve — among those that raise intra-list diversity by at least ``MIN_GAIN`` (embeddings that barely separate the
+candidates, e.g. a heavily regularised ALS on a tiny set, make the re-rank a shuffle that only costs accuracy); the
+curve of MAP@10 against intra-list diversity is kept for the run's report.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from recsys.metrics.definitions import MAP, metric_key
 from recsys.rerank import dpp
 
 K = 10          # the list length the strength is chosen at (the project's primary metric: MAP@10)
+MIN_GAIN = 0.01  # intra-list diversity a strength must add to the ranker's order to be worth choosing
 
 
 @dataclass
@@ -101,11 +104,12 @@ def choose_strength(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, use
         value = PM.ranking_metrics(predictions, truth, [K])[metric_key(MAP, K)]
         diversity = _diversity(lists, len(users), row_of, unit)
         curve.append({"strength": strength, "map@10": round(value, 5), "diversity": round(diversity, 5)})
-    base, chosen = curve[0]["map@10"], 0.0
+    base, plain, chosen = curve[0]["map@10"], curve[0]["diversity"], 0.0
     for point in curve:                 # the longest run of strengths from 0 that all keep the loss within bounds
         if point["map@10"] < base * (1 - max_loss):
             break
-        chosen = point["strength"]
+        if point["diversity"] >= plain + MIN_GAIN:     # … and that buys diversity: else the re-rank only shuffles
+            chosen = point["strength"]
     return chosen, curve
 
 

@@ -13,8 +13,9 @@ import numpy as np
 from recsys.multistage.retrievers import DAY_MS, History, Retrieved
 
 FEATURES = ("als_score", "als_rank", "content_score", "content_rank", "cooccurrence_score", "cooccurrence_rank",
-            "category_popular_rank", "retrievers", "popularity", "recent_popularity", "item_age_days", "price",
-            "average_rating", "rating_number", "user_interactions", "user_idle_days", "category_affinity")
+            "category_popular_rank", "trending_rank", "retrievers", "popularity", "recent_popularity", "trend",
+            "item_age_days", "price", "average_rating", "rating_number", "user_interactions", "user_idle_days",
+            "category_affinity")
 
 
 @dataclass
@@ -23,6 +24,7 @@ class ItemSide:
 
     popularity: np.ndarray          # log1p(interactions)
     recent_popularity: np.ndarray   # log1p(interactions in the last ``recent_days``)
+    trend: np.ndarray               # log1p(Σ 0.5^(age_days / trend_half_life_days)): popular now, not over the years
     first_ms: np.ndarray            # first interaction (ms); NaN: never
     price: np.ndarray
     average_rating: np.ndarray
@@ -32,12 +34,14 @@ class ItemSide:
 
     @classmethod
     def of(cls, history: History, n_items: int, timestamps: np.ndarray, catalogue: dict[str, np.ndarray],
-           recent_days: float) -> ItemSide:
+           recent_days: float, trend_half_life_days: float) -> ItemSide:
         """``timestamps``: aligned with ``history.items``; ``catalogue``: price, average_rating, rating_number,
         category arrays over item_idx (shorter arrays are padded as unknown)."""
         end = float(timestamps.max(initial=0))
         counts = np.bincount(history.items, minlength=n_items).astype(np.float32)
         recent = np.bincount(history.items[timestamps >= end - recent_days * DAY_MS], minlength=n_items)
+        decay = 0.5 ** ((end - timestamps.astype(np.float64)) / (trend_half_life_days * DAY_MS))
+        trend = np.bincount(history.items, weights=decay, minlength=n_items)
         first = np.full(n_items, np.inf)
         np.minimum.at(first, history.items, timestamps.astype(np.float64))
         first[np.isinf(first)] = np.nan
@@ -48,14 +52,13 @@ class ItemSide:
             out[: len(values)] = values
             return out
 
-        return cls(np.log1p(counts), np.log1p(recent.astype(np.float32)), first,
+        return cls(np.log1p(counts), np.log1p(recent.astype(np.float32)), np.log1p(trend).astype(np.float32), first,
                    padded("price", np.nan, np.float32), padded("average_rating", np.nan, np.float32),
                    np.log1p(padded("rating_number", np.nan, np.float32)), padded("category", -1, np.int32), end)
 
     def popular(self, top: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
         """The ``top`` most popular items of each category and overall (ties to the smaller index)."""
-        order = np.lexsort((np.arange(len(self.popularity)), -self.popularity))
-        order = order[self.popularity[order] > 0]
+        order = _descending(self.popularity)
         by_category: dict[int, list[int]] = {}
         for item in order.tolist():
             code = int(self.category[item])
@@ -63,6 +66,16 @@ class ItemSide:
                 by_category[code].append(item)
         return ({c: np.asarray(v, dtype=np.int32) for c, v in by_category.items()},
                 order[:top].astype(np.int32))
+
+    def trending(self, top: int) -> np.ndarray:
+        """The ``top`` items of highest :attr:`trend` (ties to the smaller index)."""
+        return _descending(self.trend)[:top].astype(np.int32)
+
+
+def _descending(values: np.ndarray) -> np.ndarray:
+    """Indices of the positive ``values``, largest first, ties to the smaller index."""
+    order = np.lexsort((np.arange(len(values)), -values))
+    return order[values[order] > 0]
 
 
 @dataclass
@@ -99,6 +112,7 @@ def assemble(history: History, side: ItemSide, proposals: dict[str, Retrieved], 
     safe = np.clip(items, 0, len(side.popularity) - 1)
     known = items < len(side.popularity)
     for name, values in (("popularity", side.popularity), ("recent_popularity", side.recent_popularity),
+                         ("trend", side.trend),
                          ("price", side.price), ("average_rating", side.average_rating),
                          ("rating_number", side.rating_number)):
         x[:, column[name]] = np.where(known, values[safe], np.nan)

@@ -32,7 +32,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys.constants import MULTISTAGE
+from recsys.constants import MULTISTAGE, RETRIEVERS
+from recsys.metrics import python_metrics as PM
+from recsys.metrics.definitions import MAP, metric_key
 from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
 from recsys.models.params import ALSParams, ContentParams, MultiStageParams
 from recsys.multistage import diversity as D
@@ -42,9 +44,10 @@ from recsys.multistage.stage import Stage, fit_stage
 
 SPLIT_ORDER = ("train", "valid", "test")
 ANN_FILE = "als.ann"      # the ALS retriever's approximate index, for catalogues of retrieval.ann_min_items or more
-SIDE_COLUMNS = ("popularity", "recent_popularity", "first_ms", "price", "average_rating", "rating_number",
+SIDE_COLUMNS = ("popularity", "recent_popularity", "trend", "first_ms", "price", "average_rating", "rating_number",
                 "category")
 CATALOGUE_COLUMNS = ("price", "average_rating", "rating_number", "category")
+RANKER = "ranker"         # the lists' order when the learned ranker orders them (else a retriever's name)
 
 
 @dataclass
@@ -132,10 +135,22 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     earlier = R.History.of(users[early], items_[early], weights[early], stamps[early])
     stage_one = _fit(earlier, n_items, params, catalogue, content)
     examples = training_examples(stage_one, earlier, users[label], items_[label], params)
+    truth = label_truth(examples, users[label], items_[label])
     crossed = cross_fit(spark, examples, params)
-    ranker, ranker_info = train_ranker(spark, examples.subset(examples.has_positive), params, rounds=crossed.rounds)
+    orders = order_map(examples, crossed.scores, truth)
+    ranker, ranker_info = None, {}
+    if best_order(orders) == RANKER:
+        ranker, ranker_info = train_ranker(spark, examples.subset(examples.has_positive), params,
+                                           rounds=crossed.rounds)
+        if ranker is None:
+            orders.pop(RANKER, None)
+    order = best_order(orders)
+    if order == RANKER and ranker is None:
+        order = "als"                                   # nothing labelled at all: the ALS retriever's order
     ranker_info.update(crossed.info)
-    ranker_info.update(choose_diversity(examples, crossed.scores, stage_one, users[label], items_[label], params))
+    ranker_info.update({"order": order, "order_map@10": orders})
+    ordered = crossed.scores if order == RANKER else retriever_scores(examples.x, order)
+    ranker_info.update(choose_diversity(examples, ordered, stage_one, truth, params))
 
     every = R.History.of(users, items_, weights, stamps)
     stage_two = _fit(every, n_items, params, catalogue, content)
@@ -247,22 +262,58 @@ def cross_fit(spark: SparkSession, examples: Examples, params: MultiStageParams)
     return CrossFit(scores, max(1, int(round(float(np.mean(best))))), {"crossfit_rounds": best})
 
 
-def choose_diversity(examples: Examples, scores: np.ndarray | None, stage: Stage, label_users: np.ndarray,
-                     label_items: np.ndarray, params: MultiStageParams) -> dict[str, Any]:
-    """On the cross-fitted scores of every labelled user: the ranker's MAP@10 and the diversity strength
-    (:mod:`diversity`)."""
+def label_truth(examples: Examples, label_users: np.ndarray, label_items: np.ndarray) -> dict[int, list[int]]:
+    """The labelled items of each user with candidates (the users the ranker's order is judged on)."""
+    wanted, truth = set(np.unique(examples.qid).tolist()), {}
+    for user, item in zip(label_users.tolist(), label_items.tolist()):
+        if user in wanted:
+            truth.setdefault(user, []).append(item)
+    return truth
+
+
+def retriever_scores(x: np.ndarray, retriever: str) -> np.ndarray:
+    """Candidates ordered by one retriever's rank (those it did not propose last)."""
+    ranks = x[:, Fe.FEATURES.index(f"{retriever}_rank")]
+    return np.where(np.isnan(ranks), -np.inf, -ranks).astype(np.float32)
+
+
+def order_map(examples: Examples, crossed: np.ndarray | None, truth: dict[int, list[int]]) -> dict[str, float]:
+    """MAP@10 on the labelled users of the cross-fitted ranker's order (``ranker``, when there are cross-fitted
+    scores) and of each retriever's own order, on the same candidates.
+
+    Why: on a small or very sparse set (a few hundred labelled users) the ranker can learn less than the best single
+    signal it is given; the comparison is honest because the ranker's scores come from rankers that did not see
+    the user and a retriever never sees labels. Without cross-fitted scores (too few labelled users to check it)
+    the ranker is not trusted either: the best retriever orders the lists (:func:`best_order`)."""
+    users, rows = np.unique(examples.qid, return_inverse=True)
+    present = [r for r in RETRIEVERS if not np.isnan(examples.x[:, Fe.FEATURES.index(f"{r}_rank")]).all()]
+    options = {name: retriever_scores(examples.x, name) for name in present}
+    if crossed is not None:
+        options = {RANKER: crossed, **options}
+    values = {}
+    for name, scores in options.items() if truth else ():
+        lists = D.top_lists(rows, examples.items, scores, len(users), D.K, 0.0, 1, None)
+        predictions = {int(u): lists.of(r).tolist() for r, u in enumerate(users)}
+        values[name] = PM.ranking_metrics(predictions, truth, [D.K])[metric_key(MAP, D.K)]
+    return values
+
+
+def best_order(orders: dict[str, float]) -> str:
+    """The order of highest MAP@10 (ties keep the ranker); the ranker when nothing could be judged."""
+    return max(orders, key=lambda name: (orders[name], name == RANKER)) if orders else RANKER
+
+
+def choose_diversity(examples: Examples, scores: np.ndarray | None, stage: Stage, truth: dict[int, list[int]],
+                     params: MultiStageParams) -> dict[str, Any]:
+    """On the labelled users' scores (cross-fitted, or the chosen retriever's): the diversity strength
+    (:mod:`diversity`) and the order's MAP@10."""
     embeddings = embedding_space(stage)
     if scores is None or embeddings is None:
         return {"diversity": 0.0, "diversity_note": "no cross-fitted scores or embeddings: the ranker's order"}
     users, rows = np.unique(examples.qid, return_inverse=True)
-    wanted, truth = set(users.tolist()), {}
-    for user, item in zip(label_users.tolist(), label_items.tolist()):
-        if user in wanted:
-            truth.setdefault(user, []).append(item)
     strength, curve = D.choose_strength(rows, examples.items, scores, users, truth, params.diversity_grid,
                                         params.diversity_max_loss, params.diversity_pool, embeddings)
-    return {"diversity": strength, "diversity_curve": curve, "diversity_users": len(users),
-            "ranker_crossfit_map@10": curve[0]["map@10"] if curve else None}
+    return {"diversity": strength, "diversity_curve": curve, "diversity_users": len(users)}
 
 
 def embedding_space(stage: Stage) -> tuple[np.ndarray, np.ndarray] | None:
@@ -279,7 +330,7 @@ def train_ranker(spark: SparkSession, examples: Examples, params: MultiStagePara
 
     ranker = params.ranker
     if not len(examples.label):
-        return None, {"ranker": "no labelled candidates: candidates are ordered by the ALS retriever"}
+        return None, {"ranker": "no labelled candidates: the best retriever orders the lists"}
     scratch = Path(tempfile.mkdtemp(prefix="multistage-examples-"))
     try:
         parts = [(examples, False)] + ([(valid, True)] if valid is not None and len(valid.label) else [])
@@ -428,6 +479,7 @@ class _Scorer:
     ranker: bytes | None
     exclude: np.ndarray
     strength: float
+    order: str                   # RANKER, or the retriever whose ranks order the lists (:func:`choose_order`)
     index_path: str | None = None
 
     @classmethod
@@ -455,7 +507,7 @@ class _Scorer:
         return cls(meta["params"], n, side, _factor_arrays(path / "item_factors"),
                    _factor_arrays(path / "item_content") if (path / "item_content").is_dir() else None,
                    neighbours, ranker, np.asarray(sorted(set(exclude)), dtype=np.int32), strength,
-                   str((path / ANN_FILE).resolve()) if (path / ANN_FILE).is_file() else None)
+                   RANKER if ranker is not None else meta["info"].get("order", "als"), str((path / ANN_FILE).resolve()) if (path / ANN_FILE).is_file() else None)
 
     def stage(self) -> Stage:
         params = MultiStageParams.model_validate(self.params)
@@ -502,13 +554,13 @@ def _score_batches(bc, k: int, block: int):
             for start in range(0, batch.num_rows, block):
                 part = batch.slice(start, min(block, batch.num_rows - start))
                 if part.num_rows:
-                    yield _rank_block(part, stage, booster, scorer.exclude, k, scorer.strength, pool)
+                    yield _rank_block(part, stage, booster, scorer.order, scorer.exclude, k, scorer.strength, pool)
 
     return run
 
 
-def _rank_block(part: pa.RecordBatch, stage: Stage, booster, exclude: np.ndarray, k: int, strength: float,
-                pool: int) -> pa.RecordBatch:
+def _rank_block(part: pa.RecordBatch, stage: Stage, booster, order: str, exclude: np.ndarray, k: int,
+                strength: float, pool: int) -> pa.RecordBatch:
     items_col = part.column("items")
     lengths = items_col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
     history = R.History(part.column("id").to_numpy().astype(np.int32),
@@ -525,10 +577,7 @@ def _rank_block(part: pa.RecordBatch, stage: Stage, booster, exclude: np.ndarray
     found = stage.candidates(history, vectors)
     keep = ~np.isin(found.items, exclude)
     rows, items, x = found.rows[keep], found.items[keep], found.x[keep]
-    if booster is not None:
-        scores = booster.inplace_predict(x).astype(np.float32)
-    else:
-        scores = np.nan_to_num(x[:, Fe.FEATURES.index("als_score")], nan=-np.inf)
+    scores = booster.inplace_predict(x).astype(np.float32) if booster is not None else retriever_scores(x, order)
     lists = D.top_lists(rows, items, scores, part.num_rows, k, strength, pool, embedding_space(stage))
     offsets = pa.array(lists.offsets)
     return pa.RecordBatch.from_arrays(

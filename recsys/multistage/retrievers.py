@@ -7,7 +7,9 @@ applied to blocks of users inside Spark tasks (or on the driver, for the ranker'
 - ``cooccurrence``: items that co-occur (cosine over users) with the user's latest ``recent_items`` items, weighted
   towards the most recent: what the user is doing now, not an average of their history;
 - ``category_popular``: the most popular unseen items of the user's most frequent category, topped up from the
-  overall most popular (the only candidates of a user with no history).
+  overall most popular (the only candidates of a user with no history);
+- ``trending``: the unseen items most popular now (interactions decayed with a half-life of
+  ``trend_half_life_days``): what a temporal split's next weeks bring, which all-time popularity misses.
 
 Every retriever's score and rank of a candidate become ranking features (:mod:`recsys.multistage.features`).
 """

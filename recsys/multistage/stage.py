@@ -30,10 +30,13 @@ class Stage:
     content: R.FactorSide | None
     neighbours: sp.csr_matrix | None
     popular: tuple[dict[int, np.ndarray], np.ndarray] = field(default=None)  # type: ignore[assignment]
+    trending: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.popular is None:
             self.popular = self.side.popular(self.params.per_retriever * 4)
+        if self.trending is None:
+            self.trending = self.side.trending(self.params.per_retriever * 4)
 
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
         """ALS vectors of ``users`` (zeros for users the ALS never saw)."""
@@ -63,6 +66,8 @@ class Stage:
             by_category, overall = self.popular
             proposals["category_popular"] = R.popular_in_category(history, self.side.category, by_category,
                                                                   overall, n)
+        if "trending" in wanted:
+            proposals["trending"] = R.popular_in_category(history, self.side.category, {}, self.trending, n)
         rows, items, where = Fe.union(proposals, self.n_items)
         scores = {}
         if self.als is not None:
@@ -86,7 +91,8 @@ def fit_stage(history: R.History, n_items: int, params: MultiStageParams, als: A
     from recsys.models.implicit_als import factorize
     from recsys.models.weighting import weigh
 
-    side = Fe.ItemSide.of(history, n_items, timestamps, catalogue, params.recent_days)
+    side = Fe.ItemSide.of(history, n_items, timestamps, catalogue, params.recent_days,
+                         params.trend_half_life_days)
     als_side = als_users = None
     if als is not None and "als" in params.retrievers and len(history.items):
         users = np.repeat(history.users, history.lengths)

@@ -35,8 +35,8 @@ def predicted_seconds(params: dict[str, Any], ratings: int, measured: list[tuple
     return seconds * work(params, ratings) / work(reference, ratings)
 
 
-def sized(params: dict[str, Any], seconds: float, ratings: int,
-          measured: list[tuple[dict[str, Any], float]]) -> dict[str, Any]:
+def sized(params: dict[str, Any], measured: list[tuple[dict[str, Any], float]], *, seconds: float,
+          ratings: int) -> dict[str, Any]:
     """``params`` made cheap enough to be predicted within ``seconds``: iterations down to
     :data:`SPARE_ITERATIONS`, then factors down to :data:`MIN_FACTORS`, then iterations down to
     :data:`MIN_ITERATIONS` (what still does not fit is returned at that floor)."""
