@@ -144,7 +144,8 @@ def test_union_and_features_put_each_retrievers_rank_on_its_own_pair():
 def test_trend_halves_each_half_life_and_orders_the_trending_retriever():
     # item 1: twice at day 0; item 2: once at day 2 (the newest, "now"); item 5: once at day 1
     h = history([(0, 1), (1, 1), (0, 2), (1, 5)], stamps=[0, 0, 2 * Fe.DAY_MS, Fe.DAY_MS])
-    side = Fe.ItemSide.of(h, 6, h.stamps, {}, recent_days=30, trend_half_life_days=1)
+    side = Fe.ItemSide.of(h, 6, h.stamps, {"category": np.array([0, 1, 1, 0, 1, 1])}, recent_days=30,
+                          trend_half_life_days=1)
     np.testing.assert_allclose(np.expm1(side.trend), [0, 2 * 0.25, 1.0, 0, 0, 0.5], rtol=1e-6)
     assert side.trending(3).tolist() == [2, 1, 5]              # 1 and 5 tie at 0.5: the smaller index first
     found = R.popular_in_category(h.take(np.array([0])), side.category, {}, side.trending(3), 3)

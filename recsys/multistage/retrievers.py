@@ -245,7 +245,7 @@ def popular_in_category(history: History, category_of: np.ndarray, by_category: 
     table = np.full((max(by_category, default=-1) + 2, width), -1, dtype=np.int64)   # last row: no category
     for code, items in by_category.items():
         table[code, : len(items)] = items
-    lists = np.hstack([table[np.where(main >= 0, main, len(table) - 1)],
+    lists = np.hstack([table[np.where((main >= 0) & (main < len(table) - 1), main, len(table) - 1)],
                        np.broadcast_to(np.pad(overall.astype(np.int64), (0, width - len(overall)), constant_values=-1),
                                        (rows_n, width))])
     rows = np.repeat(np.arange(rows_n, dtype=np.int64), lists.shape[1])
