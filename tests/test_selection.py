@@ -369,6 +369,36 @@ def test_the_step_searches_on_valid_only_records_trials_and_train_fits_the_winne
     assert registered == best and entry["model"] == "implicit_als"
 
 
+def test_spark_starts_from_implicits_winner_sized_to_its_budget(spark, tmp_path):
+    """Through the step's own search of Spark ALS: after the configured trial, implicit's winner mapped into
+    Spark's space (λ by the typical count, iterations inside Spark's range) and cut so that tuning.min_trials of
+    it are predicted to fit the budget."""
+    from test_features import silver_rows, write_silver
+
+    from recsys.config import FeatureSettings, SplitSettings, load_settings
+    from recsys.features import build_features
+    from recsys.selection import cost
+    from recsys.selection.data import search_data
+    from recsys.selection.step import search_model
+
+    settings = load_settings(warehouse=tmp_path / "wh", reports=tmp_path / "reports")
+    settings.features = FeatureSettings(split=SplitSettings(strategy="leave_last_out", holdout=2))
+    settings.tuning = settings.tuning.model_copy(update={"max_trials": 2, "rescore_top": 0, "min_trials": 5})
+    write_silver(spark, settings.warehouse, silver_rows(n_users=60, n_items=25, per_user=(5, 12)))
+    build_features(spark, settings.warehouse, settings.features)
+    d = search_data(spark, settings.warehouse, max_users=1000, seed=0)
+    winner = model_params("implicit_als", {"factors": 256, "regularization": 4.0, "alpha": 2.0, "iterations": 30,
+                                           "weighting": {"power": 3.0}}).model_dump()
+    result = search_model(spark, settings, "spark_als", "run-s", d, budget_seconds=40.0,
+                          searched={"implicit_als": {"best": winner}})
+    (configured, configured_seconds), (first, _) = [(t["params"], t["seconds"]) for t in result.trials]
+    assert configured["factors"] == settings.train.params.spark_als.factors
+    assert first["regularization"] == pytest.approx(4.0 / d.typical_count)
+    assert (first["alpha"], first["weighting"]) == (2.0, winner["weighting"])
+    assert first["iterations"] == cost.SPARE_ITERATIONS and first["factors"] < 256      # cut: 256 would not fit
+    assert cost.predicted_seconds(first, len(d.users), [(configured, configured_seconds)]) <= 40.0 / 5
+
+
 def test_the_report_shows_the_search(tmp_path):
     from recsys.evaluate.report import write_report
 
