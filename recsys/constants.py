@@ -18,10 +18,10 @@ META_FIELDS = (
 LAYERS = ("bronze", "silver", "gold", "published")
 
 # --- choices the DAGs' forms offer (their files read these while Airflow parses them) ------------------
-MODELS = ("spark_als", "implicit_als", "popularity", "content", "multistage", "cooccurrence")
+MODELS = ("spark_als", "implicit_als", "popularity", "content", "multistage", "cooccurrence", "gru4rec")
 MULTISTAGE = "multistage"
 COOCCURRENCE, GRU4REC = "cooccurrence", "gru4rec"
-SESSION_MODELS = (COOCCURRENCE,)                      # next-item models on item sequences (recsys.sessions)
+SESSION_MODELS = (COOCCURRENCE, GRU4REC)              # next-item models on item sequences (recsys.sessions)
 # the multi-stage model's retrievers, and the models whose selected parameters two of them take
 RETRIEVERS = ("als", "content", "cooccurrence", "category_popular", "trending")
 RETRIEVER_MODELS = {"als": "implicit_als", "content": "content"}        # recsys.models; conf train.params keys

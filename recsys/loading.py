@@ -15,7 +15,7 @@ from recsys.models import FactorModel
 from recsys.models import fit_model as fit_factor_model
 from recsys.models.params import model_params
 from recsys.multistage import model as multistage
-from recsys.sessions import model as sessions
+from recsys import session_model
 
 MODELS = (*FACTOR_MODELS, MULTISTAGE, *SESSION_MODELS)   # every model a run can train
 
@@ -25,15 +25,15 @@ def fit_model(name: str, interactions, params: Mapping[str, Any] | None = None, 
     if name == MULTISTAGE:
         return multistage.fit(interactions, model_params(name, params), items=items)
     if name in SESSION_MODELS:
-        return sessions.fit(name, interactions, model_params(name, params), items=items)
+        return session_model.fit(name, interactions, model_params(name, params), items=items)
     return fit_factor_model(name, interactions, params, items=items)
 
 
 def load_model(spark, path: Path | str, seen=None):
     """A saved model of any kind (its ``model.json`` says which): a :class:`FactorModel`, a
-    :class:`~recsys.multistage.model.MultiStageModel` or a :class:`~recsys.sessions.model.SessionModel`, all
+    :class:`~recsys.multistage.model.MultiStageModel` or a :class:`~recsys.session_model.SessionModel`, all
     scoring through ``recommend``/``recommend_lists``."""
     name = json.loads((Path(path) / "model.json").read_text())["name"]
     kind = (multistage.MultiStageModel if name == MULTISTAGE else
-            sessions.SessionModel if name in SESSION_MODELS else FactorModel)
+            session_model.SessionModel if name in SESSION_MODELS else FactorModel)
     return kind.load(spark, path, seen=seen)

@@ -37,7 +37,7 @@ def model_items(spark: SparkSession, warehouse: Path, model: str) -> DataFrame |
     """The catalogue a model reads besides the interactions: item text (content), text and item features
     (multi-stage), the live items and the API's item events (session models), nothing (the others)."""
     from recsys.multistage.model import catalogue_items
-    from recsys.sessions.model import session_inputs
+    from recsys.session_model import session_inputs
 
     if model == "content":
         return catalog_text(spark, warehouse)

@@ -172,8 +172,8 @@ def test_sequences_in_time_order_cut_after_the_gap_with_events_and_without_delet
 
 @pytest.fixture(scope="module")
 def session_run(spark, tmp_path_factory):
-    """A small sequential dump through the pipeline with popularity and co-occurrence (its own warehouse: the shared
-    one stays without session models), promoted on HR@20 so the session model is the one published."""
+    """A small sequential dump through the pipeline with popularity and both session models (its own warehouse: the
+    shared one stays without them; GRU4Rec small and short), promoted on HR@20 so a session model is published."""
     from recsys.config import load_settings
     from recsys.pipeline import run_pipeline
     from recsys.synth import generate
@@ -183,7 +183,9 @@ def session_run(spark, tmp_path_factory):
     settings.synth = settings.synth.model_copy(update={
         "users": 300, "items": 60, "reviews": 3000, "clusters": 4, "categories": ["Appliances"],
         "sequential": True, "chain_length": 6, "chain_noise": 0.1})
-    settings.train = settings.train.model_copy(update={"models": ["popularity", C.COOCCURRENCE]})
+    settings.train = settings.train.model_copy(update={"models": ["popularity", C.COOCCURRENCE, C.GRU4REC]})
+    settings.train.params = settings.train.params.updated(
+        {C.GRU4REC: {"layers": [32], "n_sample": 64, "epochs": 2, "batch_size": 16}})
     settings.tuning = settings.tuning.model_copy(update={"budget_seconds": 0})
     settings.evaluate = settings.evaluate.model_copy(update={"primary_metric": "hr@20"})
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})
@@ -191,12 +193,13 @@ def session_run(spark, tmp_path_factory):
     return settings, run_pipeline(spark, settings)
 
 
-def test_cooccurrence_beats_popularity_on_the_next_item_of_planted_chains(session_run):
+def test_session_models_beat_popularity_on_the_next_item_of_planted_chains(session_run):
     settings, summary = session_run
     metrics = {m: r["metrics"] for m, r in summary["evaluate"]["models"].items()}
     assert metrics[C.COOCCURRENCE]["hr@20"] > metrics["popularity"]["hr@20"] + 0.2, metrics
     assert metrics[C.COOCCURRENCE]["mrr@20"] > 2 * metrics["popularity"]["mrr@20"], metrics
-    assert summary["evaluate"]["decision"]["promoted"] == C.COOCCURRENCE
+    assert metrics[C.GRU4REC]["hr@20"] > metrics["popularity"]["hr@20"], metrics
+    assert summary["evaluate"]["decision"]["promoted"] in (C.COOCCURRENCE, C.GRU4REC)
     report = Path(summary["evaluate"]["report"]).read_text()
     assert "<h2>Next item</h2>" in report and "hr@20" in report
 
@@ -205,7 +208,7 @@ def test_the_published_lists_of_a_session_model_exclude_the_users_fitted_items(s
     from recsys import tables as T
 
     settings, _ = session_run
-    lists = T.read_table(spark, settings.warehouse, C.RECS_USER_TOPK).where(f"{C.MODEL} = '{C.COOCCURRENCE}'")
+    lists = T.read_table(spark, settings.warehouse, C.RECS_USER_TOPK)
     fitted = T.read_table(spark, settings.warehouse, C.INTERACTIONS).join(
         T.read_table(spark, settings.warehouse, C.USER_INDEX), C.USER_IDX).join(
         T.read_table(spark, settings.warehouse, C.ITEM_INDEX), C.ITEM_IDX)
@@ -213,27 +216,58 @@ def test_the_published_lists_of_a_session_model_exclude_the_users_fitted_items(s
     assert lists.join(fitted, [C.USER_ID, C.ITEM_ID]).count() == 0
 
 
-def test_the_cascade_drops_a_deleted_items_row_and_an_erased_users_history(spark, session_run, tmp_path):
+@pytest.mark.parametrize("name", [C.COOCCURRENCE, C.GRU4REC])
+def test_the_cascade_drops_a_deleted_items_row_and_an_erased_users_history(spark, session_run, tmp_path, name):
     import pyarrow.parquet as pq
 
     from recsys import ops
     from recsys.catalog.files import drop_model_rows
     from recsys.loading import load_model
 
-    settings, _ = session_run
-    path = Path(ops.production_model(settings.warehouse)["model_path"])
+    settings, summary = session_run
+    path = Path(next(c["model_path"] for c in ops.run_models(settings.warehouse, summary["run_id"])
+                     if c[C.MODEL] == name))
     if not path.is_absolute():
         path = settings.warehouse / path
-    folder = tmp_path / "models" / C.COOCCURRENCE / "run"          # where drop_model_rows looks for models
+    folder = tmp_path / "models" / name / "run"          # where drop_model_rows looks for models
+    rows = "item_neighbours" if name == C.COOCCURRENCE else "item_embeddings"
     load_model(spark, path).save(folder)
     model = load_model(spark, folder)
     before = {r[C.USER_IDX]: r[C.ITEMS] for r in model.recommend_lists(k=5).collect()}
     user, item = next((u, items[0]) for u, items in sorted(before.items()) if items)
 
     removed = drop_model_rows(tmp_path, [user], [item])
-    assert sorted(removed) == [f"models/{C.COOCCURRENCE}/run/item_neighbours", f"models/{C.COOCCURRENCE}/run/user_history"]
-    assert item not in pq.read_table(folder / "item_neighbours").column("id").to_pylist()
+    assert sorted(removed) == [f"models/{name}/run/{rows}", f"models/{name}/run/user_history"]
+    assert item not in pq.read_table(folder / rows).column("id").to_pylist()
     after = {r[C.USER_IDX]: r[C.ITEMS] for r in load_model(spark, folder).recommend_lists(k=5).collect()}
     assert user not in after
     assert all(item not in items for items in after.values())
     assert sum(len(items) for items in after.values()) == sum(len(before[u]) for u in after)   # lists stay full
+
+
+def test_a_saved_gru4rec_scores_as_its_weights_and_keeps_item_rows_keyed_by_item(tmp_path):
+    import json as json_
+
+    import pyarrow as pa
+
+    from recsys.sessions.gru4rec.weights import Gru4RecWeights, GruLayer
+    from recsys.session_model import EMBEDDINGS, read_scorer, write_embeddings
+
+    rng = np.random.default_rng(0)
+    n, hidden = 6, 4
+    layer = GruLayer(*(rng.normal(size=shape).astype(np.float32) for shape in
+                       ((3 * hidden, hidden), (3 * hidden, hidden), (3 * hidden,), (3 * hidden,))))
+    weights = Gru4RecWeights(rng.normal(size=(n, hidden)).astype(np.float32),
+                             rng.normal(size=n).astype(np.float32), (layer,))
+    live = np.array([0, 1, 2, 4, 5], dtype=np.int32)                # item 3 deleted before the fit ended
+    write_embeddings(tmp_path, weights, live, pa.chunked_array([[f"I{i}" for i in live]]))
+    (tmp_path / "model.json").write_text(json_.dumps({"name": C.GRU4REC, "n_items": n}))
+
+    loaded = read_scorer(tmp_path)
+    assert loaded.live.tolist() == [True, True, True, False, True, True]
+    session = np.array([2, 0, 5])
+    np.testing.assert_allclose(loaded.scorer.next_scores(session)[live], weights.next_scores(session)[live],
+                               rtol=1e-5)
+    # the layers' folder holds no item row: the cascade, which rewrites item_* folders only, misses nothing
+    assert all(np.load(p).shape[0] == 0 for p in (tmp_path / "gru4rec_layers").glob("item_*.npy"))
+    assert (tmp_path / EMBEDDINGS).is_dir()

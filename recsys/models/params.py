@@ -14,7 +14,8 @@ from pydantic import Field, ValidationError, field_validator
 
 from recsys.constants import MODELS, RETRIEVERS
 from recsys.retrieval.settings import RetrievalSettings
-from recsys.sessions.settings import SessionSettings
+from recsys.sessions.gru4rec.params import Gru4RecParams
+from recsys.sessions.settings import CooccurrenceParams, SessionSettings
 from recsys.strict import StrictModel, config_error
 
 
@@ -128,20 +129,10 @@ class MultiStageParams(StrictModel):
         return value
 
 
-class CooccurrenceParams(StrictModel):
-    """Last-items co-occurrence on sequences (:mod:`recsys.sessions.cooccurrence`): item j follows item i within
-    ``window`` steps (weight 1/distance; ``backward``: the share the reverse direction adds), rows normalised by
-    ``normalise`` (``cosine``, or ``conditional`` damped by the followed item's popularity^``alpha``), the best
-    ``neighbours`` kept per item; a session scores the rows of its last ``last_items`` items, the l-th latest
-    weighted ``decay``^l. ``sessions`` is set by the train step from the ``sessions`` section."""
+class Gru4RecModelParams(Gru4RecParams):
+    """GRU4Rec as a model of a run: its own parameters (:class:`Gru4RecParams`) and the ``sessions`` it is fitted
+    on, set by the train step from the ``sessions`` section."""
 
-    window: int = Field(3, ge=1)
-    backward: float = Field(0.0, ge=0, le=1)
-    normalise: Literal["cosine", "conditional"] = "cosine"
-    alpha: float = Field(0.5, ge=0, le=1)
-    neighbours: int = Field(200, ge=1)
-    last_items: int = Field(3, ge=1)
-    decay: float = Field(0.5, gt=0, le=1)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
 
 
@@ -154,6 +145,7 @@ class ModelParams(StrictModel):
     content: ContentParams = Field(default_factory=ContentParams)
     multistage: MultiStageParams = Field(default_factory=MultiStageParams)
     cooccurrence: CooccurrenceParams = Field(default_factory=CooccurrenceParams)
+    gru4rec: Gru4RecModelParams = Field(default_factory=Gru4RecModelParams)
 
     def of(self, model: str) -> StrictModel:
         """The parameters of ``model``."""

@@ -21,8 +21,8 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.models.params import CooccurrenceParams
 from recsys.sessions.arrays import Sequences
+from recsys.sessions.settings import CooccurrenceParams
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """A session model as a candidate of a run: the next-item scorer (``cooccurrence``; ``gru4rec``) behind the interface
 of the other models (``recommend``, ``recommend_lists``, ``similar_items``, ``save``/``load``, ``user_factors``,
-``item_factors``), so training, evaluation, promotion and publish treat it like any other.
+``item_factors``), so training, evaluation, promotion and publish treat it like any other. It sits above
+:mod:`recsys.sessions` (sequences and numpy scorers, which the API imports alone) and :mod:`recsys.models` (whose
+ranking kernels it shares), as the multi-stage model does.
 
 A user's list is the scorer's next items after the user's latest session (the fitted rows and events, in time
 order), the user's fitted items never recommended. Scoring runs in Spark tasks (``mapInArrow``), each reading the
@@ -11,8 +13,12 @@ Saved folder, Parquet keyed by ``id`` so the deletion cascade drops erased users
 
 - ``user_history``: ``id`` (user index), ``items`` (the latest session, oldest first), ``seen`` (fitted items);
 - ``item_neighbours`` (co-occurrence): ``id``, ``parent_asin``, ``popularity``, ``neighbours``/``scores`` (the item's
-  row of the co-occurrence matrix, by item index). An item without a row (deleted since) is never recommended.
+  row of the co-occurrence matrix, by item index);
+- ``item_embeddings`` (GRU4Rec): ``id``, ``parent_asin``, ``features`` (output embedding), ``bias``, and ``input``
+  when the input embeddings are not shared; ``gru4rec_layers``: the GRU layers, which hold no item row;
 - ``model.json``: name, params, info, ``n_items``.
+
+An item without a row (deleted since) is never recommended.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -34,14 +40,17 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys.constants import COOCCURRENCE, SESSION_MODELS
-from recsys.models.factors import FACTOR_SCHEMA, RANKED_SCHEMA, _ranked_rows, arrow_seen_columns, ranked_lists
-from recsys.models.params import CooccurrenceParams
+from recsys.constants import COOCCURRENCE, GRU4REC
+from recsys.models.factors import (FACTOR_SCHEMA, RANKED_SCHEMA, _ranked_rows, arrow_seen_columns,
+                                   list_column_to_matrix, ranked_lists)
+from recsys.models.params import Gru4RecModelParams
 from recsys.models.topk import topk_scores
 from recsys.sessions import cooccurrence
 from recsys.sessions import sequences as S
+from recsys.sessions.gru4rec.weights import Gru4RecWeights
+from recsys.sessions.settings import CooccurrenceParams
 
-HISTORY, NEIGHBOURS = "user_history", "item_neighbours"
+HISTORY, NEIGHBOURS, EMBEDDINGS, LAYERS = "user_history", "item_neighbours", "item_embeddings", "gru4rec_layers"
 DEFAULT_BLOCK = 64            # users scored at once: a block of dense scores is block × n_items floats
 
 
@@ -69,7 +78,7 @@ class SessionModel:
     params: dict[str, Any]
     path: Path
     user_factors: DataFrame              # user_history: publish's refill asks which users the model can score
-    item_factors: DataFrame              # no item vectors (evaluation's diversity is then left out)
+    item_factors: DataFrame              # GRU4Rec's item embeddings; none for co-occurrence (no diversity metric)
     seen: DataFrame | None = None
     info: dict[str, Any] = field(default_factory=dict)
     scratch: Path | None = None
@@ -91,9 +100,10 @@ class SessionModel:
     def load(cls, spark: SparkSession, path: Path | str, seen: DataFrame | None = None) -> SessionModel:
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
+        vectors = (spark.read.parquet(str(path / EMBEDDINGS)).select("id", "features") if meta["name"] == GRU4REC
+                   else spark.createDataFrame([], FACTOR_SCHEMA))
         return cls(name=meta["name"], params=meta["params"], path=path, info=meta.get("info", {}),
-                   user_factors=spark.read.parquet(str(path / HISTORY)),
-                   item_factors=spark.createDataFrame([], FACTOR_SCHEMA), seen=seen)
+                   user_factors=spark.read.parquet(str(path / HISTORY)), item_factors=vectors, seen=seen)
 
     # -- scoring ------------------------------------------------------------------------------------------------
 
@@ -142,9 +152,10 @@ class SessionModel:
 # --- fitting ------------------------------------------------------------------------------------------------------
 
 
-def fit(name: str, interactions: DataFrame, params: CooccurrenceParams, items: SessionInputs | None = None
-        ) -> SessionModel:
-    """``interactions``: (user_idx, item_idx, timestamp, …) of the fit splits; ``items``: :func:`session_inputs`."""
+def fit(name: str, interactions: DataFrame, params: CooccurrenceParams | Gru4RecModelParams,
+        items: SessionInputs | None = None) -> SessionModel:
+    """``interactions``: (user_idx, item_idx, timestamp, …) of the fit splits; ``items``: :func:`session_inputs`.
+    GRU4Rec trains on every sequence, anonymous visitors' included (PyTorch, imported here only)."""
     if items is None:
         raise ValueError("a session model needs its inputs: pass items=session_inputs(...)")
     spark = interactions.sparkSession
@@ -153,10 +164,15 @@ def fit(name: str, interactions: DataFrame, params: CooccurrenceParams, items: S
     catalogue = items.catalogue.toArrow()
     ids = catalogue.column(C.ITEM_IDX).to_numpy().astype(np.int32)
     n_items = int(max(ids.max(initial=-1), data.sequences.items.max(initial=-1)) + 1)
-    scorer = cooccurrence.fit(data.sequences, n_items, params)
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    if name == GRU4REC:
+        from recsys.sessions.gru4rec.training import fit as fit_gru4rec
+
+        write_embeddings(folder, fit_gru4rec(data.sequences, n_items, params), ids, catalogue.column(C.ITEM_ID))
+    else:
+        write_neighbours(folder / NEIGHBOURS, cooccurrence.fit(data.sequences, n_items, params), ids,
+                         catalogue.column(C.ITEM_ID))
     write_history(folder / HISTORY, data, interactions.select(C.USER_IDX, C.ITEM_IDX).toArrow())
-    write_neighbours(folder / NEIGHBOURS, scorer, ids, catalogue.column(C.ITEM_ID))
     info = {"train_seconds": round(time.perf_counter() - start, 3), "sequences": len(data.sequences),
             "steps": int(len(data.sequences.items)), "n_items": n_items}
     meta = {"name": name, "params": params.model_dump(), "info": info, "n_items": n_items}
@@ -198,6 +214,27 @@ def write_neighbours(folder: Path, scorer: cooccurrence.CooccurrenceScorer, ids:
                     "scores": pa.ListArray.from_arrays(offsets, pa.array(rows.data.astype(np.float32)))})
 
 
+def write_embeddings(folder: Path, weights: Gru4RecWeights, ids: np.ndarray, asins: pa.ChunkedArray) -> None:
+    """GRU4Rec's item rows as Parquet keyed by item (live catalogue items only), its layers beside them."""
+    columns = {"id": pa.array(ids, pa.int32()), C.ITEM_ID: asins.combine_chunks(),
+               "features": _vectors(weights.item_embeddings[ids]),
+               "bias": pa.array(np.asarray(weights.item_bias)[ids], pa.float32())}
+    if weights.input_embeddings is not None:
+        columns["input"] = _vectors(weights.input_embeddings[ids])
+    _write(folder / EMBEDDINGS, columns)
+    width = weights.item_embeddings.shape[1]
+    no_items = replace(weights, item_embeddings=np.zeros((0, width), np.float32), item_bias=np.zeros(0, np.float32),
+                       input_embeddings=None if weights.input_embeddings is None else
+                       np.zeros((0, weights.input_embeddings.shape[1]), np.float32))
+    no_items.save(folder / LAYERS)
+
+
+def _vectors(matrix: np.ndarray) -> pa.ListArray:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    offsets = np.arange(len(matrix) + 1, dtype=np.int32) * matrix.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.reshape(-1)))
+
+
 def _write(folder: Path, columns: dict[str, pa.Array]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), folder / "part-00000.parquet")
@@ -210,13 +247,15 @@ def _write(folder: Path, columns: dict[str, pa.Array]) -> None:
 class LoadedScorer:
     """A model folder's scorer and which items it may recommend (those still with a row: not deleted since)."""
 
-    scorer: cooccurrence.CooccurrenceScorer
+    scorer: cooccurrence.CooccurrenceScorer | Gru4RecWeights
     live: np.ndarray            # bool[n_items]
 
 
 def read_scorer(path: Path) -> LoadedScorer:
     meta = json.loads((path / "model.json").read_text())
     n = int(meta["n_items"])
+    if meta["name"] == GRU4REC:
+        return read_gru4rec(path, n)
     params = CooccurrenceParams.model_validate(meta["params"])
     table = pq.read_table(path / NEIGHBOURS)
     ids = table.column("id").to_numpy()
@@ -230,6 +269,28 @@ def read_scorer(path: Path) -> LoadedScorer:
     live[ids] = True
     matrix = sp.csr_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float32)
     return LoadedScorer(cooccurrence.CooccurrenceScorer(matrix, popularity, params.last_items, params.decay), live)
+
+
+def read_gru4rec(path: Path, n: int) -> LoadedScorer:
+    """The layers, and the item rows scattered back to their indices (an item without a row scores 0, and is
+    masked)."""
+    table = pq.read_table(path / EMBEDDINGS)
+    ids = table.column("id").to_numpy()
+    live = np.zeros(n, bool)
+    live[ids] = True
+
+    def dense(column: str) -> np.ndarray:
+        rows = list_column_to_matrix(table.column(column).combine_chunks())
+        out = np.zeros((n, rows.shape[1]), np.float32)
+        out[ids] = rows
+        return out
+
+    bias = np.zeros(n, np.float32)
+    bias[ids] = table.column("bias").to_numpy()
+    layers = Gru4RecWeights.load(path / LAYERS, mmap=False)
+    weights = replace(layers, item_embeddings=dense("features"), item_bias=bias,
+                      input_embeddings=dense("input") if "input" in table.column_names else None)
+    return LoadedScorer(weights, live)
 
 
 @lru_cache(maxsize=4)
