@@ -48,7 +48,7 @@ class Gru4RecParams(StrictModel):
     bpreg: float = Field(1.0, ge=0)
     elu_alpha: float = Field(0.5, ge=0)
     epochs: int = Field(10, ge=1)
-    threads: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
     seed: int = 42
 
     @field_validator("layers")

@@ -42,6 +42,8 @@ def fit(train: Sequences, n_items: int, params: Gru4RecParams, *, valid: Sequenc
     rows = trainable(train)
     if not len(rows):
         raise ValueError("no sequence of two items or more to train GRU4Rec on")
+    if train.items.min() < 0 or train.items.max() >= n_items:
+        raise ValueError(f"item indices must lie in [0, {n_items}): got {train.items.min()}..{train.items.max()}")
     in_rows = np.repeat(train.lengths >= 2, train.lengths)
     counts = np.bincount(train.items[in_rows], minlength=n_items).astype(np.float64)
     rng = np.random.default_rng(params.seed)
@@ -53,7 +55,7 @@ def fit(train: Sequences, n_items: int, params: Gru4RecParams, *, valid: Sequenc
             model = Gru4RecModule(n_items, params, rng)
             optimizer = AdagradM(model.parameters(), params.learning_rate, params.momentum)
             sampler = NegativeSampler(counts, params.n_sample, params.sample_alpha, rng,
-                                      max_rows=int(train.lengths[rows].sum()))
+                                      max_rows=int((train.lengths[rows] - 1).sum()))
             log_counts = torch.from_numpy(np.log(np.maximum(counts, 1))).float()
             for epoch in range(1, params.epochs + 1):
                 loss = _train_epoch(model, optimizer, sampler, log_counts, train, rng.permutation(rows), params)
@@ -101,17 +103,29 @@ class Gru4RecModule(nn.Module):
     def step(self, inputs: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
         """The last layer's output after ``inputs`` (int64[m]); ``states`` (one per layer) are replaced by the new
         ones, after dropout (as the official implementation carries them)."""
-        x = self.drop_embed((self.output if self.input is None else self.input)(inputs))
+        return self._layers(self.drop_embed((self.output if self.input is None else self.input)(inputs)), states)
+
+    def sampled_scores(self, inputs: torch.Tensor, states: list[torch.Tensor],
+                       candidates: torch.Tensor) -> torch.Tensor:
+        """float[m, len(candidates)] after a step from ``inputs``: shared embeddings are looked up once for inputs
+        and candidates (one sparse gradient, not two to add)."""
+        if self.input is None:
+            both = self.output(torch.cat([inputs, candidates]))
+            embedded, outputs = both[:len(inputs)], both[len(inputs):]
+        else:
+            embedded, outputs = self.input(inputs), self.output(candidates)
+        hidden = self._layers(self.drop_embed(embedded), states)
+        return torch.addmm(self.bias(candidates).T, hidden, outputs.T)
+
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float[m, n_items]: every item's score after ``hidden``."""
+        return torch.addmm(self.bias.weight.T, hidden, self.output.weight.T)
+
+    def _layers(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
         for i, cell in enumerate(self.cells):
             x = self.drop_hidden(cell(x, states[i]))
             states[i] = x
         return x
-
-    def scores(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """float[m, len(items)] (every item when ``items`` is None)."""
-        if items is None:
-            return hidden @ self.output.weight.T + self.bias.weight.T
-        return hidden @ self.output(items).T + self.bias(items).T
 
     def weights(self) -> Gru4RecWeights:
         def array(tensor: torch.Tensor) -> np.ndarray:
@@ -142,7 +156,7 @@ def _train_epoch(model: Gru4RecModule, optimizer: AdagradM, sampler: NegativeSam
             candidates = torch.cat([targets, negatives])
         else:
             negatives, candidates = None, targets
-        scores = model.scores(model.step(torch.from_numpy(step.inputs), states), candidates)
+        scores = model.sampled_scores(torch.from_numpy(step.inputs), states, candidates)
         if params.loss == "cross-entropy":
             loss = sampled_cross_entropy(scores, _log_q(log_counts, targets, negatives, params), params.logq)
         else:
@@ -237,17 +251,17 @@ class AdagradM(torch.optim.Optimizer):
                 if grad.is_sparse:
                     grad = grad.coalesce()                 # repeated rows summed: the update is not linear
                     rows, values = grad.indices()[0], grad.values()
-                    squares = state["sum"][rows] + values ** 2
-                    state["sum"][rows] = squares
-                    change = -lr * values / (squares + eps).sqrt()
+                    squares = state["sum"].index_select(0, rows).addcmul_(values, values)
+                    state["sum"].index_copy_(0, rows, squares)      # index_select/_copy: 4× faster than [rows]
+                    change = values.div(squares.add_(eps).sqrt_()).mul_(-lr)
                     if momentum:
-                        change += momentum * state["velocity"][rows]
-                        state["velocity"][rows] = change
+                        change.add_(state["velocity"].index_select(0, rows), alpha=momentum)
+                        state["velocity"].index_copy_(0, rows, change)
                     weight.index_add_(0, rows, change)
                 else:
-                    state["sum"] += grad ** 2
-                    change = -lr * grad / (state["sum"] + eps).sqrt()
+                    state["sum"].addcmul_(grad, grad)
+                    change = grad.div(state["sum"].add(eps).sqrt_()).mul_(-lr)
                     if momentum:
-                        change += momentum * state["velocity"]
+                        change.add_(state["velocity"], alpha=momentum)
                         state["velocity"].copy_(change)
-                    weight += change
+                    weight.add_(change)
