@@ -271,3 +271,54 @@ def test_a_saved_gru4rec_scores_as_its_weights_and_keeps_item_rows_keyed_by_item
     # the layers' folder holds no item row: the cascade, which rewrites item_* folders only, misses nothing
     assert all(np.load(p).shape[0] == 0 for p in (tmp_path / "gru4rec_layers").glob("item_*.npy"))
     assert (tmp_path / EMBEDDINGS).is_dir()
+
+
+# --- model selection of the session models ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [C.COOCCURRENCE, C.GRU4REC])
+def test_the_search_space_replays_the_configured_parameters(model):
+    from optuna.trial import FixedTrial
+
+    from recsys.models.params import model_params
+    from recsys.selection import spaces
+
+    configured = model_params(model, {"last_items": 4} if model == C.COOCCURRENCE else {"loss": "bpr-max"})
+    values = spaces.trial_values(model, configured.model_dump(), 1.0)
+    replayed = model_params(model, {**configured.model_dump(), **spaces.suggest(FixedTrial(values), model)})
+    assert replayed == configured
+
+
+def _chain_search_data():
+    """200 users each walking 3 to 5 steps along one of 10 chains of 8 items (by time); valid: the item after their
+    last train one (others walked on from there)."""
+    from recsys.selection.data import SearchData
+
+    users, items, stamps, truth = [], [], [], {}
+    for user in range(200):
+        chain, start, length = user % 10, user % 4, 3 + (user // 10) % 3
+        walk = [chain * 8 + step for step in range(start, start + length)]
+        users += [user] * (len(walk) - 1)
+        items += walk[:-1]
+        stamps += list(range(len(walk) - 1))
+        truth[user] = [walk[-1]]
+    as_array = np.asarray
+    return SearchData(as_array(users, np.int32), as_array(items, np.int32), np.ones(len(users)),
+                      as_array(stamps, np.int64), truth, 200, 80)
+
+
+def test_a_session_trial_scores_the_next_item_on_valid():
+    import time
+
+    from recsys.models.params import model_params
+    from recsys.selection.sessions import session_trial
+
+    data = _chain_search_data()
+    run = session_trial(C.COOCCURRENCE, data, 10)
+    deadline = time.perf_counter() + 60
+    pairs = {(a, b) for user, a, b in zip(data.users, data.items, data.items[1:]) if a + 1 == b}
+    last = {int(u): int(i) for u, i in zip(data.users, data.items)}
+    known = np.mean([(last[u], target[0]) in pairs for u, target in data.truth.items()])
+    forward = run(model_params(C.COOCCURRENCE, {"window": 1, "last_items": 1}).model_dump(), None, deadline)
+    assert 0.5 < known < 1                                 # some targets follow in nobody's training rows
+    assert known <= forward < known + 0.05                 # every transition seen in training ranked first

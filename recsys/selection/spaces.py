@@ -29,13 +29,23 @@ from __future__ import annotations
 
 from typing import Any
 
-SEARCHED = ("content", "implicit_als", "spark_als")     # the order of a run's searches (cheapest first)
+SEARCHED = ("content", "cooccurrence", "implicit_als", "spark_als", "gru4rec")   # a run's search order (cheapest first)
 # name → (low, high, log) of every numeric dimension; iterations are per model (:data:`ITERATIONS`)
 RANGES: dict[str, tuple[float, float, bool]] = {
     "power": (0.0, 8.0, False), "bm25_k1": (1.0, 1000.0, True), "bm25_b": (0.0, 1.0, False),
     "half_life_days": (30.0, 3650.0, True), "factors": (8, 256, True), "regularization": (1e-3, 100.0, True),
     "alpha": (0.1, 100.0, True), "dims": (16, 256, True), "min_df": (1, 5, False)}
 ITERATIONS = {"implicit_als": (5, 40), "spark_als": (3, 10)}
+# the session models' numeric dimensions (recsys.sessions): co-occurrence, then GRU4Rec
+SESSION_RANGES: dict[str, tuple[float, float, bool]] = {
+    "window": (1, 10, False), "backward": (0.0, 1.0, False), "damping": (0.0, 1.0, False),
+    "neighbours": (20, 2000, True), "last_items": (1, 10, False), "recency": (0.1, 1.0, False),
+    "hidden": (32, 256, True), "logq": (0.0, 1.0, False), "sample_alpha": (0.0, 1.0, False),
+    "dropout_p_embed": (0.0, 0.5, False), "dropout_p_hidden": (0.0, 0.5, False), "learning_rate": (0.01, 0.5, True),
+    "momentum": (0.0, 0.9, False), "bpreg": (0.0, 2.0, False), "elu_alpha": (0.0, 1.0, False), "epochs": (2, 12, False)}
+RANGES |= SESSION_RANGES
+N_SAMPLE = (0, 64, 256, 1024, 2048)        # GRU4Rec's extra negatives: a choice (0 is one, a log scale has none)
+BATCH_SIZE = (16, 32, 64, 128)
 
 
 def _float(trial, name: str) -> float:
@@ -71,10 +81,61 @@ def content(trial) -> dict[str, Any]:
     return {"dims": _int(trial, "dims"), "min_df": _int(trial, "min_df"), "weighting": weighting(trial)}
 
 
+def cooccurrence(trial) -> dict[str, Any]:
+    """The co-occurrence model (:class:`~recsys.sessions.settings.CooccurrenceParams`); ``damping`` is ``alpha``."""
+    out: dict[str, Any] = {"window": _int(trial, "window"), "backward": _float(trial, "backward"),
+                           "normalise": trial.suggest_categorical("normalise", ["cosine", "conditional"]),
+                           "neighbours": _int(trial, "neighbours"), "last_items": _int(trial, "last_items"),
+                           "decay": _float(trial, "recency")}
+    if out["normalise"] == "conditional":
+        out["alpha"] = _float(trial, "damping")
+    return out
+
+
+def gru4rec(trial) -> dict[str, Any]:
+    """GRU4Rec (:class:`~recsys.sessions.gru4rec.params.Gru4RecParams`): one layer, the loss and its own knobs, the
+    sampling, dropout and optimiser; ``epochs`` bounded, the deadline stopping a trial in between."""
+    out: dict[str, Any] = {"layers": [_int(trial, "hidden")],
+                           "loss": trial.suggest_categorical("loss", ["cross-entropy", "bpr-max"]),
+                           "n_sample": trial.suggest_categorical("n_sample", list(N_SAMPLE)),
+                           "sample_alpha": _float(trial, "sample_alpha"),
+                           "batch_size": trial.suggest_categorical("batch_size", list(BATCH_SIZE)),
+                           "dropout_p_embed": _float(trial, "dropout_p_embed"),
+                           "dropout_p_hidden": _float(trial, "dropout_p_hidden"),
+                           "learning_rate": _float(trial, "learning_rate"), "momentum": _float(trial, "momentum"),
+                           "epochs": _int(trial, "epochs")}
+    if out["loss"] == "cross-entropy":
+        out["logq"] = _float(trial, "logq")
+    else:
+        out.update(bpreg=_float(trial, "bpreg"), elu_alpha=_float(trial, "elu_alpha"))
+    return out
+
+
+def session_values(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    """:func:`trial_values` of a session model."""
+    if model == "cooccurrence":
+        values = {"window": params["window"], "backward": params["backward"], "normalise": params["normalise"],
+                  "neighbours": params["neighbours"], "last_items": params["last_items"], "recency": params["decay"]}
+        if params["normalise"] == "conditional":
+            values["damping"] = params["alpha"]
+    else:
+        values = {name: params[name] for name in ("loss", "sample_alpha", "dropout_p_embed", "dropout_p_hidden",
+                                                  "learning_rate", "momentum", "epochs")}
+        values.update(hidden=params["layers"][0], n_sample=min(N_SAMPLE, key=lambda n: abs(n - params["n_sample"])),
+                      batch_size=min(BATCH_SIZE, key=lambda n: abs(n - params["batch_size"])))
+        values.update({"logq": params["logq"]} if params["loss"] == "cross-entropy" else
+                      {"bpreg": params["bpreg"], "elu_alpha": params["elu_alpha"]})
+    return {name: _clipped(name, value) for name, value in values.items()}
+
+
 def suggest(trial, model: str) -> dict[str, Any]:
     """The parameters of ``model`` a trial proposes (``regularization`` flat for both ALS)."""
     if model == "content":
         return content(trial)
+    if model == "cooccurrence":
+        return cooccurrence(trial)
+    if model == "gru4rec":
+        return gru4rec(trial)
     if model in ITERATIONS:
         return als(trial, model)
     raise ValueError(f"{model} has no search space; searched: {', '.join(SEARCHED)}")
@@ -98,6 +159,8 @@ def iterations_in(model: str, iterations: int) -> int:
 def trial_values(model: str, params: dict[str, Any], typical_count: float) -> dict[str, Any]:
     """The space's values that reproduce ``params`` (a model's parameters), to enqueue them as a trial: the
     configured parameters first, so the search is never worse on valid than not searching."""
+    if model in ("cooccurrence", "gru4rec"):
+        return session_values(model, params)
     weighting_ = params.get("weighting") or {}
     values: dict[str, Any] = {"power": weighting_.get("power", 1.0), "scheme": weighting_.get("scheme", "none"),
                               "decay": bool(weighting_.get("half_life_days"))}

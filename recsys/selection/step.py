@@ -21,7 +21,7 @@ from recsys.config import Settings
 from recsys.features import catalog_text, interactions_version
 from recsys.logs import step
 from recsys.selection import search as S
-from recsys.constants import MULTISTAGE, RETRIEVER_MODELS
+from recsys.constants import MULTISTAGE, RETRIEVER_MODELS, SESSION_MODELS
 from recsys.selection import cost, spaces
 from recsys.selection.data import VALID, SearchData, search_data
 from recsys.selection.portfolio import starting_points
@@ -137,6 +137,10 @@ def summary(result: S.Search) -> dict[str, Any]:
 
 def _trial(spark, settings: Settings, model: str, data: SearchData) -> S.Trial:
     tuning = settings.tuning
+    if model in SESSION_MODELS:
+        from recsys.selection.sessions import session_trial
+
+        return session_trial(model, data, tuning.k)
     if model == "implicit_als":
         return S.implicit_trial(data, tuning.k, tuning.report_every)
     if model == "spark_als":
