@@ -80,7 +80,8 @@ def test_forward_matches_the_gru_equations_written_out(embedding):
 def test_batched_scores_equal_one_session_at_a_time():
     weights = random_weights(n_items=11, hidden=(5, 4), seed=3)
     rng = np.random.default_rng(1)
-    sequences = Sequences.from_lists(rng.integers(0, 11, rng.integers(0, 9)) for _ in range(23))
+    sequences = Sequences.from_lists(rng.integers(0, 11, rng.integers(0, 9)) for _ in range(22))
+    sequences = Sequences.from_lists([*sequences, rng.integers(0, 11, 70)])       # longer than a time chunk
     seen = []
     for rows, scores in weights.next_scores_batch(sequences, rows_per_block=4):
         assert scores.shape == (len(rows), 11) and scores.dtype == np.float32
@@ -193,7 +194,7 @@ def test_numpy_forward_equals_torch_forward_on_the_same_weights():
                 cell.bias_ih.uniform_(-1, 1)
                 cell.bias_hh.uniform_(-1, 1)
         weights = model.weights()
-        for length in (1, 7, 50):
+        for length in (1, 7, 150):                                # 150: across time chunks
             items = rng.integers(0, N_ITEMS, length)
             states = model.zero_states(1)
             with torch.no_grad():

@@ -23,6 +23,7 @@ from recsys.sessions.arrays import Sequences
 
 MANIFEST = "gru4rec.json"
 FORMAT = 1
+STEPS_PER_CHUNK = 64                # of the padded sequences run at once (memory: rows × 64 × 3·hidden floats)
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,14 @@ class GruLayer:
     def hidden(self) -> int:
         return self.weight_hh.shape[1]
 
-    def run(self, inputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The states after each step of ``inputs`` (float32[batch, steps, inputs]) from h = 0; where ``mask``
-        (bool[batch, steps]) is False the step is padding and the state is carried unchanged."""
+    def run(self, inputs: np.ndarray, mask: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """The states after each step of ``inputs`` (float32[batch, steps, inputs]) from ``state`` (float32[batch,
+        hidden]); where ``mask`` (bool[batch, steps]) is False the step is padding and the state is carried on."""
         batch, steps, _ = inputs.shape
         size = self.hidden
         projected = inputs @ self.weight_ih.T + self.bias_ih            # every step's input part at once
         projected[..., :2 * size] += self.bias_hh[:2 * size]            # r and z add both biases outside the gate
         bias_n = self.bias_hh[2 * size:]
-        state = np.zeros((batch, size), np.float32)
         states = np.empty((batch, steps, size), np.float32)
         for t in range(steps):                          # in place: the loop runs per request, its calls dominate
             hidden = state @ self.weight_hh.T
@@ -105,14 +105,18 @@ class Gru4RecWeights:
             yield block, states @ self.item_embeddings.T + self.item_bias
 
     def _final_states(self, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """float32[batch, layers[-1]]: the last layer's state after each row of ``items`` (int64[batch, steps])."""
+        """float32[batch, layers[-1]]: the last layer's state after each row of ``items`` (int64[batch, steps]).
+        Time runs in chunks of ``STEPS_PER_CHUNK`` through every layer, so memory stays bounded however long the
+        sequences are (a chunk's input projections are one matrix product per layer)."""
         table = self.item_embeddings if self.input_embeddings is None else self.input_embeddings
-        states = table[items]
-        for layer in self.layers:
-            states = layer.run(states, mask)
-        if states.shape[1] == 0:
-            return np.zeros((len(items), self.layers[-1].hidden), np.float32)
-        return states[:, -1]
+        states = [np.zeros((len(items), layer.hidden), np.float32) for layer in self.layers]
+        for start in range(0, items.shape[1], STEPS_PER_CHUNK):
+            chunk = slice(start, start + STEPS_PER_CHUNK)
+            outputs = table[items[:, chunk]]
+            for i, layer in enumerate(self.layers):
+                outputs = layer.run(outputs, mask[:, chunk], states[i])
+                states[i] = outputs[:, -1]
+        return states[-1]
 
     def save(self, folder: Path) -> None:
         """One ``.npy`` per array and a small JSON manifest in ``folder`` (created)."""
