@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys import constants as C
@@ -133,16 +133,13 @@ class SessionModel:
             raise NotImplementedError(f"{self.name} has no item-to-item neighbours")
         spark = self.user_factors.sparkSession
         rows = spark.read.parquet(str(self.path / NEIGHBOURS)).select(
-            F.col("id").alias(C.ITEM_IDX), F.posexplode(F.arrays_zip("neighbours", "scores")).alias("pos", "e"))
+            F.col("id").alias(C.ITEM_IDX), F.explode(F.arrays_zip("neighbours", "scores")).alias("e"))
         live = spark.read.parquet(str(self.path / NEIGHBOURS)).select(F.col("id").alias("similar_idx"))
         if items is not None:
             rows = rows.join(items.select(C.ITEM_IDX).distinct(), C.ITEM_IDX, "left_semi")
-        similar = (rows.select(C.ITEM_IDX, F.col("e.neighbours").alias("similar_idx"), F.col("e.scores").alias(C.SCORE),
-                               "pos")
+        similar = (rows.select(C.ITEM_IDX, F.col("e.neighbours").alias("similar_idx"), F.col("e.scores").alias(C.SCORE))
                    .join(live, "similar_idx", "left_semi")
                    .where(~F.col("similar_idx").isin(sorted(set(exclude_items or [])))))
-        from pyspark.sql import Window
-
         rank = F.row_number().over(Window.partitionBy(C.ITEM_IDX).orderBy(F.desc(C.SCORE), "similar_idx"))
         return (similar.withColumn(C.RANK, rank).where(F.col(C.RANK) <= k)
                 .select(F.col(C.ITEM_IDX).cast("int"), F.col("similar_idx").cast("int"),
@@ -191,10 +188,9 @@ def write_history(folder: Path, data: S.UserSequences, seen: pa.Table) -> None:
     seen_items = seen.column(C.ITEM_IDX).to_numpy()
     order = np.lexsort((seen_items, seen_users))
     seen_users, seen_items = seen_users[order], seen_items[order]
-    bounds = np.searchsorted(seen_users, users[latest]), np.searchsorted(seen_users, users[latest], side="right")
-    seen_offsets = np.append(0, np.cumsum(bounds[1] - bounds[0]))
-    seen_flat = (np.concatenate([seen_items[a:b] for a, b in zip(*bounds)]) if len(latest)
-                 else np.zeros(0, np.int32))
+    counts = np.searchsorted(seen_users, users[latest], side="right") - np.searchsorted(seen_users, users[latest])
+    seen_offsets = np.append(0, np.cumsum(counts))
+    seen_flat = seen_items[np.isin(seen_users, users[latest])]       # both sorted by user: the slices, in order
     _write(folder, {
         "id": pa.array(users[latest], pa.int32()),
         C.ITEMS: pa.ListArray.from_arrays(pa.array(sessions.offsets.astype(np.int32)),

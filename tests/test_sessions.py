@@ -322,3 +322,19 @@ def test_a_session_trial_scores_the_next_item_on_valid():
     forward = run(model_params(C.COOCCURRENCE, {"window": 1, "last_items": 1}).model_dump(), None, deadline)
     assert 0.5 < known < 1                                 # some targets follow in nobody's training rows
     assert known <= forward < known + 0.05                 # every transition seen in training ranked first
+
+
+def test_the_history_keeps_each_known_users_latest_session_and_fitted_items(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recsys.session_model import write_history
+    from recsys.sessions.sequences import NO_USER, UserSequences
+
+    data = UserSequences(np.array([NO_USER, 0, 0, 2, 5], np.int32),
+                         Sequences.from_lists([[9, 8], [1, 2], [3, 4], [7], [6, 5]]))
+    seen = pa.table({C.USER_IDX: pa.array([5, 0, 2, 0, 3], pa.int32()), C.ITEM_IDX: pa.array([6, 2, 7, 1, 4], pa.int32())})
+    write_history(tmp_path, data, seen)
+    rows = pq.read_table(tmp_path).to_pylist()
+    assert rows == [{"id": 0, C.ITEMS: [3, 4], "seen": [1, 2]}, {"id": 2, C.ITEMS: [7], "seen": [7]},
+                    {"id": 5, C.ITEMS: [6, 5], "seen": [6]}]          # the visitor and user 3 (no sequence) left out
