@@ -88,11 +88,20 @@ def run(name: str, spec: dict, spark, budget: float | None) -> dict:
     models = {m: {k: round(v, 5) for k, v in r["metrics"].items() if k.endswith("@10")} | {
         "train_seconds": r["train_seconds"], "params": r["params"]} for m, r in result["models"].items()}
     searched = {m: {"valid_map@10": s["best_value"], "trials": len(s["trials"]), "rescored": len(s["rescored"]),
-                    "seconds": s["seconds"]} for m, s in selection["models"].items()}
+                    "seconds": s["seconds"], "first_trials": [first_trial(t) for t in s["trials"][:4]]}
+                for m, s in selection["models"].items()}
     return {"title": spec["title"], "split": {k: split[k] for k in ("strategy", "train", "valid", "test", "note")},
             "models": models, "promoted": result["decision"].get("promoted"), "selection": searched,
             "budget_seconds": settings.tuning.budget_seconds, "note": selection.get("note"),
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def first_trial(trial: dict) -> dict:
+    """What the results keep of a search's first trials (the configured parameters, then the starting points):
+    their size, MAP@10 on valid and seconds, to see what they cost and found."""
+    size = {k: trial["params"][k] for k in ("factors", "iterations", "dims") if k in trial["params"]}
+    value = trial["value"] and round(trial["value"], 5)
+    return size | {"valid_map@10": value, "seconds": round(trial["seconds"], 1)}
 
 
 def table(results: dict) -> str:
