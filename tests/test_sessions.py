@@ -324,6 +324,27 @@ def test_a_session_trial_scores_the_next_item_on_valid():
     assert known <= forward < known + 0.05                 # every transition seen in training ranked first
 
 
+def test_cooccurrence_similar_items_are_each_items_row_without_deleted_ones(spark, session_run):
+    import pyarrow.parquet as pq
+
+    from recsys import ops
+    from recsys.loading import load_model
+
+    settings, summary = session_run
+    path = Path(next(c["model_path"] for c in ops.run_models(settings.warehouse, summary["run_id"])
+                     if c[C.MODEL] == C.COOCCURRENCE))
+    model = load_model(spark, path if path.is_absolute() else settings.warehouse / path)
+    table = pq.read_table(model.path / "item_neighbours").to_pylist()
+    rows = {r["id"]: sorted(zip(r["scores"], r["neighbours"]), key=lambda p: (-p[0], p[1])) for r in table}
+    item = max(rows, key=lambda i: len(rows[i]))
+    gone = rows[item][0][1]                                # the item's best neighbour, deleted since
+    similar = {}
+    for r in model.similar_items(k=3, exclude_items=[gone]).collect():
+        similar.setdefault(r[C.ITEM_IDX], []).append((r[C.RANK], r["similar_idx"]))
+    assert [i for _, i in sorted(similar[item])] == [i for _, i in rows[item] if i != gone][:3]
+    assert all(i != gone for lists in similar.values() for _, i in lists)
+
+
 def test_the_history_keeps_each_known_users_latest_session_and_fitted_items(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
