@@ -112,3 +112,11 @@ def _submit_conf() -> dict[str, str]:
 
     SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
+
+
+def task_slots(spark) -> int:
+    """Tasks the cluster runs at once (executor cores / task cores; local[N]: N). Not ``defaultParallelism``, which
+    is ``spark.default.parallelism`` (the shuffle width we set, above the core count): a barrier stage — XGBoost's
+    distributed training — wider than the slots never starts (Spark retries the slot check, then fails the job)."""
+    sc = spark.sparkContext._jsc.sc()
+    return max(1, int(sc.maxNumConcurrentTasks(sc.resourceProfileManager().resourceProfileFromId(0))))

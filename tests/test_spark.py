@@ -42,3 +42,11 @@ def test_arrow_batches_to_python_are_bounded_by_rows_only(spark):
     """A byte bound makes Spark measure each batch after every row (quadratic for list columns)."""
     assert int(spark.conf.get("spark.sql.execution.arrow.maxBytesPerBatch")) == 2**31 - 1
     assert int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")) > 0
+
+
+def test_task_slots_count_the_tasks_that_run_at_once(spark):
+    """XGBoost's barrier stage needs every worker running at once: sized by ``defaultParallelism`` (the shuffle
+    width pipelines set, 8 by default, above the core count) it waited for slots that never came."""
+    from recsys.spark import task_slots
+
+    assert task_slots(spark) == 2                                  # local[2]

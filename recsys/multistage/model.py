@@ -41,6 +41,7 @@ from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
 from recsys.multistage.stage import Stage, fit_stage
+from recsys.spark import task_slots
 
 SPLIT_ORDER = ("train", "valid", "test")
 ANN_FILE = "als.ann"      # the ALS retriever's approximate index, for catalogues of retrieval.ann_min_items or more
@@ -341,7 +342,7 @@ def train_ranker(spark: SparkSession, examples: Examples, params: MultiStagePara
         columns.update({name: x[:, j] for j, name in enumerate(Fe.FEATURES)})
         pq.write_table(pa.table(columns), scratch / "part-0.parquet")
         frame = spark.read.parquet(str(scratch))
-        workers = max(1, min(spark.sparkContext.defaultParallelism, len(np.unique(examples.qid)) // 1000 or 1))
+        workers = max(1, min(task_slots(spark), len(np.unique(examples.qid)) // 1000 or 1))
         stopping = {"validation_indicator_col": "validation", "early_stopping_rounds": ranker.early_stopping_rounds,
                     "eval_metric": "ndcg"} if len(parts) > 1 else {}
         estimator = SparkXGBRanker(features_col=list(Fe.FEATURES), label_col="label", qid_col="qid",
