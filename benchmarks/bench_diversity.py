@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, arguments, save, spark_session
+from common import ROOT, arguments, pyplot, save, save_figure, spark_session
 from real_data import DATASETS
 
 PLOT = ROOT / "docs" / "img" / "diversity.png"
@@ -85,11 +85,7 @@ def measure(name: str, budget: float) -> dict:
 
 
 def plot(result: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for key, label, style in (("test", "test split", "o-"), ("labelled", "labelled users, cross-fitted (fit)", "s--")):
         curve = result[key]
@@ -107,10 +103,7 @@ def plot(result: dict, out: Path) -> None:
     ax.set_title(f"DPP re-rank strength — {result['dataset']}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, ROOT, arguments, save
+from common import RESULTS, ROOT, arguments, pyplot, save, save_figure
 
 PLOT = ROOT / "docs" / "img" / "retrieval.png"
 
@@ -117,11 +117,7 @@ def measure(items: int, args, settings, scratch: Path) -> dict:
 
 def plot(rows: list[dict], ann_min_items: int, out: Path) -> None:
     """Time per user (the index's publish path, exact scoring) and recall@N against the catalogue size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     items = [row["items"] for row in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     left.plot(items, [row["publish_ms_per_user"] for row in rows], "o-", label="HNSW index (publish path)")
@@ -140,10 +136,7 @@ def plot(rows: list[dict], ann_min_items: int, out: Path) -> None:
         ax.set_xlabel("catalogue items")
         ax.grid(alpha=0.3, which="both")
     left.legend(fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main() -> None:

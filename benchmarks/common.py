@@ -92,3 +92,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def pyplot():
+    """matplotlib's pyplot without a display (benchmarks draw the README's plots into files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out: Path) -> None:
+    """Write ``fig`` to ``out`` (a PNG the README shows) and free it."""
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    pyplot().close(fig)

@@ -24,7 +24,6 @@ An item without a row (deleted since) is never recommended.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -43,6 +42,7 @@ from recsys import constants as C
 from recsys.constants import COOCCURRENCE, GRU4REC
 from recsys.models.factors import (FACTOR_SCHEMA, RANKED_SCHEMA, _ranked_rows, arrow_seen_columns,
                                    list_column_to_matrix, ranked_lists)
+from recsys.models.folder import FolderModel
 from recsys.models.params import Gru4RecModelParams
 from recsys.models.topk import topk_scores
 from recsys.sessions import cooccurrence
@@ -71,7 +71,7 @@ def session_inputs(spark: SparkSession, warehouse: Path) -> SessionInputs:
 
 
 @dataclass
-class SessionModel:
+class SessionModel(FolderModel):
     """A fitted session model, read from its folder (:meth:`load`)."""
 
     name: str
@@ -83,18 +83,6 @@ class SessionModel:
     info: dict[str, Any] = field(default_factory=dict)
     scratch: Path | None = None
     cosine_similar: bool = False
-
-    def discard_scratch(self) -> None:
-        if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
-            self.scratch = None
-
-    def save(self, path: Path | str) -> None:
-        """Copy the model's folder to ``path`` (a fitted model already lives in one)."""
-        path = Path(path)
-        if path.resolve() != self.path.resolve():
-            shutil.rmtree(path, ignore_errors=True)
-            shutil.copytree(self.path, path)
 
     @classmethod
     def load(cls, spark: SparkSession, path: Path | str, seen: DataFrame | None = None) -> SessionModel:

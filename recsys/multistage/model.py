@@ -36,6 +36,7 @@ from recsys.constants import MULTISTAGE, RETRIEVERS
 from recsys.metrics import python_metrics as PM
 from recsys.metrics.definitions import MAP, metric_key
 from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
+from recsys.models.folder import FolderModel
 from recsys.models.params import ALSParams, ContentParams, MultiStageParams
 from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
@@ -52,7 +53,7 @@ RANKER = "ranker"         # the lists' order when the learned ranker orders them
 
 
 @dataclass
-class MultiStageModel:
+class MultiStageModel(FolderModel):
     """A fitted multi-stage model, read from its folder (:meth:`load`)."""
 
     name: str
@@ -65,18 +66,6 @@ class MultiStageModel:
     scratch: Path | None = None
     cosine_similar: bool = True
     diversity: float | None = None      # the re-rank strength; None: the one chosen at fit (``info["diversity"]``)
-
-    def discard_scratch(self) -> None:
-        if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
-            self.scratch = None
-
-    def save(self, path: Path | str) -> None:
-        """Copy the model's folder to ``path`` (a fitted model already lives in one)."""
-        path = Path(path)
-        if path.resolve() != self.path.resolve():
-            shutil.rmtree(path, ignore_errors=True)
-            shutil.copytree(self.path, path)
 
     @classmethod
     def load(cls, spark: SparkSession, path: Path | str, seen: DataFrame | None = None) -> MultiStageModel:
