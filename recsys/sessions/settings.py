@@ -37,12 +37,14 @@ class CooccurrenceParams(StrictModel):
     ``window`` steps (weight 1/distance; ``backward``: the share the reverse direction adds), rows normalised by
     ``normalise`` (``cosine``, or ``conditional`` damped by the followed item's popularity^``alpha``), the best
     ``neighbours`` kept per item; a session scores the rows of its last ``last_items`` items, the l-th latest
-    weighted ``decay``^l. ``sessions`` is set by the train step from the ``sessions`` section."""
+    weighted ``decay``^l. ``sessions`` is set by the train step from the ``sessions`` section. Default: the plain
+    conditional probability (alpha 0), the best on MovieLens latest-small's validation split (HR@20 0.189 against
+    0.134 for cosine; damping by popularity^0.25 or ^0.5 made it worse: 0.163, 0.128)."""
 
     window: int = Field(3, ge=1)
     backward: float = Field(0.0, ge=0, le=1)
-    normalise: Literal["cosine", "conditional"] = "cosine"
-    alpha: float = Field(0.5, ge=0, le=1)
+    normalise: Literal["cosine", "conditional"] = "conditional"
+    alpha: float = Field(0.0, ge=0, le=1)
     neighbours: int = Field(200, ge=1)
     last_items: int = Field(3, ge=1)
     decay: float = Field(0.5, gt=0, le=1)
