@@ -132,11 +132,9 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     if best_order(orders) == RANKER:
         ranker, ranker_info = train_ranker(spark, examples.subset(examples.has_positive), params,
                                            rounds=crossed.rounds)
-        if ranker is None:
-            orders.pop(RANKER, None)
-    order = best_order(orders)
-    if order == RANKER and ranker is None:
-        order = "als"                                   # nothing labelled at all: the ALS retriever's order
+    retrievers = {name: value for name, value in orders.items() if name != RANKER}
+    # no ranker (a retriever won, or nothing was labelled): the best retriever, else the ALS retriever's order
+    order = RANKER if ranker is not None else best_order(retrievers) if retrievers else "als"
     ranker_info.update(crossed.info)
     ranker_info.update({"order": order, "order_map@10": orders})
     ordered = crossed.scores if order == RANKER else retriever_scores(examples.x, order)
@@ -280,8 +278,10 @@ def order_map(examples: Examples, crossed: np.ndarray | None, truth: dict[int, l
     options = {name: retriever_scores(examples.x, name) for name in present}
     if crossed is not None:
         options = {RANKER: crossed, **options}
+    if not truth:
+        return {}
     values = {}
-    for name, scores in options.items() if truth else ():
+    for name, scores in options.items():
         lists = D.top_lists(rows, examples.items, scores, len(users), D.K, 0.0, 1, None)
         predictions = {int(u): lists.of(r).tolist() for r, u in enumerate(users)}
         values[name] = PM.ranking_metrics(predictions, truth, [D.K])[metric_key(MAP, D.K)]
@@ -296,7 +296,7 @@ def best_order(orders: dict[str, float]) -> str:
 def choose_diversity(examples: Examples, scores: np.ndarray | None, stage: Stage, truth: dict[int, list[int]],
                      params: MultiStageParams) -> dict[str, Any]:
     """On the labelled users' scores (cross-fitted, or the chosen retriever's): the diversity strength
-    (:mod:`diversity`) and the order's MAP@10."""
+    (:mod:`diversity`) and its curve."""
     embeddings = embedding_space(stage)
     if scores is None or embeddings is None:
         return {"diversity": 0.0, "diversity_note": "no cross-fitted scores or embeddings: the ranker's order"}
@@ -469,7 +469,7 @@ class _Scorer:
     ranker: bytes | None
     exclude: np.ndarray
     strength: float
-    order: str                   # RANKER, or the retriever whose ranks order the lists (:func:`choose_order`)
+    order: str                   # RANKER, or the retriever whose ranks order the lists (:func:`order_map`)
     index_path: str | None = None
 
     @classmethod
@@ -497,7 +497,8 @@ class _Scorer:
         return cls(meta["params"], n, side, _factor_arrays(path / "item_factors"),
                    _factor_arrays(path / "item_content") if (path / "item_content").is_dir() else None,
                    neighbours, ranker, np.asarray(sorted(set(exclude)), dtype=np.int32), strength,
-                   RANKER if ranker is not None else meta["info"].get("order", "als"), str((path / ANN_FILE).resolve()) if (path / ANN_FILE).is_file() else None)
+                   RANKER if ranker is not None else meta["info"].get("order", "als"),
+                   str((path / ANN_FILE).resolve()) if (path / ANN_FILE).is_file() else None)
 
     def stage(self) -> Stage:
         params = MultiStageParams.model_validate(self.params)
