@@ -120,9 +120,10 @@ class SessionModel(FolderModel):
         if self.name != COOCCURRENCE:
             raise NotImplementedError(f"{self.name} has no item-to-item neighbours")
         spark = self.user_factors.sparkSession
-        rows = spark.read.parquet(str(self.path / NEIGHBOURS)).select(
-            F.col("id").alias(C.ITEM_IDX), F.explode(F.arrays_zip("neighbours", "scores")).alias("e"))
-        live = spark.read.parquet(str(self.path / NEIGHBOURS)).select(F.col("id").alias("similar_idx"))
+        neighbours = spark.read.parquet(str(self.path / NEIGHBOURS))
+        rows = neighbours.select(F.col("id").alias(C.ITEM_IDX),
+                                 F.explode(F.arrays_zip("neighbours", "scores")).alias("e"))
+        live = neighbours.select(F.col("id").alias("similar_idx"))
         if items is not None:
             rows = rows.join(items.select(C.ITEM_IDX).distinct(), C.ITEM_IDX, "left_semi")
         similar = (rows.select(C.ITEM_IDX, F.col("e.neighbours").alias("similar_idx"), F.col("e.scores").alias(C.SCORE))

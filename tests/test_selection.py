@@ -131,13 +131,13 @@ def test_a_trial_is_sized_iterations_first_then_factors_to_its_predicted_cost():
     measured = [({"factors": 16, "iterations": 10}, 1.0), ({"factors": 32, "iterations": 10}, 2.0)]
     wanted = {"factors": 256, "iterations": 10, "alpha": 3.0}
     # predicted from the dearest measured trial: 2 s per 10 × 32² units
-    assert cost.predicted_seconds(wanted, 1000, measured) == pytest.approx(2.0 * 64)
-    assert cost.sized(wanted, measured, seconds=200.0, ratings=1000) == wanted              # fits: unchanged
-    assert cost.sized(wanted, measured, seconds=70.0, ratings=1000) == {**wanted, "iterations": 5}   # 64 s
-    small = cost.sized(wanted, measured, seconds=10.0, ratings=1000)
-    assert small["iterations"] == 5 and cost.predicted_seconds(small, 1000, measured) <= 10.0
+    assert cost.predicted_seconds(wanted, measured) == pytest.approx(2.0 * 64)
+    assert cost.sized(wanted, measured, seconds=200.0) == wanted              # fits: unchanged
+    assert cost.sized(wanted, measured, seconds=70.0) == {**wanted, "iterations": 5}   # 64 s
+    small = cost.sized(wanted, measured, seconds=10.0)
+    assert small["iterations"] == 5 and cost.predicted_seconds(small, measured) <= 10.0
     assert small["factors"] > 0.9 * 256 * np.sqrt(10.0 / 64) and small["alpha"] == 3.0   # no smaller than needed
-    tiny = cost.sized(wanted, measured, seconds=0.01, ratings=1000)
+    tiny = cost.sized(wanted, measured, seconds=0.01)
     assert (tiny["factors"], tiny["iterations"]) == (cost.MIN_FACTORS, cost.MIN_ITERATIONS)
 
 
@@ -149,7 +149,7 @@ def test_spark_is_sized_for_min_trials_in_its_budget_and_the_others_not():
     measured = [({"factors": 16, "iterations": 10}, 2.0)]
     wanted = {"factors": 256, "iterations": 10}
     size = _sizer("spark_als", d, 100.0, tuning)
-    assert cost.predicted_seconds(size(wanted, measured), len(d.users), measured) <= 100.0 / 4
+    assert cost.predicted_seconds(size(wanted, measured), measured) <= 100.0 / 4
     assert size({"factors": 16, "iterations": 10}, measured) == {"factors": 16, "iterations": 10}
     assert _sizer("implicit_als", d, 100.0, tuning) is None
 
@@ -396,7 +396,7 @@ def test_spark_starts_from_implicits_winner_sized_to_its_budget(spark, tmp_path)
     assert first["regularization"] == pytest.approx(4.0 / d.typical_count)
     assert (first["alpha"], first["weighting"]) == (2.0, winner["weighting"])
     assert first["iterations"] == cost.SPARE_ITERATIONS and first["factors"] < 256      # cut: 256 would not fit
-    assert cost.predicted_seconds(first, len(d.users), [(configured, configured_seconds)]) <= 40.0 / 5
+    assert cost.predicted_seconds(first, [(configured, configured_seconds)]) <= 40.0 / 5
 
 
 def test_the_report_shows_the_search(tmp_path):

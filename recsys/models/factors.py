@@ -15,7 +15,6 @@ per user; rows, where wanted, are exploded in the JVM.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
+from recsys.models.folder import FolderModel
 from recsys.models.topk import Catalogue, seen_columns, topk_products, topk_scores
 
 FACTOR_SCHEMA = "id INT, features ARRAY<FLOAT>"
@@ -37,8 +37,9 @@ DEFAULT_BLOCK = 1024
 
 
 @dataclass
-class FactorModel:
-    """A trained model: factors as DataFrames plus what is needed to exclude seen items."""
+class FactorModel(FolderModel):
+    """A trained model: factors as DataFrames plus what is needed to exclude seen items. ``scratch``: the temp
+    folder behind the factor DataFrames (numpy-fitted models; ~0.5 GB at Appliances size), unusable once discarded."""
 
     name: str
     params: dict[str, Any]
@@ -48,13 +49,6 @@ class FactorModel:
     cosine_similar: bool = True            # similar_items by cosine (ALS, content) or raw dot
     info: dict[str, Any] = field(default_factory=dict)   # train_seconds, data versions, …
     scratch: Path | None = None            # temp folder backing the factor DataFrames (numpy-fitted models)
-
-    def discard_scratch(self) -> None:
-        """Delete the temp folder behind the factors (after :meth:`save`, or once a trial is scored); the
-        DataFrames read from it are unusable afterwards. A fit at Appliances size leaves ~0.5 GB there."""
-        if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
-            self.scratch = None
 
     # -- scoring ------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""What every model that lives in one folder of files shares (the multi-stage and session models): it is fitted into
-a scratch folder, saved by copying that folder, and the scratch is dropped once saved."""
+"""What the models fitted into a scratch folder share: the scratch is dropped once saved (or once a trial is
+scored); the multi-stage and session models, which live in that one folder, are saved by copying it."""
 
 from __future__ import annotations
 

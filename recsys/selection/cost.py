@@ -21,29 +21,28 @@ MIN_FACTORS = int(RANGES["factors"][0])
 GROWTH = 1.5                # the mapped trial is tried again when re-sizing allows this much more work
 
 
-def work(params: dict[str, Any], ratings: int = 1) -> float:
-    """iterations × factors² × ratings (relative units: the same ``ratings`` for every trial of a search)."""
-    return params["iterations"] * params["factors"] ** 2 * max(ratings, 1)
+def work(params: dict[str, Any]) -> float:
+    """iterations × factors² (relative units: every trial of a search fits the same ratings, so they cancel)."""
+    return params["iterations"] * params["factors"] ** 2
 
 
-def predicted_seconds(params: dict[str, Any], ratings: int, measured: list[tuple[dict[str, Any], float]]) -> float:
-    """Seconds of a trial with ``params`` on ``ratings`` training rows, from the dearest of the ``measured``
-    (params, seconds) pairs; 0 with nothing measured."""
+def predicted_seconds(params: dict[str, Any], measured: list[tuple[dict[str, Any], float]]) -> float:
+    """Seconds of a trial with ``params``, from the dearest of the ``measured`` (params, seconds) pairs of the same
+    search; 0 with nothing measured."""
     if not measured:
         return 0.0
-    reference, seconds = max(measured, key=lambda m: work(m[0], ratings))
-    return seconds * work(params, ratings) / work(reference, ratings)
+    reference, seconds = max(measured, key=lambda m: work(m[0]))
+    return seconds * work(params) / work(reference)
 
 
-def sized(params: dict[str, Any], measured: list[tuple[dict[str, Any], float]], *, seconds: float,
-          ratings: int) -> dict[str, Any]:
+def sized(params: dict[str, Any], measured: list[tuple[dict[str, Any], float]], *, seconds: float) -> dict[str, Any]:
     """``params`` made cheap enough to be predicted within ``seconds``: iterations down to
     :data:`SPARE_ITERATIONS`, then factors down to :data:`MIN_FACTORS`, then iterations down to
     :data:`MIN_ITERATIONS` (what still does not fit is returned at that floor)."""
     out = dict(params)
 
     def fits() -> bool:
-        return predicted_seconds(out, ratings, measured) <= seconds
+        return predicted_seconds(out, measured) <= seconds
 
     while not fits() and out["iterations"] > SPARE_ITERATIONS:
         out["iterations"] -= 1

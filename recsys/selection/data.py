@@ -14,6 +14,7 @@ ranked; a valid user without factors has no list and counts 0, as in the Spark e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class SearchData:
         return cls(users[train], items[train], np.asarray(weights, dtype=np.float64)[train],
                    np.asarray(timestamps, dtype=np.int64)[train], truth, n_users, n_items, note)
 
-    @property
+    @cached_property
     def typical_count(self) -> float:
         """The interactions of the user and of the item of a typical training interaction: the geometric mean of
         the users' and the items' interaction-weighted mean counts (Σn²/Σn, the mean of n over interactions, not

@@ -97,7 +97,7 @@ def _sizer(model: str, data: SearchData, budget_seconds: float, tuning: TuningSe
     (:mod:`recsys.selection.cost`); the other models' trials cost seconds, not a share of the budget."""
     if model != "spark_als":
         return None
-    return partial(cost.sized, seconds=budget_seconds / tuning.min_trials, ratings=len(data.users))
+    return partial(cost.sized, seconds=budget_seconds / tuning.min_trials)
 
 
 def search_model(spark, settings: Settings, model: str, run_id: str, data: SearchData, *, budget_seconds: float,

@@ -48,4 +48,8 @@ class Sequences:
 
     def select(self, rows: np.ndarray) -> Sequences:
         """The sequences at ``rows``, in that order."""
-        return Sequences.from_lists(self[int(i)] for i in rows)
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        starts = np.repeat(self.offsets[rows] - offsets[:-1], lengths)
+        return Sequences(offsets, self.items[starts + np.arange(offsets[-1])].astype(np.int32))
