@@ -32,6 +32,8 @@ CANDIDATE, PRODUCTION, ARCHIVED, REJECTED = "candidate", "production", "archived
 RUN_ID, PUBLISHED_AT, K, UPDATED_AT, MODEL_PATH = "run_id", "published_at", "k", "updated_at", "model_path"
 REGISTRY_COLUMNS = [RUN_ID, MODEL, "stage", MODEL_PATH, "params", "metric", "reason", UPDATED_AT]
 UNSWITCHED = "ops/_unswitched.json"   # version -> when its rows were written, until it is switched
+MODELS_DIR = "models"                 # <warehouse>/models/<model>/<run_id>/: every saved model folder
+REFIT_SUFFIX = "-all"                 # publish's refit of the production model on every split: <run_id>-all
 SELECTIONS = "ops/selection"          # <run_id>.json per run that searched; studies.db (Optuna)
 
 
@@ -118,6 +120,22 @@ def kept_versions(warehouse: Path | str, keep: int, *, pinned: Iterable[str] = (
 
 
 # --- ops/model_registry -------------------------------------------------------------------------------------------
+
+
+def model_dir(warehouse: Path | str, model: str, run_id: str) -> Path:
+    return Path(warehouse).resolve() / MODELS_DIR / model / run_id
+
+
+def refit_dir(warehouse: Path | str, model: str, run_id: str) -> Path:
+    """Where publish refits ``run_id``'s production ``model`` on every split (absent until a refit ran)."""
+    return model_dir(warehouse, model, run_id + REFIT_SUFFIX)
+
+
+def last_fitted(warehouse: Path | str, model: str, run_id: str, model_path: str) -> Path:
+    """The model folder as last fitted: publish's refit when one ran, else the registered candidate
+    (``model_path``)."""
+    refit = refit_dir(warehouse, model, run_id)
+    return refit if refit.is_dir() else Path(model_path)
 
 
 def stored_path(warehouse: Path | str, model_path: str) -> str:

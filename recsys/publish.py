@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import constants as C
-from recsys import ops, registry
+from recsys import ops
 from recsys import tables as T
 from recsys.config import Settings
 from recsys.logs import step
@@ -56,9 +56,9 @@ def _production_model(spark: SparkSession, settings: Settings, seen: DataFrame,
     prod = ops.production_model(settings.warehouse)
     if prod is None:
         raise LookupError("no production model in ops/model_registry: run train and evaluate first")
-    path = registry.model_dir(settings.warehouse, prod[C.MODEL], prod["run_id"] + "-all")
+    path = ops.refit_dir(settings.warehouse, prod[C.MODEL], prod["run_id"])
     if not refit:
-        saved = path if path.is_dir() else prod["model_path"]
+        saved = ops.last_fitted(settings.warehouse, prod[C.MODEL], prod["run_id"], prod["model_path"])
         return prod, _published(load_model(spark, str(saved), seen=seen), settings)
     with step("refit", model=prod[C.MODEL], run_id=prod["run_id"]):
         model = fit_and_save(spark, settings.warehouse, prod[C.MODEL], json.loads(prod["params"] or "{}"), None, path)

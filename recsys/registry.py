@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 from recsys import constants as C
 from recsys import tables as T
 from recsys.config import REPO_ROOT
-from recsys.ops import stored_path
+from recsys.ops import model_dir, stored_path  # noqa: F401 - model_dir: where train saves, re-exported
 
 
 def new_run_id() -> str:
@@ -35,10 +35,6 @@ def code_version() -> str:
                               text=True, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def model_dir(warehouse: Path | str, model: str, run_id: str) -> Path:
-    return Path(warehouse).resolve() / "models" / model / run_id
 
 
 def _append(spark: SparkSession, warehouse, spec: T.TableSpec, rows: list[dict[str, Any]]) -> None:

@@ -47,10 +47,10 @@ from recsys.models.params import Gru4RecModelParams
 from recsys.models.topk import topk_scores
 from recsys.sessions import cooccurrence
 from recsys.sessions import sequences as S
+from recsys.sessions.folder import EMBEDDINGS, HISTORY, LAYERS, META, NEIGHBOURS
 from recsys.sessions.gru4rec.weights import Gru4RecWeights
 from recsys.sessions.settings import CooccurrenceParams
 
-HISTORY, NEIGHBOURS, EMBEDDINGS, LAYERS = "user_history", "item_neighbours", "item_embeddings", "gru4rec_layers"
 DEFAULT_BLOCK = 64            # users scored at once: a block of dense scores is block × n_items floats
 
 
@@ -87,7 +87,7 @@ class SessionModel(FolderModel):
     @classmethod
     def load(cls, spark: SparkSession, path: Path | str, seen: DataFrame | None = None) -> SessionModel:
         path = Path(path)
-        meta = json.loads((path / "model.json").read_text())
+        meta = json.loads((path / META).read_text())
         vectors = (spark.read.parquet(str(path / EMBEDDINGS)).select("id", "features") if meta["name"] == GRU4REC
                    else spark.createDataFrame([], FACTOR_SCHEMA))
         return cls(name=meta["name"], params=meta["params"], path=path, info=meta.get("info", {}),
@@ -162,7 +162,7 @@ def fit(name: str, interactions: DataFrame, params: CooccurrenceParams | Gru4Rec
     info = {"train_seconds": round(time.perf_counter() - start, 3), "sequences": len(data.sequences),
             "steps": int(len(data.sequences.items)), "n_items": n_items}
     meta = {"name": name, "params": params.model_dump(), "info": info, "n_items": n_items}
-    (folder / "model.json").write_text(json.dumps(meta, indent=2, default=str))
+    (folder / META).write_text(json.dumps(meta, indent=2, default=str))
     model = SessionModel.load(spark, folder, seen=interactions.select(C.USER_IDX, C.ITEM_IDX))
     model.scratch = folder
     return model
@@ -237,7 +237,7 @@ class LoadedScorer:
 
 
 def read_scorer(path: Path) -> LoadedScorer:
-    meta = json.loads((path / "model.json").read_text())
+    meta = json.loads((path / META).read_text())
     n = int(meta["n_items"])
     if meta["name"] == GRU4REC:
         return read_gru4rec(path, n)

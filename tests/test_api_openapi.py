@@ -61,6 +61,9 @@ def test_real_answers_validate_against_the_spec(app, spec):
         ("/ready", "/ready"),
     ]:
         _check(spec, template, "GET", client.get(url))
+    for sent in ({"items": ["I01"], "k": 2}, {"items": ["NOPE"], "user_id": "U1"}, {"items": []},
+                 {"items": ["I01"], "category": "Nope"}):                                       # 200, 200, 400, 404
+        _check(spec, "/v1/sessions/recommendations", "POST", client.post("/v1/sessions/recommendations", json=sent))
     for refused in (client.post("/v1/users/U1/recommendations"), client.get("/nowhere")):     # 405, 404
         _validator(spec, {"$ref": "#/components/schemas/Error"}).validate(refused.get_json())
     body = mine.get_json()
@@ -82,3 +85,16 @@ def test_the_event_contract_in_the_spec_is_the_one_the_api_keeps(spec):
     for bad in (good | {"ts": "2024-01-01T00:00:00Z"}, good | {"user_id": "U1\n"}, good | {"event_type": "like"},
                 [good] * 101, []):
         assert not validator.is_valid(bad), bad
+
+
+def test_the_session_contract_in_the_spec_is_the_one_the_api_keeps(app, spec):
+    body = spec["paths"]["/v1/sessions/recommendations"]["post"]["requestBody"]["content"]["application/json"]
+    validator = _validator(spec, body["schema"])
+    client = app.test_client()
+    good = {"items": ["I01"] * 200, "k": 100, "user_id": "U1", "category": "Toys", "exclude": ["I02"] * 100}
+    validator.validate(good)
+    assert client.post("/v1/sessions/recommendations", json=good).status_code == 200
+    for bad in ({"items": []}, {"items": ["I01"] * 201}, good | {"k": 0}, good | {"k": 101}, good | {"x": 1},
+                good | {"items": ["I01\n"]}, good | {"exclude": ["I02"] * 101}, {"k": 3}):
+        assert not validator.is_valid(bad), bad
+        assert client.post("/v1/sessions/recommendations", json=bad).status_code == 400, bad

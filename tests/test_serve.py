@@ -308,19 +308,26 @@ _PARAMS = st.lists(st.tuples(st.sampled_from(["k", "k", "category", "exclude", "
 _JSONS = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
                       lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
                           st.sampled_from(["event_type", "user_id", "parent_asin", "request_id", "items", "ts",
-                                           "variant", "zz"]), kids, max_size=6), max_leaves=12)
+                                           "variant", "k", "category", "exclude", "zz"]), kids, max_size=6),
+                      max_leaves=12)
 _EVENT_TYPES = st.sampled_from(["impression", "click", "add_to_cart", "purchase", "scroll_end", "like"])
 _EVENTS = st.fixed_dictionaries({"event_type": _EVENT_TYPES, "user_id": _TEXT, "request_id": _TEXT},
                                 optional={"parent_asin": _TEXT, "items": st.lists(_TEXT, max_size=3) | _TEXT,
                                           "ts": st.one_of(st.integers(), _TEXT), "variant": _TEXT})
+_SESSIONS = st.fixed_dictionaries({"items": st.lists(_TEXT, max_size=5) | _TEXT},
+                                  optional={"k": st.integers(-2, 300) | st.floats() | _TEXT | st.booleans(),
+                                            "user_id": _TEXT, "category": _TEXT,
+                                            "exclude": st.lists(_TEXT, max_size=3) | _TEXT})
 
 
 @hsettings(max_examples=400, deadline=None)
 @given(template=st.sampled_from(["/v1/users/{}/recommendations", "/v1/items/{}/similar", "/v1/popular{}",
-                                 "/v1/events{}", "/health{}", "/ready{}", "/metrics{}", "/{}", "/v1/{}/{}"]),
+                                 "/v1/events{}", "/v1/sessions/recommendations{}", "/health{}", "/ready{}",
+                                 "/metrics{}", "/{}", "/v1/{}/{}"]),
        segment=_TEXT, raw=st.booleans(), params=_PARAMS,
        method=st.sampled_from(["GET", "GET", "GET", "POST", "PUT", "DELETE"]),
-       body=st.one_of(st.none(), st.binary(max_size=64), (_JSONS | _EVENTS).map(lambda v: json.dumps(v).encode())))
+       body=st.one_of(st.none(), st.binary(max_size=64),
+                      (_JSONS | _EVENTS | _SESSIONS).map(lambda v: json.dumps(v).encode())))
 def test_fuzz_never_5xx_and_always_json(ro_client, template, segment, raw, params, method, body):
     part = segment if raw and segment.isascii() and segment.isprintable() and not set(segment) & set("?#%/ ") \
         else quote(segment, safe="")

@@ -21,12 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypedDict
 
-import numpy as np
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from recsys.constants import ITEM_ID, MODEL, RANK, SCORE, USER_ID, VERSION
+from recsys.constants import ITEM_ID, MODEL, USER_ID, VERSION
 from recsys.ids import is_valid_id
 from recsys.serve.admission import admit
 from recsys.serve.clients import FORWARDED_FOR, ClientAddress
@@ -35,7 +34,10 @@ from recsys.serve.errors import ApiError
 from recsys.serve.events import VARIANT, EventError, validate_event
 from recsys.serve.experiment import ABSettings
 from recsys.serve.ledger import Ledger
+from recsys.serve.lists import POPULARITY, pick, popular_list
 from recsys.serve.metrics import CONTENT_TYPE, Metrics
+from recsys.serve.session_scoring import SessionQuery
+from recsys.serve.session_scoring import recommend as recommend_session
 from recsys.serve.openapi import build_spec
 from recsys.serve.settings import ServeSettings
 from recsys.serve.signing import Signer
@@ -47,7 +49,6 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("recsys.serve.access")
 
 K_PATTERN = re.compile(r"[0-9]{1,9}")            # decimal digits (fullmatch); the cap keeps int() cheap
-FALLBACK_MODEL = "popularity"
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -105,14 +106,49 @@ def _category(params: dict[str, str], snapshot: Snapshot) -> int | None:
 
 def _exclude(params: dict[str, str], settings: ServeSettings) -> frozenset[str]:
     raw = params.get("exclude")
-    if not raw:
-        return frozenset()
-    asins = [a for a in raw.split(",") if a]
+    return _exclude_ids([a for a in raw.split(",") if a] if raw else [], settings)
+
+
+def _exclude_ids(asins: Any, settings: ServeSettings) -> frozenset[str]:
+    """``exclude`` as a list of asins (the query's, split at commas; a JSON body's as sent)."""
+    if not isinstance(asins, list):
+        raise ApiError(400, "invalid_exclude", "exclude must be a list of asins")
     if len(asins) > settings.max_exclude:
         raise ApiError(400, "invalid_exclude", f"exclude takes at most {settings.max_exclude} asins")
     for asin in asins:
         _check_id(asin, "exclude")
     return frozenset(asins)
+
+
+def _json_k(body: dict[str, Any], settings: ServeSettings) -> int:
+    """A JSON body's ``k``: an integer (not true, not 20.0), then the query's rule."""
+    raw = body.get("k")
+    if raw is not None and type(raw) is not int:
+        raw = "not an integer"
+    return _k({} if raw is None else {"k": str(raw)}, settings)
+
+
+def _session_items(items: Any, settings: ServeSettings) -> list[str]:
+    """The session: 1..``max_session_items`` asins, oldest first; an asin may come back (a view, then a cart)."""
+    if not isinstance(items, list) or not 1 <= len(items) <= settings.max_session_items:
+        raise ApiError(400, "invalid_items", f"items must be a list of 1..{settings.max_session_items} asins")
+    for asin in items:
+        _check_id(asin, "items")
+    return items
+
+
+def _json_object(settings: ServeSettings, allowed: frozenset[str]) -> dict[str, Any]:
+    """The body as a JSON object of ``allowed`` fields only (a misspelt field must not be silently ignored)."""
+    try:
+        body = orjson.loads(_body(settings.max_body_bytes))
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    unknown = set(body) - allowed
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field(s); allowed: {', '.join(sorted(allowed))}")
+    return body
 
 
 def _body(limit: int) -> bytes:
@@ -134,40 +170,6 @@ def _ready(store: SnapshotStore) -> tuple[Snapshot, DenyList]:
     if state.snapshot is None:
         raise ApiError(503, "not_ready", "no published version loaded yet")
     return state.snapshot, state.denylist
-
-
-# --- ranking helpers -----------------------------------------------------------------------------------------
-
-
-def _pick(snapshot: Snapshot, items: np.ndarray, scores: np.ndarray, k: int, denylist: DenyList,
-          exclude: frozenset[str], category: int | None) -> list[dict[str, Any]]:
-    """The first ``k`` candidates (rank order) that pass the deny-list, ``exclude`` and ``category``; ranks 1..n.
-
-    Candidates beyond k are the spares the publisher keeps, so removals are backfilled. Decoded in chunks: a long
-    popular list costs only what is read.
-    """
-    out: list[dict[str, Any]] = []
-    chunk = max(2 * k, 32)
-    for lo in range(0, len(items), chunk):
-        idx = np.asarray(items[lo:lo + chunk])
-        asins = snapshot.asins(idx)
-        cats = snapshot.item_category[idx] if category is not None else None
-        for pos, asin in enumerate(asins):
-            if asin in denylist.items or asin in exclude or (cats is not None and cats[pos] != category):
-                continue
-            out.append({ITEM_ID: asin, SCORE: scores[lo + pos], RANK: len(out) + 1})
-            if len(out) == k:
-                return out
-    return out
-
-
-def _popular(snapshot: Snapshot, category: int | None, k: int, denylist: DenyList,
-             exclude: frozenset[str]) -> list[dict[str, Any]]:
-    code = snapshot.all_category if category is None else category
-    if code is None:
-        return []
-    items, scores = snapshot.popular_slice(code)
-    return _pick(snapshot, items, scores, k, denylist, exclude, None)
 
 
 # --- per-app state ----------------------------------------------------------------------------------------
@@ -275,12 +277,12 @@ def user_recommendations(user_id: str) -> Response:
     found = None if denylist.user_erased(user_id) else snapshot.user_slice(user_id)
     if found is not None:
         lo, hi, model = found
-        items = _pick(snapshot, snapshot.user_items[lo:hi], snapshot.user_scores[lo:hi], k, denylist, exclude,
+        items = pick(snapshot, snapshot.user_items[lo:hi], snapshot.user_scores[lo:hi], k, denylist, exclude,
                       category)
         source = "personalized"
     else:
-        items = _popular(snapshot, category, k, denylist, exclude)
-        model, source = FALLBACK_MODEL, "popular"
+        items = popular_list(snapshot, category, k, denylist, exclude)
+        model, source = POPULARITY, "popular"
     body = {USER_ID: user_id, VERSION: snapshot.version, MODEL: model, "source": source,
             "request_id": _request_id(user_id, items), "items": items}
     if variant is not None:
@@ -305,7 +307,7 @@ def similar_items(parent_asin: str) -> Response:
     for candidate in ([method] if method else list(METHODS)):
         found = snapshot.similar_slice(candidate, item)
         if found is not None:
-            items = _pick(snapshot, found[0], found[1], k, denylist, frozenset({parent_asin}), None)
+            items = pick(snapshot, found[0], found[1], k, denylist, frozenset({parent_asin}), None)
             if items or method:
                 method = candidate
                 break
@@ -320,9 +322,36 @@ def popular() -> Response:
     k = _k(params, runtime["settings"])
     snapshot, denylist = _ready(runtime["store"])
     category = _category(params, snapshot)
-    items = _popular(snapshot, category, k, denylist, frozenset())
+    items = popular_list(snapshot, category, k, denylist, frozenset())
     return _json({VERSION: snapshot.version, "category": params.get("category"), "request_id": _request_id("", items),
                   "items": items})
+
+
+SESSION_FIELDS = frozenset({"items", "k", "user_id", "category", "exclude"})
+
+
+@api.post("/v1/sessions/recommendations")
+def session_recommendations() -> Response:
+    """The next items after a session (:mod:`recsys.serve.session_scoring`), computed now from the snapshot."""
+    runtime = _runtime()
+    settings = runtime["settings"]
+    _params(frozenset())
+    body = _json_object(settings, SESSION_FIELDS)
+    items = _session_items(body.get("items"), settings)
+    k = _json_k(body, settings)
+    user_id = body.get("user_id")
+    if user_id is not None:
+        _check_id(user_id, "user_id")
+    exclude = _exclude_ids([] if body.get("exclude") is None else body["exclude"], settings)
+    snapshot, denylist = _ready(runtime["store"])
+    query = SessionQuery(items, k, _category(body, snapshot), exclude, user_id)
+    answer = recommend_session(snapshot, denylist, query)
+    out = {VERSION: snapshot.version, MODEL: answer.model, "source": answer.source,
+           "unknown_items": answer.unknown_items, "request_id": _request_id(user_id or "", answer.items),
+           "items": answer.items}
+    if user_id is not None:
+        out[USER_ID] = user_id
+    return _json(out)
 
 
 @api.post("/v1/events")
@@ -429,6 +458,7 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
                                         events=AssignedEventLog(settings.events_dir, router), metrics=Metrics(),
                                         signer=Signer(keys), ledger=Ledger(settings.ledger_path),
                                         clients=ClientAddress(settings.trusted_proxies),
-                                        openapi=orjson.dumps(build_spec(settings.max_k, settings.max_event_batch)))
+                                        openapi=orjson.dumps(build_spec(settings.max_k, settings.max_event_batch,
+                                                                    settings.max_session_items, settings.max_exclude)))
     app.register_blueprint(api)
     return app

@@ -69,6 +69,25 @@ class Popular(Listed):
     category: str | None
 
 
+class SessionRecommendations(Listed):
+    model: str = Field(description="the scorer that answered (gru4rec, cooccurrence, similar_items), or popularity "
+                                   "when no item of the session is known")
+    source: Literal["session", "popular"]
+    unknown_items: int = Field(ge=0, description="items of the session ignored: not in the published version, "
+                                                 "unknown to the scorer, or deleted")
+    user_id: str | None = Field(None, description="as sent: the user's known items were left out")
+
+
+class Session(Answer):
+    """A session, oldest item first (an item may come back). Known to nobody: the popular list answers."""
+
+    items: list[Id] = Field(min_length=1, description="the session's asins, oldest first")
+    k: int | None = Field(None, ge=1, description="list length (serve.default_k when absent)")
+    user_id: Id | None = Field(None, description="leave out this user's known items too")
+    category: Id | None = Field(None, description="only items of this category")
+    exclude: list[Id] | None = Field(None, description="asins to leave out")
+
+
 class Event(Answer):
     """One event about a list the API served. ``ts`` is not accepted: the server's clock sets it."""
 
@@ -99,8 +118,9 @@ class Ready(Answer):
     published_at: str
 
 
-MODELS: tuple[type[BaseModel], ...] = (Error, UserRecommendations, SimilarItems, Popular, Event, EventsTaken,
-                                       Health, Ready)
+MODELS: tuple[type[BaseModel], ...] = (Error, UserRecommendations, SimilarItems, Popular, SessionRecommendations,
+                                       Session, Event, EventsTaken, Health, Ready)
+REQUESTS = frozenset({Session, Event})          # described as the API reads them, the others as it writes them
 
 
 def _param(name: str, where: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -122,13 +142,17 @@ def _get(summary: str, answer: str, parameters: list[dict[str, Any]], *errors: i
                     "responses": {"200": _json(answer, summary)} | _errors(*errors)}}
 
 
-def build_spec(max_k: int, max_event_batch: int) -> dict[str, Any]:
+def build_spec(max_k: int, max_event_batch: int, max_session_items: int, max_exclude: int) -> dict[str, Any]:
     """The OpenAPI document (a dict) of the API's routes, for the configured limits."""
     spec = APISpec(title=TITLE, version=API_VERSION, openapi_version="3.1.0",
                    info={"description": "Recommendations from the published version; events about what it served. "
                                         "Errors: {\"error\": {\"code\", \"message\"}}."})
-    _, defs = models_json_schema([(model, "validation" if model is Event else "serialization")
+    _, defs = models_json_schema([(model, "validation" if model in REQUESTS else "serialization")
                                         for model in MODELS], ref_template="#/components/schemas/{model}")
+    session = defs["$defs"]["Session"]["properties"]
+    session["items"]["maxItems"] = max_session_items
+    session["k"]["anyOf"][0]["maximum"] = max_k
+    session["exclude"]["anyOf"][0]["maxItems"] = max_exclude
     for name, schema in defs["$defs"].items():
         spec.components.schema(name, schema)
     k = _param("k", "query", f"list length, 1..{max_k}", {"type": "integer", "minimum": 1, "maximum": max_k})
@@ -143,6 +167,14 @@ def build_spec(max_k: int, max_event_batch: int) -> dict[str, Any]:
          _param("method", "query", "als or content", {"type": "string", "enum": ["als", "content"]})],
         400, 404, 503))
     spec.path("/v1/popular", operations=_get("the popular list", "Popular", [k, category], 400, 404, 503))
+    spec.path("/v1/sessions/recommendations", operations={"post": {
+        "summary": "the next items after a session, computed now from the published version's session scorer",
+        "description": "Left out: the session's items, the user's known items (user_id), exclude, deleted items. "
+                       "Items the version does not know are ignored (unknown_items); none known: the popular list "
+                       "(source popular).",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/Session"}}}},
+        "responses": {"200": _json("SessionRecommendations", "the next items")} | _errors(400, 404, 413, 503)}})
     spec.path("/v1/events", operations={"post": {
         "summary": "events about lists the API served",
         "description": "Taken only for a signed request_id within serve.event_window_s; an impression carries the "

@@ -28,7 +28,8 @@ class ServeSettings(StrictModel):
     request_timeout_s: float = Field(10.0, gt=0)   # to receive a request's body and answer it; else 408
     max_k: int = Field(100, ge=1)
     default_k: int = Field(10, ge=1)
-    max_exclude: int = Field(100, ge=0)         # asins accepted in ?exclude=
+    max_exclude: int = Field(100, ge=0)         # asins accepted in ?exclude= (and a session's "exclude")
+    max_session_items: int = Field(200, ge=1)   # items a POST /v1/sessions/recommendations may name
     max_event_batch: int = Field(100, ge=1)     # events accepted in one POST /v1/events
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     reload_interval_s: float = Field(2.0, ge=0.0)   # 0 = check ops/published and ops/deletions on every request

@@ -14,7 +14,10 @@ Layout of ``<snapshot_dir>/<version>/`` (CSR = ``offsets[i]:offsets[i+1]`` slice
   ``user_scores.npy`` ``float32``; ``user_model.npy`` ``uint8`` code into ``meta.json["models"]``.
 - ``similar_<method>_{offsets,items,scores}.npy``: CSR over the item vocabulary, one set per method.
 - ``popular_{offsets,items,scores}.npy``: CSR over the category vocabulary.
-- ``meta.json``: version, model, run_id, published_at, counts. Written last: a folder without it is incomplete.
+- ``session_*.npy``, ``user_known_*.npy``: the session endpoint's scorer, re-keyed onto ``items.npy``, and each
+  user's known items (:mod:`recsys.serve.session_build`).
+- ``meta.json``: version, model, run_id, published_at, counts, ``session`` (the scorer chosen). Written last: a
+  folder without it is incomplete.
 
 A build writes into a temporary folder and renames it into place (atomic on one filesystem), under an exclusive
 ``flock`` so that one process builds while the others wait, then points ``current`` at it.
@@ -52,6 +55,9 @@ from recsys.constants import (
 )
 from recsys.delta import log_version, read_table
 from recsys.ops import Published, current_published
+from recsys.serve import session_build
+from recsys.serve.denylist import load_denylist
+from recsys.serve.session_scoring import session_scorer
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +327,13 @@ def _write_arrays(folder: Path, warehouse: Path, published: Published) -> dict[s
     save("popular_items", popular_item[order])
     save("popular_scores", scores(popular, order))
 
+    session = session_build.write_session_scorer(
+        save, warehouse, published.run_id, items.codes, n_items, load_denylist(warehouse).items,
+        next((m for m in METHODS if m in kept_methods), None))
+    known = session_build.write_known_items(save, warehouse, users.codes, len(users), items.codes)
     return {"users": len(users), "items": n_items, "categories": len(categories), "user_rows": user_rows,
-            "methods": kept_methods, "models": [m.decode("utf-8") for m in models.fixed.tolist()]}
+            "methods": kept_methods, "models": [m.decode("utf-8") for m in models.fixed.tolist()],
+            "session": session, "known_items": known}
 
 
 def _sync(handle) -> None:
@@ -469,6 +480,12 @@ class Snapshot:
         self.similar = {m: (load(f"similar_{m}_offsets"), load(f"similar_{m}_items"), load(f"similar_{m}_scores"))
                         for m in self.meta["methods"]}
         self.popular = (load("popular_offsets"), load("popular_items"), load("popular_scores"))
+        self.known = (self.load(session_build.KNOWN_OFFSETS), self.load(session_build.KNOWN_ITEMS))
+        self.session = session_scorer(self)
+
+    def load(self, name: str) -> np.ndarray | None:
+        """An optional array of the folder (None when absent: a snapshot built before it existed)."""
+        return self._load(name) if (self.folder / f"{name}.npy").is_file() else None
 
     def _load(self, name: str) -> np.ndarray:
         # A plain ndarray view of the mapping: np.memmap's Python-level __getitem__ costs ~3 us per slice.
@@ -490,6 +507,19 @@ class Snapshot:
     def item_index(self, asin: str) -> int | None:
         return self._find(self.items, asin)
 
+    def item_indices(self, asins: list[str]) -> np.ndarray:
+        """int64 index of each of ``asins`` (valid ids), -1 when not in the vocabulary: one vectorised search."""
+        width = self.items.dtype.itemsize
+        raw = [a.encode("utf-8") for a in asins]
+        out = np.full(len(raw), -1, np.int64)
+        fits = np.fromiter((len(r) <= width for r in raw), bool, len(raw))   # longer: absent, never cut to fit
+        if not fits.any() or not len(self.items):
+            return out
+        probe = np.array([r for r, f in zip(raw, fits) if f], dtype=self.items.dtype)
+        found = np.minimum(np.searchsorted(self.items, probe), len(self.items) - 1)
+        out[fits] = np.where(self.items[found] == probe, found, -1)
+        return out
+
     def category_index(self, category: str) -> int | None:
         return self._find(self.categories, category)
 
@@ -499,6 +529,14 @@ class Snapshot:
         if i is None:
             return None
         return int(self.user_offsets[i]), int(self.user_offsets[i + 1]), self.models[int(self.user_model[i])]
+
+    def known_items(self, user_id: str) -> np.ndarray:
+        """The items the user interacted with (those publish kept out of the user's list); empty when unknown."""
+        offsets, items = self.known
+        i = self._find(self.users, user_id)
+        if offsets is None or items is None or i is None:
+            return np.zeros(0, np.int32)
+        return items[int(offsets[i]):int(offsets[i + 1])]
 
     def similar_slice(self, method: str, item: int) -> tuple[np.ndarray, np.ndarray] | None:
         arrays = self.similar.get(method)

@@ -84,7 +84,9 @@ class Gru4RecWeights:
         empty: the item biases alone)."""
         items = np.asarray(items, dtype=np.int64)
         state = self._final_states(items[None, :], np.ones((1, len(items)), bool))[0]
-        return self.item_embeddings @ state + self.item_bias
+        scores = self.item_embeddings @ state       # the API calls this per request: one n_items vector, no other
+        scores += self.item_bias
+        return scores
 
     def next_scores_batch(self, sequences: Sequences, rows_per_block: int = 256) -> Iterator[tuple[np.ndarray,
                                                                                                    np.ndarray]]:
