@@ -21,7 +21,7 @@ from recsys.constants import MULTISTAGE, RETRIEVER_MODELS, SESSION_MODELS
 from recsys.features import catalog_text, interactions_version
 from recsys.loading import MODELS, fit_model, load_model
 from recsys.logs import step
-from recsys.models import FactorModel
+from recsys.models import FactorModel, factor_cache
 
 
 def training_data(spark: SparkSession, warehouse: Path, splits: list[str] | None) -> DataFrame:
@@ -51,7 +51,8 @@ def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict,
     """Fit ``model`` on ``splits`` and save it to ``path``; returns the fitted model."""
     data = training_data(spark, warehouse, splits).cache()
     try:
-        fitted = fit_model(model, data, params, items=model_items(spark, warehouse, model))
+        with factor_cache.using(warehouse):      # the same ALS fit twice in a run is paid once
+            fitted = fit_model(model, data, params, items=model_items(spark, warehouse, model))
         fitted.info["interactions_version"] = interactions_version(warehouse)
         fitted.info["fit_splits"] = splits or ["all"]
         fitted.save(path)

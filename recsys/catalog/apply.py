@@ -10,7 +10,8 @@ Order of a run, each step safe to repeat:
    which step 5 then has nothing left to do for); users whose current list fell below K are
    re-scored from the production model (:func:`recsys.publish.refill_short_lists`); then model factors, event
    logs (:mod:`recsys.catalog.files`) and the serving snapshots (:mod:`recsys.serve.maintenance`), rebuilt in a
-   child process as soon as the published tables are final, while the rest of the warehouse is cascaded.
+   child process as soon as what they read is final (the published tables, the indexes, gold/interactions, the model
+   folders), while the rest of the warehouse is cascaded.
 5. Make the removed rows unrecoverable: VACUUM every changed table, or — when users were erased and
    ``purge_history`` is on (the default) — rewrite those tables into fresh directories (:mod:`.history`).
 6. Complete the ``ops/deletions`` rows (``applied_at``, rows removed per table); API workers then map the rebuilt
@@ -37,6 +38,7 @@ from recsys.catalog.files import drop_model_rows, is_user_folder, scrub_event_lo
 from recsys.catalog.settings import DeletionSettings
 from recsys.config import Settings
 from recsys.logs import step
+from recsys.models import factor_cache
 from recsys.publish import refill_short_lists
 from recsys.serve.denylist import KIND_ITEM, KIND_USER
 from recsys.serve.maintenance import SnapshotRefresh
@@ -45,11 +47,11 @@ log = logging.getLogger(__name__)
 
 EVENT_LOGS = "_serving/events"
 RECS = (C.RECS_USER_TOPK, C.RECS_SIMILAR_ITEMS, C.RECS_POPULAR)
-# Cascaded first: the refill reads the indexes (who is erased, what is deleted), the snapshot reads the lists and
-# silver/items; the rest of the warehouse is cascaded while the snapshot builds. gold/interactions is in the rest:
-# the refill reads it for what each user has seen, and the rows it loses there (erased users, deleted items)
-# belong to users it never re-scores or to items it excludes anyway.
-READ_BY_REFILL_AND_SNAPSHOT = frozenset({*RECS, C.ITEM_INDEX, C.USER_INDEX, C.SILVER_ITEMS})
+# Cascaded first: the refill reads the indexes (who is erased, what is deleted) and gold/interactions (what each user
+# has seen); the snapshot reads the lists, silver/items, gold/interactions (each user's known items, for the session
+# endpoint) and the model folders (the session scorer), which are cascaded next. The rest of the warehouse is
+# cascaded while the snapshot builds: nothing the snapshot reads is rewritten or swapped under it.
+READ_BY_REFILL_AND_SNAPSHOT = frozenset({*RECS, C.ITEM_INDEX, C.USER_INDEX, C.SILVER_ITEMS, C.INTERACTIONS})
 
 
 def deletion_settings(settings: Settings) -> DeletionSettings:
@@ -155,22 +157,25 @@ def _cascade(spark: SparkSession, settings: Settings, requests: Sequence[ledger.
         if refill["refilled"] and C.RECS_USER_TOPK not in changed:
             changed.append(C.RECS_USER_TOPK)
     recs_changed = any(rel in changed for rel in RECS)
-    # The published tables are final: the snapshot builds (in a child process) while the rest is cascaded.
+    started = time.perf_counter()
+    user_idx = {r[C.USER_IDX]: r["id_hash"] for r in batch.user_idx.collect()} if batch.user_idx else {}
+    item_idx = {r[C.ITEM_IDX]: r["id_hash"] for r in batch.item_idx.collect()} if batch.item_idx else {}
+    for folder, gone in drop_model_rows(warehouse, user_idx, item_idx).items():
+        owners = user_idx if is_user_folder(folder) else item_idx
+        for idx in gone:
+            removed[owners[idx]][folder] = 1
+    seconds["models"] = round(time.perf_counter() - started, 2)
+    # What the snapshot reads is final: it builds (in a child process) while the rest is cascaded.
     snapshot = SnapshotRefresh(warehouse, settings.serve, rebuild=recs_changed) if recs_changed or users else None
     try:
         apply(sorted(rel for rel in plans if rel not in READ_BY_REFILL_AND_SNAPSHOT))
         started = time.perf_counter()
-        user_idx = {r[C.USER_IDX]: r["id_hash"] for r in batch.user_idx.collect()} if batch.user_idx else {}
-        item_idx = {r[C.ITEM_IDX]: r["id_hash"] for r in batch.item_idx.collect()} if batch.item_idx else {}
-        for folder, gone in drop_model_rows(warehouse, user_idx, item_idx).items():
-            owners = user_idx if is_user_folder(folder) else item_idx
-            for idx in gone:
-                removed[owners[idx]][folder] = 1
         events = settings.serve.resolved(warehouse).events_dir
         assert events is not None
         for digest, n in scrub_event_logs(events, users).items():
             removed[digest][EVENT_LOGS] = n
         quality_purged = purge_quality_artifacts(warehouse, settings) if users else []
+        factor_cache.clear(warehouse)                   # cached fits hold erased users' and deleted items' rows
         seconds["files"] = round(time.perf_counter() - started, 2)
     except BaseException:
         if snapshot is not None:

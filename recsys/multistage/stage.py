@@ -97,8 +97,9 @@ def fit_stage(history: R.History, n_items: int, params: MultiStageParams, als: A
     if als is not None and "als" in params.retrievers and len(history.items):
         users = np.repeat(history.users, history.lengths)
         weights = weigh(users, history.items, history.weights.astype(np.float64), timestamps, als.weighting)
+        # the shape implicit_als gives the same rows, so the run's implicit_als fit is this one (factor_cache)
         matrix = sp.csr_matrix((weights.astype(np.float32), (users, history.items)),
-                               shape=(int(history.users.max()) + 1, n_items))
+                               shape=(int(history.users.max()) + 1, int(history.items.max()) + 1))
         user_factors, item_factors, _ = factorize(matrix, als)
         trained = np.unique(history.items)
         als_side = R.FactorSide.of(trained, np.asarray(item_factors)[trained], n_items)
