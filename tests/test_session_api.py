@@ -172,7 +172,7 @@ def test_gru4rec_rows_are_re_keyed_onto_the_snapshot_items_without_unpublished_o
     live = snap.asins(np.flatnonzero(snap.session.live))
     assert live == ["I01", "I02", "I03", "I07", "I08"]       # I99 published nowhere, I05 deleted
     weights = gru4rec_weights()
-    embeddings = snap.session.weights.item_embeddings
+    embeddings = snap.session.scorer.item_embeddings
     for asin in live:
         np.testing.assert_array_equal(embeddings[snap.item_index(asin)], weights.item_embeddings[GRU_ITEMS.index(asin)])
     assert not embeddings[snap.item_index("I04")].any()

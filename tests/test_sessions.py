@@ -359,3 +359,53 @@ def test_the_history_keeps_each_known_users_latest_session_and_fitted_items(tmp_
     rows = pq.read_table(tmp_path).to_pylist()
     assert rows == [{"id": 0, C.ITEMS: [3, 4], "seen": [1, 2]}, {"id": 2, C.ITEMS: [7], "seen": [7]},
                     {"id": 5, C.ITEMS: [6, 5], "seen": [6]}]          # the visitor and user 3 (no sequence) left out
+
+
+def test_the_session_endpoint_serves_the_runs_best_session_model_and_forgets_a_deleted_item(spark, session_run,
+                                                                                            tmp_path):
+    """End to end on a copy of the run: the snapshot copies the session model with the best HR@20, the endpoint
+    answers with it; an item deletion cascades into the model folder, rebuilds the snapshot (forced), and the
+    item is never answered again."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from recsys import ops
+    from recsys.catalog import apply_drops, read_drops
+    from recsys.serve.app import create_app
+    from recsys.sessions.folder import EMBEDDINGS, NEIGHBOURS
+
+    built, summary = session_run
+    shutil.copytree(built.warehouse, tmp_path / "wh", symlinks=True)
+    settings = built.model_copy(update={"warehouse": tmp_path / "wh", "reports": tmp_path / "reports"})
+    settings.serve = settings.serve.model_copy(update={"reload_interval_s": 0.0, "build_in_subprocess": False,
+                                                       "access_log": False})
+    client = create_app(settings.warehouse, settings.serve).test_client()
+    store = client.application.extensions["recsys"]["store"]
+    hr = {m: r["metrics"]["hr@20"] for m, r in summary["evaluate"]["models"].items() if m in C.SESSION_MODELS}
+    best = max(sorted(hr), key=hr.get)
+    snap = store.state.snapshot
+    assert (snap.meta["session"]["name"], snap.meta["session"]["hr@20"]) == (best, pytest.approx(hr[best]))
+
+    live = np.flatnonzero(snap.session.live)
+    session = snap.asins(live[:3])
+    body = client.post("/v1/sessions/recommendations", json={"items": session, "k": 5}).get_json()
+    assert (body["model"], body["source"], body["unknown_items"], len(body["items"])) == (best, "session", 0, 5)
+    answered = [i["parent_asin"] for i in body["items"]]
+    assert not set(answered) & set(session)
+
+    gone = answered[0]
+    drop = tmp_path / "items.csv"
+    drop.write_text(f"parent_asin,reason,requested_at\n{gone},test,2024-01-01T00:00:00Z\n")
+    apply_drops(spark, settings, read_drops(items=drop), purge_history=False)
+    entry = next(r for r in ops.run_models(settings.warehouse, summary["run_id"]) if r[C.MODEL] == best)
+    folder = ops.last_fitted(settings.warehouse, best, summary["run_id"], entry["model_path"])
+    rows = pq.read_table(folder / (EMBEDDINGS if best == C.GRU4REC else NEIGHBOURS)).column(C.ITEM_ID).to_pylist()
+    assert gone not in rows                                            # the cascade reached the model folder
+    client.get("/health")                                              # the next request maps the rebuilt snapshot
+    rebuilt = store.state.snapshot
+    assert rebuilt.meta["built_at"] != snap.meta["built_at"]
+    assert rebuilt.item_index(gone) is None or not rebuilt.session.live[rebuilt.item_index(gone)]
+    assert rebuilt.meta["session"]["live_items"] <= snap.meta["session"]["live_items"] - 1
+    again = client.post("/v1/sessions/recommendations", json={"items": session, "k": 5}).get_json()
+    assert gone not in [i["parent_asin"] for i in again["items"]] and len(again["items"]) == 5

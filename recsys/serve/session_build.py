@@ -121,10 +121,9 @@ def _kept(table: pa.Table, item_codes: Coder, denied: frozenset[str]) -> tuple[n
     return rows, codes[rows]
 
 
-def _matrix(column: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
-    """float32[len(rows), width] from a list column of equal-length vectors."""
+def _matrix(column: pa.ChunkedArray, rows: np.ndarray, width: int) -> np.ndarray:
+    """float32[len(rows), width] from a list column of ``width``-long vectors."""
     lists = column.combine_chunks()
-    width = int(lists.value_lengths()[0].as_py()) if len(lists) else 0
     flat = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return flat.reshape(len(lists), width)[rows]
 
@@ -133,21 +132,20 @@ def _write_gru4rec(save: Save, folder: Path, item_codes: Coder, n_items: int,
                    denied: frozenset[str]) -> tuple[np.ndarray, dict[str, Any]]:
     table = pq.read_table(folder / EMBEDDINGS)
     rows, codes = _kept(table, item_codes, denied)
+    layers = Gru4RecWeights.load(folder / LAYERS, mmap=False).layers
 
-    def scattered(column: str) -> np.ndarray:
-        vectors = _matrix(table.column(column), rows)
-        out = np.zeros((n_items, vectors.shape[1]), np.float32)
-        out[codes] = vectors
+    def scattered(column: str, width: int) -> np.ndarray:          # widths from the layers: rows may be none
+        out = np.zeros((n_items, width), np.float32)
+        out[codes] = _matrix(table.column(column), rows, width)
         return out
 
-    save(f"{PREFIX}item_embeddings", scattered("features"))
+    save(f"{PREFIX}item_embeddings", scattered("features", layers[-1].hidden))
     bias = np.zeros(n_items, np.float32)
     bias[codes] = table.column("bias").to_numpy()[rows]
     save(f"{PREFIX}item_bias", bias)
     shared = "input" not in table.column_names
     if not shared:
-        save(f"{PREFIX}input_embeddings", scattered("input"))
-    layers = Gru4RecWeights.load(folder / LAYERS, mmap=False).layers
+        save(f"{PREFIX}input_embeddings", scattered("input", layers[0].weight_ih.shape[1]))
     for i, layer in enumerate(layers):
         for part in LAYER_PARTS:
             save(f"{PREFIX}layer{i}_{part}", np.ascontiguousarray(getattr(layer, part), dtype=np.float32))

@@ -44,24 +44,13 @@ class SessionScorer(Protocol):
 
 
 @dataclass(frozen=True)
-class _Gru4Rec:
+class _SessionModel:
+    """A session model's numpy scorer (GRU4Rec's weights or the co-occurrence matrix) over the snapshot's items."""
+
     name: str
     live: np.ndarray
-    weights: Gru4RecWeights
-    dead: np.ndarray            # items without a row (their embedding is zero, not a score to trust)
-
-    def scores(self, session: np.ndarray) -> np.ndarray:
-        scores = self.weights.next_scores(session)
-        scores[self.dead] = NEVER
-        return scores
-
-
-@dataclass(frozen=True)
-class _Cooccurrence:
-    name: str
-    live: np.ndarray
-    scorer: CooccurrenceScorer
-    dead: np.ndarray
+    scorer: Gru4RecWeights | CooccurrenceScorer
+    dead: np.ndarray            # items without a row: a zero embedding or an empty row is not a score to trust
 
     def scores(self, session: np.ndarray) -> np.ndarray:
         scores = self.scorer.next_scores(session)
@@ -103,13 +92,13 @@ def session_scorer(snapshot: Snapshot) -> SessionScorer:
         weights = Gru4RecWeights(snapshot.load(f"{PREFIX}item_embeddings"), snapshot.load(f"{PREFIX}item_bias"),
                                  layers, None if meta["shared_embeddings"] else
                                  snapshot.load(f"{PREFIX}input_embeddings"))
-        return _Gru4Rec(name, live, weights, np.flatnonzero(~live))
+        return _SessionModel(name, live, weights, np.flatnonzero(~live))
     if name == COOCCURRENCE and live is not None:
         params = CooccurrenceParams.model_validate(meta["params"])
         matrix = sp.csr_matrix((snapshot.load(f"{PREFIX}scores"), snapshot.load(f"{PREFIX}neighbours"),
                                 snapshot.load(f"{PREFIX}offsets")), shape=(n_items, n_items))
         scorer = CooccurrenceScorer(matrix, snapshot.load(f"{PREFIX}popularity"), params.last_items, params.decay)
-        return _Cooccurrence(name, live, scorer, np.flatnonzero(~live))
+        return _SessionModel(name, live, scorer, np.flatnonzero(~live))
     recency = CooccurrenceParams.model_validate({k: meta[k] for k in ("last_items", "decay") if k in meta})
     method = meta.get("method") or next(iter(snapshot.similar), None)      # an older snapshot: the first method
     if method is None or method not in snapshot.similar:
