@@ -30,12 +30,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from common import APPLIANCES, arguments, free_port, save
+from common import APPLIANCES, arguments, free_port, print_report, save
 from deltalake import write_deltalake
 
 from recsys import constants as C
@@ -177,8 +178,15 @@ def gunicorn_memory(master: int) -> dict[str, object]:
             "rss_mb_per_worker": [mb(per[c]["Rss"]) for c in children]}
 
 
+def post(path: bytes, body: bytes) -> bytes:
+    """A POST of a JSON ``body`` to ``path``, as :func:`drive` takes it among its paths."""
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
 class _Connection:
-    """One keep-alive connection of the load: its paths, taken in turn, and the request it has in flight."""
+    """One keep-alive connection of the load: its paths (or whole requests, :func:`post`), taken in turn, and the
+    request it has in flight."""
 
     def __init__(self, port: int, paths: list[bytes]) -> None:
         self.port, self.paths, self.sent = port, paths, 0
@@ -192,10 +200,11 @@ class _Connection:
         return sock
 
     def send(self) -> None:
-        request = b"GET " + self.paths[self.sent % len(self.paths)] + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        path = self.paths[self.sent % len(self.paths)]
+        request = path if path.startswith(b"POST ") else b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         self.sent += 1
         self.buffer, self.sent_at = b"", time.perf_counter()
-        assert self.sock.send(request) == len(request)      # a few dozen bytes: the socket buffer takes them
+        assert self.sock.send(request) == len(request)      # < 2 KB: the socket buffer takes them
 
     def receive(self) -> int | None:
         """Read what came; the status once the whole answer is in (the server closing: reopened), else None."""
@@ -331,13 +340,9 @@ def serve_and_measure(args: argparse.Namespace, root: Path, snapshot_dir: Path, 
     settings = ServeSettings(host=HOST, port=port, workers=args.workers,
                              snapshot_dir=snapshot_dir, events_dir=args.out / "events",
                              access_log=not args.no_access_log)
-    command = gunicorn_command(settings) + (["--reuse-port"] if args.reuse_port else [])
-    with open(args.out / "gunicorn.log", "ab") as log_file:
-        proc = subprocess.Popen(command, env=gunicorn_env(root, settings), stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None)
-    try:
-        run: dict[str, object] = {"ready_seconds": round(_wait_ready(port, proc, 120), 2)}
+    extra = ["--reuse-port"] if args.reuse_port else []
+    with running_gunicorn(root, settings, args.out / "gunicorn.log", extra, server_cpus) as (proc, ready):
+        run: dict[str, object] = {"ready_seconds": round(ready, 2)}
         load(port, paths, 4, 2_000, 5)                       # warm the page cache and workers
         workers = _children(proc.pid)
         run["levels"] = []
@@ -347,6 +352,19 @@ def serve_and_measure(args: argparse.Namespace, root: Path, snapshot_dir: Path, 
         run["beside_stalled"] = beside_stalled(port, args.stalled, paths[0])
         run["memory"] = gunicorn_memory(proc.pid)
         return run
+
+
+@contextmanager
+def running_gunicorn(root: Path, settings: ServeSettings, log_path: Path, extra: list[str] = (),
+                     server_cpus: set[int] | None = None) -> Iterator[tuple[subprocess.Popen, float]]:
+    """gunicorn serving ``root`` as ``recsys serve`` would with ``settings``, once ready: (its process, the seconds
+    it took to be ready); stopped when the block ends."""
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(gunicorn_command(settings) + list(extra), env=gunicorn_env(root, settings),
+                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None)
+    try:
+        yield proc, _wait_ready(settings.port, proc, 120)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -407,12 +425,8 @@ def main() -> int:
 
     kept = {k: str(v) for k, v in vars(args).items() if k not in ("out", "result")}   # not figures
     report["results"] = str(save(args.result, {"args": kept, **report}))
-    if args.json:
-        print(json.dumps(report, indent=1))
+    if print_report(report, args.json):
         return 0
-    for key, value in report.items():
-        if key != "runs":
-            print(f"{key}: {value}")
     for number, run in enumerate(runs, 1):
         print(f"run {number}: " + ", ".join(f"{key}: {value}" for key, value in run.items() if key != "levels"))
         print(f"{'conns':>5} {'reqs':>6} {'errors':>6} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "

@@ -87,6 +87,18 @@ def save(name: str, result: dict, merge: bool = False) -> Path:
     return path
 
 
+def print_report(report: dict, as_json: bool) -> bool:
+    """The whole report as JSON (``as_json``: returns True), else one ``key: value`` line per figure, the per-run
+    details (``runs``) left for the caller's table."""
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return True
+    for key, value in report.items():
+        if key != "runs":
+            print(f"{key}: {value}")
+    return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` right now (the OS picks it; a server started soon after can bind it)."""
     with socket.socket() as sock:

@@ -142,7 +142,8 @@ def ranked(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     m = min(m, len(scores))
     if m <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    top = np.argpartition(-scores, m - 1)[:m] if m < len(scores) else np.arange(len(scores))
+    cut = len(scores) - m
+    top = np.argpartition(scores, cut)[cut:] if cut > 0 else np.arange(len(scores))
     values = scores[top]
     order = np.lexsort((top, -values))
     top, values = top[order], values[order]
