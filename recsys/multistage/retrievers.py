@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from numba import njit
 
 from recsys.models.topk import Catalogue, seen_columns, topk_products
 from recsys.retrieval.ann import AnnIndex
@@ -138,9 +139,8 @@ class FactorSide:
         """Score of each (row, item) pair; NaN where the item has no vector."""
         safe = np.clip(items, 0, len(self.row_of) - 1)
         pos = np.where(items < len(self.row_of), self.row_of[safe], -1)
-        out = np.einsum("ij,ij->i", queries[rows], self.vectors[np.maximum(pos, 0)]).astype(np.float32)
-        out[pos < 0] = np.nan
-        return out
+        return _pair_dots(np.ascontiguousarray(queries, dtype=np.float32), self.vectors, rows.astype(np.int64),
+                          pos.astype(np.int64))
 
 
 def profiles(side: FactorSide, history: History) -> np.ndarray:
@@ -265,3 +265,21 @@ def popular_in_category(history: History, category_of: np.ndarray, by_category: 
 
 def _empty() -> Retrieved:
     return Retrieved(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32))
+
+
+@njit(cache=True)
+def _pair_dots(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """queries[rows[j]] · vectors[pos[j]] for every pair j (NaN where pos < 0), reading both rows in place: the
+    gathered copies numpy would make (two candidates × factors matrices) cost more than the products."""
+    out = np.empty(len(rows), dtype=np.float32)
+    dims = queries.shape[1]
+    for j in range(len(rows)):
+        if pos[j] < 0:
+            out[j] = np.nan
+            continue
+        q, v = queries[rows[j]], vectors[pos[j]]
+        total = np.float32(0.0)
+        for d in range(dims):
+            total += q[d] * v[d]
+        out[j] = total
+    return out
