@@ -43,7 +43,7 @@ class WeightingParams(StrictModel):
 class ALSParams(StrictModel):
     factors: int = Field(16, ge=1)
     regularization: float = Field(0.05, ge=0)
-    alpha: float = Field(10.0, ge=0)          # confidence c = 1 + alpha·w
+    alpha: float = Field(10.0, ge=0)          # confidence c = alpha·w (implicit's; Spark: max(alpha·w, 1))
     iterations: int = Field(15, ge=1)
     seed: int = 42
     num_blocks: int | None = None             # Spark only: user/item blocks (default: parallelism)

@@ -3,6 +3,11 @@
 Spark scales the regularisation by each user's/item's number of ratings (ALS-WR), implicit does not;
 the same ``regularization`` value therefore means more shrinkage here. Model selection searches both in implicit's
 flat units and maps them (:mod:`recsys.selection.spaces`).
+
+``alpha`` means what it means in implicit: an interaction's confidence is c = α·w. Spark's own is c = 1 + α'·r
+for a rating r > 0 (a preference of 1), so Spark is given r = α·w − 1 with α' = 1 — the same c, the same least
+squares. Where α·w < 1 (implicit weighs the interaction under an unobserved pair) Spark cannot follow: r is held at
+a tiny positive value, c = 1, the interaction still a preference (a rating of 0 would drop it).
 """
 
 from __future__ import annotations
@@ -17,6 +22,16 @@ from recsys.models.factors import FactorModel
 from recsys.models.params import ALSParams
 from recsys.models.weighting import weigh_frame
 
+MIN_RATING = 1e-6          # c = 1 + MIN_RATING: an interaction implicit weighs under 1 stays a preference here
+
+
+def spark_ratings(interactions: DataFrame, params: ALSParams) -> DataFrame:
+    """(user_idx, item_idx, weight): the rating r = max(α·w − 1, MIN_RATING) that gives Spark (α' = 1) implicit's
+    confidence α·w, w re-weighted by ``params.weighting`` first."""
+    confidence = F.col("weight") * F.lit(float(params.alpha))
+    return weigh_frame(interactions, params.weighting).select(
+        C.USER_IDX, C.ITEM_IDX, F.greatest(confidence - 1.0, F.lit(MIN_RATING)).cast("float").alias("weight"))
+
 
 def fit(interactions: DataFrame, params: ALSParams, items: DataFrame | None = None) -> FactorModel:
     """Fit on (user_idx, item_idx, weight[, timestamp]), w re-weighted by ``params.weighting``; ``items`` is unused
@@ -25,11 +40,9 @@ def fit(interactions: DataFrame, params: ALSParams, items: DataFrame | None = No
     from pyspark.ml.recommendation import ALS
 
     spark = interactions.sparkSession
-    ratings = weigh_frame(interactions, params.weighting).select(C.USER_IDX, C.ITEM_IDX,
-                                                                 F.col("weight").cast("float").alias("weight"))
-    ratings = ratings.persist(StorageLevel.MEMORY_AND_DISK)
+    ratings = spark_ratings(interactions, params).persist(StorageLevel.MEMORY_AND_DISK)
     blocks = params.num_blocks or max(2, spark.sparkContext.defaultParallelism)
-    als = ALS(rank=params.factors, maxIter=params.iterations, regParam=params.regularization, alpha=params.alpha,
+    als = ALS(rank=params.factors, maxIter=params.iterations, regParam=params.regularization, alpha=1.0,
               implicitPrefs=True, userCol=C.USER_IDX, itemCol=C.ITEM_IDX, ratingCol="weight",
               coldStartStrategy="drop", nonnegative=False, seed=params.seed, checkpointInterval=5,
               numUserBlocks=blocks, numItemBlocks=blocks)

@@ -13,12 +13,15 @@ Both ALS share one space, in implicit's units, and this is how the two map.
   allows. Measured on that valid split (implicit's winner at 64 factors; seed noise ±0.001): Spark's MAP@10 is
   0.0342 and 0.0340 at λ/530 and λ/155 (5 iterations), 0.0329, 0.0321, 0.0308 at λ/155, λ/39, λ/19 (10): weaker
   than the user-side mapping does no harm, stronger does.
-- Confidence. implicit weighs an interaction by c = α·w, Spark by c = 1 + α·w (unobserved pairs 1 in both), so
-  the same alpha agrees once α·w ≫ 1; below it implicit may weigh a weak interaction under an unobserved pair,
-  which Spark cannot express (its alpha is searched in the same range, not mapped). With c near 0 an interaction
-  all but leaves implicit's least squares, so a low alpha with a recency half-life or BM25 drops old or weak
-  interactions there and keeps them as positives in Spark: on MovieLens' temporal split implicit's winner is of
-  that kind (alpha 0.19, BM25, 253-day half-life) and Spark's best reaches half its MAP@10 on valid.
+- Confidence. implicit weighs an interaction by c = α·w (unobserved pairs 1). Spark's own rule is c = 1 + α'·r,
+  so :mod:`recsys.models.spark_als` gives it r = α·w − 1 with α' = 1: the same c, the same least squares (checked
+  on a design where Spark's per-count λ is a flat one: both engines reach one objective value), and alpha is one
+  parameter of one meaning in both spaces. Where α·w < 1 implicit weighs the interaction under an unobserved pair,
+  which Spark cannot express: there it gets c = 1, still a preference. With c near 0 an interaction all but
+  leaves implicit's least squares, so a low alpha with a recency half-life or BM25 drops old or weak interactions
+  there and keeps them here: on MovieLens' temporal split implicit's winner is of that kind (alpha 0.19, BM25,
+  253-day half-life) and Spark's best reached half its MAP@10 on valid (measured before the mapping, with
+  c = 1 + α·w).
 - Iterations. Spark solves each least squares exactly and is near its best after a few sweeps (5 and 10
   iterations score alike), implicit's conjugate gradient takes a few steps per sweep and needs more: the ranges
   differ (:data:`ITERATIONS`), and Spark's trials, ~10× dearer, stay short.
