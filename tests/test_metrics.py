@@ -428,6 +428,20 @@ def test_spark_beyond_accuracy_and_list_tables_match_numpy(spark):
     preds.unpersist()
 
 
+def test_spark_diversity_over_integer_ids_with_repeats_matches_numpy(spark):
+    from recsys.evaluate import spark_metrics as sm
+
+    rng = np.random.default_rng(11)
+    vectors = {i: rng.normal(size=6).tolist() for i in range(50)}      # items 50..59 have no vector
+    vectors[3] = [0.0] * 6
+    predictions = {u: [int(x) for x in rng.choice(60, size=int(rng.integers(0, 12)))] for u in range(80)}  # repeats
+    preds = spark.createDataFrame([(u, xs) for u, xs in predictions.items()], "user_idx int, items array<int>")
+    table = spark.createDataFrame(list(vectors.items()), "item_idx int, vector array<double>")
+    for k in (1, 2, 5, 10):
+        got = sm.intra_list_diversity(preds, table, k, item_col="item_idx", user_col="user_idx")
+        assert got == pytest.approx(npm.intra_list_diversity(predictions, vectors, k), rel=1e-9, nan_ok=True), k
+
+
 def test_spark_rejects_a_non_array_items_column(spark):
     from recsys.evaluate import spark_metrics as sm
 

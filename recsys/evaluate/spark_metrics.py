@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from functools import reduce
-from operator import add
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -311,32 +309,44 @@ def intra_list_diversity(
     ``item_vectors``: one row per item, ``vector_col`` an array of numbers (e.g. ALS item factors).
     Items without a (non-zero) vector are left out; lists with fewer than two vectors are skipped; NaN if
     no list remains. With unit vectors u_1..u_n the mean pairwise cosine is (‖Σ u‖² − n) / (n(n − 1)), so
-    each user needs only the per-dimension sums, which Spark adds up before the shuffle.
+    each user needs only the sum of its unit vectors (:func:`_list_diversities`, after a shuffle by user).
     """
     _array_type(item_vectors, vector_col, "item_vectors")
     vectors = item_vectors.select(F.col(item_col).alias(_ITEM), F.col(vector_col).cast("array<double>").alias("_v"))
-    norm = F.sqrt(F.aggregate("_v", F.lit(0.0), lambda acc, x: acc + x * x))
-    unit = (
-        vectors.select(_ITEM, "_v", norm.alias("_norm"))
-        .where(F.col("_norm") > 0)
-        .select(_ITEM, F.transform("_v", lambda x: x / F.col("_norm")).alias("_u"))
-    )
-    first = unit.select(F.size("_u")).head(1)
-    if not first:
-        return math.nan
-    dim = int(first[0][0])
     _array_type(predictions, items_col, "predictions")
     (k,) = check_ks(k)
-    slots = predictions.select(F.col(user_col), F.explode(_ranked(F.col(items_col), k)).alias(_ITEM))
-    per_user = (
-        slots.join(unit, on=_ITEM)
-        .groupBy(user_col)
-        .agg(F.count(F.lit(1)).alias("_n"), *[F.sum(F.col("_u")[d]).alias(f"_s{d}") for d in range(dim)])
-    )
-    n = F.col("_n")
-    squared_norm = reduce(add, [F.col(f"_s{d}") * F.col(f"_s{d}") for d in range(dim)])
-    diversity = 1.0 - (squared_norm - n) / (n * (n - 1))
-    return _float(per_user.where(n >= 2).agg(F.avg(diversity)).first()[0])
+    slots = predictions.select(F.col(user_col).alias("_user"), F.explode(_ranked(F.col(items_col), k)).alias(_ITEM))
+    joined = slots.join(vectors.where(F.col("_v").isNotNull()), on=_ITEM).select("_user", "_v").repartition("_user")
+    row = joined.mapInArrow(_list_diversities, "total double, lists long").agg(F.sum("total"), F.sum("lists")).first()
+    return float(row[0]) / row[1] if row[1] else math.nan
+
+
+def _list_diversities(batches):
+    """mapInArrow over (user, vector) rows with each user's rows in one partition: the vectors made unit (zero ones
+    left out), then per user ‖Σ u‖² and n, yielding (sum of the lists' diversities, lists) per partition. Done in
+    Spark, the normalisation took higher-order lambdas, interpreted element by element, and the sums one column per
+    dimension: 82 s against 15 s here for K = 10 and 20 over 64K lists and 94K × 99 vectors (the join: 2 s)."""
+    import numpy as np
+    import pyarrow as pa
+
+    parts = [batch for batch in batches if batch.num_rows]
+    if not parts:
+        return
+    table = pa.Table.from_batches(parts).combine_chunks()
+    users = table.column("_user").to_numpy(zero_copy_only=False)
+    vectors = table.column("_v").combine_chunks()
+    matrix = vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(users), -1)
+    norms = np.linalg.norm(matrix, axis=1) if len(users) else np.zeros(0)
+    nonzero = norms > 0
+    users, matrix = users[nonzero], matrix[nonzero] / norms[nonzero, None]
+    order = np.argsort(users, kind="stable")
+    users, matrix = users[order], matrix[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
+    n = np.diff(np.r_[starts, len(users)]).astype(np.float64)
+    sums = np.add.reduceat(matrix, starts, axis=0) if len(starts) else np.zeros((0, 1))
+    keep = n >= 2
+    diversity = 1.0 - ((sums[keep] ** 2).sum(axis=1) - n[keep]) / (n[keep] * (n[keep] - 1))
+    yield pa.RecordBatch.from_pydict({"total": [float(diversity.sum())], "lists": [int(keep.sum())]})
 
 
 def beyond_accuracy_metrics(
