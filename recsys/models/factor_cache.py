@@ -42,9 +42,10 @@ def root(warehouse: Path | str) -> Path:
 @contextmanager
 def using(warehouse: Path | str) -> Iterator[Path]:
     """Fits inside this block read and fill the warehouse's cache."""
-    token = _ROOT.set(root(warehouse))
+    folder = root(warehouse)
+    token = _ROOT.set(folder)
     try:
-        yield root(warehouse)
+        yield folder
     finally:
         _ROOT.reset(token)
 
