@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 from recsys import constants as C
 from recsys import tables as T
 from recsys.config import REPO_ROOT
-from recsys.ops import model_dir, stored_path  # noqa: F401 - model_dir: where train saves, re-exported
+from recsys.ops import stored_path
 
 
 def new_run_id() -> str:

@@ -90,7 +90,7 @@ def train(spark: SparkSession, settings: Settings, model: str, run_id: str, para
     if model in SESSION_MODELS:
         params = {"sessions": settings.sessions.model_dump(), **params}
     params = settings.train.params.updated({model: params}).of(model).model_dump()
-    path = registry.model_dir(warehouse, model, run_id)
+    path = ops.model_dir(warehouse, model, run_id)
     with step("train", model=model, run_id=run_id, params=params) as rec:
         start = time.perf_counter()
         fitted = fit_and_save(spark, warehouse, model, params, settings.train.fit_splits, path)
