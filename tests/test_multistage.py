@@ -229,9 +229,10 @@ def test_lists_follow_the_ranker_at_strength_zero_and_diversify_above_it():
     row_of = np.full(10, -1)
     row_of[[5, 6, 7, 8]] = [0, 1, 2, 3]
     vectors = np.array([[1, 0], [1, 0], [0, 1], [0.7, 0.7]], dtype=np.float32)
-    diverse = D.top_lists(rows, items, scores, 3, 2, 0.9, 50, (row_of, vectors))
+    diverse = D.top_lists(rows, items, scores, 3, 2, 0.9, 50, D.Space.of(row_of, vectors))
     assert diverse.of(0).tolist() == [5, 7]
-    assert D.top_lists(rows, items, scores, 3, 2, 0.9, 2, (row_of, vectors)).of(0).tolist() == [5, 6]  # pool of 2
+    pool_of_two = D.top_lists(rows, items, scores, 3, 2, 0.9, 2, D.Space.of(row_of, vectors))
+    assert pool_of_two.of(0).tolist() == [5, 6]
 
 
 def test_lists_reranked_together_equal_each_list_reranked_alone():
@@ -244,12 +245,13 @@ def test_lists_reranked_together_equal_each_list_reranked_alone():
     row_of = np.arange(40)
     row_of[[3, 4]] = -1                                 # items without an embedding
     vectors = rng.normal(size=(40, 5)).astype(np.float32)
-    together = D.top_lists(rows, items, scores, 6, 4, 0.6, 8, (row_of, vectors))
+    space = D.Space.of(row_of, vectors)
+    together = D.top_lists(rows, items, scores, 6, 4, 0.6, 8, space)
     for row in range(6):
         mine = rows == row
         order = np.lexsort((items[mine], -scores[mine]))[:8]
         cand = items[mine][order]
-        alone = cand[dpp.rerank(scores[mine][order], D.embedding_rows(cand, row_of, dpp.unit_rows(vectors)), 4, 0.6)]
+        alone = cand[dpp.rerank(scores[mine][order], space.vectors_of(cand), 4, 0.6)]
         assert together.of(row).tolist() == alone.tolist()
 
 
@@ -264,7 +266,7 @@ def test_the_strength_is_the_longest_run_of_strengths_within_the_loss():
 
     def chosen(truth, max_loss, embeddings=vectors):
         return D.choose_strength(rows, items, scores, users, {42: truth}, [0.5, 0.9], max_loss, 50,
-                                 (row_of, embeddings))
+                                 D.Space.of(row_of, embeddings))
 
     # what the user took next is the 9th and 10th near-duplicates: diversity costs MAP, no strength is allowed …
     strict, curve = chosen([8, 9], 0.02)

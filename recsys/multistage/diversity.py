@@ -36,29 +36,42 @@ class Lists:
         return self.items[self.offsets[row]:self.offsets[row + 1]]
 
 
-def embedding_rows(items: np.ndarray, row_of: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Rows of ``vectors`` for ``items``; an item without a vector gets a zero row (the re-rank's "unlike all")."""
-    safe = np.clip(items, 0, len(row_of) - 1)
-    pos = np.where(items < len(row_of), row_of[safe], -1)
-    out = vectors[np.maximum(pos, 0)].copy()
-    out[pos < 0] = 0.0
-    return out
+@dataclass(frozen=True)
+class Space:
+    """The item embeddings the re-rank and diversity work in, prepared once (a scoring task keeps one for all its
+    blocks: normalising 94K × 99 vectors per block of 512 users cost more than the re-rank itself): unit rows, and
+    a last zero row that stands for items without a vector (unlike every other item)."""
+
+    row_of: np.ndarray          # item_idx -> row of ``unit`` (-1: none)
+    unit: np.ndarray            # (vectors + 1) × D, float32
+
+    @classmethod
+    def of(cls, row_of: np.ndarray, vectors: np.ndarray) -> Space:
+        unit = dpp.unit_rows(vectors)
+        return cls(row_of, np.vstack([unit, np.zeros((1, unit.shape[1]), dtype=np.float32)]))
+
+    def rows(self, items: np.ndarray) -> np.ndarray:
+        """Rows of :attr:`unit` for ``items``; the zero row for items without a vector."""
+        safe = np.clip(items, 0, len(self.row_of) - 1)
+        pos = np.where(items < len(self.row_of), self.row_of[safe], -1)
+        return np.where(pos < 0, len(self.unit) - 1, pos)
+
+    def vectors_of(self, items: np.ndarray) -> np.ndarray:
+        return self.unit[self.rows(items)]
 
 
 def top_lists(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, k: int, strength: float,
-              pool: int, embeddings: tuple[np.ndarray, np.ndarray] | None) -> Lists:
+              pool: int, space: Space | None) -> Lists:
     """Each row's top ``k`` of its candidates by ``scores`` (ties to the smaller item), re-ranked for diversity
-    among its best ``pool`` when ``strength`` > 0 and ``embeddings`` (row_of, vectors) are given."""
+    among its best ``pool`` when ``strength`` > 0 and a ``space`` is given."""
     order = np.lexsort((items, -scores, rows))
     rows, items, scores = rows[order], items[order], scores[order]
     starts = np.searchsorted(rows, np.arange(n_rows + 1))
     position = np.arange(len(rows)) - starts[rows]
-    if strength <= 0 or embeddings is None:
+    if strength <= 0 or space is None:
         keep = position < k
         counts = np.bincount(rows[keep], minlength=n_rows)
         return Lists(np.append(0, np.cumsum(counts)).astype(np.int32), items[keep], scores[keep])
-    row_of, vectors = embeddings
-    unit = dpp.unit_rows(vectors)
     sizes = np.minimum(np.diff(starts), pool)
     picked_items: list[np.ndarray] = [np.zeros(0, np.int32)] * n_rows
     picked_scores: list[np.ndarray] = [np.zeros(0, np.float32)] * n_rows
@@ -66,14 +79,13 @@ def top_lists(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: i
     if len(full):
         take = starts[full][:, None] + np.arange(pool)
         cand, rel = items[take], scores[take]
-        positions = dpp.rerank_batch(rel, _rows_in(cand, row_of, len(unit)), np.vstack([unit, np.zeros_like(unit[:1])]),
-                                     k, strength, unit=True)
+        positions = dpp.rerank_batch(rel, space.rows(cand), space.unit, k, strength, unit=True)
         for j, row in enumerate(full.tolist()):
             picked_items[row] = cand[j, positions[j]]
             picked_scores[row] = rel[j, positions[j]]
     for row in np.flatnonzero((sizes > 0) & (sizes < pool)).tolist():
         cand, rel = items[starts[row]:starts[row] + sizes[row]], scores[starts[row]:starts[row] + sizes[row]]
-        positions = dpp.rerank(rel, embedding_rows(cand, row_of, unit), k, strength)
+        positions = dpp.rerank(rel, space.vectors_of(cand), k, strength)
         picked_items[row], picked_scores[row] = cand[positions], rel[positions]
     counts = np.array([len(p) for p in picked_items], dtype=np.int64)
     return Lists(np.append(0, np.cumsum(counts)).astype(np.int32),
@@ -81,28 +93,19 @@ def top_lists(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: i
                  np.concatenate(picked_scores).astype(np.float32) if n_rows else np.zeros(0, np.float32))
 
 
-def _rows_in(items: np.ndarray, row_of: np.ndarray, missing: int) -> np.ndarray:
-    """Rows of the embedding matrix for ``items``; ``missing`` (a zero row appended to it) for items without one."""
-    safe = np.clip(items, 0, len(row_of) - 1)
-    pos = np.where(items < len(row_of), row_of[safe], -1)
-    return np.where(pos < 0, missing, pos)
-
-
 def choose_strength(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, users: np.ndarray,
                     truth: dict[int, list[int]], grid: list[float], max_loss: float, pool: int,
-                    embeddings: tuple[np.ndarray, np.ndarray] | None) -> tuple[float, list[dict]]:
+                    space: Space | None) -> tuple[float, list[dict]]:
     """The strength (module docstring) and the (strength, MAP@10, diversity) curve; ``rows`` index ``users``, whose
     held-out items are ``truth``."""
-    if embeddings is None or not len(users):
+    if space is None or not len(users):
         return 0.0, []
-    row_of, vectors = embeddings
-    unit = dpp.unit_rows(vectors)
     curve = []
     for strength in sorted({0.0, *grid}):
-        lists = top_lists(rows, items, scores, len(users), K, strength, pool, embeddings)
+        lists = top_lists(rows, items, scores, len(users), K, strength, pool, space)
         predictions = {int(u): lists.of(r).tolist() for r, u in enumerate(users)}
         value = PM.ranking_metrics(predictions, truth, [K])[metric_key(MAP, K)]
-        diversity = _diversity(lists, len(users), row_of, unit)
+        diversity = _diversity(lists, len(users), space)
         curve.append({"strength": strength, "map@10": round(value, 5), "diversity": round(diversity, 5)})
     base, plain, chosen = curve[0]["map@10"], curve[0]["diversity"], 0.0
     for point in curve:                 # the longest run of strengths from 0 that all keep the loss within bounds
@@ -113,9 +116,6 @@ def choose_strength(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, use
     return chosen, curve
 
 
-def _diversity(lists: Lists, n_rows: int, row_of: np.ndarray, unit: np.ndarray) -> float:
+def _diversity(lists: Lists, n_rows: int, space: Space) -> float:
     """Mean intra-list diversity (1 − cosine) of the lists, in the embeddings' space."""
-    positions = [np.where(lists.of(r) < len(row_of), row_of[np.clip(lists.of(r), 0, len(row_of) - 1)], -1)
-                 for r in range(n_rows)]
-    padded = np.vstack([unit, np.zeros((1, unit.shape[1]), dtype=unit.dtype)])
-    return dpp.intra_list_diversity([np.where(p < 0, len(unit), p) for p in positions], padded)
+    return dpp.intra_list_diversity([space.rows(lists.of(r)) for r in range(n_rows)], space.unit)

@@ -297,19 +297,19 @@ def choose_diversity(examples: Examples, scores: np.ndarray | None, stage: Stage
                      params: MultiStageParams) -> dict[str, Any]:
     """On the labelled users' scores (cross-fitted, or the chosen retriever's): the diversity strength
     (:mod:`diversity`) and its curve."""
-    embeddings = embedding_space(stage)
-    if scores is None or embeddings is None:
+    space = embedding_space(stage)
+    if scores is None or space is None:
         return {"diversity": 0.0, "diversity_note": "no cross-fitted scores or embeddings: the ranker's order"}
     users, rows = np.unique(examples.qid, return_inverse=True)
     strength, curve = D.choose_strength(rows, examples.items, scores, users, truth, params.diversity_grid,
-                                        params.diversity_max_loss, params.diversity_pool, embeddings)
+                                        params.diversity_max_loss, params.diversity_pool, space)
     return {"diversity": strength, "diversity_curve": curve, "diversity_users": len(users)}
 
 
-def embedding_space(stage: Stage) -> tuple[np.ndarray, np.ndarray] | None:
+def embedding_space(stage: Stage) -> D.Space | None:
     """The item vectors diversity is measured in: the content embeddings (what items are about), else ALS's."""
     side = stage.content if stage.content is not None else stage.als
-    return (side.row_of, side.vectors) if side is not None else None
+    return D.Space.of(side.row_of, side.vectors) if side is not None else None
 
 
 def train_ranker(spark: SparkSession, examples: Examples, params: MultiStageParams, *,
@@ -541,17 +541,19 @@ def _score_batches(bc, k: int, block: int):
         stage = scorer.stage()
         booster = scorer.booster()
         pool = int(scorer.params.get("diversity_pool", 50))
+        space = embedding_space(stage) if scorer.strength > 0 else None
         for batch in batches:
             for start in range(0, batch.num_rows, block):
                 part = batch.slice(start, min(block, batch.num_rows - start))
                 if part.num_rows:
-                    yield _rank_block(part, stage, booster, scorer.order, scorer.exclude, k, scorer.strength, pool)
+                    yield _rank_block(part, stage, booster, scorer.order, scorer.exclude, k, scorer.strength, pool,
+                                      space)
 
     return run
 
 
 def _rank_block(part: pa.RecordBatch, stage: Stage, booster, order: str, exclude: np.ndarray, k: int,
-                strength: float, pool: int) -> pa.RecordBatch:
+                strength: float, pool: int, space: D.Space | None) -> pa.RecordBatch:
     items_col = part.column("items")
     lengths = items_col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
     history = R.History(part.column("id").to_numpy().astype(np.int32),
@@ -569,7 +571,7 @@ def _rank_block(part: pa.RecordBatch, stage: Stage, booster, order: str, exclude
     keep = ~np.isin(found.items, exclude)
     rows, items, x = found.rows[keep], found.items[keep], found.x[keep]
     scores = booster.inplace_predict(x).astype(np.float32) if booster is not None else retriever_scores(x, order)
-    lists = D.top_lists(rows, items, scores, part.num_rows, k, strength, pool, embedding_space(stage))
+    lists = D.top_lists(rows, items, scores, part.num_rows, k, strength, pool, space)
     offsets = pa.array(lists.offsets)
     return pa.RecordBatch.from_arrays(
         [pa.array(history.users, pa.int32()), pa.ListArray.from_arrays(offsets, pa.array(lists.items, pa.int32())),
