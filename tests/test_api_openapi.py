@@ -98,3 +98,20 @@ def test_the_session_contract_in_the_spec_is_the_one_the_api_keeps(app, spec):
                 good | {"items": ["I01\n"]}, good | {"exclude": ["I02"] * 101}, {"k": 3}):
         assert not validator.is_valid(bad), bad
         assert client.post("/v1/sessions/recommendations", json=bad).status_code == 400, bad
+
+
+def test_blended_user_answers_validate_against_the_spec(spec, tmp_path):
+    client = create_app(make_warehouse(tmp_path / "wh"), serve_settings(signing_keys=["k" * 32])).test_client()
+    for user in ("U1", "NEW"):                    # a user with a list, and one without
+        body = client.get(f"/v1/users/{user}/recommendations?k=3").get_json()
+        events = [{"event_type": "impression", "user_id": user, "request_id": body["request_id"],
+                   "items": [i["parent_asin"] for i in body["items"]]},
+                  {"event_type": "click", "user_id": user, "request_id": body["request_id"], "parent_asin": "I01"}]
+        assert client.post("/v1/events", json=events).status_code == 202
+        answer = client.get(f"/v1/users/{user}/recommendations?k=3")
+        assert answer.get_json()["source"] == ("personalized+session" if user == "U1" else "session")
+        assert answer.get_json()["session_items"] == 1
+        _check(spec, "/v1/users/{user_id}/recommendations", "GET", answer)
+    schema = spec["components"]["schemas"]["UserRecommendations"]
+    assert set(schema["properties"]["source"]["enum"]) == {"personalized", "popular", "personalized+session",
+                                                          "session"}

@@ -651,6 +651,11 @@ def test_real_gunicorn_serves_reloads_and_keeps_events(warehouse, tmp_path):
             {"event_type": "impression", "user_id": "U1", "request_id": body["request_id"], "items": ["I01", "I07"]},
             {"event_type": "click", "user_id": "U1", "parent_asin": "I01", "request_id": body["request_id"]},
         ]).encode())[0] == 202
+        # the click is U1's session in the ledger both workers share: the similar list of I01 (I02, I03, I04)
+        # takes the first slot, U1's list without I01 the second, whichever worker answers
+        for _ in range(6):
+            body = _get(port, "/v1/users/U1/recommendations?k=2")[1]
+            assert (body["source"], items_of_body(body)) == ("personalized+session", ["I02", "I07"])
         publish(warehouse, "v3", V3)               # workers build it in a child process, one at a time
         deadline = time.monotonic() + 60
         while [_get(port, "/ready")[1].get("version") for _ in range(6)] != ["v3"] * 6:

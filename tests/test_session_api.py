@@ -10,6 +10,8 @@ purpose, and name I99 (published nowhere) and I05 (deleted), which a snapshot mu
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from recsys import constants as C
 from recsys.serve.app import create_app
+from recsys.serve.signing import Signer
 from recsys.serve.snapshot import Snapshot, build_snapshot
 from recsys.sessions.gru4rec.weights import Gru4RecWeights, GruLayer
 from test_serve import TS, assert_json_error, delete, make_warehouse, publish, serve_settings
@@ -110,13 +113,13 @@ def _session_model(root: Path, name: str, hr: float) -> None:
                           ("metrics", pa.map_(pa.string(), pa.float64())), ("recorded_at", TS)])), mode="append")
 
 
-def session_warehouse(root: Path, models: dict[str, float]) -> Path:
+def session_warehouse(root: Path, models: dict[str, float], spec: dict = SPEC) -> Path:
     """The test_serve warehouse, gold indices and interactions, the session ``models`` (name → HR@20), then ``s1``."""
     make_warehouse(root)
     _gold(root)
     for name, hr in models.items():
         _session_model(root, name, hr)
-    publish(root, "s1", SPEC, run_id=RUN)
+    publish(root, "s1", spec, run_id=RUN)
     return root
 
 
@@ -319,3 +322,269 @@ def test_metrics_label_the_session_route(tmp_path):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'endpoint="session_recommendations",method="POST",status="200"} 1' in text
     assert 'endpoint="session_recommendations",method="POST",status="400"} 1' in text
+
+
+# --- the user route blends in the user's recent session (recsys.serve.blend) ------------------------------------------
+
+KEY = "k" * 32
+# U1's list holds I01 (what U1 clicks below) and I04 (which the session answers too); U1 knows I06 and I08
+BLEND_SPEC = {**SPEC, "model": "implicit_als",
+              "topk": {"U1": ["I07", "I01", "I09", "I10", "I04", "I11", "I12"], "U2": ["I01"], "U9": ["I02"]}}
+# co-occurrence after I01 for U1: I02 0.6, I03 0.3 (I05 deleted), then I04 by popularity (I06 known; I07+ no row)
+SESSION_AFTER_I01 = ["I02", "I03", "I04"]
+
+
+class Clock:
+    """An injected clock (epoch seconds) the tests move instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def blend_root(tmp_path):
+    return session_warehouse(tmp_path / "wh", {C.COOCCURRENCE: 0.4}, BLEND_SPEC)
+
+
+def blend_client(root: Path, clock: Clock | None = None, **settings):
+    extra = {"clock": clock} if clock is not None else {}
+    return create_app(root, serve_settings(signing_keys=[KEY], **settings), **extra).test_client()
+
+
+def lookup(client, user: str = "U1", k: int = 6) -> dict:
+    response = client.get(f"/v1/users/{user}/recommendations?k={k}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def act(client, user: str = "U1", clicks: tuple[str, ...] = ("I01",), kinds: tuple[str, ...] = ("click",),
+        k: int = 6) -> int:
+    """Serve ``user`` a list, then post its impression and the item events about ``clicks``; how many were stored."""
+    body = lookup(client, user, k)
+    request_id = body["request_id"]
+    events = [{"event_type": "impression", "user_id": user, "request_id": request_id, "items": asins(body)}]
+    events += [{"event_type": kind, "user_id": user, "request_id": request_id, "parent_asin": item}
+               for item in clicks for kind in kinds]
+    response = client.post("/v1/events", json=events)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    return response.get_json()["accepted"]
+
+
+def recent_rows(root: Path, user: str | None = None) -> list[str]:
+    """The ledger's recent items (of ``user``'s pseudonym), oldest first."""
+    conn = sqlite3.connect(root / "_serving" / "ledger.sqlite")
+    try:
+        where, args = ("WHERE viewer = ?", (Signer([KEY]).pseudonym(user),)) if user else ("", ())
+        return [r[0] for r in conn.execute(f"SELECT parent_asin FROM recent {where} ORDER BY at, rowid", args)]
+    finally:
+        conn.close()
+
+
+def plain(body: dict) -> dict:
+    return {key: value for key, value in body.items() if key != "request_id"}
+
+
+def test_events_then_the_next_lookup_blends_the_users_session_in(blend_root):
+    client = blend_client(blend_root)
+    before = lookup(client)
+    assert (before["source"], before["model"], asins(before)) == (
+        "personalized", "implicit_als", ["I07", "I01", "I09", "I10", "I04", "I11"])
+    assert "session_items" not in before and "session_model" not in before
+    assert act(client, clicks=("I01",)) == 2
+    assert recent_rows(blend_root, "U1") == ["I01"]
+    session = post(client, items=["I01"], k=6, user_id="U1")          # the session scorer's own answer
+    assert asins(session) == SESSION_AFTER_I01
+    body = lookup(client)
+    # slots S B S B S B; the batch part without the session's I01: I07 I09 I10 I04 I11 I12; I04 once, at its S slot
+    assert asins(body) == ["I02", "I07", "I03", "I09", "I04", "I10"]
+    assert (body["source"], body["model"], body["session_items"], body["session_model"], body["version"]) == (
+        "personalized+session", "implicit_als", 1, C.COOCCURRENCE, "s1")
+    assert [i["rank"] for i in body["items"]] == [1, 2, 3, 4, 5, 6]
+    scores = {i["parent_asin"]: i["score"] for i in session["items"]} | {
+        i["parent_asin"]: i["score"] for i in before["items"] if i["parent_asin"] in ("I07", "I09", "I10")}
+    assert [i["score"] for i in body["items"]] == [scores[a] for a in asins(body)]     # each its own list's score
+    # the request id signs the blended list exactly as served
+    impression = {"event_type": "impression", "user_id": "U1", "request_id": body["request_id"]}
+    assert client.post("/v1/events", json=impression | {"items": asins(before)}).status_code == 403
+    assert client.post("/v1/events", json=impression | {"items": asins(body)}).status_code == 202
+    assert asins(lookup(client, k=2)) == ["I02", "I07"]
+    assert asins(lookup(client, k=1)) == ["I02"]
+
+
+def test_a_user_without_a_list_gets_the_session_instead_of_popular(blend_root):
+    client = blend_client(blend_root)
+    cold = lookup(client, "ANON-7")
+    assert (cold["source"], asins(cold)) == ("popular", ["I06", "I01", "I02", "I03", "I04", "I07"])   # I05 deleted
+    act(client, "ANON-7", clicks=("I01",), kinds=("click", "add_to_cart"))
+    assert asins(post(client, items=["I01", "I01"], k=6, user_id="ANON-7")) == ["I02", "I03", "I04", "I06"]
+    body = lookup(client, "ANON-7")
+    # the session's four, then the popular list without them and without I01
+    assert asins(body) == ["I02", "I03", "I04", "I06", "I07", "I08"]
+    assert (body["source"], body["model"], body["session_items"], body["session_model"]) == (
+        "session", C.COOCCURRENCE, 2, C.COOCCURRENCE)
+
+
+def test_a_session_expires_with_the_window_and_its_rows_are_pruned(blend_root):
+    clock = Clock()
+    client = blend_client(blend_root, clock)
+    before = lookup(client)
+    started = clock.now
+    act(client, clicks=("I01",))
+    clock.now = started + 3599.0
+    assert lookup(client)["source"] == "personalized+session"
+    clock.now = started + 3600.5
+    assert plain(lookup(client)) == plain(before)                          # out of the window: today's answer
+    assert recent_rows(blend_root, "U1") == ["I01"]                        # until the next prune
+    clock.now = started + 3700.0
+    act(client, "U2", clicks=("I01",), k=1)                                 # an admission prunes (every 60 s)
+    assert recent_rows(blend_root) == ["I01"] and recent_rows(blend_root, "U1") == []
+    short = blend_client(blend_root, clock, session_window_s=10.0)          # the window is a setting
+    assert lookup(short, "U2")["source"] == "personalized+session"
+    clock.now += 10.5
+    assert lookup(short, "U2")["source"] == "personalized"
+
+
+def test_an_erased_user_gets_no_blend_and_nothing_of_theirs_is_recorded(blend_root):
+    client = blend_client(blend_root)
+    act(client, clicks=("I01",))
+    delete(blend_root, "user", "U1")                                        # pending: applies from the next request
+    body = lookup(client)
+    assert (body["source"], body["model"]) == ("popular", "popularity") and "session_items" not in body
+    assert act(client, clicks=("I02",)) == 0                                # taken, never stored
+    assert recent_rows(blend_root, "U1") == ["I01"]                         # nothing new; the old row expires
+    for name in ("ledger.sqlite", "ledger.sqlite-wal"):
+        path = blend_root / "_serving" / name
+        assert not path.exists() or b"U1" not in path.read_bytes()          # never the plain user id
+
+
+def test_deleted_and_denied_items_never_come_back_in_a_blended_list(blend_root):
+    client = blend_client(blend_root)
+    act(client, clicks=("I01",))
+    delete(blend_root, "item", "I03")
+    body = lookup(client)
+    assert asins(body) == ["I02", "I07", "I04", "I09", "I10", "I11"] and body["source"] == "personalized+session"
+    delete(blend_root, "item", "I01")                                       # the session's only item: nothing known
+    body = lookup(client)
+    assert (body["source"], asins(body)) == ("personalized", ["I07", "I09", "I10", "I04", "I11", "I12"])
+
+
+def test_exclude_and_category_apply_to_both_parts(blend_root):
+    client = blend_client(blend_root)
+    act(client, clicks=("I01",))
+    body = client.get("/v1/users/U1/recommendations?k=6&exclude=I02,I07").get_json()
+    assert asins(body) == ["I03", "I09", "I04", "I10", "I11", "I12"]
+    body = client.get("/v1/users/U1/recommendations?k=3&category=Appliances").get_json()
+    assert asins(body) == ["I02", "I04", "I03"]               # the batch part has I04 only: I01 is the session's
+
+
+def test_share_zero_is_todays_answer_exactly_and_records_nothing(blend_root):
+    off = blend_client(blend_root, session_blend=0.0)
+    before = lookup(off)
+    assert act(off, clicks=("I01",)) == 2
+    assert recent_rows(blend_root) == []
+    assert plain(lookup(off)) == plain(before)
+    assert plain(lookup(off, "ANON-7")) == plain(lookup(blend_client(blend_root), "ANON-7"))
+
+
+def test_the_share_sets_the_sessions_slots():
+    from recsys.serve.blend import interleave, session_slots
+
+    assert session_slots(8, 0.5) == [True, False] * 4
+    assert session_slots(8, 0.25) == [True, False, False, False] * 2
+    assert sum(session_slots(10, 0.3)) == 3 and session_slots(10, 0.3)[:4] == [True, False, False, True]
+    assert session_slots(5, 1.0) == [True] * 5 and session_slots(5, 0.0) == [False] * 5
+
+    def items(*names):
+        return [{"parent_asin": n, "score": float(i), "rank": i + 1} for i, n in enumerate(names)]
+
+    assert [i["parent_asin"] for i in interleave(items("A", "B", "C", "D"), items("X", "A", "Y"), 6, 0.25)] == [
+        "X", "A", "B", "C", "Y", "D"]                        # A once, at its batch slot (before its session one)
+    assert interleave([], [], 3, 0.5) == []
+    assert [i["rank"] for i in interleave(items("A"), items("B"), 5, 0.5)] == [1, 2]
+
+
+def test_two_apps_sharing_one_ledger_see_each_others_events(blend_root):
+    first, second = blend_client(blend_root), blend_client(blend_root)      # as two gunicorn workers
+    served = lookup(first)
+    request_id = served["request_id"]
+    assert second.post("/v1/events", json=[
+        {"event_type": "impression", "user_id": "U1", "request_id": request_id, "items": asins(served)},
+        {"event_type": "purchase", "user_id": "U1", "request_id": request_id, "parent_asin": "I01"}],
+    ).status_code == 202
+    assert asins(lookup(first)) == asins(lookup(second)) == ["I02", "I07", "I03", "I09", "I04", "I10"]
+
+
+def test_items_the_version_or_its_scorer_do_not_know_blend_nothing(blend_root):
+    client = blend_client(blend_root)
+    before = lookup(client)
+    ledger = client.application.extensions["recsys"]["ledger"]
+    viewer = Signer([KEY]).pseudonym("U1")
+    with ledger.transaction(time.time(), 1.0) as entry:                    # what an older version's lists left
+        entry.record_recent([(viewer, "NOPE"), (viewer, "I99"), (viewer, "I12")], 200)
+    assert plain(lookup(client)) == plain(before)                          # I12: in the version, no scorer row
+    act(client, clicks=("I01",))
+    body = lookup(client)
+    assert (body["session_items"], asins(body)) == (4, ["I02", "I07", "I03", "I09", "I04", "I10"])
+
+
+def test_a_busy_ledger_degrades_to_the_plain_list(blend_root, caplog):
+    client = blend_client(blend_root)
+    act(client, clicks=("I01",))
+    before = lookup(client)
+    assert before["source"] == "personalized+session"
+    ledger = client.application.extensions["recsys"]["ledger"]
+    ledger.close()                                                          # the next read opens a connection anew
+    holder = sqlite3.connect(blend_root / "_serving" / "ledger.sqlite", isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("DELETE FROM budgets")
+        with caplog.at_level("WARNING", logger="recsys.serve.blend"):
+            body = lookup(client)
+        assert (body["source"], asins(body)) == ("personalized", ["I07", "I01", "I09", "I10", "I04", "I11"])
+        assert "served without its recent session" in caplog.text
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert lookup(client)["source"] == "personalized+session"
+
+
+def test_ten_thousand_events_of_one_user_keep_the_last_of_them(blend_root):
+    client = blend_client(blend_root, events_burst=20_000, events_per_s=1e6)
+    sent, batch = 0, []
+    while sent < 10_000:          # lists signed for U1 whose items stay the same: the session route's after I02
+        served = post(client, items=["I02"], k=6, user_id="U1")
+        shown = asins(served)
+        batch.append({"event_type": "impression", "user_id": "U1", "request_id": served["request_id"],
+                      "items": shown})
+        batch += [{"event_type": kind, "user_id": "U1", "request_id": served["request_id"], "parent_asin": item}
+                  for kind in ("click", "add_to_cart", "purchase") for item in shown]
+        sent += 3 * len(shown)
+        if len(batch) > 90 or sent >= 10_000:
+            assert client.post("/v1/events", json=batch).status_code == 202
+            batch = []
+    assert shown == ["I03", "I04", "I01"]
+    rows = recent_rows(blend_root, "U1")
+    assert len(rows) == 200                                                  # serve.max_session_items
+    assert rows[-3:] == ["I03", "I04", "I01"]                                # the last ones: the purchases
+    body = lookup(client)
+    assert body["session_items"] == 200
+    assert asins(body) == ["I02", "I07", "I09", "I10", "I11", "I12"]         # never the session's, known or deleted
+
+
+def test_the_ledger_keeps_each_viewers_last_rows_by_time(tmp_path):
+    from recsys.serve.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite", session_window_s=100.0)
+    for t in range(250):
+        with ledger.transaction(1000.0 + t * 0.1, 1.0) as entry:
+            entry.record_recent([("a", f"A{t}")] + [("b", f"B{t}")] * (t % 2), 200)
+    assert ledger.recent("a", 1030.0, 200) == [f"A{t}" for t in range(50, 250)]
+    assert ledger.recent("a", 1030.0, 3) == ["A247", "A248", "A249"]
+    assert ledger.recent("b", 1030.0, 200) == [f"B{t}" for t in range(1, 250, 2)]
+    assert ledger.recent("c", 1030.0, 200) == []
+    assert ledger.recent("a", 1124.85, 200) == ["A249"]                   # at >= now - window
+    ledger.close()

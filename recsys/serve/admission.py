@@ -20,7 +20,7 @@ from typing import Any
 from recsys.constants import ITEM_EVENT_TYPES, ITEM_ID, USER_ID
 from recsys.serve.errors import ApiError
 from recsys.serve.events import EVENT_TYPE, ITEMS, REQUEST_ID
-from recsys.serve.ledger import Ledger, viewer_digest
+from recsys.serve.ledger import Entry, Ledger, viewer_digest
 from recsys.serve.settings import ServeSettings
 from recsys.serve.signing import Issued, Signer, parse
 
@@ -59,10 +59,11 @@ def _signed_viewer(signer: Signer, issued: Issued, record: dict[str, Any], known
 
 
 def admit(records: list[dict[str, Any]], *, signer: Signer, ledger: Ledger, settings: ServeSettings, client: str,
-          known_user: Callable[[str], bool], now_s: float, store: Callable[[list[dict[str, Any]]], list[str]],
-          log_bytes: Callable[[], int]) -> Admitted:
+          known_user: Callable[[str], bool], now_s: float,
+          store: Callable[[list[dict[str, Any]], Entry], list[str]], log_bytes: Callable[[], int]) -> Admitted:
     """Check ``records`` (validated events, in batch order), then hand the new ones to ``store`` inside the
-    ledger's transaction, so what is marked taken is what was stored; raises :class:`ApiError` to refuse."""
+    ledger's transaction (with its entry, for what the store records there too: recent items), so what is marked
+    taken is what was stored; raises :class:`ApiError` to refuse."""
     now_ms, window_ms = int(now_s * 1000), int(settings.event_window_s * 1000)
     checked = []
     for record in records:                          # the CPU part first, outside the ledger's lock
@@ -96,4 +97,4 @@ def admit(records: list[dict[str, Any]], *, signer: Signer, ledger: Ledger, sett
         if kept and log_bytes() >= settings.events_max_bytes:
             raise ApiError(507, "insufficient_storage", "the event log is full; events are not taken until it is "
                            "compacted")
-        return Admitted(store(kept) if kept else [], duplicates)
+        return Admitted(store(kept, entry) if kept else [], duplicates)

@@ -17,6 +17,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypedDict
@@ -28,12 +29,13 @@ from werkzeug.exceptions import HTTPException
 from recsys.constants import ITEM_ID, MODEL, USER_ID, VERSION
 from recsys.ids import is_valid_id
 from recsys.serve.admission import admit
+from recsys.serve.blend import interleave, recent_items, remember, session_of
 from recsys.serve.clients import FORWARDED_FOR, ClientAddress
 from recsys.serve.denylist import DenyList
 from recsys.serve.errors import ApiError
 from recsys.serve.events import VARIANT, EventError, validate_event
 from recsys.serve.experiment import ABSettings
-from recsys.serve.ledger import Ledger
+from recsys.serve.ledger import Entry, Ledger
 from recsys.serve.lists import POPULARITY, pick, popular_list
 from recsys.serve.metrics import CONTENT_TYPE, Metrics
 from recsys.serve.session_scoring import SessionQuery
@@ -191,6 +193,7 @@ class Runtime(TypedDict):
     ledger: Ledger
     clients: ClientAddress
     openapi: bytes
+    clock: Callable[[], float]          # epoch seconds (time.time; tests inject theirs)
 
 
 def _runtime() -> Runtime:
@@ -209,7 +212,8 @@ def _endpoint() -> str:
 
 def _request_id(user_id: str, items: list[dict[str, Any]]) -> str:
     """The signed id of the list ``items`` served to ``user_id`` ("" if to no user): what events must echo."""
-    g.request_id = _runtime()["signer"].sign(time.time_ns() // 1_000_000, user_id, [i[ITEM_ID] for i in items])
+    runtime = _runtime()
+    g.request_id = runtime["signer"].sign(int(runtime["clock"]() * 1000), user_id, [i[ITEM_ID] for i in items])
     return g.request_id
 
 
@@ -264,6 +268,8 @@ def _unexpected(exc: Exception) -> Response:
 
 @api.get("/v1/users/<user_id>/recommendations")
 def user_recommendations(user_id: str) -> Response:
+    """The user's published list (the popular list without one), blended with the user's recent session
+    (:mod:`recsys.serve.blend`) when ``serve.session_blend`` > 0 and the ledger holds items of the last window."""
     runtime = _runtime()
     settings = runtime["settings"]
     _check_id(user_id, "user_id")
@@ -274,17 +280,32 @@ def user_recommendations(user_id: str) -> Response:
         raise ApiError(503, "not_ready", "the version serving this user is not loaded yet")
     category = _category(params, snapshot)
     exclude = _exclude(params, settings)
-    found = None if denylist.user_erased(user_id) else snapshot.user_slice(user_id)
+    erased = denylist.user_erased(user_id)           # first: an erased user's session is never even read
+    found = None if erased else snapshot.user_slice(user_id)
+    session = None
+    if not erased and settings.session_blend > 0:
+        recent = recent_items(runtime["ledger"], runtime["signer"], user_id, runtime["clock"](),
+                              settings.max_session_items)
+        session = session_of(snapshot, denylist, recent, user_id, k, category, exclude)
+    leave_out = exclude if session is None else exclude | frozenset(session.items)
     if found is not None:
         lo, hi, model = found
-        items = pick(snapshot, snapshot.user_items[lo:hi], snapshot.user_scores[lo:hi], k, denylist, exclude,
-                      category)
+        items = pick(snapshot, snapshot.user_items[lo:hi], snapshot.user_scores[lo:hi], k, denylist, leave_out,
+                     category)
         source = "personalized"
     else:
-        items = popular_list(snapshot, category, k, denylist, exclude)
+        items = popular_list(snapshot, category, k, denylist, leave_out)
         model, source = POPULARITY, "popular"
+    if session is not None:
+        if found is not None:
+            items, source = interleave(items, session.answer.items, k, settings.session_blend), "personalized+session"
+        else:                                        # no list of their own: the session's, popular filling it
+            items, model, source = interleave(items, session.answer.items, k, 1.0), session.answer.model, "session"
     body = {USER_ID: user_id, VERSION: snapshot.version, MODEL: model, "source": source,
             "request_id": _request_id(user_id, items), "items": items}
+    if session is not None:
+        body["session_items"] = len(session.items)
+        body["session_model"] = session.answer.model
     if variant is not None:
         body[VARIANT] = variant
     return _json(body)
@@ -367,7 +388,7 @@ def post_events() -> Response:
     batch = body if isinstance(body, list) else [body]
     if not 1 <= len(batch) <= settings.max_event_batch:
         raise ApiError(400, "invalid_event", f"send 1..{settings.max_event_batch} events per request")
-    now = datetime.now(timezone.utc)
+    now = datetime.fromtimestamp(runtime["clock"](), timezone.utc)
     try:
         records = [validate_event(event, settings.max_k, now) for event in batch]
     except EventError as exc:
@@ -380,10 +401,13 @@ def post_events() -> Response:
         served = runtime["router"].route(user_id)[1]
         return served is not None and served.user_slice(user_id) is not None
 
-    def store(kept: list[dict[str, Any]]) -> list[str]:
+    def store(kept: list[dict[str, Any]], entry: Entry) -> list[str]:
         kept = [r for r in kept if not state.denylist.user_erased(r[USER_ID])]     # erased: never stored
-        return event_log.append(kept, snapshot.version if snapshot else None,
-                          snapshot.model if snapshot else None) if kept else []
+        if not kept:
+            return []
+        if settings.session_blend > 0:     # before the append: a failed append rolls the recent rows back too
+            remember(entry, runtime["signer"], kept, settings.max_session_items)
+        return event_log.append(kept, snapshot.version if snapshot else None, snapshot.model if snapshot else None)
 
     admitted = admit(records, signer=runtime["signer"], ledger=runtime["ledger"], settings=settings,
                      client=_client(), known_user=known_user, now_s=now.timestamp(), store=store,
@@ -430,13 +454,15 @@ def openapi() -> Response:
 
 
 def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
-               wait_for_build: bool = True, ab: ABSettings | None = None) -> Flask:
+               wait_for_build: bool = True, ab: ABSettings | None = None,
+               clock: Callable[[], float] = time.time) -> Flask:
     """The API over the published version under ``warehouse``.
 
     Loads the current snapshot before returning, building it first if missing (``wait_for_build=False``: in the
     background, the app answering 503 until it is ready; what gunicorn workers use). With an enabled ``ab``
     experiment, user recommendations come from the snapshot of the user's variant (``recsys.serve.variants``)
-    and events are stamped with that variant and version.
+    and events are stamped with that variant and version. ``clock`` (epoch seconds) stamps events, issues request
+    ids and bounds the recent session: tests pass their own rather than sleeping.
     """
     settings = (settings or ServeSettings()).resolved(warehouse)
     store = SnapshotStore(Path(warehouse), settings)
@@ -456,9 +482,11 @@ def create_app(warehouse: Path | str, settings: ServeSettings | None = None, *,
         keys = [secrets.token_hex(32)]
     app.extensions[EXTENSION] = Runtime(settings=settings, store=store, router=router,
                                         events=AssignedEventLog(settings.events_dir, router), metrics=Metrics(),
-                                        signer=Signer(keys), ledger=Ledger(settings.ledger_path),
+                                        signer=Signer(keys),
+                                        ledger=Ledger(settings.ledger_path, settings.session_window_s),
                                         clients=ClientAddress(settings.trusted_proxies),
                                         openapi=orjson.dumps(build_spec(settings.max_k, settings.max_event_batch,
-                                                                    settings.max_session_items, settings.max_exclude)))
+                                                                    settings.max_session_items, settings.max_exclude)),
+                                        clock=clock)
     app.register_blueprint(api)
     return app

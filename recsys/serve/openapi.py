@@ -55,8 +55,14 @@ class Listed(Answer):
 
 class UserRecommendations(Listed):
     user_id: str
-    model: str
-    source: Literal["personalized", "popular"]
+    model: str = Field(description="the model of the user's published list, popularity for the popular list, or "
+                                   "the session scorer when source is session")
+    source: Literal["personalized", "popular", "personalized+session", "session"] = Field(
+        description="personalized+session: the user's list blended with their recent session (serve.session_blend "
+                    "of the slots); session: a user without a list, answered from their recent session")
+    session_items: int | None = Field(None, ge=1, description="only when a session is blended in: the user's "
+                                      "recent items it was scored from (events of the last serve.session_window_s)")
+    session_model: str | None = Field(None, description="only when a session is blended in: its scorer")
     variant: str | None = Field(None, description="only under an A/B experiment")
 
 
@@ -158,7 +164,8 @@ def build_spec(max_k: int, max_event_batch: int, max_session_items: int, max_exc
     k = _param("k", "query", f"list length, 1..{max_k}", {"type": "integer", "minimum": 1, "maximum": max_k})
     category = _param("category", "query", "only items of this category")
     spec.path("/v1/users/{user_id}/recommendations", operations=_get(
-        "a user's recommendations (the popular list for a user without one)", "UserRecommendations",
+        "a user's recommendations (the popular list for a user without one), blended with the user's session of "
+        "the last serve.session_window_s when events of it were taken", "UserRecommendations",
         [_param("user_id", "path", "1-64 of A-Z a-z 0-9 _ -"), k, category,
          _param("exclude", "query", "comma-separated asins to leave out")], 400, 404, 503))
     spec.path("/v1/items/{parent_asin}/similar", operations=_get(

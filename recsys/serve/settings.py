@@ -29,7 +29,13 @@ class ServeSettings(StrictModel):
     max_k: int = Field(100, ge=1)
     default_k: int = Field(10, ge=1)
     max_exclude: int = Field(100, ge=0)         # asins accepted in ?exclude= (and a session's "exclude")
-    max_session_items: int = Field(200, ge=1)   # items a POST /v1/sessions/recommendations may name
+    max_session_items: int = Field(200, ge=1)   # items a POST /v1/sessions/recommendations may name, and the
+                                                # recent items the ledger keeps per user (the last ones by time)
+    # The user route blends in the user's session (recsys.serve.blend): the item events of the last session_window_s
+    # seconds, scored by the snapshot's session scorer, given this share of the list's slots (0 = off: no recent
+    # items recorded, no read, today's answer exactly).
+    session_window_s: float = Field(3600.0, gt=0)
+    session_blend: float = Field(0.5, ge=0.0, le=1.0)
     max_event_batch: int = Field(100, ge=1)     # events accepted in one POST /v1/events
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     reload_interval_s: float = Field(2.0, ge=0.0)   # 0 = check ops/published and ops/deletions on every request

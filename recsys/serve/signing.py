@@ -7,6 +7,10 @@ order and ``user_id`` empty for a list served to no user (``/v1/popular``, ``/si
 
 Keys (``serve.signing_keys``): the first signs, all verify, so a key is rotated without downtime by prepending the
 new one, waiting for the acceptance window, then dropping the old one.
+
+The first key also keys :meth:`Signer.pseudonym`, the digest under which the ledger keeps a user's recent items (a
+message no request id's tag is computed over: those start with the issue time's hex digits). A rotation therefore
+starts every user's recent session afresh — an hour of blending at most, the session window.
 """
 
 from __future__ import annotations
@@ -59,6 +63,13 @@ class Signer:
         """A new request id for the list ``items`` (rank order) served at ``issued_ms`` to ``user_id`` ("" if none)."""
         nonce = secrets.token_hex(NONCE_HEX // 2)
         return f"{issued_ms:0{ISSUED_HEX}x}{nonce}{self._tag(self._macs[0], issued_ms, nonce, user_id, items)}"
+
+    def pseudonym(self, user_id: str) -> str:
+        """A keyed digest of ``user_id`` (first key, 128 bits hex): who a row of the ledger's ``recent`` is about,
+        stable across workers and restarts that share the keys, meaningless without them."""
+        mac = self._macs[0].copy()
+        mac.update(f"recent\0{user_id}".encode("utf-8"))
+        return mac.hexdigest()[:TAG_HEX]
 
     def verify(self, issued: Issued, user_id: str, items: Sequence[str]) -> bool:
         """Was the list ``items`` served under this request id to ``user_id`` ("" = to no user), by any key?"""
