@@ -94,6 +94,19 @@ def test_spark_is_given_the_rating_that_makes_its_confidence_implicits(spark):
     assert got == pytest.approx({(0, 0): MIN_RATING, (0, 1): 9.0, (1, 0): 19.0, (1, 1): 34.0})
 
 
+def test_spark_leaves_out_interactions_under_min_confidence_but_never_a_users_last(spark):
+    from recsys.models.params import ALSParams
+    from recsys.models.spark_als import MIN_RATING, spark_ratings
+
+    # user 0: c = 0.5, 0.8, 10; user 1: only weak ones (c = 0.3, 0.5), kept at c = 1 rather than left without rows
+    df = frame(spark, [(0, 0, 0.05), (0, 1, 0.08), (0, 2, 1.0), (1, 0, 0.03), (1, 1, 0.05)])
+    got = {(r[C.USER_IDX], r[C.ITEM_IDX]): r["weight"]
+           for r in spark_ratings(df, ALSParams(alpha=10.0, min_confidence=0.6)).collect()}
+    assert got == pytest.approx({(0, 1): MIN_RATING, (0, 2): 9.0, (1, 0): MIN_RATING, (1, 1): MIN_RATING})
+    everything = spark_ratings(df, ALSParams(alpha=10.0)).count()
+    assert everything == 5
+
+
 def implicit_objective(users, items, weights, user_factors, item_factors, alpha, regularization) -> float:
     """Σ over every pair of c·(p − x·y)² + λ(Σ‖x‖² + Σ‖y‖²), implicit's least squares (c = α·w observed, 1 not)."""
     scores = user_factors @ item_factors.T

@@ -123,6 +123,58 @@ def test_spark_starts_from_implicits_winner_mapped_into_its_space():
     (mapped,) = _first("spark_als", {"implicit_als": {"best": winner}}, d)
     assert mapped["regularization"] == pytest.approx(5.0 / d.typical_count)
     assert mapped["iterations"] == spaces.ITERATIONS["spark_als"][1] and mapped["factors"] == 200
+    assert mapped["min_confidence"] == 0.0
+    (dropping,) = _first("spark_als", {"implicit_als": {"best": winner}}, d, min_confidence=0.3)
+    assert dropping["min_confidence"] == 0.3
+
+
+def test_the_thresholds_are_the_weak_levels_or_their_quantiles():
+    from recsys.selection.confidence import MAX_LEVELS, thresholds
+
+    assert thresholds(np.array([1.0, 2.0, 5.0])) == [0.0]                   # nothing under 1: nothing to choose
+    # levels 0.2 < 0.5 < 0.9 under 1: leave out nothing, what is under 0.5, under 0.9, under 1
+    assert thresholds(np.array([0.2, 0.5, 0.5, 0.9, 3.0])) == [0.0, 0.5, 0.9, 1.0]
+    many = thresholds(np.linspace(0.0, 0.99, 1000))
+    assert len(many) == MAX_LEVELS + 1 and many[0] == 0.0 and many[-1] == 1.0 and many == sorted(many)
+
+
+def test_kept_rows_never_leave_a_user_without_rows():
+    from recsys.selection.confidence import kept_rows
+
+    users = np.array([0, 0, 0, 1, 1])
+    confidence = np.array([0.2, 0.7, 3.0, 0.1, 0.4])
+    assert kept_rows(users, confidence, 0.5).tolist() == [False, True, True, True, True]
+    assert kept_rows(users, confidence, 0.0).all()
+
+
+def noisy(users: int = 120, items: int = 60, clusters: int = 4, seed: int = 0) -> SearchData:
+    """:func:`planted` plus, for every user, 6 weak (w = 0.1) train rows on random items of other clusters."""
+    u, i, w, t, s = planted(users, items, clusters, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    size = items // clusters
+    extra_u, extra_i = [], []
+    for user in range(users):
+        others = np.setdiff1d(np.arange(items), np.arange(size) + (user % clusters) * size)
+        taken = set(i[u == user].tolist())
+        extra_i += [x for x in rng.choice(others, 6, replace=False).tolist() if x not in taken]
+        extra_u += [user] * (len(extra_i) - len(extra_u))
+    n = len(extra_u)
+    return SearchData.from_rows(np.r_[u, extra_u], np.r_[i, extra_i], np.r_[w, np.full(n, 0.1)],
+                                np.r_[t, np.arange(n) * DAY], np.r_[s, ["train"] * n], max_users=10_000, seed=1)
+
+
+def test_spark_is_mapped_to_leave_out_planted_noise_implicit_all_but_ignores():
+    """Weak rows (c = 0.1) across clusters are noise that implicit weighs at a tenth of an unobserved pair; held at
+    c = 1 (what Spark can do) they blur the clusters: the mapping leaves them out, measured with implicit."""
+    from recsys.selection.confidence import spark_min_confidence
+
+    winner = model_params("implicit_als", {"factors": 8, "regularization": 0.5, "alpha": 1.0, "iterations": 10}
+                          ).model_dump()
+    mapping = spark_min_confidence(noisy(), winner, 10, seconds=60.0, fit_seconds=0.0)
+    assert sorted(mapping.measured) == [0.0, 1.0]
+    assert mapping.min_confidence == 1.0 and mapping.measured[1.0] > mapping.measured[0.0] + 0.05
+    # no time for even one fit: nothing measured, nothing left out
+    assert spark_min_confidence(noisy(), winner, 10, seconds=1.0, fit_seconds=5.0).measured == {}
 
 
 def test_a_trial_is_sized_iterations_first_then_factors_to_its_predicted_cost():
@@ -179,6 +231,8 @@ def test_an_enqueued_configuration_is_the_trial_it_came_from(model):
     from optuna.trial import FixedTrial
 
     inside = {} if model == "content" else {"iterations": spaces.ITERATIONS[model][1]}
+    if model == "spark_als":
+        inside["min_confidence"] = 0.4
     params = model_params(model, {**inside, "weighting": {"power": 3.0, "scheme": "bm25", "bm25_k1": 20.0,
                                                           "half_life_days": 90.0}}).model_dump()
     values = spaces.trial_values(model, params, typical_count=50.0)

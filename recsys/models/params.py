@@ -47,6 +47,7 @@ class ALSParams(StrictModel):
     iterations: int = Field(15, ge=1)
     seed: int = 42
     num_blocks: int | None = None             # Spark only: user/item blocks (default: parallelism)
+    min_confidence: float = Field(0.0, ge=0)  # Spark only: interactions with alpha·w below it left out (spark_als)
     weighting: WeightingParams = Field(default_factory=WeightingParams)
 
 

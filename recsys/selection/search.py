@@ -63,6 +63,7 @@ class Search:
     previous_trials: int = 0
     note: str | None = None
     typical_count: float = 0.0
+    confidence_map: dict[float, float] | None = None   # Spark ALS: MAP@K per threshold (recsys.selection.confidence)
 
 
 def study_name(model: str, run_id: str) -> str:

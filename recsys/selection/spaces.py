@@ -17,11 +17,13 @@ Both ALS share one space, in implicit's units, and this is how the two map.
   so :mod:`recsys.models.spark_als` gives it r = α·w − 1 with α' = 1: the same c, the same least squares (checked
   on a design where Spark's per-count λ is a flat one: both engines reach one objective value), and alpha is one
   parameter of one meaning in both spaces. Where α·w < 1 implicit weighs the interaction under an unobserved pair,
-  which Spark cannot express: there it gets c = 1, still a preference. With c near 0 an interaction all but
-  leaves implicit's least squares, so a low alpha with a recency half-life or BM25 drops old or weak interactions
-  there and keeps them here: on MovieLens' temporal split implicit's winner is of that kind (alpha 0.19, BM25,
-  253-day half-life) and Spark's best reached half its MAP@10 on valid (measured before the mapping, with
-  c = 1 + α·w).
+  which Spark cannot express: it keeps such an interaction at c = 1 or leaves it out, by a threshold
+  ``min_confidence`` that only Spark's space has (in [0, 1]). Its first trial (implicit's winner) gets the threshold
+  implicit itself finds best on the matrix Spark would see (:mod:`recsys.selection.confidence`): on MovieLens'
+  rating-weighted last-5 split, Spark's MAP@10 on valid went from 0.0347 (everything kept at c = 1) to 0.0386
+  (the ratings under c = 0.3 left out), implicit's being 0.0400. With c near 0 an interaction all but leaves
+  implicit's least squares, so a low alpha with a recency half-life or BM25 drops old or weak interactions there:
+  on MovieLens' temporal split implicit's winner is of that kind (alpha 0.19, BM25, 253-day half-life).
 - Iterations. Spark solves each least squares exactly and is near its best after a few sweeps (5 and 10
   iterations score alike), implicit's conjugate gradient takes a few steps per sweep and needs more: the ranges
   differ (:data:`ITERATIONS`), and Spark's trials, ~10× dearer, stay short.
@@ -40,7 +42,8 @@ SEARCHED = ("content", "cooccurrence", "implicit_als", "spark_als", "gru4rec")  
 RANGES: dict[str, tuple[float, float, bool]] = {
     "power": (0.0, 8.0, False), "bm25_k1": (1.0, 1000.0, True), "bm25_b": (0.0, 1.0, False),
     "half_life_days": (30.0, 3650.0, True), "factors": (8, 256, True), "regularization": (1e-3, 100.0, True),
-    "alpha": (0.1, 100.0, True), "dims": (16, 256, True), "min_df": (1, 5, False)}
+    "alpha": (0.1, 100.0, True), "dims": (16, 256, True), "min_df": (1, 5, False),
+    "min_confidence": (0.0, 1.0, False)}
 ITERATIONS = {"implicit_als": (5, 40), "spark_als": (3, 10)}
 # the session models' numeric dimensions (recsys.sessions): co-occurrence, then GRU4Rec
 SESSION_RANGES: dict[str, tuple[float, float, bool]] = {
@@ -77,10 +80,14 @@ def weighting(trial) -> dict[str, Any]:
 
 
 def als(trial, model: str) -> dict[str, Any]:
-    """ALS parameters in implicit's units (see the module docstring for Spark's regularization)."""
-    return {"factors": _int(trial, "factors"), "regularization": _float(trial, "regularization"),
-            "alpha": _float(trial, "alpha"), "iterations": trial.suggest_int("iterations", *ITERATIONS[model]),
-            "weighting": weighting(trial)}
+    """ALS parameters in implicit's units (see the module docstring for Spark's regularization and
+    ``min_confidence``)."""
+    out = {"factors": _int(trial, "factors"), "regularization": _float(trial, "regularization"),
+           "alpha": _float(trial, "alpha"), "iterations": trial.suggest_int("iterations", *ITERATIONS[model]),
+           "weighting": weighting(trial)}
+    if model == "spark_als":
+        out["min_confidence"] = _float(trial, "min_confidence")
+    return out
 
 
 def content(trial) -> dict[str, Any]:
@@ -182,6 +189,8 @@ def trial_values(model: str, params: dict[str, Any], typical_count: float) -> di
             regularization = flat_regularization(regularization, typical_count)
         values.update(factors=params["factors"], regularization=regularization, alpha=params["alpha"],
                       iterations=iterations_in(model, params["iterations"]))
+        if model == "spark_als":
+            values["min_confidence"] = params.get("min_confidence", 0.0)
     return {name: _clipped(name, value) for name, value in values.items()}
 
 

@@ -24,10 +24,12 @@ from recsys.selection import search as S
 from recsys.constants import MULTISTAGE, RETRIEVER_MODELS, SESSION_MODELS
 from recsys.selection import cost, spaces
 from recsys.selection.data import VALID, SearchData, search_data
+from recsys.selection.confidence import spark_min_confidence
 from recsys.selection.portfolio import starting_points
 from recsys.selection.settings import TuningSettings
 
 TRIAL = "trial"
+CONFIDENCE_SHARE = 0.25     # of Spark ALS's budget, at most, to measure which weak interactions it leaves out
 
 
 def selected_params(warehouse: Path, run_id: str, model: str) -> dict[str, Any] | None:
@@ -77,19 +79,32 @@ def select_models(spark, settings: Settings, run_id: str, models: Sequence[str] 
     return out
 
 
-def _first(model: str, done: dict[str, Any], data: SearchData) -> list[dict[str, Any]]:
+def _first(model: str, done: dict[str, Any], data: SearchData, min_confidence: float = 0.0) -> list[dict[str, Any]]:
     """What a new study tries after the configured parameters. implicit ALS: the generic starting points
-    (:mod:`recsys.selection.portfolio`). Spark ALS: implicit's winner (the spaces map, :mod:`recsys.selection.spaces`),
-    its trials being the dearest and the flat-λ winner a good guess for it; the portfolio's points are left to
-    implicit, which tries them in a fraction of the time."""
+    (:mod:`recsys.selection.portfolio`). Spark ALS: implicit's winner (the spaces map, :mod:`recsys.selection.spaces`)
+    with the interactions under ``min_confidence`` left out (:mod:`recsys.selection.confidence`), its trials being
+    the dearest and the flat-λ winner a good guess for it; the portfolio's points are left to implicit, which tries
+    them in a fraction of the time."""
     if model == "implicit_als":
         return starting_points(graded=len(np.unique(data.weights)) > 1)
-    implicit = (done.get("implicit_als") or {}).get("best")
-    if model != "spark_als" or not implicit:
+    implicit = _implicit_best(model, done)
+    if not implicit:
         return []
     flat = implicit["regularization"]
     return [{**implicit, "regularization": spaces.spark_regularization(flat, data.typical_count),
-             "iterations": spaces.iterations_in(model, implicit["iterations"])}]
+             "iterations": spaces.iterations_in(model, implicit["iterations"]), "min_confidence": min_confidence}]
+
+
+def _fit_seconds(done: dict[str, Any], implicit: dict[str, Any] | None) -> float:
+    """What implicit's winner took as a trial (its longest trial when the winner is not among them)."""
+    trials = (done.get("implicit_als") or {}).get("trials") or []
+    own = [t["seconds"] for t in trials if t["params"] == implicit]
+    return max(own or [t["seconds"] for t in trials] or [0.0])
+
+
+def _implicit_best(model: str, done: dict[str, Any]) -> dict[str, Any] | None:
+    """implicit ALS's winner, when ``model`` is Spark ALS and implicit was searched before it."""
+    return (done.get("implicit_als") or {}).get("best") if model == "spark_als" else None
 
 
 def _sizer(model: str, data: SearchData, budget_seconds: float, tuning: TuningSettings) -> S.Sizer | None:
@@ -109,11 +124,19 @@ def search_model(spark, settings: Settings, model: str, run_id: str, data: Searc
     opened = S.open_study(settings.warehouse, study or S.study_name(model, run_id), tuning)
     with step("search", model=model, run_id=run_id, study=opened.study_name, budget_seconds=round(budget_seconds, 1),
               note=data.note) as rec:
-        result = S.run_search(opened, model, base, _trial(spark, settings, model, data),
-                              budget_seconds=budget_seconds, tuning=tuning, typical_count=data.typical_count,
-                              first=_first(model, searched or {}, data),
-                              size=_sizer(model, data, budget_seconds, tuning))
+        start = time.perf_counter()
+        implicit = _implicit_best(model, searched or {}) if not opened.trials else None   # a new study only
+        mapping = spark_min_confidence(data, implicit, tuning.k, budget_seconds * CONFIDENCE_SHARE,
+                                       _fit_seconds(searched or {}, implicit)) if implicit else None
+        if mapping is not None:
+            rec.update(min_confidence=mapping.min_confidence, confidence_map=mapping.measured)
+        left = max(0.0, budget_seconds - (time.perf_counter() - start))
+        result = S.run_search(opened, model, base, _trial(spark, settings, model, data), budget_seconds=left,
+                              tuning=tuning, typical_count=data.typical_count,
+                              first=_first(model, searched or {}, data, mapping.min_confidence if mapping else 0.0),
+                              size=_sizer(model, data, left, tuning))
         result.note, result.typical_count = data.note, data.typical_count
+        result.confidence_map = mapping.measured if mapping else None
         rec.update(trials=len(result.trials), previous_trials=result.previous_trials, best=result.best_value,
                    rescored=[(r["number"], round(r["mean"], 5)) for r in result.rescored],
                    best_params=result.best, seconds=result.seconds)
@@ -132,7 +155,8 @@ def summary(result: S.Search) -> dict[str, Any]:
     the time spent."""
     return {"best": result.best, "best_value": result.best_value, "study": result.study,
             "previous_trials": result.previous_trials, "seconds": result.seconds, "note": result.note,
-            "typical_count": result.typical_count, "rescored": result.rescored, "trials": result.trials}
+            "typical_count": result.typical_count, "rescored": result.rescored, "trials": result.trials,
+            "confidence_map": result.confidence_map}
 
 
 def _trial(spark, settings: Settings, model: str, data: SearchData) -> S.Trial:
