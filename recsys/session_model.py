@@ -42,7 +42,7 @@ from recsys import constants as C
 from recsys.constants import COOCCURRENCE, GRU4REC
 from recsys.models.factors import (FACTOR_SCHEMA, RANKED_SCHEMA, _ranked_rows, arrow_seen_columns,
                                    list_column_to_matrix, ranked_lists)
-from recsys.models.folder import FolderModel
+from recsys.models.folder import FolderModel, vector_column, write_table
 from recsys.models.params import Gru4RecModelParams
 from recsys.models.topk import topk_scores
 from recsys.sessions import cooccurrence
@@ -180,7 +180,7 @@ def write_history(folder: Path, data: S.UserSequences, seen: pa.Table) -> None:
     counts = np.searchsorted(seen_users, users[latest], side="right") - np.searchsorted(seen_users, users[latest])
     seen_offsets = np.append(0, np.cumsum(counts))
     seen_flat = seen_items[np.isin(seen_users, users[latest])]       # both sorted by user: the slices, in order
-    _write(folder, {
+    write_table(folder, {
         "id": pa.array(users[latest], pa.int32()),
         C.ITEMS: pa.ListArray.from_arrays(pa.array(sessions.offsets.astype(np.int32)),
                                           pa.array(sessions.items, pa.int32())),
@@ -193,7 +193,7 @@ def write_neighbours(folder: Path, scorer: cooccurrence.CooccurrenceScorer, ids:
     """One row per live catalogue item: its co-occurrence row and popularity, keyed by index and parent_asin."""
     rows = scorer.matrix[ids]
     offsets = pa.array(rows.indptr.astype(np.int32))
-    _write(folder, {"id": pa.array(ids, pa.int32()), C.ITEM_ID: asins.combine_chunks(),
+    write_table(folder, {"id": pa.array(ids, pa.int32()), C.ITEM_ID: asins.combine_chunks(),
                     "popularity": pa.array(scorer.popularity[ids], pa.float32()),
                     "neighbours": pa.ListArray.from_arrays(offsets, pa.array(rows.indices.astype(np.int32))),
                     "scores": pa.ListArray.from_arrays(offsets, pa.array(rows.data.astype(np.float32)))})
@@ -202,27 +202,16 @@ def write_neighbours(folder: Path, scorer: cooccurrence.CooccurrenceScorer, ids:
 def write_embeddings(folder: Path, weights: Gru4RecWeights, ids: np.ndarray, asins: pa.ChunkedArray) -> None:
     """GRU4Rec's item rows as Parquet keyed by item (live catalogue items only), its layers beside them."""
     columns = {"id": pa.array(ids, pa.int32()), C.ITEM_ID: asins.combine_chunks(),
-               "features": _vectors(weights.item_embeddings[ids]),
+               "features": vector_column(weights.item_embeddings[ids]),
                "bias": pa.array(np.asarray(weights.item_bias)[ids], pa.float32())}
     if weights.input_embeddings is not None:
-        columns["input"] = _vectors(weights.input_embeddings[ids])
-    _write(folder / EMBEDDINGS, columns)
+        columns["input"] = vector_column(weights.input_embeddings[ids])
+    write_table(folder / EMBEDDINGS, columns)
     width = weights.item_embeddings.shape[1]
     no_items = replace(weights, item_embeddings=np.zeros((0, width), np.float32), item_bias=np.zeros(0, np.float32),
                        input_embeddings=None if weights.input_embeddings is None else
                        np.zeros((0, weights.input_embeddings.shape[1]), np.float32))
     no_items.save(folder / LAYERS)
-
-
-def _vectors(matrix: np.ndarray) -> pa.ListArray:
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    offsets = np.arange(len(matrix) + 1, dtype=np.int32) * matrix.shape[1]
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.reshape(-1)))
-
-
-def _write(folder: Path, columns: dict[str, pa.Array]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), folder / "part-00000.parquet")
 
 
 # --- reading the scorer back --------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 
 class FolderModel:
     """Mixin for a dataclass with ``path`` (the model's folder) and ``scratch`` (that folder while unsaved)."""
@@ -24,3 +28,17 @@ class FolderModel:
         if path.resolve() != self.path.resolve():
             shutil.rmtree(path, ignore_errors=True)
             shutil.copytree(self.path, path)
+
+
+def write_table(folder: Path, columns: dict[str, pa.Array]) -> None:
+    """One table of a model's folder: ``folder/part-00000.parquet`` (Spark and pyarrow read the folder alike)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), folder / "part-00000.parquet")
+
+
+def vector_column(matrix: np.ndarray) -> pa.ListArray:
+    """Rows of a 2-D matrix as an Arrow list<float> column (Spark's factor layout), without Python loops."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    width = matrix.shape[1] if matrix.ndim == 2 else 1
+    offsets = np.arange(len(matrix) + 1, dtype=np.int32) * width
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.reshape(-1), pa.float32()))

@@ -36,7 +36,7 @@ from recsys.constants import MULTISTAGE, RETRIEVERS
 from recsys.metrics import python_metrics as PM
 from recsys.metrics.definitions import MAP, metric_key
 from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
-from recsys.models.folder import FolderModel
+from recsys.models.folder import FolderModel, vector_column, write_table
 from recsys.models.params import ALSParams, ContentParams, MultiStageParams
 from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
@@ -420,16 +420,16 @@ def write_model(folder: Path, stage: Stage, history: R.History, ranker, params: 
         offsets = np.append(0, np.cumsum(np.diff(csr.indptr)[ids])).astype(np.int32)
         pick = np.concatenate([np.arange(csr.indptr[i], csr.indptr[i + 1]) for i in ids]) if len(ids) \
             else np.zeros(0, np.int64)
-        _write(folder / "item_neighbours", {
+        write_table(folder / "item_neighbours", {
             "id": pa.array(ids, pa.int32()),
             "neighbours": pa.ListArray.from_arrays(pa.array(offsets), pa.array(csr.indices[pick].astype(np.int32))),
             "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(csr.data[pick].astype(np.float32)))})
     side = stage.side
-    _write(folder / "item_side", {"id": pa.array(np.arange(stage.n_items, dtype=np.int32)),
+    write_table(folder / "item_side", {"id": pa.array(np.arange(stage.n_items, dtype=np.int32)),
                                   **{c: pa.array(np.asarray(getattr(side, c), dtype=np.float64))
                                      for c in SIDE_COLUMNS}})
     offsets = pa.array(history.indptr.astype(np.int32))
-    _write(folder / "user_history", {
+    write_table(folder / "user_history", {
         "id": pa.array(history.users, pa.int32()),
         "items": pa.ListArray.from_arrays(offsets, pa.array(history.items, pa.int32())),
         "weights": pa.ListArray.from_arrays(offsets, pa.array(history.weights, pa.float32())),
@@ -443,17 +443,8 @@ def write_model(folder: Path, stage: Stage, history: R.History, ranker, params: 
     (folder / "model.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
-def _write(folder: Path, columns: dict[str, pa.Array]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), folder / "part-00000.parquet")
-
-
 def _vectors(folder: Path, ids: np.ndarray, matrix: np.ndarray) -> None:
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    width = matrix.shape[1] if matrix.ndim == 2 else 1
-    offsets = pa.array(np.arange(0, len(ids) * width + 1, width, dtype=np.int32))
-    _write(folder, {"id": pa.array(np.asarray(ids, dtype=np.int32), pa.int32()),
-                    "features": pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), pa.float32()))})
+    write_table(folder, {"id": pa.array(np.asarray(ids, dtype=np.int32), pa.int32()), "features": vector_column(matrix)})
 
 
 @dataclass
