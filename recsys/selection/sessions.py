@@ -13,6 +13,7 @@ from recsys.constants import COOCCURRENCE
 from recsys.metrics import python_metrics as PM
 from recsys.metrics.definitions import MAP, metric_key
 from recsys.models.params import model_params
+from recsys.models.topk import seen_columns, topk_scores
 from recsys.selection.data import SearchData
 from recsys.selection.search import Trial
 from recsys.sessions import cooccurrence
@@ -46,11 +47,11 @@ def session_trial(model: str, data: SearchData, k: int) -> Trial:
             scorer = fit(sequences, data.n_items, typed, deadline=time.monotonic() + left)
         predictions = {}
         for rows, scores in scorer.next_scores_batch(histories, rows_per_block=ROWS_PER_BLOCK):
-            for row, row_scores in zip(rows.tolist(), scores):
-                row_scores[histories[row]] = -np.inf
-                top = np.argpartition(-row_scores, min(k, len(row_scores) - 1))[:k]
-                top = top[np.lexsort((top, -row_scores[top]))]
-                predictions[int(owners[asked[row]])] = top[np.isfinite(row_scores[top])].tolist()
+            block = histories.select(rows)
+            seen = seen_columns(block.lengths, block.items, np.arange(scores.shape[1]))
+            columns, values = topk_scores(scores, k, seen)           # ties to the smaller item, as everywhere
+            for row, row_columns, row_values in zip(rows.tolist(), columns, values):
+                predictions[int(owners[asked[row]])] = row_columns[np.isfinite(row_values)].tolist()
         return PM.ranking_metrics(predictions, data.truth, [k])[metric_key(MAP, k)]
 
     return run
