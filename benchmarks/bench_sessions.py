@@ -8,13 +8,21 @@ gunicorn with the production settings (2 gevent workers), at one keep-alive conn
 their ratio, ``--runs`` gunicorn starts. In-process, for the split of the cost: the scorer's forward pass alone and
 the whole answer (exclusions, top k, decoding), one BLAS thread.
 
+The user route's session blend (recsys.serve.blend): the ledger holds ``--session-length`` recent items (the last
+hour's clicks) of ``--session-users`` users, written as the admission writes them; the user lookup is measured for
+users without recent items (what the blend costs everyone: one indexed read of the ledger) and for users with them
+(their list blended with the session scorer's answer), side by side, then the user lookup again with the blend off
+(``serve.session_blend`` 0, another gunicorn start: no read at all). In-process, the ledger read alone.
+
     flock /tmp/heavy-tests.lock .venv/bin/python benchmarks/bench_sessions.py [--users 1800000] [--json]
 
-Goal (issue 22): session p99 <= 5 ms at one connection for a 50-item session, 94K items, 128 units.
+Goal (issue 22): session p99 <= 5 ms at one connection for a 50-item session, 94K items, 128 units; a user lookup
+without a recent session no slower than one indexed SQLite read.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import sys
@@ -30,12 +38,15 @@ from deltalake import write_deltalake
 
 from recsys import constants as C
 from recsys.delta import read_table
+from recsys.serve.ledger import Ledger
 from recsys.serve.settings import ServeSettings
+from recsys.serve.signing import Signer
 from recsys.sessions.gru4rec.weights import Gru4RecWeights, GruLayer
 
 RUN = "bench"                      # bench_api.write_tables publishes its version from this run
 URL = b"/v1/sessions/recommendations"
 K = 20
+KEY = "bench-signing-key-" + "k" * 16     # the workers' signing key: the ledger's pseudonyms are keyed by it
 
 
 def write_gru4rec(root: Path, hidden: int, seed: int = 3) -> None:
@@ -100,16 +111,57 @@ def in_process(snapshot_dir: Path, bodies: list[list[str]]) -> dict[str, float]:
     return out
 
 
+def write_recent(root: Path, users: list[str], items: np.ndarray, length: int, seed: int = 11) -> dict[str, float]:
+    """``length`` recent items of each of ``users`` in the ledger the workers will read, as the admission records
+    them (one transaction per 1,000 users, stamped now); the in-process read's p50/p99 for users with and without."""
+    rng = np.random.default_rng(seed)
+    settings = ServeSettings().resolved(root)
+    assert settings.ledger_path is not None
+    ledger, signer = Ledger(settings.ledger_path, settings.session_window_s), Signer([KEY])
+    started = time.perf_counter()
+    for lo in range(0, len(users), 1_000):
+        rows = [(signer.pseudonym(user), item.decode()) for user in users[lo:lo + 1_000]
+                for item in items[rng.integers(0, len(items), length)].tolist()]
+        with ledger.transaction(time.time(), 20.0) as entry:
+            entry.record_recent(rows, settings.max_session_items)
+    out = {"recent_rows": len(users) * length, "recent_write_seconds": round(time.perf_counter() - started, 1)}
+    others = [f"nobody-{i}" for i in range(5_000)]
+    for name, who in (("with", users[:5_000]), ("without", others)):
+        times = []
+        for user in who:
+            t0 = time.perf_counter()
+            ledger.recent(signer.pseudonym(user), time.time(), settings.max_session_items)
+            times.append(time.perf_counter() - t0)
+        us = np.array(times[100:]) * 1e6
+        out |= {f"read_{name}_p50_us": round(float(np.percentile(us, 50)), 1),
+                f"read_{name}_p99_us": round(float(np.percentile(us, 99)), 1)}
+    ledger.close()
+    return out
+
+
+def _source(port: int, path: bytes) -> str:
+    """The ``source`` a lookup answers with (the blend is on for users with a recent session)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", path.decode())
+        return json.loads(conn.getresponse().read())["source"]
+    finally:
+        conn.close()
+
+
 def serve_and_measure(root: Path, snapshot_dir: Path, out: Path, workers: int, routes: dict[str, list[bytes]],
-                      requests: int) -> dict[str, object]:
+                      requests: int, blend: float = 0.5) -> dict[str, object]:
     port = free_port(HOST)
     settings = ServeSettings(host=HOST, port=port, workers=workers, snapshot_dir=snapshot_dir,
-                             events_dir=out / "events")
+                             events_dir=out / "events", signing_keys=[KEY], session_blend=blend)
     with running_gunicorn(root, settings, out / "gunicorn.log") as (proc, ready):
         run: dict[str, object] = {"ready_seconds": round(ready, 2)}
         for paths in routes.values():
             load(port, paths, 2, 1_000, 10)                 # warm the page cache and both workers
         busy = _children(proc.pid)
+        sources = {name: _source(port, paths[0]) for name, paths in routes.items() if name.startswith("user")}
+        assert sources.get("user_session", "personalized+session") == "personalized+session", sources
+        assert sources.get("user", "personalized") == "personalized", sources
         for name, paths in routes.items():
             run[name] = load(port, paths, 1, requests, 60, busy)
             print(name, json.dumps(run[name]), file=sys.stderr)
@@ -126,7 +178,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5_000, help="per route and run, at one connection")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--session-users", type=int, default=50_000, help="users with recent items in the ledger")
+    parser.add_argument("--session-length", type=int, default=20, help="recent items of each (the last hour's)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--result", default="sessions", help="benchmarks/results/<this>.json")
     args = parser.parse_args()
 
     root, snapshot_dir = args.out / "warehouse", args.out / "snapshots"
@@ -145,24 +200,42 @@ def main() -> int:
     print(f"setup: {report}", file=sys.stderr)
 
     rng = np.random.default_rng(1)
+    ids = np.asarray(user_ids)
+    with_session = ids[:args.session_users]                 # write_tables' ids come in random order
+    without = ids[args.session_users:]
+    report["ledger"] = write_recent(root, [u.decode() for u in with_session.tolist()], items, args.session_length)
+    print(f"ledger: {report['ledger']}", file=sys.stderr)
+
+    def lookups(users: np.ndarray) -> list[bytes]:
+        return [b"/v1/users/" + u + b"/recommendations?k=%d" % K
+                for u in users[rng.integers(0, len(users), args.requests)].tolist()]
+
     routes = {"session": [post(URL, json.dumps({"items": s, "k": K}).encode()) for s in bodies],
-              "user": [b"/v1/users/" + u + b"/recommendations?k=%d" % K
-                       for u in np.asarray(user_ids)[rng.integers(0, len(user_ids), args.requests)].tolist()]}
-    runs = [serve_and_measure(root, snapshot_dir, args.out, args.workers, routes, args.requests)
-            for _ in range(args.runs)]
-    report["p99_ms"] = {name: [run[name]["p99_ms"] for run in runs] for name in routes}
-    report["p50_ms"] = {name: [run[name]["p50_ms"] for run in runs] for name in routes}
+              "user": lookups(without), "user_session": lookups(with_session)}
+    off = {"user_blend_off": routes["user"]}
+    runs = []
+    for _ in range(args.runs):
+        run = serve_and_measure(root, snapshot_dir, args.out, args.workers, routes, args.requests)
+        run |= serve_and_measure(root, snapshot_dir, args.out, args.workers, off, args.requests, blend=0.0)
+        runs.append(run)
+    names = [*routes, *off]
+    report["p99_ms"] = {name: [run[name]["p99_ms"] for run in runs] for name in names}
+    report["p50_ms"] = {name: [run[name]["p50_ms"] for run in runs] for name in names}
     report["p99_ratio_session_to_user"] = [round(run["session"]["p99_ms"] / run["user"]["p99_ms"], 2) for run in runs]
     report["runs"] = runs
-    report["results"] = str(save("sessions", report))
+    report["results"] = str(save(args.result, report))
     if print_report(report, args.json):
         return 0
-    print(f"{'run':>3} {'route':>8} {'reqs':>6} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    print(f"{'run':>3} {'route':>14} {'reqs':>6} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
     for number, run in enumerate(runs, 1):
-        for name in routes:
+        for name in names:
             lv = run[name]
-            print(f"{number:>3} {name:>8} {lv['requests']:>6} {lv['errors']:>6} {lv['req_per_s']:>7} "
+            print(f"{number:>3} {name:>14} {lv['requests']:>6} {lv['errors']:>6} {lv['req_per_s']:>7} "
                   f"{lv['p50_ms']:>7} {lv['p99_ms']:>7} {lv['max_ms']:>7}")
+    print("\nuser lookup, p50 / p99 ms per run: no recent session | with one (blended) | blend off")
+    for number, run in enumerate(runs, 1):
+        print(f"{number:>3} " + " | ".join(f"{run[name]['p50_ms']:.3f} / {run[name]['p99_ms']:.3f}"
+                                            for name in ("user", "user_session", "user_blend_off")))
     return 0
 
 
