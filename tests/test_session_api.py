@@ -1,6 +1,9 @@
 """POST /v1/sessions/recommendations over hand-made snapshots (delta-rs tables, no Spark): the scorer chosen from
 the run's recorded HR@20, its arrays re-keyed onto the snapshot's items, known answers of each scorer (GRU4Rec by its
-own numpy forward, co-occurrence and the similar-items fallback by hand), every exclusion, and hostile bodies.
+own numpy forward, co-occurrence and the similar-items fallback by hand), every exclusion, and hostile bodies. Then
+the user route's blend of the user's recent session (recsys.serve.blend): known answers merged by hand from the
+session scorer's answer and the batch list, expiry on an injected clock, erasure, deletions, share 0, two apps on one
+ledger (two gunicorn workers), A/B variants, a busy ledger, items nobody knows, and 10,000 events of one user.
 
 The published version ``s1`` of run ``s-run`` is the current one; ``make_warehouse`` (test_serve) adds the older
 versions, the salt and the deletion of I05. Model items are indexed differently from the snapshot's vocabulary on
@@ -515,6 +518,20 @@ def test_two_apps_sharing_one_ledger_see_each_others_events(blend_root):
         {"event_type": "purchase", "user_id": "U1", "request_id": request_id, "parent_asin": "I01"}],
     ).status_code == 202
     assert asins(lookup(first)) == asins(lookup(second)) == ["I02", "I07", "I03", "I09", "I04", "I10"]
+
+
+def test_under_an_ab_experiment_the_variants_snapshot_answers_both_parts(blend_root):
+    from recsys.serve.experiment import ABSettings, VariantSettings
+
+    ab = ABSettings(enabled=True, control="old", variants={"old": VariantSettings(version="v2", share=1.0)})
+    client = create_app(blend_root, serve_settings(signing_keys=[KEY]), ab=ab).test_client()
+    assert asins(lookup(client, k=4)) == ["I01", "I07", "I02", "I08"]      # test_serve's v2 list of U1
+    act(client, clicks=("I01",), k=4)
+    body = lookup(client, k=4)
+    # v2's run trained no session model: v2's similar list of I01 (I02, I03, I04) against v2's list without I01
+    assert (body["version"], body["variant"], body["source"], body["model"], body["session_model"]) == (
+        "v2", "old", "personalized+session", "spark_als", "similar_items")
+    assert asins(body) == ["I02", "I07", "I03", "I08"]
 
 
 def test_items_the_version_or_its_scorer_do_not_know_blend_nothing(blend_root):
