@@ -88,7 +88,8 @@ def run(name: str, spec: dict, spark, budget: float | None) -> dict:
     models = {m: {k: round(v, 5) for k, v in r["metrics"].items() if k.endswith("@10")} | {
         "train_seconds": r["train_seconds"], "params": r["params"]} for m, r in result["models"].items()}
     searched = {m: {"valid_map@10": s["best_value"], "trials": len(s["trials"]), "rescored": len(s["rescored"]),
-                    "seconds": s["seconds"], "first_trials": [first_trial(t) for t in s["trials"][:4]]}
+                    "seconds": s["seconds"], "first_trials": [first_trial(t) for t in s["trials"][:4]],
+                        "confidence_map": s.get("confidence_map")}
                 for m, s in selection["models"].items()}
     return {"title": spec["title"], "split": {k: split[k] for k in ("strategy", "train", "valid", "test", "note")},
             "models": models, "promoted": result["decision"].get("promoted"), "selection": searched,

@@ -19,9 +19,8 @@ Both ALS share one space, in implicit's units, and this is how the two map.
   parameter of one meaning in both spaces. Where α·w < 1 implicit weighs the interaction under an unobserved pair,
   which Spark cannot express: it keeps such an interaction at c = 1 or leaves it out, by a threshold
   ``min_confidence`` that only Spark's space has (in [0, 1]). Its first trial (implicit's winner) gets the threshold
-  implicit itself finds best on the matrix Spark would see (:mod:`recsys.selection.confidence`): on MovieLens'
-  rating-weighted last-5 split, Spark's MAP@10 on valid went from 0.0347 (everything kept at c = 1) to 0.0386
-  (the ratings under c = 0.3 left out), implicit's being 0.0400. With c near 0 an interaction all but leaves
+  implicit itself finds best on the matrix Spark would see (:mod:`recsys.selection.confidence`, with what it
+  measured on MovieLens). With c near 0 an interaction all but leaves
   implicit's least squares, so a low alpha with a recency half-life or BM25 drops old or weak interactions there:
   on MovieLens' temporal split implicit's winner is of that kind (alpha 0.19, BM25, 253-day half-life).
 - Iterations. Spark solves each least squares exactly and is near its best after a few sweeps (5 and 10
