@@ -303,6 +303,27 @@ def test_a_large_catalogue_is_searched_by_the_saved_index_with_the_exact_answers
         assert got.rows.tolist() == want.rows.tolist() and got.items.tolist() == want.items.tolist()
 
 
+def test_users_are_scored_with_at_most_score_per_retriever_candidates_from_each(tmp_path):
+    """The ranker trains on ``per_retriever`` candidates per retriever; a saved model scores users with at most
+    ``score_per_retriever`` (or the override a caller gives)."""
+    from recsys.multistage.model import _Scorer
+
+    rng = np.random.default_rng(5)
+    h = random_history(rng, users=20, items=60, per_user=6)
+    params = MultiStageParams(retrievers=["als", "category_popular"], per_retriever=10, score_per_retriever=4)
+    fitted = fit_stage(h, 60, params, ALSParams(factors=6, iterations=3), None, {})
+    vectors = fitted.user_vectors(h.users)
+
+    def deepest(stage, retriever="als_rank") -> float:
+        return float(np.nanmax(stage.candidates(h, vectors).x[:, Fe.FEATURES.index(retriever)]))
+
+    assert deepest(fitted) == 10 and deepest(fitted, "category_popular_rank") == 10
+    write_model(tmp_path, fitted, h, None, params, {})
+    assert deepest(_Scorer.read(tmp_path, [], 0.0).stage()) == 4
+    assert deepest(_Scorer.read(tmp_path, [], 0.0, per_retriever=7).stage()) == 7
+    assert deepest(_Scorer.read(tmp_path, [], 0.0, per_retriever=50).stage()) == 10   # never above training
+
+
 # --- Spark: a candidate of a run --------------------------------------------------------------------------------
 
 

@@ -66,6 +66,7 @@ class MultiStageModel(FolderModel):
     scratch: Path | None = None
     cosine_similar: bool = True
     diversity: float | None = None      # the re-rank strength; None: the one chosen at fit (``info["diversity"]``)
+    score_per_retriever: int | None = None   # candidates per retriever when scoring; None: the params' own
 
     @classmethod
     def load(cls, spark: SparkSession, path: Path | str, seen: DataFrame | None = None) -> MultiStageModel:
@@ -88,7 +89,7 @@ class MultiStageModel(FolderModel):
             history = history.join(users.select(F.col(C.USER_IDX).alias("id")).distinct(), "id", "left_semi")
         rows = history.join(self.user_factors.withColumnRenamed("features", "als"), "id", "left")
         strength = self.info.get("diversity", 0.0) if self.diversity is None else self.diversity
-        scorer = _Scorer.read(self.path, exclude_items or [], strength)
+        scorer = _Scorer.read(self.path, exclude_items or [], strength, self.score_per_retriever)
         bc = spark.sparkContext.broadcast(scorer)
         ranked = rows.select("id", "items", "weights", "last_ms", "als").mapInArrow(
             _score_batches(bc, k, block), RANKED_SCHEMA)
@@ -464,8 +465,11 @@ class _Scorer:
     index_path: str | None = None
 
     @classmethod
-    def read(cls, path: Path, exclude: list[int], strength: float) -> _Scorer:
+    def read(cls, path: Path, exclude: list[int], strength: float, per_retriever: int | None = None) -> _Scorer:
+        """``per_retriever``: overrides the params' ``score_per_retriever``."""
         meta = json.loads((path / "model.json").read_text())
+        if per_retriever is not None:
+            meta["params"]["score_per_retriever"] = per_retriever
         n = int(meta["n_items"])
         side_table = pq.read_table(path / "item_side")
         ids = side_table.column("id").to_numpy()
@@ -492,7 +496,9 @@ class _Scorer:
                    str((path / ANN_FILE).resolve()) if (path / ANN_FILE).is_file() else None)
 
     def stage(self) -> Stage:
+        """Stage two as it scores users: at most ``score_per_retriever`` candidates from each retriever."""
         params = MultiStageParams.model_validate(self.params)
+        params = params.model_copy(update={"per_retriever": min(params.per_retriever, params.score_per_retriever)})
         als = R.FactorSide.of(*self.als, self.n_items) if self.als is not None and len(self.als[0]) else None
         if als is not None and self.index_path is not None:
             from recsys.retrieval.spark import cached_index
