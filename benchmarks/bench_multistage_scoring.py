@@ -16,6 +16,7 @@ multi-stage model's ``model.json``. Results: ``benchmarks/results/multistage_sco
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -100,8 +101,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     top = rows[0]
     print(f"\n{args.name}: one model fitted in {fit_seconds:.0f} s on train + valid (ranker on {max(args.values)} "
-          f"candidates per retriever), {top['users']:,} test users scored on {spark.sparkContext.defaultParallelism} "
-          f"cores")
+          f"candidates per retriever), {top['users']:,} test users scored on {os.cpu_count()} cores")
     print(f"{'per retriever':>14} {'MAP@10':>8} {'vs first':>9} {'recall@10':>10} {'users/s':>9} {'speed-up':>9}")
     for row in rows:
         print(f"{row['score_per_retriever']:>14} {row['map@10']:>8.5f} {row['map@10'] / top['map@10']:>8.3f}× "
