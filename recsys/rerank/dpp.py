@@ -202,15 +202,17 @@ def rerank_batch(relevance: np.ndarray, candidates: np.ndarray, embeddings: np.n
 def intra_list_diversity(lists: Sequence[np.ndarray] | np.ndarray, embeddings: np.ndarray) -> float:
     """Mean over lists of the mean pairwise cosine distance (1 − cos) of a list's items; ``lists`` hold rows of
     ``embeddings``. Lists of fewer than two items are left out; an item without an embedding is at distance 1 from
-    every other. NaN when no list has two items."""
-    unit = unit_rows(embeddings).astype(np.float64)
+    every other. NaN when no list has two items. Only the rows the lists use are normalised (a caller passing a
+    whole catalogue for a few thousand lists, once per diversity strength, paid for every row each time)."""
+    lists = [np.asarray(items, dtype=np.int64) for items in lists]
+    used = np.unique(np.concatenate(lists)) if lists else np.zeros(0, np.int64)
+    unit = unit_rows(np.asarray(embeddings)[used]).astype(np.float64)
     per_list = []
     for items in lists:
-        items = np.asarray(items, dtype=np.int64)
         m = items.size
         if m < 2:
             continue
-        vectors = unit[items]
+        vectors = unit[np.searchsorted(used, items)]
         similarity = vectors @ vectors.T
         per_list.append((m * (m - 1) - (similarity.sum() - np.trace(similarity))) / (m * (m - 1)))
     return float(np.mean(per_list)) if per_list else float("nan")
