@@ -29,6 +29,16 @@ def fit_model(name: str, interactions, params: Mapping[str, Any] | None = None, 
     return fit_factor_model(name, interactions, params, items=items)
 
 
+def refit_model(name: str, candidate: Path | str, interactions, params: Mapping[str, Any] | None = None,
+                items=None):
+    """Publish's refit of the evaluated ``candidate`` folder on every split: the multi-stage model keeps the
+    candidate's ranker and refits its retrievers (:func:`recsys.multistage.model.refit`); every other model is
+    fitted afresh with the candidate's ``params``."""
+    if name == MULTISTAGE:
+        return multistage.refit(candidate, interactions, model_params(name, params), items=items)
+    return fit_model(name, interactions, params, items=items)
+
+
 def load_model(spark, path: Path | str, seen=None):
     """A saved model of any kind (its ``model.json`` says which): a :class:`FactorModel`, a
     :class:`~recsys.multistage.model.MultiStageModel` or a :class:`~recsys.session_model.SessionModel`, all

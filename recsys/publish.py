@@ -61,7 +61,8 @@ def _production_model(spark: SparkSession, settings: Settings, seen: DataFrame,
         saved = ops.last_fitted(settings.warehouse, prod[C.MODEL], prod["run_id"], prod["model_path"])
         return prod, _published(load_model(spark, str(saved), seen=seen), settings)
     with step("refit", model=prod[C.MODEL], run_id=prod["run_id"]):
-        model = fit_and_save(spark, settings.warehouse, prod[C.MODEL], json.loads(prod["params"] or "{}"), None, path)
+        model = fit_and_save(spark, settings.warehouse, prod[C.MODEL], json.loads(prod["params"] or "{}"), None, path,
+                             refit_of=Path(prod["model_path"]))
     model.seen = seen
     return prod, _published(model, settings)
 

@@ -19,7 +19,7 @@ from recsys import tables as T
 from recsys.config import Settings
 from recsys.constants import MULTISTAGE, RETRIEVER_MODELS, SESSION_MODELS
 from recsys.features import catalog_text, interactions_version
-from recsys.loading import MODELS, fit_model, load_model
+from recsys.loading import MODELS, fit_model, load_model, refit_model
 from recsys.logs import step
 from recsys.models import FactorModel, factor_cache
 
@@ -47,12 +47,15 @@ def model_items(spark: SparkSession, warehouse: Path, model: str) -> DataFrame |
 
 
 def fit_and_save(spark: SparkSession, warehouse: Path, model: str, params: dict, splits: list[str] | None,
-                 path: Path) -> FactorModel:
-    """Fit ``model`` on ``splits`` and save it to ``path``; returns the fitted model."""
+                 path: Path, refit_of: Path | None = None) -> FactorModel:
+    """Fit ``model`` on ``splits`` and save it to ``path``; returns the fitted model. ``refit_of``: the evaluated
+    candidate's folder, when this is publish's refit of it (:func:`recsys.loading.refit_model`)."""
     data = training_data(spark, warehouse, splits).cache()
     try:
         with factor_cache.using(warehouse):      # the same ALS fit twice in a run is paid once
-            fitted = fit_model(model, data, params, items=model_items(spark, warehouse, model))
+            items = model_items(spark, warehouse, model)
+            fitted = (fit_model(model, data, params, items=items) if refit_of is None
+                      else refit_model(model, refit_of, data, params, items=items))
         fitted.info["interactions_version"] = interactions_version(warehouse)
         fitted.info["fit_splits"] = splits or ["all"]
         fitted.save(path)

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,10 +66,21 @@ def pytest_collection_modifyitems(config, items) -> None:
 # the rows they then process, so expressions are interpreted (Spark's own tests run both ways; same results).
 SMALL_TABLES_SPARK = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false",
                       "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
-# The child JVMs also skip C2 (JIT-compiling for peak speed) and the parallel collector: more CPU than they save.
-SMALL_JOB_JAVA = "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# The child JVMs also skip C2 (JIT-compiling for peak speed) and the parallel collector: more CPU than they save;
+# and the bytecode verification of Spark's own jars (≈ 1 of the ≈ 10 CPU seconds a job's JVM takes to start).
+SMALL_JOB_JAVA = ("-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "
+                  "-XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote")
 SMALL_JOB_SPARK = {**SMALL_TABLES_SPARK, "spark.driver.extraJavaOptions": SMALL_JOB_JAVA,
                    "spark.executor.extraJavaOptions": SMALL_JOB_JAVA}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tempfiles_under_pytest(tmp_path_factory) -> Iterator[None]:
+    """Numpy-fitted models a test never saves keep their factors in a temp folder of their own
+    (``FactorModel.scratch``): under pytest's base temp, which pytest prunes, instead of piling up in /tmp."""
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    yield
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")

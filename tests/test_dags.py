@@ -108,11 +108,13 @@ def _probe_failure_line() -> dict[str, Any]:
 def _probe_dag_test(dag_id: str, conf: str) -> dict[str, Any]:
     dag = _dagbag().get_dag(dag_id)
     run = dag.test(run_conf=json.loads(conf))
-    tis = {}
+    tis, seconds = {}, {}
     for ti in run.get_task_instances():
         key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index or ti.map_index}]"
         tis[key] = str(ti.state)
-    return {"state": str(run.state), "run_id": run.run_id, "run_after": run.run_after.isoformat(), "tis": tis}
+        seconds[key] = round(ti.duration or 0.0, 1)
+    return {"state": str(run.state), "run_id": run.run_id, "run_after": run.run_after.isoformat(), "tis": tis,
+            "seconds": seconds}
 
 
 _PROBES = {"dagbag": _probe_dagbag, "migrate": _probe_migrate, "dag_test": _probe_dag_test,

@@ -428,8 +428,11 @@ def test_spark_beyond_accuracy_and_list_tables_match_numpy(spark):
     preds.unpersist()
 
 
-def test_spark_diversity_over_integer_ids_with_repeats_matches_numpy(spark):
+@pytest.mark.parametrize("path", ["broadcast vectors", "join and shuffle"])
+def test_spark_diversity_over_integer_ids_with_repeats_matches_numpy(spark, path):
     from recsys.evaluate import spark_metrics as sm
+
+    limit = sm.BROADCAST_VECTOR_VALUES if path == "broadcast vectors" else 0
 
     rng = np.random.default_rng(11)
     vectors = {i: rng.normal(size=6).tolist() for i in range(50)}      # items 50..59 have no vector
@@ -438,7 +441,8 @@ def test_spark_diversity_over_integer_ids_with_repeats_matches_numpy(spark):
     preds = spark.createDataFrame([(u, xs) for u, xs in predictions.items()], "user_idx int, items array<int>")
     table = spark.createDataFrame(list(vectors.items()), "item_idx int, vector array<double>")
     for k in (1, 2, 5, 10):
-        got = sm.intra_list_diversity(preds, table, k, item_col="item_idx", user_col="user_idx")
+        got = sm.intra_list_diversity(preds, table, k, item_col="item_idx", user_col="user_idx",
+                                      broadcast_limit=limit)
         assert got == pytest.approx(npm.intra_list_diversity(predictions, vectors, k), rel=1e-9, nan_ok=True), k
 
 

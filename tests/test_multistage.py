@@ -4,6 +4,8 @@ fit → save → load → recommend on planted sequences."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -387,3 +389,35 @@ def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequel
     loaded.diversity = 0.9                             # a strong re-rank: other lists, more diverse in content
     diverse = {r[C.USER_IDX]: r[C.ITEMS] for r in loaded.recommend_lists(k=5).collect()}
     assert diverse != lists and all(not set(v) & seen[u] for u, v in diverse.items())
+
+
+def test_publishs_refit_keeps_the_evaluated_ranker_and_refits_the_retrievers_on_every_row(spark, sequels, tmp_path):
+    """The refit on every split scores with the candidate's ranker, order and strength (what evaluation measured)
+    while its retrievers know the newest rows: a user seen only there gets a list, and every user's newest item is
+    both excluded and what their next item is predicted from."""
+    from recsys.loading import fit_model, refit_model
+
+    frame, items, truth = sequels
+    params = {"per_retriever": 20, "als": {"factors": 8, "regularization": 0.1, "alpha": 5.0, "iterations": 10},
+              "content": {"dims": 8, "min_df": 1}, "ranker": {"n_estimators": 30}, "diversity_grid": [0.5]}
+    candidate = fit_model("multistage", frame, params, items=items)
+    candidate.save(tmp_path / "candidate")
+    candidate.discard_scratch()
+    newest = [(u, truth[u], 1.0, 9_000_000 + u, "test") for u in truth]
+    newest += [(200, 10, 1.0, 9_500_000, "test"), (200, 11, 1.0, 9_600_000, "test")]   # seen only in test
+    every = frame.unionByName(spark.createDataFrame(newest, frame.schema))
+    refit = refit_model("multistage", tmp_path / "candidate", every, params, items=items)
+
+    assert (refit.path / "ranker.json").read_bytes() == (tmp_path / "candidate" / "ranker.json").read_bytes()
+    before = json.loads((tmp_path / "candidate" / "model.json").read_text())["info"]
+    assert refit.info["refit_of"] == "candidate" and refit.info["refit_seconds"] > 0
+    assert {k: refit.info[k] for k in ("order", "diversity", "label_rows")} == {
+        k: before[k] for k in ("order", "diversity", "label_rows")}
+    refit.diversity = 0.0
+    lists = {r[C.USER_IDX]: r[C.ITEMS] for r in refit.recommend_lists(k=5).collect()}
+    assert set(lists) == set(truth) | {200}
+    assert not any(truth[u] in lists[u] for u in truth)          # the newest item is seen now
+    # the sequel of the newest item (the chain goes on within the cluster) comes first for most users
+    sequel = np.mean([lists[u][0] == truth[u] + 1 for u in truth])
+    assert sequel > 0.5, sequel
+    refit.discard_scratch()

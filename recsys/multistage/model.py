@@ -2,12 +2,13 @@
 (``recommend``, ``recommend_lists``, ``save``/``load``, ``item_factors`` for evaluation's diversity, ``user_factors``
 for publish's refill), so evaluation, promotion, publish and the API treat it like any other model.
 
-Training, on the rows it is fitted on (train + valid for a run's evaluation; every split at publish):
+Training (:func:`fit`), on the rows it is fitted on (train + valid for a run's evaluation):
 1. the latest split among them labels (``label_holdout`` last interactions per user when there is one split);
 2. stage one: the retrievers are fitted on the earlier rows, and their candidates for the labelled users (a seeded
    sample of at most ``max_rank_users``), with features, train XGBoost's ``SparkXGBRanker`` (lambdarank, one query
    per user) on the Spark cluster — only users with at least one labelled item among their candidates teach it;
 3. stage two: the retrievers are refitted on every row; they and the ranker are saved and score users.
+Publish's refit on every split (:func:`refit`) fits stage two again on them and keeps the evaluated ranker.
 
 Saved folder: ``user_factors``/``item_factors`` (the ALS retriever, Spark's layout), ``item_content``,
 ``item_neighbours``, ``item_side``, ``user_history`` (Parquet keyed by ``id``: the deletion cascade drops erased
@@ -50,6 +51,7 @@ SIDE_COLUMNS = ("popularity", "recent_popularity", "trend", "first_ms", "price",
                 "category")
 CATALOGUE_COLUMNS = ("price", "average_rating", "rating_number", "category")
 RANKER = "ranker"         # the lists' order when the learned ranker orders them (else a retriever's name)
+RANKER_FILE = "ranker.json"
 
 
 @dataclass
@@ -114,10 +116,7 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
         raise ValueError("the multi-stage model needs the catalogue: pass items=catalogue_items(...)")
     spark = interactions.sparkSession
     start = time.perf_counter()
-    rows = interactions.select(C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP, C.SPLIT).toArrow()
-    users, items_, weights, stamps = (rows.column(c).to_numpy(zero_copy_only=False) for c in
-                                      (C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP))
-    splits = np.asarray(rows.column(C.SPLIT).to_pylist(), dtype=object)
+    users, items_, weights, stamps, splits = _columns(interactions)
     catalogue, content = _catalogue(items, params)
     n_items = max(int(items_.max(initial=-1)) + 1, len(catalogue["category"]))
     label = label_rows(users, stamps, splits, params.label_holdout)
@@ -143,11 +142,52 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
 
     every = R.History.of(users, items_, weights, stamps)
     stage_two = _fit(every, n_items, params, catalogue, content)
-    folder = Path(tempfile.mkdtemp(prefix="multistage-"))
     info = {"train_seconds": round(time.perf_counter() - start, 3), "label_rows": int(label.sum()),
             **examples.info, **ranker_info}
-    write_model(folder, stage_two, every, ranker, params, info)
-    model = MultiStageModel.load(spark, folder, seen=interactions.select(C.USER_IDX, C.ITEM_IDX))
+    return _saved(interactions, stage_two, every, ranker, params, info)
+
+
+def refit(candidate: Path | str, interactions: DataFrame, params: MultiStageParams,
+          items: DataFrame | None = None) -> MultiStageModel:
+    """Publish's refit on every split: the ``candidate`` folder's ranker, order and diversity strength as evaluation
+    measured them, its retrievers (stage two) fitted again on ``interactions``. A ranker labelled at publish by the
+    newest split would be one no evaluation has seen; and stage one, the examples, the cross-fitted rankers and the
+    diversity choice are not paid a second time."""
+    if items is None:
+        raise ValueError("the multi-stage model needs the catalogue: pass items=catalogue_items(...)")
+    candidate = Path(candidate)
+    start = time.perf_counter()
+    users, items_, weights, stamps, _ = _columns(interactions)
+    catalogue, content = _catalogue(items, params)
+    n_items = max(int(items_.max(initial=-1)) + 1, len(catalogue["category"]))
+    every = R.History.of(users, items_, weights, stamps)
+    stage = _fit(every, n_items, params, catalogue, content)
+    info = json.loads((candidate / "model.json").read_text())["info"]
+    info = {**info, "refit_of": candidate.name, "refit_seconds": round(time.perf_counter() - start, 3)}
+    ranker = None
+    if (candidate / RANKER_FILE).is_file():
+        import xgboost as xgb
+
+        ranker = xgb.Booster()
+        ranker.load_model(str(candidate / RANKER_FILE))
+    return _saved(interactions, stage, every, ranker, params, info)
+
+
+def _columns(interactions: DataFrame) -> tuple[np.ndarray, ...]:
+    """(users, items, weights, timestamps, splits) of ``interactions`` as numpy arrays, in the driver."""
+    rows = interactions.select(C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP, C.SPLIT).toArrow()
+    columns = tuple(rows.column(c).to_numpy(zero_copy_only=False) for c in
+                    (C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP))
+    return (*columns, np.asarray(rows.column(C.SPLIT).to_pylist(), dtype=object))
+
+
+def _saved(interactions: DataFrame, stage: Stage, history: R.History, ranker, params: MultiStageParams,
+           info: dict[str, Any]) -> MultiStageModel:
+    """The model written to a scratch folder of its own and loaded from it (the folder dropped once saved)."""
+    folder = Path(tempfile.mkdtemp(prefix="multistage-"))
+    write_model(folder, stage, history, ranker, params, info)
+    model = MultiStageModel.load(interactions.sparkSession, folder,
+                                 seen=interactions.select(C.USER_IDX, C.ITEM_IDX))
     model.scratch = folder
     return model
 
@@ -436,7 +476,7 @@ def write_model(folder: Path, stage: Stage, history: R.History, ranker, params: 
         "weights": pa.ListArray.from_arrays(offsets, pa.array(history.weights, pa.float32())),
         "last_ms": pa.array(history.last_ms, pa.int64())})
     if ranker is not None:
-        ranker.save_model(str(folder / "ranker.json"))
+        ranker.save_model(str(folder / RANKER_FILE))
     if stage.als is not None and stage.als.index is not None:
         stage.als.index.save(folder / ANN_FILE)
     meta = {"name": MULTISTAGE, "params": params.model_dump(), "info": info, "n_items": stage.n_items,
@@ -488,7 +528,7 @@ class _Scorer:
             cols = table.column("neighbours").combine_chunks().flatten().to_numpy()
             vals = table.column("scores").combine_chunks().flatten().to_numpy()
             neighbours = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
-        ranker = (path / "ranker.json").read_bytes() if (path / "ranker.json").is_file() else None
+        ranker = (path / RANKER_FILE).read_bytes() if (path / RANKER_FILE).is_file() else None
         return cls(meta["params"], n, side, _factor_arrays(path / "item_factors"),
                    _factor_arrays(path / "item_content") if (path / "item_content").is_dir() else None,
                    neighbours, ranker, np.asarray(sorted(set(exclude)), dtype=np.int32), strength,
