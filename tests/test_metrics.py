@@ -446,6 +446,19 @@ def test_spark_diversity_over_integer_ids_with_repeats_matches_numpy(spark, path
         assert got == pytest.approx(npm.intra_list_diversity(predictions, vectors, k), rel=1e-9, nan_ok=True), k
 
 
+def test_spark_diversity_of_a_sparse_id_range_joins_instead_of_allocating_it(spark):
+    """Two vectors, one at id 10⁹: a dense broadcast would be 10⁹ rows; the join path answers instead."""
+    from pyspark.sql import functions as F
+
+    from recsys.evaluate import spark_metrics as sm
+
+    table = spark.createDataFrame([(0, [1.0, 0.0]), (10**9, [0.0, 1.0])], "item_idx int, vector array<double>")
+    preds = spark.createDataFrame([(1, [0, 10**9])], "user_idx int, items array<int>")
+    assert sm._unit_vectors_if_small(table.select(F.col("item_idx").alias(sm._ITEM), F.col("vector").alias("_v")),
+                                     sm.BROADCAST_VECTOR_VALUES) is None
+    assert sm.intra_list_diversity(preds, table, 2, item_col="item_idx", user_col="user_idx") == pytest.approx(1.0)
+
+
 def test_spark_rejects_a_non_array_items_column(spark):
     from recsys.evaluate import spark_metrics as sm
 

@@ -333,8 +333,8 @@ def intra_list_diversity(
 
 
 def _unit_vectors_if_small(vectors: DataFrame, limit: int):
-    """(dense unit vectors indexed by item id, which ids have one) when ids are integers and the vectors hold at
-    most ``limit`` numbers; else None. Zero and missing vectors count as none."""
+    """(dense unit vectors indexed by item id, which ids have one) when ids are integers and the dense matrix
+    (largest id + 1 rows) holds at most ``limit`` numbers; else None. Zero and missing vectors count as none."""
     import numpy as np
     import pyarrow as pa
     from pyspark.sql.types import IntegerType, LongType, ShortType
@@ -342,18 +342,19 @@ def _unit_vectors_if_small(vectors: DataFrame, limit: int):
     if limit <= 0 or not isinstance(vectors.schema[_ITEM].dataType, (IntegerType, LongType, ShortType)):
         return None
     present = vectors.where(F.col("_v").isNotNull() & (F.size("_v") > 0) & (F.col(_ITEM) >= 0))
-    head = present.select(F.size("_v").alias("d")).first()
-    if head is None:
+    shape = present.agg(F.max(_ITEM).alias("top"), F.max(F.size("_v")).alias("d"),
+                        F.min(F.size("_v")).alias("d_min")).first()
+    if shape["top"] is None:
         return np.zeros((0, 1)), np.zeros(0, dtype=bool)
-    if present.count() * head["d"] > limit:
+    if (shape["top"] + 1) * shape["d"] > limit or shape["d_min"] != shape["d"]:
         return None
     table = present.toArrow()
     ids = table.column(_ITEM).to_numpy(zero_copy_only=False).astype(np.int64)
     matrix = pa.chunked_array(table.column("_v")).combine_chunks().flatten().to_numpy(
-        zero_copy_only=False).reshape(len(ids), head["d"])
+        zero_copy_only=False).reshape(len(ids), shape["d"])
     norms = np.linalg.norm(matrix, axis=1)
     ids, matrix = ids[norms > 0], matrix[norms > 0] / norms[norms > 0, None]
-    dense = np.zeros((int(ids.max(initial=-1)) + 1, head["d"]))
+    dense = np.zeros((int(ids.max(initial=-1)) + 1, shape["d"]))
     dense[ids] = matrix
     has = np.zeros(len(dense), dtype=bool)
     has[ids] = True
