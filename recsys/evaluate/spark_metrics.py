@@ -316,8 +316,8 @@ def intra_list_diversity(
     each list needs only the sum of its unit vectors. Integer item ids whose vectors hold at most
     ``broadcast_limit`` numbers: the unit vectors go to every task and each list is summed where it is
     (:func:`_broadcast_diversity`, no shuffle); otherwise each slot is joined to its vector and the rows are
-    shuffled by user (:func:`_list_diversities`) — for content's 99 dimensions over 64K lists × 20 slots that
-    shuffle was 1 GB and 68 s of an Appliances-size evaluation.
+    shuffled by user (:func:`_list_diversities`) — for content's 99 dimensions over 64K lists, K = 10 and 20, that
+    is 1 GB shuffled and 18–19 s against 7–12 s broadcast.
     """
     _array_type(item_vectors, vector_col, "item_vectors")
     vectors = item_vectors.select(F.col(item_col).alias(_ITEM), F.col(vector_col).cast("array<double>").alias("_v"))
