@@ -380,15 +380,8 @@ def _broadcast_diversity(lists: DataFrame, unit) -> float:
                 owner = np.repeat(np.arange(len(lengths)), lengths)
                 keep = (items >= 0) & (items < len(has))
                 keep[keep] = has[items[keep]]
-                owner, items = owner[keep], items[keep]
-                n = np.bincount(owner, minlength=len(lengths)).astype(np.float64)
-                sums = np.zeros((len(lengths), dense.shape[1]))
-                if len(items):                                  # owner is sorted: one segment per list
-                    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-                    sums[owner[starts]] = np.add.reduceat(dense[items], starts, axis=0)
-                ok = n >= 2
-                total += float((1.0 - ((sums[ok] ** 2).sum(axis=1) - n[ok]) / (n[ok] * (n[ok] - 1))).sum())
-                count += int(ok.sum())
+                chunk_total, chunk_lists = _diversity_totals(owner[keep], dense[items[keep]])   # owner is sorted
+                total, count = total + chunk_total, count + chunk_lists
         yield pa.RecordBatch.from_pydict({"total": [total], "lists": [count]})
 
     try:
@@ -417,13 +410,23 @@ def _list_diversities(batches):
     nonzero = norms > 0
     users, matrix = users[nonzero], matrix[nonzero] / norms[nonzero, None]
     order = np.argsort(users, kind="stable")
-    users, matrix = users[order], matrix[order]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
-    n = np.diff(np.r_[starts, len(users)]).astype(np.float64)
-    sums = np.add.reduceat(matrix, starts, axis=0) if len(starts) else np.zeros((0, 1))
+    total, lists = _diversity_totals(users[order], matrix[order])
+    yield pa.RecordBatch.from_pydict({"total": [total], "lists": [lists]})
+
+
+def _diversity_totals(keys, unit) -> tuple[float, int]:
+    """(Σ of the lists' diversities, lists) over runs of equal adjacent ``keys`` (one run per list) of the unit vectors
+    ``unit``: 1 − (‖Σ u‖² − n) / (n(n − 1)) per list; lists of fewer than two vectors are skipped."""
+    import numpy as np
+
+    if not len(keys):
+        return 0.0, 0
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    n = np.diff(np.r_[starts, len(keys)]).astype(np.float64)
+    sums = np.add.reduceat(unit, starts, axis=0)
     keep = n >= 2
     diversity = 1.0 - ((sums[keep] ** 2).sum(axis=1) - n[keep]) / (n[keep] * (n[keep] - 1))
-    yield pa.RecordBatch.from_pydict({"total": [float(diversity.sum())], "lists": [int(keep.sum())]})
+    return float(diversity.sum()), int(keep.sum())
 
 
 def beyond_accuracy_metrics(

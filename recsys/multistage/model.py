@@ -118,7 +118,7 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     start = time.perf_counter()
     users, items_, weights, stamps, splits = _columns(interactions)
     catalogue, content = _catalogue(items, params)
-    n_items = max(int(items_.max(initial=-1)) + 1, len(catalogue["category"]))
+    n_items = _catalogue_size(items_, catalogue)
     label = label_rows(users, stamps, splits, params.label_holdout)
 
     early = ~label
@@ -159,7 +159,7 @@ def refit(candidate: Path | str, interactions: DataFrame, params: MultiStagePara
     start = time.perf_counter()
     users, items_, weights, stamps, _ = _columns(interactions)
     catalogue, content = _catalogue(items, params)
-    n_items = max(int(items_.max(initial=-1)) + 1, len(catalogue["category"]))
+    n_items = _catalogue_size(items_, catalogue)
     every = R.History.of(users, items_, weights, stamps)
     stage = _fit(every, n_items, params, catalogue, content)
     info = json.loads((candidate / "model.json").read_text())["info"]
@@ -179,6 +179,11 @@ def _columns(interactions: DataFrame) -> tuple[np.ndarray, ...]:
     columns = tuple(rows.column(c).to_numpy(zero_copy_only=False) for c in
                     (C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP))
     return (*columns, np.asarray(rows.column(C.SPLIT).to_pylist(), dtype=object))
+
+
+def _catalogue_size(items: np.ndarray, catalogue: dict[str, Any]) -> int:
+    """Item indices the model covers: every catalogue item and every item interacted with."""
+    return max(int(items.max(initial=-1)) + 1, len(catalogue["category"]))
 
 
 def _saved(interactions: DataFrame, stage: Stage, history: R.History, ranker, params: MultiStageParams,
