@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from conftest import SMALL_JOB_SPARK
+from conftest import SMALL_JOB_JAVA, SMALL_JOB_SPARK
 from netutil import free_port
 from recsys import constants as C
 from recsys.config import SynthSettings
@@ -38,7 +38,7 @@ def cluster(tmp_path_factory):
     port, webui, worker_ui = free_port(), free_port(), free_port()
     env = {**os.environ, "VENV": str(BIN.parent), "CLUSTER_DIR": str(state), "SPARK_MASTER_PORT": str(port),
            "SPARK_MASTER_WEBUI_PORT": str(webui), "SPARK_WORKER_WEBUI_PORT": str(worker_ui),
-           "WORKER_MEMORY": "2g"}
+           "WORKER_MEMORY": "2g", "SPARK_DAEMON_JAVA_OPTS": SMALL_JOB_JAVA}     # master and workers: idle JVMs
     subprocess.run(["bash", str(SCRIPT), "up", "2"], env=env, check=True, timeout=180, capture_output=True)
     try:
         deadline = time.monotonic() + 60
