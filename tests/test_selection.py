@@ -116,15 +116,18 @@ def test_the_typical_count_weighs_users_and_items_by_their_interactions():
 
 
 def test_spark_starts_from_implicits_winner_mapped_into_its_space():
-    from recsys.selection.step import _first
+    from recsys.selection.step import _first, _implicit_best
 
     d = data()
     winner = model_params("implicit_als", {"factors": 200, "regularization": 5.0, "iterations": 37}).model_dump()
-    (mapped,) = _first("spark_als", {"implicit_als": {"best": winner}}, d)
+    searched = {"implicit_als": {"best": winner}}
+    assert _implicit_best("spark_als", searched) == winner and _implicit_best("implicit_als", searched) is None
+    assert _first("spark_als", None, d) == []                    # implicit not searched (or a resumed study)
+    (mapped,) = _first("spark_als", winner, d)
     assert mapped["regularization"] == pytest.approx(5.0 / d.typical_count)
     assert mapped["iterations"] == spaces.ITERATIONS["spark_als"][1] and mapped["factors"] == 200
     assert mapped["min_confidence"] == 0.0
-    (dropping,) = _first("spark_als", {"implicit_als": {"best": winner}}, d, min_confidence=0.3)
+    (dropping,) = _first("spark_als", winner, d, min_confidence=0.3)
     assert dropping["min_confidence"] == 0.3
 
 
@@ -331,7 +334,7 @@ def test_implicit_starts_from_the_portfolio_each_point_inside_the_space(graded):
     if graded:
         weights = np.linspace(0.2, 1.0, len(weights))
     d = SearchData.from_rows(users, items, weights, stamps, splits, max_users=10_000, seed=1)
-    points = _first("implicit_als", {}, d)
+    points = _first("implicit_als", None, d)
     assert len(points) == len(STARTING_POINTS) - (not graded)               # a power changes nothing on equal w
     for point in points:
         params = model_params("implicit_als", point).model_dump()

@@ -79,15 +79,15 @@ def select_models(spark, settings: Settings, run_id: str, models: Sequence[str] 
     return out
 
 
-def _first(model: str, done: dict[str, Any], data: SearchData, min_confidence: float = 0.0) -> list[dict[str, Any]]:
+def _first(model: str, implicit: dict[str, Any] | None, data: SearchData,
+           min_confidence: float = 0.0) -> list[dict[str, Any]]:
     """What a new study tries after the configured parameters. implicit ALS: the generic starting points
-    (:mod:`recsys.selection.portfolio`). Spark ALS: implicit's winner (the spaces map, :mod:`recsys.selection.spaces`)
-    with the interactions under ``min_confidence`` left out (:mod:`recsys.selection.confidence`), its trials being
-    the dearest and the flat-λ winner a good guess for it; the portfolio's points are left to implicit, which tries
-    them in a fraction of the time."""
+    (:mod:`recsys.selection.portfolio`). Spark ALS: ``implicit``, implicit's winner (:func:`_implicit_best`; mapped by
+    :mod:`recsys.selection.spaces`) with the interactions under ``min_confidence`` left out
+    (:mod:`recsys.selection.confidence`), its trials being the dearest and the flat-λ winner a good guess for it; the
+    portfolio's points are left to implicit, which tries them in a fraction of the time."""
     if model == "implicit_als":
         return starting_points(graded=len(np.unique(data.weights)) > 1)
-    implicit = _implicit_best(model, done)
     if not implicit:
         return []
     flat = implicit["regularization"]
@@ -133,7 +133,7 @@ def search_model(spark, settings: Settings, model: str, run_id: str, data: Searc
         left = max(0.0, budget_seconds - (time.perf_counter() - start))
         result = S.run_search(opened, model, base, _trial(spark, settings, model, data), budget_seconds=left,
                               tuning=tuning, typical_count=data.typical_count,
-                              first=_first(model, searched or {}, data, mapping.min_confidence if mapping else 0.0),
+                              first=_first(model, implicit, data, mapping.min_confidence if mapping else 0.0),
                               size=_sizer(model, data, left, tuning))
         result.note, result.typical_count = data.note, data.typical_count
         result.confidence_map = mapping.measured if mapping else None
