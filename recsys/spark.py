@@ -95,9 +95,22 @@ def get_spark(settings: SparkSettings | None = None):
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
+    _quiet_deliberate_warnings(spark)
     checkpoint = settings.checkpoint_dir
     spark.sparkContext.setCheckpointDir(str(checkpoint if checkpoint.is_absolute() else Path.cwd() / checkpoint))
     return spark
+
+
+# Loggers whose WARN is about something done on purpose, repeated at every plan: WindowExec's "No Partition Defined
+# for Window operation" for the global orders a vocabulary's numbering and the popularity percentiles need (one
+# sorted partition, by design); two dozen lines of it buried the demo's output.
+_DELIBERATE = ("org.apache.spark.sql.execution.window.WindowExec",)
+
+
+def _quiet_deliberate_warnings(spark) -> None:
+    jvm = spark.sparkContext._jvm
+    for name in _DELIBERATE:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, jvm.org.apache.logging.log4j.Level.ERROR)
 
 
 def _submit_conf() -> dict[str, str]:
