@@ -68,13 +68,12 @@ SMALL_TABLES_SPARK = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.
                       "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 # The child JVMs also skip C2 (JIT-compiling for peak speed) and the parallel collector: more CPU than they save;
 # and the bytecode verification of Spark's own jars (≈ 1 of the ≈ 10 CPU seconds a job's JVM takes to start).
-SMALL_JOB_JAVA = ("-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "
-                  "-XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote")
+_NO_VERIFY = "-XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote"
+SMALL_JOB_JAVA = f"-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -XX:+UseSerialGC {_NO_VERIFY}"
 # The tests' own JVM (the ``spark`` fixture, ~20 min of small queries) keeps C2: C1 alone made test_features and
 # test_quality 30 % slower. Its CPU went 27 % to the JIT and 14 % to G1's concurrent and parallel GC threads; the
 # throughput collector has no concurrent marking: 8 % less of that JVM's CPU on the same tests, same wall time idle.
-IN_PROCESS_JAVA = ("-Duser.timezone=UTC -XX:+UseParallelGC"
-                   " -XX:+UnlockDiagnosticVMOptions -XX:-BytecodeVerificationRemote")
+IN_PROCESS_JAVA = f"-Duser.timezone=UTC -XX:+UseParallelGC {_NO_VERIFY}"
 SMALL_JOB_SPARK = {**SMALL_TABLES_SPARK, "spark.driver.extraJavaOptions": SMALL_JOB_JAVA,
                    "spark.executor.extraJavaOptions": SMALL_JOB_JAVA}
 
