@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 
 from recsys import constants as C
 from recsys.catalog.files import drop_model_rows
@@ -97,6 +98,32 @@ def test_factor_retriever_is_the_brute_force_top_n_without_the_users_items():
         assert found.ranks[found.rows == row].tolist() == list(range(1, 8))
     dots = side.dot(queries, np.array([0, 0]), np.array([1, 5]))
     assert np.isnan(dots[0]) and dots[1] == pytest.approx(float(side.vectors[side.row_of[5]] @ queries[0]), rel=1e-5)
+
+
+def test_content_profiles_weigh_the_history_as_the_content_model_does():
+    """The content retriever's profile of a user is the content candidate's (the same BM25/power weighting over the
+    whole history), so the multi-stage model's content order is the content model's order, not a cousin of it."""
+    from recsys.models.content import user_profiles
+    from recsys.models.params import WeightingParams
+    from recsys.models.weighting import weigh
+
+    rng = np.random.default_rng(4)
+    pairs = [(u, int(i)) for u in range(25) for i in rng.choice(30, int(rng.integers(1, 9)), replace=False)]
+    users = np.array([u for u, _ in pairs], dtype=np.int32)
+    items = np.array([i for _, i in pairs], dtype=np.int32)
+    raw = rng.integers(1, 6, len(pairs)).astype(np.float64)
+    stamps = rng.permutation(len(pairs)).astype(np.int64)
+    weighting = WeightingParams(scheme="bm25", power=1.8, bm25_k1=3.0, bm25_b=0.5)
+    side = R.FactorSide.of(np.arange(30), rng.normal(size=(30, 5)).astype(np.float32), 30)
+
+    h = R.History.of(users, items, raw, stamps).weighed_for_profiles(weighting)
+    matrix = sp.csr_matrix((weigh(users, items, raw, stamps, weighting), (users, items)), shape=(25, 30))
+    expected = user_profiles(matrix, np.arange(30), side.vectors)[h.users]
+    np.testing.assert_allclose(R.profiles(side, h), expected, rtol=1e-5, atol=1e-6)
+    plain = R.History.of(users, items, raw, stamps)
+    assert not np.allclose(R.profiles(side, plain), expected, atol=1e-3)     # raw weights: another profile
+    rows = np.array([3, 7])
+    np.testing.assert_allclose(R.profiles(side, h.take(rows)), expected[rows], rtol=1e-5, atol=1e-6)
 
 
 def test_sparse_retriever_skips_seen_items_and_orders_by_score():

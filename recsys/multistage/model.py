@@ -93,7 +93,7 @@ class MultiStageModel(FolderModel):
         strength = self.info.get("diversity", 0.0) if self.diversity is None else self.diversity
         scorer = _Scorer.read(self.path, exclude_items or [], strength, self.score_per_retriever)
         bc = spark.sparkContext.broadcast(scorer)
-        ranked = rows.select("id", "items", "weights", "last_ms", "als").mapInArrow(
+        ranked = rows.select("id", "items", "weights", "profile_weights", "last_ms", "als").mapInArrow(
             _score_batches(bc, k, block), RANKED_SCHEMA)
         if as_lists:
             return ranked.select(F.col("_key").alias(C.USER_IDX), C.ITEMS)
@@ -122,7 +122,7 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     label = label_rows(users, stamps, splits, params.label_holdout)
 
     early = ~label
-    earlier = R.History.of(users[early], items_[early], weights[early], stamps[early])
+    earlier = _history(users[early], items_[early], weights[early], stamps[early], params)
     stage_one = _fit(earlier, n_items, params, catalogue, content)
     examples = training_examples(stage_one, earlier, users[label], items_[label], params)
     truth = label_truth(examples, users[label], items_[label])
@@ -140,7 +140,7 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     ordered = crossed.scores if order == RANKER else retriever_scores(examples.x, order)
     ranker_info.update(choose_diversity(examples, ordered, stage_one, truth, params))
 
-    every = R.History.of(users, items_, weights, stamps)
+    every = _history(users, items_, weights, stamps, params)
     stage_two = _fit(every, n_items, params, catalogue, content)
     info = {"train_seconds": round(time.perf_counter() - start, 3), "label_rows": int(label.sum()),
             **examples.info, **ranker_info}
@@ -160,7 +160,7 @@ def refit(candidate: Path | str, interactions: DataFrame, params: MultiStagePara
     users, items_, weights, stamps, _ = _columns(interactions)
     catalogue, content = _catalogue(items, params)
     n_items = _catalogue_size(items_, catalogue)
-    every = R.History.of(users, items_, weights, stamps)
+    every = _history(users, items_, weights, stamps, params)
     stage = _fit(every, n_items, params, catalogue, content)
     info = json.loads((candidate / "model.json").read_text())["info"]
     info = {**info, "refit_of": candidate.name, "refit_seconds": round(time.perf_counter() - start, 3)}
@@ -179,6 +179,13 @@ def _columns(interactions: DataFrame) -> tuple[np.ndarray, ...]:
     columns = tuple(rows.column(c).to_numpy(zero_copy_only=False) for c in
                     (C.USER_IDX, C.ITEM_IDX, "weight", C.TIMESTAMP))
     return (*columns, np.asarray(rows.column(C.SPLIT).to_pylist(), dtype=object))
+
+
+def _history(users: np.ndarray, items: np.ndarray, weights: np.ndarray, stamps: np.ndarray,
+             params: MultiStageParams) -> R.History:
+    """The rows' history, weighed for the content profiles as the run's content model weighs its own."""
+    weighting = ContentParams.model_validate(params.content).weighting
+    return R.History.of(users, items, weights, stamps).weighed_for_profiles(weighting)
 
 
 def _catalogue_size(items: np.ndarray, catalogue: dict[str, Any]) -> int:
@@ -479,6 +486,8 @@ def write_model(folder: Path, stage: Stage, history: R.History, ranker, params: 
         "id": pa.array(history.users, pa.int32()),
         "items": pa.ListArray.from_arrays(offsets, pa.array(history.items, pa.int32())),
         "weights": pa.ListArray.from_arrays(offsets, pa.array(history.weights, pa.float32())),
+        "profile_weights": pa.ListArray.from_arrays(offsets, pa.array(
+            history.weights if history.profile_weights is None else history.profile_weights, pa.float32())),
         "last_ms": pa.array(history.last_ms, pa.int64())})
     if ranker is not None:
         ranker.save_model(str(folder / RANKER_FILE))
@@ -570,7 +579,7 @@ def _factor_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _score_batches(bc, k: int, block: int):
-    """mapInArrow: rows (id, items, weights, last_ms, als) → each user's top ``k`` by the ranker."""
+    """mapInArrow: rows (id, items, weights, profile_weights, last_ms, als) → each user's top ``k`` by the ranker."""
 
     def run(batches):
         from pyspark import TaskContext
@@ -602,7 +611,9 @@ def _rank_block(part: pa.RecordBatch, stage: Stage, booster, order: str, exclude
                         np.append(0, np.cumsum(lengths)).astype(np.int64),
                         items_col.flatten().to_numpy(zero_copy_only=False).astype(np.int32),
                         part.column("weights").flatten().to_numpy(zero_copy_only=False).astype(np.float32),
-                        part.column("last_ms").to_numpy(zero_copy_only=False).astype(np.int64))
+                        part.column("last_ms").to_numpy(zero_copy_only=False).astype(np.int64),
+                        profile_weights=part.column("profile_weights").flatten().to_numpy(zero_copy_only=False)
+                        .astype(np.float32))
     als = part.column("als")
     dims = stage.als.vectors.shape[1] if stage.als is not None else 1
     vectors = np.zeros((part.num_rows, dims), dtype=np.float32)

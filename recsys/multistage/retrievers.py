@@ -16,13 +16,15 @@ Every retriever's score and rank of a candidate become ranking features (:mod:`r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
+from recsys.models.params import WeightingParams
 from recsys.models.topk import Catalogue, seen_columns, topk_products
+from recsys.models.weighting import weigh
 from recsys.retrieval.ann import AnnIndex
 
 DAY_MS = 86_400_000.0
@@ -40,6 +42,7 @@ class History:
     weights: np.ndarray        # float32
     last_ms: np.ndarray        # int64: each user's latest interaction
     stamps: np.ndarray | None = None   # int64, aligned with ``items`` (kept when fitting, not when scoring)
+    profile_weights: np.ndarray | None = None   # float32, aligned with ``items``: the content profile's weights
 
     @classmethod
     def of(cls, users: np.ndarray, items: np.ndarray, weights: np.ndarray, timestamps: np.ndarray) -> History:
@@ -57,7 +60,16 @@ class History:
         pick = np.concatenate([np.arange(self.indptr[r], self.indptr[r + 1]) for r in rows]) if len(rows) \
             else np.zeros(0, np.int64)
         return History(self.users[rows], np.append(0, np.cumsum(lengths)).astype(np.int64), self.items[pick],
-                       self.weights[pick], self.last_ms[rows], None if self.stamps is None else self.stamps[pick])
+                       self.weights[pick], self.last_ms[rows], None if self.stamps is None else self.stamps[pick],
+                       None if self.profile_weights is None else self.profile_weights[pick])
+
+    def weighed_for_profiles(self, weighting: WeightingParams) -> History:
+        """This history with the content profiles' weights: ``weighting`` (the content model's own, as model
+        selection chose it) over every row here, since BM25 and TF-IDF need the whole matrix's statistics. Raw
+        weights would make the content retriever a different model from the content candidate it is taken from."""
+        users = np.repeat(self.users, self.lengths)
+        weights = weigh(users, self.items, self.weights.astype(np.float64), self.stamps, weighting)
+        return replace(self, profile_weights=weights)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -144,12 +156,14 @@ class FactorSide:
 
 
 def profiles(side: FactorSide, history: History) -> np.ndarray:
-    """Each row's content profile: the weighted mean of its items' vectors, L2-normalised (zero: no vector)."""
+    """Each row's content profile: the weighted mean of its items' vectors (``profile_weights`` when the history has
+    them), L2-normalised (zero: no vector)."""
+    weights = history.weights if history.profile_weights is None else history.profile_weights
     pos = side.row_of[np.clip(history.items, 0, len(side.row_of) - 1)]
     known = (history.items < len(side.row_of)) & (pos >= 0)
     rows = np.repeat(np.arange(len(history.users)), history.lengths)[known]
     out = np.zeros((len(history.users), side.vectors.shape[1]), dtype=np.float32)
-    np.add.at(out, rows, side.vectors[pos[known]] * history.weights[known, None])
+    np.add.at(out, rows, side.vectors[pos[known]] * weights[known, None])
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms > 0, norms, 1.0)
 
