@@ -234,6 +234,33 @@ def test_cold_users_and_unbought_items_still_get_candidates():
     assert 24 in found.items.tolist()
 
 
+def test_users_of_the_same_lone_item_share_one_query_and_get_what_they_would_alone():
+    """A block where many users have one item, several the same one (with different weights), answers each user
+    exactly as a block of that user alone would: same candidates, same features."""
+    rng = np.random.default_rng(9)
+    busy = [(u, int(i)) for u in range(20) for i in rng.choice(40, 6, replace=False)]
+    lone = [(u, int(rng.choice([2, 5, 5, 7, 39]))) for u in range(20, 60)]
+    pairs = busy + lone
+    users = np.array([u for u, _ in pairs], dtype=np.int32)
+    items = np.array([i for _, i in pairs], dtype=np.int32)
+    h = R.History.of(users, items, rng.uniform(0.5, 3.0, len(pairs)), rng.permutation(len(pairs)).astype(np.int64))
+    content = R.FactorSide.of(np.arange(40, dtype=np.int32), rng.normal(size=(40, 36)).astype(np.float32), 40)
+    stage = fit_stage(h, 40, MultiStageParams(per_retriever=8), ALSParams(factors=4, iterations=3), content,
+                      {"category": rng.integers(0, 3, 40)})
+    shared = R.Representatives.of_history(h)
+    assert shared.shared and len(shared.rows) == 20 + 4 and (shared.rows[shared.of[20:]] >= 20).all()
+    profiles = R.profiles(content, h)
+    assert all(np.array_equal(profiles[row], profiles[shared.rows[shared.of[row]]]) for row in range(20, 60))
+
+    together = stage.candidates(h, stage.user_vectors(h.users))
+    for row in (3, 21, 22, 23, 40, 59):
+        alone = h.take(np.array([row]))
+        found = stage.candidates(alone, stage.user_vectors(alone.users))
+        mine = together.rows == row
+        assert together.items[mine].tolist() == found.items.tolist()
+        np.testing.assert_array_equal(together.x[mine], found.x)
+
+
 def test_deletions_drop_erased_users_and_deleted_items_from_every_multistage_folder(tmp_path):
     rng = np.random.default_rng(3)
     h = random_history(rng, users=12, items=20, per_user=5)

@@ -89,7 +89,8 @@ class MultiStageModel(FolderModel):
         history = spark.read.parquet(str(self.path / "user_history"))
         if users is not None:
             history = history.join(users.select(F.col(C.USER_IDX).alias("id")).distinct(), "id", "left_semi")
-        rows = history.join(self.user_factors.withColumnRenamed("features", "als"), "id", "left")
+        rows = history.join(self.user_factors.withColumnRenamed("features", "als"), "id", "left") \
+            .sortWithinPartitions(F.size("items"), F.col("items")[0])   # a lone item's users: one block, one query
         strength = self.info.get("diversity", 0.0) if self.diversity is None else self.diversity
         scorer = _Scorer.read(self.path, exclude_items or [], strength, self.score_per_retriever)
         bc = spark.sparkContext.broadcast(scorer)

@@ -53,10 +53,16 @@ class Stage:
         wanted = set(self.params.retrievers)
         proposals: dict[str, R.Retrieved] = {}
         content_profiles = R.profiles(self.content, history) if self.content is not None else None
+        shared = R.Representatives.of_history(history)
+        lone = history.take(shared.rows) if shared.shared else history
+
+        def by_item(found: R.Retrieved) -> R.Retrieved:      # answers to ``lone`` → every row's
+            return shared.expand(found) if shared.shared else found
+
         if "als" in wanted and self.als is not None:
             proposals["als"] = self.als.top(user_vectors, history, n)
         if "content" in wanted and content_profiles is not None:
-            proposals["content"] = self.content.top(content_profiles, history, n)
+            proposals["content"] = by_item(self.content.top(content_profiles[shared.rows], lone, n))
         recent = None
         if self.neighbours is not None:
             recent = history.recent(self.neighbours.shape[0], self.params.recent_items) @ self.neighbours
@@ -64,10 +70,10 @@ class Stage:
                 proposals["cooccurrence"] = R.top_of_sparse(recent, history, n)
         if "category_popular" in wanted or not proposals:
             by_category, overall = self.popular
-            proposals["category_popular"] = R.popular_in_category(history, self.side.category, by_category,
-                                                                  overall, n)
+            proposals["category_popular"] = by_item(R.popular_in_category(lone, self.side.category, by_category,
+                                                                          overall, n))
         if "trending" in wanted:
-            proposals["trending"] = R.popular_in_category(history, self.side.category, {}, self.trending, n)
+            proposals["trending"] = by_item(R.popular_in_category(lone, self.side.category, {}, self.trending, n))
         rows, items, where = Fe.union(proposals, self.n_items)
         scores = {}
         if self.als is not None:
