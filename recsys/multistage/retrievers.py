@@ -185,8 +185,8 @@ class Representatives:
     @classmethod
     def of_history(cls, history: History) -> Representatives:
         lone = history.lengths == 1
-        keys = np.where(lone, history.items[np.minimum(history.indptr[:-1], max(len(history.items) - 1, 0))]
-                        if len(history.items) else 0, -1 - np.arange(len(lone), dtype=np.int64)).astype(np.int64)
+        keys = -1 - np.arange(len(lone), dtype=np.int64)      # every other row: a key of its own
+        keys[lone] = history.items[history.indptr[:-1][lone]]
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         order = np.argsort(first, kind="stable")             # representatives in row order
         rank = np.empty_like(order)
