@@ -418,6 +418,9 @@ def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequel
     loaded = load_model(spark, tmp_path / "saved", seen=frame.select(C.USER_IDX, C.ITEM_IDX))
     assert loaded.info["users_with_a_positive"] > 100 and loaded.info["candidate_recall"] > 0.5
     assert set(loaded.info["feature_importance"]) <= set(Fe.FEATURES)
+    phases = loaded.info["phase_seconds"]
+    assert list(phases) == ["catalogue", "stage_one", "examples", "cross_fit", "ranker", "diversity", "stage_two"]
+    assert 0 < sum(phases.values()) <= loaded.info["train_seconds"]
     assert [c["strength"] for c in loaded.info["diversity_curve"]] == [0.0, 0.5, 0.9]
     loaded.diversity = 0.0                             # the ranker's own order (the chosen strength is tested above)
 

@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 
 from recsys import constants as C
 from recsys.constants import MULTISTAGE, RETRIEVERS
+from recsys.logs import timed
 from recsys.metrics import python_metrics as PM
 from recsys.metrics.definitions import MAP, metric_key
 from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
@@ -117,34 +118,42 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
         raise ValueError("the multi-stage model needs the catalogue: pass items=catalogue_items(...)")
     spark = interactions.sparkSession
     start = time.perf_counter()
-    users, items_, weights, stamps, splits = _columns(interactions)
-    catalogue, content = _catalogue(items, params)
+    phases: dict[str, float] = {}                       # seconds per phase, in the model's info: where a fit goes
+    with timed(phases, "catalogue"):
+        users, items_, weights, stamps, splits = _columns(interactions)
+        catalogue, content = _catalogue(items, params)
     n_items = _catalogue_size(items_, catalogue)
     label = label_rows(users, stamps, splits, params.label_holdout)
 
     early = ~label
-    earlier = _history(users[early], items_[early], weights[early], stamps[early], params)
-    stage_one = _fit(earlier, n_items, params, catalogue, content)
-    examples = training_examples(stage_one, earlier, users[label], items_[label], params)
-    truth = label_truth(examples, users[label], items_[label])
-    crossed = cross_fit(spark, examples, params)
-    orders = order_map(examples, crossed.scores, truth)
+    with timed(phases, "stage_one"):
+        earlier = _history(users[early], items_[early], weights[early], stamps[early], params)
+        stage_one = _fit(earlier, n_items, params, catalogue, content)
+    with timed(phases, "examples"):
+        examples = training_examples(stage_one, earlier, users[label], items_[label], params)
+        truth = label_truth(examples, users[label], items_[label])
+    with timed(phases, "cross_fit"):
+        crossed = cross_fit(spark, examples, params)
+        orders = order_map(examples, crossed.scores, truth)
     ranker, ranker_info = None, {}
-    if best_order(orders) == RANKER:
-        ranker, ranker_info = train_ranker(spark, examples.subset(examples.has_positive), params,
-                                           rounds=crossed.rounds)
+    with timed(phases, "ranker"):
+        if best_order(orders) == RANKER:
+            ranker, ranker_info = train_ranker(spark, examples.subset(examples.has_positive), params,
+                                               rounds=crossed.rounds)
     retrievers = {name: value for name, value in orders.items() if name != RANKER}
     # no ranker (a retriever won, or nothing was labelled): the best retriever, else the ALS retriever's order
     order = RANKER if ranker is not None else best_order(retrievers) if retrievers else "als"
     ranker_info.update(crossed.info)
     ranker_info.update({"order": order, "order_map@10": orders})
     ordered = crossed.scores if order == RANKER else retriever_scores(examples.x, order)
-    ranker_info.update(choose_diversity(examples, ordered, stage_one, truth, params))
+    with timed(phases, "diversity"):
+        ranker_info.update(choose_diversity(examples, ordered, stage_one, truth, params))
 
-    every = _history(users, items_, weights, stamps, params)
-    stage_two = _fit(every, n_items, params, catalogue, content)
-    info = {"train_seconds": round(time.perf_counter() - start, 3), "label_rows": int(label.sum()),
-            **examples.info, **ranker_info}
+    with timed(phases, "stage_two"):
+        every = _history(users, items_, weights, stamps, params)
+        stage_two = _fit(every, n_items, params, catalogue, content)
+    info = {"train_seconds": round(time.perf_counter() - start, 3), "phase_seconds": phases,
+            "label_rows": int(label.sum()), **examples.info, **ranker_info}
     return _saved(interactions, stage_two, every, ranker, params, info)
 
 
