@@ -59,7 +59,7 @@ class History:
         lengths = self.indptr[rows + 1] - self.indptr[rows]
         ends = np.cumsum(lengths)
         pick = np.repeat(self.indptr[rows] - (ends - lengths), lengths) + np.arange(int(ends[-1]) if len(rows) else 0)
-        return History(self.users[rows], np.append(0, np.cumsum(lengths)).astype(np.int64), self.items[pick],
+        return History(self.users[rows], np.append(0, ends).astype(np.int64), self.items[pick],
                        self.weights[pick], self.last_ms[rows], None if self.stamps is None else self.stamps[pick],
                        None if self.profile_weights is None else self.profile_weights[pick])
 
