@@ -32,7 +32,7 @@ from recsys import constants as C
 from recsys import ops
 from recsys import tables as T
 from recsys.config import Settings
-from recsys.logs import step
+from recsys.logs import step, timed
 from recsys.loading import load_model
 from recsys.models import FactorModel
 from recsys.models.popularity import popular_by_category
@@ -135,44 +135,57 @@ def write_version(spark: SparkSession, settings: Settings, version: str, *, refi
         item_index = T.read_table(spark, warehouse, C.ITEM_INDEX)
         users = T.read_table(spark, warehouse, C.USER_INDEX)
         deleted = [r[C.ITEM_IDX] for r in item_index.where(F.col("deleted")).select(C.ITEM_IDX).collect()]
-        prod, model = _production_model(spark, settings, seen, refit)
+        seconds: dict[str, float] = {}
+        rec.update(part_seconds=seconds)
+        with timed(seconds, "model"):       # the refit, when there is one
+            prod, model = _production_model(spark, settings, seen, refit)
         asin = item_index.select(C.ITEM_IDX, C.ITEM_ID)
         rec.update(model=prod[C.MODEL], run_id=prod["run_id"], deleted_items=len(deleted))
         ledger = Ledger.read(spark, warehouse)
         _mark_unswitched(warehouse, version)
 
-        recs = _user_rows(model, version, prod[C.MODEL], users, asin, conf.k + conf.spare, deleted, ledger)
-        _write_version(recs, T.ensure_table(spark, warehouse, T.RECS_USER_TOPK), version, USER_LIST_ORDER)
+        with timed(seconds, "user_lists"):
+            recs = _user_rows(model, version, prod[C.MODEL], users, asin, conf.k + conf.spare, deleted, ledger)
+            _write_version(recs, T.ensure_table(spark, warehouse, T.RECS_USER_TOPK), version, USER_LIST_ORDER)
 
-        similar_frames = []
-        for method, source in (("als", _als_for_similar(spark, settings, prod, model)),
-                               ("content", _content_for_similar(spark, settings, prod, model))):
-            if source is None:
-                continue
-            sim = source.similar_items(k=conf.similar_k, exclude_items=deleted)
-            similar_frames.append((method,
-                sim.join(asin, C.ITEM_IDX)
-                .join(asin.select(F.col(C.ITEM_IDX).alias("similar_idx"), F.col(C.ITEM_ID).alias("similar_asin")),
-                      "similar_idx")
-                .select(F.lit(version).alias(C.VERSION), C.ITEM_ID, C.RANK, "similar_asin",
-                        F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(method).alias("method"))))
-        rec.update(similar_methods=[m for m, _ in similar_frames])
-        similar_path = T.ensure_table(spark, warehouse, T.RECS_SIMILAR_ITEMS)   # exists even with no method
-        if similar_frames:
-            similar = similar_frames[0][1]
-            for _, frame in similar_frames[1:]:
-                similar = similar.unionByName(frame)
-            similar = ledger.without_items(ledger.without_items(similar, C.ITEM_ID), "similar_asin")
-            _write_version(similar, similar_path, version, (C.ITEM_ID, "method", C.RANK))
-        else:
-            log.warning("no ALS or content model in run %s: version %s has no similar items", prod["run_id"], version)
+        with timed(seconds, "similar_items"):
+            rec.update(similar_methods=_write_similar(spark, settings, prod, model, version, deleted, asin, ledger))
 
-        popular = (popular_by_category(interactions, item_index, conf.popular_k).join(asin, C.ITEM_IDX)
-                   .select(F.lit(version).alias(C.VERSION), C.CATEGORY, C.RANK, C.ITEM_ID,
-                           F.col(C.SCORE).cast("double").alias(C.SCORE)))
-        popular = ledger.without_items(popular, C.ITEM_ID)
-        _write_version(popular, T.ensure_table(spark, warehouse, T.RECS_POPULAR), version, (C.CATEGORY, C.RANK))
+        with timed(seconds, "popular"):
+            popular = (popular_by_category(interactions, item_index, conf.popular_k).join(asin, C.ITEM_IDX)
+                       .select(F.lit(version).alias(C.VERSION), C.CATEGORY, C.RANK, C.ITEM_ID,
+                               F.col(C.SCORE).cast("double").alias(C.SCORE)))
+            popular = ledger.without_items(popular, C.ITEM_ID)
+            _write_version(popular, T.ensure_table(spark, warehouse, T.RECS_POPULAR), version, (C.CATEGORY, C.RANK))
     return {"model": prod[C.MODEL], "run_id": prod["run_id"], "refit": refit}
+
+
+def _write_similar(spark: SparkSession, settings: Settings, prod: dict, model: FactorModel, version: str,
+                   deleted: list[int], asin: DataFrame, ledger: Ledger) -> list[str]:
+    """Write ``version``'s similar items of each method (ALS, content) there is a model for; → the methods."""
+    conf, warehouse = settings.publish, settings.warehouse
+    similar_frames = []
+    for method, source in (("als", _als_for_similar(spark, settings, prod, model)),
+                           ("content", _content_for_similar(spark, settings, prod, model))):
+        if source is None:
+            continue
+        sim = source.similar_items(k=conf.similar_k, exclude_items=deleted)
+        similar_frames.append((method,
+            sim.join(asin, C.ITEM_IDX)
+            .join(asin.select(F.col(C.ITEM_IDX).alias("similar_idx"), F.col(C.ITEM_ID).alias("similar_asin")),
+                  "similar_idx")
+            .select(F.lit(version).alias(C.VERSION), C.ITEM_ID, C.RANK, "similar_asin",
+                    F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(method).alias("method"))))
+    similar_path = T.ensure_table(spark, warehouse, T.RECS_SIMILAR_ITEMS)   # exists even with no method
+    if similar_frames:
+        similar = similar_frames[0][1]
+        for _, frame in similar_frames[1:]:
+            similar = similar.unionByName(frame)
+        similar = ledger.without_items(ledger.without_items(similar, C.ITEM_ID), "similar_asin")
+        _write_version(similar, similar_path, version, (C.ITEM_ID, "method", C.RANK))
+    else:
+        log.warning("no ALS or content model in run %s: version %s has no similar items", prod["run_id"], version)
+    return [m for m, _ in similar_frames]
 
 
 def _user_rows(model: FactorModel, version: str, model_name: str, users: DataFrame, asin: DataFrame, k: int,

@@ -478,3 +478,25 @@ def test_publishs_refit_keeps_the_evaluated_ranker_and_refits_the_retrievers_on_
     sequel = np.mean([lists[u][0] == truth[u] + 1 for u in truth])
     assert sequel > 0.5, sequel
     refit.discard_scratch()
+
+
+def test_the_ranker_trains_when_an_arrow_batch_holds_no_validation_rows(spark):
+    """xgboost.spark reads each Arrow batch (10,000 rows) of a partition sorted by qid; fed one column per feature, it
+    failed (KeyError 'values') on a batch with no validation rows. Here the first batch is all training rows."""
+    from recsys.multistage.model import train_ranker
+
+    rng = np.random.default_rng(0)
+
+    def examples(users, rows_each) -> Examples:
+        qid = np.repeat(np.asarray(users), rows_each)
+        x = rng.normal(size=(len(qid), len(Fe.FEATURES))).astype(np.float32)
+        label = (x[:, 0] > 1.0).astype(np.float32)           # learnable: the first feature decides
+        return Examples(qid, np.tile(np.arange(rows_each, dtype=np.int32), len(users)), x, label,
+                        np.ones(len(qid), bool), {})
+
+    train, valid = examples(range(20), 600), examples(range(100, 104), 50)   # sorted by qid: 12,000 training first
+    params = MultiStageParams.model_validate({"ranker": {"n_estimators": 20, "early_stopping_rounds": 5}})
+    booster, info = train_ranker(spark, train, params, valid=valid)
+    assert info["ranker_workers"] == 1 and next(iter(info["feature_importance"])) == Fe.FEATURES[0]
+    scores = booster.inplace_predict(valid.x)
+    assert np.corrcoef(scores, valid.x[:, 0])[0, 1] > 0.5

@@ -53,6 +53,8 @@ SIDE_COLUMNS = ("popularity", "recent_popularity", "trend", "first_ms", "price",
 CATALOGUE_COLUMNS = ("price", "average_rating", "rating_number", "category")
 RANKER = "ranker"         # the lists' order when the learned ranker orders them (else a retriever's name)
 RANKER_FILE = "ranker.json"
+FEATURES_COLUMN = "features"     # the ranker's training frame: every feature in one array column
+MIN_ROWS_PER_WORKER = 200_000   # SparkXGBRanker's rows per worker below which a second one costs more than it saves
 
 
 @dataclass
@@ -390,14 +392,17 @@ def train_ranker(spark: SparkSession, examples: Examples, params: MultiStagePara
         columns = {"qid": np.concatenate([e.qid for e, _ in parts]).astype(np.int64),
                    "label": np.concatenate([e.label for e, _ in parts]),
                    "validation": np.concatenate([np.full(len(e.label), v) for e, v in parts])}
-        x = np.vstack([e.x for e, _ in parts])
-        columns.update({name: x[:, j] for j, name in enumerate(Fe.FEATURES)})
+        # one array column, not a column per feature: with a list of feature columns xgboost.spark (3.2) fails on
+        # an Arrow batch holding no validation rows (KeyError 'values'), as a partition's last batch may
+        x = np.vstack([e.x for e, _ in parts]).astype(np.float32)
+        offsets = pa.array(np.arange(len(x) + 1, dtype=np.int64) * x.shape[1])
+        columns[FEATURES_COLUMN] = pa.LargeListArray.from_arrays(offsets, pa.array(x.ravel()))
         pq.write_table(pa.table(columns), scratch / "part-0.parquet")
         frame = spark.read.parquet(str(scratch))
-        workers = max(1, min(task_slots(spark), len(np.unique(examples.qid)) // 1000 or 1))
+        workers = max(1, min(task_slots(spark), len(examples.label) // MIN_ROWS_PER_WORKER))
         stopping = {"validation_indicator_col": "validation", "early_stopping_rounds": ranker.early_stopping_rounds,
                     "eval_metric": "ndcg"} if len(parts) > 1 else {}
-        estimator = SparkXGBRanker(features_col=list(Fe.FEATURES), label_col="label", qid_col="qid",
+        estimator = SparkXGBRanker(features_col=FEATURES_COLUMN, label_col="label", qid_col="qid",
                                    objective=ranker.objective, n_estimators=rounds or ranker.n_estimators,
                                    max_depth=ranker.max_depth, learning_rate=ranker.learning_rate,
                                    min_child_weight=ranker.min_child_weight, subsample=ranker.subsample,
