@@ -51,24 +51,17 @@ DATASETS = {
 BASELINE = "popularity"
 
 
-def run(name: str, spec: dict, spark, budget: float | None) -> dict:
-    from recsys import registry
+def load_dataset(spark, spec: dict, work: Path):
+    """One of :data:`DATASETS` loaded into a warehouse under ``work`` and split → (settings, the split's counts)."""
     from recsys.benchmark_data import load_benchmark
     from recsys.config import load_settings
-    from recsys.evaluate.runner import evaluate_run
     from recsys.features import build_features
     from recsys.ingest import ingest
-    from recsys.selection.step import select_models
     from recsys.silver import build_silver
-    from recsys.train import train
 
-    work = Path(tempfile.mkdtemp(prefix=f"realdata-{name}-"))
     settings = load_settings(warehouse=work / "wh", reports=work / "reports")
     settings.features.split = settings.features.split.model_copy(update=spec["split"])
     settings.features.confidence = settings.features.confidence.model_copy(update=spec["confidence"])
-    if budget is not None:
-        settings.tuning = settings.tuning.model_copy(update={"budget_seconds": budget})
-    start = time.perf_counter()
     if spec["format"] == "raw":
         src = work / "src"
         src.mkdir()
@@ -78,7 +71,20 @@ def run(name: str, spec: dict, spark, budget: float | None) -> dict:
         build_silver(spark, settings.warehouse)
     else:
         load_benchmark(spark, spec["path"], settings.warehouse, spec["format"])
-    split = build_features(spark, settings.warehouse, settings.features)
+    return settings, build_features(spark, settings.warehouse, settings.features)
+
+
+def run(name: str, spec: dict, spark, budget: float | None) -> dict:
+    from recsys import registry
+    from recsys.evaluate.runner import evaluate_run
+    from recsys.selection.step import select_models
+    from recsys.train import train
+
+    work = Path(tempfile.mkdtemp(prefix=f"realdata-{name}-"))
+    start = time.perf_counter()
+    settings, split = load_dataset(spark, spec, work)
+    if budget is not None:
+        settings.tuning = settings.tuning.model_copy(update={"budget_seconds": budget})
     run_id = registry.new_run_id()
     selection = select_models(spark, settings, run_id)
     for model in settings.train.models:

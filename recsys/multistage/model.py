@@ -39,7 +39,7 @@ from recsys.metrics import python_metrics as PM
 from recsys.metrics.definitions import MAP, metric_key
 from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
 from recsys.models.folder import FolderModel, vector_column, write_table
-from recsys.models.params import ALSParams, ContentParams, MultiStageParams
+from recsys.models.params import ALSParams, ContentParams, MultiStageParams, RankerParams
 from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
@@ -116,24 +116,11 @@ class MultiStageModel(FolderModel):
 
 def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | None = None) -> MultiStageModel:
     """``interactions``: (user_idx, item_idx, weight, timestamp, split); ``items``: :func:`catalogue_items`."""
-    if items is None:
-        raise ValueError("the multi-stage model needs the catalogue: pass items=catalogue_items(...)")
     spark = interactions.sparkSession
     start = time.perf_counter()
     phases: dict[str, float] = {}                       # seconds per phase, in the model's info: where a fit goes
-    with timed(phases, "catalogue"):
-        users, items_, weights, stamps, splits = _columns(interactions)
-        catalogue, content = _catalogue(items, params)
-    n_items = _catalogue_size(items_, catalogue)
-    label = label_rows(users, stamps, splits, params.label_holdout)
-
-    early = ~label
-    with timed(phases, "stage_one"):
-        earlier = _history(users[early], items_[early], weights[early], stamps[early], params)
-        stage_one = _fit(earlier, n_items, params, catalogue, content)
-    with timed(phases, "examples"):
-        examples = training_examples(stage_one, earlier, users[label], items_[label], params)
-        truth = label_truth(examples, users[label], items_[label])
+    first = stage_one_examples(interactions, params, items, phases)
+    examples, truth = first.examples, first.truth
     with timed(phases, "cross_fit"):
         crossed = cross_fit(spark, examples, params)
         orders = order_map(examples, crossed.scores, truth)
@@ -149,14 +136,52 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     ranker_info.update({"order": order, "order_map@10": orders})
     ordered = crossed.scores if order == RANKER else retriever_scores(examples.x, order)
     with timed(phases, "diversity"):
-        ranker_info.update(choose_diversity(examples, ordered, stage_one, truth, params))
+        ranker_info.update(choose_diversity(examples, ordered, first.stage, truth, params))
 
     with timed(phases, "stage_two"):
+        users, items_, weights, stamps = first.rows
         every = _history(users, items_, weights, stamps, params)
-        stage_two = _fit(every, n_items, params, catalogue, content)
+        stage_two = _fit(every, first.stage.n_items, params, first.catalogue, first.content)
     info = {"train_seconds": round(time.perf_counter() - start, 3), "phase_seconds": phases,
-            "label_rows": int(label.sum()), **examples.info, **ranker_info}
+            "label_rows": first.label_rows, **examples.info, **ranker_info}
     return _saved(interactions, stage_two, every, ranker, params, info)
+
+
+@dataclass
+class StageOne:
+    """What a fit learns the ranker from: the retrievers fitted on the rows before the labels (``stage``), their
+    candidates of the labelled users (``examples``) and those users' labelled items (``truth``); ``rows``: every
+    fitted row's (users, items, weights, timestamps), ``catalogue``/``content``: the items' side, for stage two."""
+
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    catalogue: dict[str, np.ndarray]
+    content: R.FactorSide | None
+    stage: Stage
+    examples: Examples
+    truth: dict[int, list[int]]
+    label_rows: int
+
+
+def stage_one_examples(interactions: DataFrame, params: MultiStageParams, items: DataFrame | None,
+                       phases: dict[str, float] | None = None) -> StageOne:
+    """Stage one of a fit, up to the ranker's labelled examples (also what ``benchmarks/bench_ranker_trees.py``
+    tries ranker settings on); ``phases``: seconds of its catalogue, stage-one and examples phases."""
+    if items is None:
+        raise ValueError("the multi-stage model needs the catalogue: pass items=catalogue_items(...)")
+    phases = {} if phases is None else phases
+    with timed(phases, "catalogue"):
+        users, items_, weights, stamps, splits = _columns(interactions)
+        catalogue, content = _catalogue(items, params)
+    n_items = _catalogue_size(items_, catalogue)
+    label = label_rows(users, stamps, splits, params.label_holdout)
+    early = ~label
+    with timed(phases, "stage_one"):
+        earlier = _history(users[early], items_[early], weights[early], stamps[early], params)
+        stage = _fit(earlier, n_items, params, catalogue, content)
+    with timed(phases, "examples"):
+        examples = training_examples(stage, earlier, users[label], items_[label], params)
+        truth = label_truth(examples, users[label], items_[label])
+    return StageOne((users, items_, weights, stamps), catalogue, content, stage, examples, truth, int(label.sum()))
 
 
 def refit(candidate: Path | str, interactions: DataFrame, params: MultiStageParams,
@@ -377,6 +402,13 @@ def embedding_space(stage: Stage) -> D.Space | None:
     return D.Space.of(side.row_of, side.vectors) if side is not None else None
 
 
+def booster_params(ranker: RankerParams) -> dict[str, Any]:
+    """The trees' parameters, as SparkXGBRanker passes them to ``xgboost.train`` (benchmarks train with these)."""
+    return {"objective": ranker.objective, "max_depth": ranker.max_depth, "learning_rate": ranker.learning_rate,
+            "min_child_weight": ranker.min_child_weight, "subsample": ranker.subsample,
+            "lambdarank_pair_method": "topk", "lambdarank_num_pair_per_sample": 10, "ndcg_exp_gain": False}
+
+
 def train_ranker(spark: SparkSession, examples: Examples, params: MultiStageParams, *,
                  valid: Examples | None = None, rounds: int | None = None):
     """Fit ``SparkXGBRanker`` on the examples → (booster, info with feature importances). ``valid``: early stopping
@@ -403,12 +435,8 @@ def train_ranker(spark: SparkSession, examples: Examples, params: MultiStagePara
         stopping = {"validation_indicator_col": "validation", "early_stopping_rounds": ranker.early_stopping_rounds,
                     "eval_metric": "ndcg"} if len(parts) > 1 else {}
         estimator = SparkXGBRanker(features_col=FEATURES_COLUMN, label_col="label", qid_col="qid",
-                                   objective=ranker.objective, n_estimators=rounds or ranker.n_estimators,
-                                   max_depth=ranker.max_depth, learning_rate=ranker.learning_rate,
-                                   min_child_weight=ranker.min_child_weight, subsample=ranker.subsample,
-                                   random_state=ranker.seed, num_workers=workers, missing=float("nan"),
-                                   lambdarank_pair_method="topk", lambdarank_num_pair_per_sample=10,
-                                   ndcg_exp_gain=False, **stopping)
+                                   n_estimators=rounds or ranker.n_estimators, random_state=ranker.seed,
+                                   num_workers=workers, missing=float("nan"), **booster_params(ranker), **stopping)
         booster = estimator.fit(frame).get_booster()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
