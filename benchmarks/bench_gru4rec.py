@@ -10,10 +10,13 @@ trial, several values several trials; their lines land in the JSON's ``validatio
 
 ``--synthetic USERS ITEMS`` times one epoch on sequences of Appliances' shape (1.8M sequences, 94K items, 2.1M
 events by default: most sequences one item long, items ∝ a power law, planted next-item chains) and the
-``next_scores`` forward of a 50-item session at that catalogue size (one BLAS thread, as an API worker).
+``next_scores`` forward of a 50-item session at that catalogue size (one BLAS thread, as an API worker);
+``--replicas N [--master URL]`` times the same epoch again trained data-parallel by N Spark tasks (TorchDistributor).
 
     flock /tmp/heavy-tests.lock .venv/bin/python benchmarks/bench_gru4rec.py [--validation] [--params '{"n_sample": 256}']
     flock /tmp/heavy-tests.lock .venv/bin/python benchmarks/bench_gru4rec.py --synthetic 1800000 94000
+    make cluster-up && flock /tmp/heavy-tests.lock .venv/bin/python benchmarks/bench_gru4rec.py \
+        --synthetic 1800000 94000 --replicas 2 --master spark://127.0.0.1:7077
 """
 
 from __future__ import annotations
@@ -140,9 +143,33 @@ def synthetic(args) -> dict:
     weights = fit(train, items, params)
     epoch = time.monotonic() - start
     print(f"one epoch: {epoch:.1f} s ({targets / epoch:,.0f} targets/s)")
-    return {"synthetic": {"users": users, "items": items, "events": int(len(train.items)), "targets": targets,
-                          "params": params.model_dump(), "seconds_per_epoch": round(epoch, 1),
-                          "forward": forward_latency(weights)}}
+    result = {"users": users, "items": items, "events": int(len(train.items)), "targets": targets,
+              "params": params.model_dump(), "seconds_per_epoch": round(epoch, 1), "forward": forward_latency(weights)}
+    if args.replicas > 1:
+        result["distributed"] = distributed_epoch(args, train, items, params, epoch)
+    return {"synthetic": result}
+
+
+def distributed_epoch(args, train: Sequences, items: int, params: Gru4RecParams, alone: float) -> dict:
+    """The same epoch trained by ``--replicas`` Spark tasks (TorchDistributor, gradients averaged over gloo every
+    mini-batch) on ``--master``: the wall time of ``fit_distributed``, Spark job and torchrun start included."""
+    from common import spark_session
+
+    from recsys.sessions.gru4rec.distributed import fit_distributed, replica_count
+
+    master = args.master or f"local[{args.replicas}]"
+    spark = spark_session(master=master)
+    try:
+        replicas = replica_count(spark, args.replicas)
+        start = time.monotonic()
+        fit_distributed(spark, train, items, params, replicas)
+        epoch = time.monotonic() - start
+    finally:
+        spark.stop()
+    print(f"one epoch in {replicas} replicas on {master}: {epoch:.1f} s; one process / replicas: "
+          f"{alone / epoch:.2f}x")
+    return {"master": master, "replicas": replicas, "seconds_per_epoch": round(epoch, 1),
+            "speedup": round(alone / epoch, 2)}
 
 
 def forward_latency(weights: Gru4RecWeights, session: int = 50, calls: int = 2000) -> dict:
@@ -174,6 +201,10 @@ def main() -> None:
     parser.add_argument("--validation", action="store_true", help="score on the validation split (grid search)")
     parser.add_argument("--synthetic", type=int, nargs=2, metavar=("USERS", "ITEMS"))
     parser.add_argument("--events", type=int, default=2_100_000, help="with --synthetic")
+    parser.add_argument("--replicas", type=int, default=1, help="with --synthetic: also time the epoch trained "
+                        "data-parallel by this many Spark tasks (TorchDistributor)")
+    parser.add_argument("--master", help="with --replicas: the Spark master (default local[REPLICAS]), e.g. "
+                        "spark://127.0.0.1:7077 after make cluster-up")
     args = parser.parse_args()
     path = RESULTS / "gru4rec.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}

@@ -151,16 +151,19 @@ def fit(name: str, interactions: DataFrame, params: CooccurrenceParams | Gru4Rec
     ids = catalogue.column(C.ITEM_IDX).to_numpy().astype(np.int32)
     n_items = int(max(ids.max(initial=-1), data.sequences.items.max(initial=-1)) + 1)
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    fitted: dict[str, int] = {}
     if name == GRU4REC:
-        from recsys.sessions.gru4rec.training import fit as fit_gru4rec
+        from recsys.sessions.gru4rec.distributed import fit_distributed, replica_count
 
-        write_embeddings(folder, fit_gru4rec(data.sequences, n_items, params), ids, catalogue.column(C.ITEM_ID))
+        fitted["processes"] = replica_count(spark, params.processes)
+        weights = fit_distributed(spark, data.sequences, n_items, params, fitted["processes"])
+        write_embeddings(folder, weights, ids, catalogue.column(C.ITEM_ID))
     else:
         write_neighbours(folder / NEIGHBOURS, cooccurrence.fit(data.sequences, n_items, params), ids,
                          catalogue.column(C.ITEM_ID))
     write_history(folder / HISTORY, data, interactions.select(C.USER_IDX, C.ITEM_IDX).toArrow())
     info = {"train_seconds": round(time.perf_counter() - start, 3), "sequences": len(data.sequences),
-            "steps": int(len(data.sequences.items)), "n_items": n_items}
+            "steps": int(len(data.sequences.items)), "n_items": n_items, **fitted}
     meta = {"name": name, "params": params.model_dump(), "info": info, "n_items": n_items}
     (folder / META).write_text(json.dumps(meta, indent=2, default=str))
     model = SessionModel.load(spark, folder, seen=interactions.select(C.USER_IDX, C.ITEM_IDX))

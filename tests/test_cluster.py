@@ -1,6 +1,7 @@
 """A real Spark standalone cluster (a master and two workers, started by ``conf/cluster/standalone.sh`` as
-``make cluster-up`` does) running the same ``jobs/*.py`` a user spark-submits: ingest, silver, features and a
-Spark ALS fit, on a small synthetic dump. Each job must succeed on the cluster (the master lists it, both
+``make cluster-up`` does) running the same ``jobs/*.py`` a user spark-submits: ingest, silver, features, a
+Spark ALS fit and a GRU4Rec trained on both workers at once (TorchDistributor), on a small synthetic dump.
+Each job must succeed on the cluster (the master lists it, both
 workers ran executors for it) and its tables must reconcile with what the generator wrote."""
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ def test_jobs_run_on_a_standalone_cluster(cluster, tmp_path):
                        bad_line_rate=0.01, progress=False)
     jobs = [("ingest.py", "--source", str(source)), ("build_silver.py",), ("build_features.py",),
             ("train.py", "--model", "spark_als", "--run-id", "run-cluster", "--params",
-             '{"factors": 4, "iterations": 3}')]
+             '{"factors": 4, "iterations": 3}'),
+            # GRU4Rec data-parallel: TorchDistributor's barrier stage puts one replica on each worker
+            ("train.py", "--model", "gru4rec", "--run-id", "run-cluster", "--params",
+             '{"layers": [16], "n_sample": 32, "epochs": 2, "processes": 2}')]
     for job, *args in jobs:
         _submit(cluster, job, "--warehouse", str(warehouse), *args)
 
@@ -87,3 +91,5 @@ def test_jobs_run_on_a_standalone_cluster(cluster, tmp_path):
     assert _rows(warehouse / C.USER_INDEX) == summary.reviewers
     factors = warehouse / "models" / "spark_als" / "run-cluster" / "user_factors"
     assert sorted(factors.glob("*.parquet")), "the ALS fitted on the cluster saved no factors"
+    gru4rec = json.loads((warehouse / "models" / "gru4rec" / "run-cluster" / "model.json").read_text())
+    assert gru4rec["info"]["processes"] == 2 and gru4rec["info"]["steps"] > 0, gru4rec

@@ -271,3 +271,53 @@ def test_log_q_correction_lowers_each_score_by_the_log_of_its_sampling_probabili
     assert sampled_cross_entropy(scores, log_q, logq=1.0).item() == pytest.approx(expected, rel=1e-6)
     plain = -math.log(math.e / (math.e + 2)) - math.log(math.e ** 2 / (2 + math.e ** 2))
     assert sampled_cross_entropy(scores, log_q, logq=0.0).item() == pytest.approx(plain, rel=1e-6)
+
+
+# -- data-parallel replicas (recsys.sessions.gru4rec.distributed) over gloo, in two spawned processes ---------------
+
+
+def _replica_process(rank: int, port: int, train: Sequences, params: Gru4RecParams, out) -> None:
+    import os
+
+    from recsys.sessions.gru4rec.distributed import replica
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    weights = replica(train, N_ITEMS, params)
+    if rank == 0:
+        out.put(weights)
+
+
+def two_replicas(train: Sequences, params: Gru4RecParams) -> Gru4RecWeights:
+    """Rank 0's weights after :func:`replica` ran in two processes (as torchrun starts them under TorchDistributor;
+    each replica checks that both ended with the same weights, or fails)."""
+    from multiprocessing import get_context
+
+    from netutil import free_port
+
+    context = get_context("spawn")
+    out = context.Queue()
+    port = free_port()
+    processes = [context.Process(target=_replica_process, args=(rank, port, train, params, out)) for rank in (0, 1)]
+    for process in processes:
+        process.start()
+    weights = out.get(timeout=120)
+    for process in processes:
+        process.join(timeout=60)
+    assert [process.exitcode for process in processes] == [0, 0]
+    return weights
+
+
+def test_a_replica_without_sequences_takes_the_others_steps_so_the_weights_are_one_process_weights():
+    # one trainable sequence: replica 1's part of every epoch is empty; without negatives or dropout (each replica
+    # draws its own) the averaged gradients are replica 0's, so the weights are exactly one process's
+    train = Sequences.from_lists([list(range(30)), [3], [7]])
+    params = Gru4RecParams(**{**FAST, "n_sample": 0}, epochs=3, momentum=0.3)
+    alone, together = fit(train, N_ITEMS, params), two_replicas(train, params)
+    np.testing.assert_array_equal(together.item_embeddings, alone.item_embeddings)
+    np.testing.assert_array_equal(together.layers[0].weight_hh, alone.layers[0].weight_hh)
+
+
+def test_two_replicas_learn_planted_next_items(chains):
+    train, test = chains
+    weights = two_replicas(train, Gru4RecParams(**FAST, epochs=4, dropout_p_hidden=0.1))
+    assert hit_rate_at_5(weights.next_scores, test) > 0.7

@@ -173,7 +173,8 @@ def test_sequences_in_time_order_cut_after_the_gap_with_events_and_without_delet
 @pytest.fixture(scope="module")
 def session_run(spark, tmp_path_factory):
     """A small sequential dump through the pipeline with popularity and both session models (its own warehouse: the
-    shared one stays without them; GRU4Rec small and short), promoted on HR@20 so a session model is published."""
+    shared one stays without them; GRU4Rec small and short, trained in two Spark tasks by TorchDistributor), promoted
+    on HR@20 so a session model is published."""
     from recsys.config import load_settings
     from recsys.pipeline import run_pipeline
     from recsys.synth import generate
@@ -185,7 +186,7 @@ def session_run(spark, tmp_path_factory):
         "sequential": True, "chain_length": 6, "chain_noise": 0.1})
     settings.train = settings.train.model_copy(update={"models": ["popularity", C.COOCCURRENCE, C.GRU4REC]})
     settings.train.params = settings.train.params.updated(
-        {C.GRU4REC: {"layers": [32], "n_sample": 64, "epochs": 2, "batch_size": 16}})
+        {C.GRU4REC: {"layers": [32], "n_sample": 64, "epochs": 2, "batch_size": 16, "processes": 2}})
     settings.tuning = settings.tuning.model_copy(update={"budget_seconds": 0})
     settings.evaluate = settings.evaluate.model_copy(update={"primary_metric": "hr@20"})
     settings.publish = settings.publish.model_copy(update={"k": 5, "spare": 3})

@@ -140,9 +140,12 @@ class MultiStageParams(StrictModel):
 
 class Gru4RecModelParams(Gru4RecParams):
     """GRU4Rec as a model of a run: its own parameters (:class:`Gru4RecParams`) and the ``sessions`` it is fitted
-    on, set by the train step from the ``sessions`` section."""
+    on, set by the train step from the ``sessions`` section. ``processes`` > 1 trains it data-parallel in that many
+    Spark tasks (TorchDistributor, gradients averaged over gloo every mini-batch; at most the cluster's task slots);
+    model selection's trials always run in one process."""
 
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    processes: int = Field(1, ge=1)
 
 
 class ModelParams(StrictModel):

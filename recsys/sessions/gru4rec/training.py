@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,8 +30,24 @@ EpochHook = Callable[[int, float], None]
 VALID_SLOTS = 128                    # parallel sequences when scoring the validation set against every item
 
 
+class Replicas(Protocol):
+    """Data-parallel training (``recsys.sessions.gru4rec.distributed``): this process is replica ``rank`` of
+    ``world``; each mini-batch's gradients are averaged over the replicas, so their weights stay equal."""
+
+    rank: int
+    world: int
+
+    def average_gradients(self, model: Gru4RecModule, active: bool) -> bool:
+        """Replace each gradient by the mean over the replicas still in the epoch (``active``: this one computed
+        a mini-batch); False once none is."""
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Each value summed over the replicas."""
+
+
 def fit(train: Sequences, n_items: int, params: Gru4RecParams, *, valid: Sequences | None = None,
-        deadline: float | None = None, on_epoch: EpochHook | None = None) -> Gru4RecWeights:
+        deadline: float | None = None, on_epoch: EpochHook | None = None,
+        replicas: Replicas | None = None) -> Gru4RecWeights:
     """GRU4Rec trained on every (item, next item) pair of ``train`` (item indices below ``n_items``).
 
     After each epoch ``on_epoch(epoch, loss)`` (epoch counted from 1; it may raise to stop, e.g. a pruned trial):
@@ -38,6 +55,9 @@ def fit(train: Sequences, n_items: int, params: Gru4RecParams, *, valid: Sequenc
     across losses and sampling settings), otherwise the epoch's mean training loss. Training stops after the epoch
     that ends past ``deadline`` (a ``time.monotonic()`` value), so at least one epoch runs. The same ``params.seed``,
     data and thread count give the same weights.
+
+    With ``replicas`` every replica calls this with the same arguments: each epoch's permutation of the sequences
+    is dealt out among them, each draws its own negatives and dropout, the gradients are averaged every mini-batch.
     """
     rows = trainable(train)
     if not len(rows):
@@ -47,25 +67,30 @@ def fit(train: Sequences, n_items: int, params: Gru4RecParams, *, valid: Sequenc
     in_rows = np.repeat(train.lengths >= 2, train.lengths)
     counts = np.bincount(train.items[in_rows], minlength=n_items).astype(np.float64)
     rng = np.random.default_rng(params.seed)
+    # a replica's own stream for its negatives and dropout; the weights' start and the permutations are shared
+    own_rng = rng if replicas is None else np.random.default_rng([params.seed, replicas.rank])
     threads = torch.get_num_threads()
     torch.set_num_threads(params.threads)
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(params.seed)
+            torch.manual_seed(params.seed + (replicas.rank if replicas else 0))
             model = Gru4RecModule(n_items, params, rng)
             optimizer = AdagradM(model.parameters(), params.learning_rate, params.momentum)
-            sampler = NegativeSampler(counts, params.n_sample, params.sample_alpha, rng,
+            sampler = NegativeSampler(counts, params.n_sample, params.sample_alpha, own_rng,
                                       max_rows=int((train.lengths[rows] - 1).sum()))
             log_counts = torch.from_numpy(np.log(np.maximum(counts, 1))).float()
             for epoch in range(1, params.epochs + 1):
-                loss = _train_epoch(model, optimizer, sampler, log_counts, train, rng.permutation(rows), params)
+                order = rng.permutation(rows)
+                if replicas is not None:
+                    order = order[replicas.rank::replicas.world]
+                loss = _train_epoch(model, optimizer, sampler, log_counts, train, order, params, replicas)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"GRU4Rec diverged at epoch {epoch} (loss {loss}): lower learning_rate")
                 if valid is not None:
                     loss = validation_loss(model, valid)
                 if on_epoch is not None:
                     on_epoch(epoch, loss)
-                if deadline is not None and time.monotonic() >= deadline:
+                if _past(deadline, replicas):
                     break
             return model.weights()
     finally:
@@ -96,6 +121,10 @@ class Gru4RecModule(nn.Module):
                 cell.weight_hh.copy_(torch.cat([_uniform(rng, size, size) for _ in range(3)]))
                 cell.bias_ih.zero_()
                 cell.bias_hh.zero_()
+
+    def embeddings(self) -> list[nn.Parameter]:
+        """The parameters whose gradients are sparse (a batch's rows only): the item tables."""
+        return [table.weight for table in (self.output, self.bias, self.input) if table is not None]
 
     def zero_states(self, rows: int) -> list[torch.Tensor]:
         return [torch.zeros(rows, cell.hidden_size) for cell in self.cells]
@@ -137,14 +166,21 @@ class Gru4RecModule(nn.Module):
                               None if self.input is None else array(self.input.weight))
 
 
+def _past(deadline: float | None, replicas: Replicas | None) -> bool:
+    """Whether training stops here: every replica must take the same decision, so any one past it stops all."""
+    past = deadline is not None and time.monotonic() >= deadline
+    return past if replicas is None else replicas.sum([float(past)])[0] > 0
+
+
 def _uniform(rng: np.random.Generator, rows: int, columns: int) -> torch.Tensor:
     limit = math.sqrt(6.0 / (rows + columns))
     return torch.from_numpy(rng.uniform(-limit, limit, (rows, columns)).astype(np.float32))
 
 
 def _train_epoch(model: Gru4RecModule, optimizer: AdagradM, sampler: NegativeSampler, log_counts: torch.Tensor,
-                 train: Sequences, order: np.ndarray, params: Gru4RecParams) -> float:
-    """One pass over ``order``; the mean loss per target."""
+                 train: Sequences, order: np.ndarray, params: Gru4RecParams,
+                 replicas: Replicas | None = None) -> float:
+    """One pass over ``order``; the mean loss per target (over every replica's targets)."""
     model.train()
     states = model.zero_states(min(params.batch_size, len(order)))
     total, targets_seen = 0.0, 0
@@ -163,10 +199,25 @@ def _train_epoch(model: Gru4RecModule, optimizer: AdagradM, sampler: NegativeSam
             loss = bpr_max(scores, params.bpreg, params.elu_alpha)
         model.zero_grad(set_to_none=True)
         (loss / params.batch_size).backward()
+        if replicas is not None:
+            replicas.average_gradients(model, active=True)
         optimizer.step()
         total += loss.item()
         targets_seen += len(targets)
+    if replicas is not None:
+        _follow_the_others(model, optimizer, replicas)
+        total, targets_seen = replicas.sum([total, float(targets_seen)])
     return total / targets_seen
+
+
+def _follow_the_others(model: Gru4RecModule, optimizer: AdagradM, replicas: Replicas) -> None:
+    """Take the other replicas' averaged steps until the last one's part of the epoch ends: every replica applies
+    every step, so the weights stay equal."""
+    while True:
+        model.zero_grad(set_to_none=True)
+        if not replicas.average_gradients(model, active=False):
+            return
+        optimizer.step()
 
 
 def _carried(states: list[torch.Tensor], keep: np.ndarray, fresh: np.ndarray) -> list[torch.Tensor]:
