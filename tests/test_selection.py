@@ -59,6 +59,58 @@ def test_users_are_sampled_above_the_cap_and_the_note_says_so():
     assert "30 of the 120 users" in d.note
 
 
+def test_the_fraction_is_the_share_of_the_train_rows_a_user_sample_keeps():
+    assert data().fraction == 1.0
+    users, items, weights, stamps, splits = planted(per_user=12)
+    users[splits == "train"] = np.where(users[splits == "train"] % 2, users[splits == "train"], 200)
+    d = SearchData.from_rows(users, items, weights, stamps, splits, max_users=30, seed=3)
+    # 30 of the 120 users with valid rows sampled, 9 train rows each; user 200's train rows (no valid) never kept
+    assert d.fraction == pytest.approx(len(d.users) / (splits == "train").sum())
+    assert 0 < d.fraction < 30 / 120 and 200 not in d.users
+
+
+def test_a_flat_lambda_found_on_a_sample_is_divided_by_the_root_of_the_fraction_for_the_full_fit():
+    from recsys.selection import scale
+
+    params = {"factors": 8, "regularization": 2.0, "alpha": 1.0}
+    assert scale.at_full_scale("implicit_als", params, 0.04) == {**params, "regularization": pytest.approx(10.0)}
+    assert scale.at_full_scale("implicit_als", params, 1.0) == params          # no sample, nothing to move
+    assert scale.at_full_scale("spark_als", params, 0.04) == params            # count-scaled λ carries over
+    assert scale.at_full_scale("implicit_als", None, 0.04) is None
+    with pytest.raises(ValueError):
+        scale.full_data_regularization(1.0, 0.0)
+
+
+@pytest.mark.parametrize("copies", [4, 9])
+def test_implicit_on_every_user_k_times_with_lambda_times_root_k_fits_the_same_scores(copies):
+    """The rule's derivation, checked on implicit itself: a sample holding 1/k of the interactions is, for the
+    items, the full data with every user k times. From the corresponding start (X·a, Y/a with a² = 1/√k) implicit's
+    exact ALS on the k-fold data with λ√k reaches the same scores as on the original with λ; with λ it does not."""
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    sample = sp.random(30, 20, density=0.25, random_state=1, format="csr", dtype=np.float32)
+    sample.data[:] = rng.integers(1, 5, len(sample.data))
+    full = sp.vstack([sample] * copies).tocsr()
+    start_users, start_items = rng.normal(0, 0.1, (30, 6)), rng.normal(0, 0.1, (20, 6))
+    a = copies ** -0.25
+
+    def scores(matrix, lam: float, users, items) -> np.ndarray:
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(factors=6, regularization=lam, alpha=1.0, iterations=5, use_cg=False,
+                                            calculate_training_loss=False, random_state=0)
+            model.user_factors, model.item_factors = users.astype(np.float32), items.astype(np.float32)
+            model.fit(matrix, show_progress=False)
+        return model.user_factors[:30] @ model.item_factors.T
+
+    want = scores(sample, 0.5, start_users, start_items)
+    args = (np.tile(start_users * a, (copies, 1)), start_items / a)
+    np.testing.assert_allclose(scores(full, 0.5 * np.sqrt(copies), *args), want, rtol=1e-3, atol=1e-4)
+    assert np.abs(scores(full, 0.5, *args) - want).max() > 1e-2
+
+
 def test_score_is_one_for_a_model_that_knows_the_valid_items():
     d = data(users=8, items=40, clusters=2, per_user=10)
     users = np.arange(8)
@@ -485,3 +537,27 @@ def test_a_multistage_run_searches_the_models_its_retrievers_take():
     assert searched_models(["multistage"]) == ["content", "implicit_als"]
     assert searched_models(["popularity"]) == []
     assert searched_models(["spark_als", "popularity"]) == ["spark_als"]
+
+
+def test_a_sampled_search_hands_train_its_winner_rescaled_and_spark_the_winner_as_searched(spark, tmp_path):
+    """implicit ALS searched on 20 of 60 users: the selection's ``best`` (what train fits on every user) carries
+    λ/√fraction, ``searched_best`` the trial's λ, and Spark's search — on the same sample — starts from the latter."""
+    from test_features import silver_rows, write_silver
+
+    from recsys.config import FeatureSettings, SplitSettings, load_settings
+    from recsys.features import build_features
+    from recsys.selection.data import search_data
+    from recsys.selection.step import _implicit_best, search_model, summary
+
+    settings = load_settings(warehouse=tmp_path / "wh", reports=tmp_path / "reports")
+    settings.features = FeatureSettings(split=SplitSettings(strategy="leave_last_out", holdout=2))
+    settings.tuning = settings.tuning.model_copy(update={"max_trials": 2, "rescore_top": 0})
+    write_silver(spark, settings.warehouse, silver_rows(n_users=60, n_items=25, per_user=(5, 12)))
+    build_features(spark, settings.warehouse, settings.features)
+    sample = search_data(spark, settings.warehouse, max_users=20, seed=0)
+    result = search_model(spark, settings, "implicit_als", "run-s", sample, budget_seconds=30.0)
+    searched = result.searched_best
+    assert 0 < sample.fraction < 0.5 and searched in [t["params"] for t in result.trials]
+    assert result.best == {**searched, "regularization": pytest.approx(searched["regularization"]
+                                                                        / np.sqrt(sample.fraction))}
+    assert _implicit_best("spark_als", {"implicit_als": summary(result)}) == searched

@@ -39,6 +39,7 @@ class SearchData:
     n_users: int
     n_items: int
     note: str | None = None
+    fraction: float = 1.0       # of all the train rows that these are (a user sample keeps fewer)
 
     @classmethod
     def from_rows(cls, users, items, weights, timestamps, splits, *, max_users: int, seed: int) -> SearchData:
@@ -53,7 +54,7 @@ class SearchData:
         n_items = int(items.max(initial=-1)) + 1
         valid = splits == VALID
         candidates = np.unique(users[valid])
-        note = None
+        note, all_train = None, int((~valid).sum())
         if len(candidates) > max_users:
             chosen = np.sort(np.random.default_rng(seed).choice(candidates, size=max_users, replace=False))
             note = (f"trials on a sample of {max_users:,} of the {len(candidates):,} users with valid interactions "
@@ -65,8 +66,9 @@ class SearchData:
         truth: dict[int, list[int]] = {}
         for user, item in zip(users[valid].tolist(), items[valid].tolist()):
             truth.setdefault(user, []).append(item)
+        fraction = int(train.sum()) / all_train if all_train else 1.0
         return cls(users[train], items[train], np.asarray(weights, dtype=np.float64)[train],
-                   np.asarray(timestamps, dtype=np.int64)[train], truth, n_users, n_items, note)
+                   np.asarray(timestamps, dtype=np.int64)[train], truth, n_users, n_items, note, fraction)
 
     @cached_property
     def typical_count(self) -> float:

@@ -49,9 +49,9 @@ class Stopped(Exception):
 
 @dataclass
 class Search:
-    """The outcome of one model's search: ``best`` params (None: no trial finished) and ``best_value`` (its mean
-    MAP@K over the seeds it was re-scored with, else its trial's value), every trial of this session, the re-scored
-    candidates."""
+    """The outcome of one model's search: ``best`` params (None: no trial finished; for the fit on every user,
+    :mod:`recsys.selection.scale`) and ``best_value`` (its mean MAP@K over the seeds it was re-scored with, else its
+    trial's value), every trial of this session, the re-scored candidates."""
 
     model: str
     study: str
@@ -64,6 +64,7 @@ class Search:
     note: str | None = None
     typical_count: float = 0.0
     confidence_map: dict[float, float] | None = None   # Spark ALS: MAP@K per threshold (recsys.selection.confidence)
+    searched_best: dict[str, Any] | None = None    # ``best`` as the trials fitted it, when the full fit differs
 
 
 def study_name(model: str, run_id: str) -> str:

@@ -22,7 +22,7 @@ from recsys.features import catalog_text, interactions_version
 from recsys.logs import step
 from recsys.selection import search as S
 from recsys.constants import MULTISTAGE, RETRIEVER_MODELS, SESSION_MODELS
-from recsys.selection import cost, spaces
+from recsys.selection import cost, scale, spaces
 from recsys.selection.data import VALID, SearchData, search_data
 from recsys.selection.confidence import spark_min_confidence
 from recsys.selection.portfolio import starting_points
@@ -103,8 +103,10 @@ def _fit_seconds(done: dict[str, Any], implicit: dict[str, Any] | None) -> float
 
 
 def _implicit_best(model: str, done: dict[str, Any]) -> dict[str, Any] | None:
-    """implicit ALS's winner, when ``model`` is Spark ALS and implicit was searched before it."""
-    return (done.get("implicit_als") or {}).get("best") if model == "spark_als" else None
+    """implicit ALS's winner as its trials fitted it (Spark's trials fit the same sample), when ``model`` is Spark
+    ALS and implicit was searched before it."""
+    implicit = done.get("implicit_als") or {}
+    return (implicit.get("searched_best") or implicit.get("best")) if model == "spark_als" else None
 
 
 def _sizer(model: str, data: SearchData, budget_seconds: float, tuning: TuningSettings) -> S.Sizer | None:
@@ -136,10 +138,13 @@ def search_model(spark, settings: Settings, model: str, run_id: str, data: Searc
                               first=_first(model, implicit, data, mapping.min_confidence if mapping else 0.0),
                               size=_sizer(model, data, left, tuning))
         result.note, result.typical_count = data.note, data.typical_count
+        full = scale.at_full_scale(model, result.best, data.fraction)
+        if full != result.best:
+            result.searched_best, result.best = result.best, full
         result.confidence_map = mapping.measured if mapping else None
         rec.update(trials=len(result.trials), previous_trials=result.previous_trials, best=result.best_value,
                    rescored=[(r["number"], round(r["mean"], 5)) for r in result.rescored],
-                   best_params=result.best, seconds=result.seconds)
+                   best_params=result.best, searched_params=result.searched_best, seconds=result.seconds)
     versions = {C.INTERACTIONS: interactions_version(settings.warehouse)}
     metric = f"map@{tuning.k}"
     rows = [{"run_id": run_id, "model": model, "stage": TRIAL, "params": t["params"],
@@ -156,7 +161,7 @@ def summary(result: S.Search) -> dict[str, Any]:
     return {"best": result.best, "best_value": result.best_value, "study": result.study,
             "previous_trials": result.previous_trials, "seconds": result.seconds, "note": result.note,
             "typical_count": result.typical_count, "rescored": result.rescored, "trials": result.trials,
-            "confidence_map": result.confidence_map}
+            "confidence_map": result.confidence_map, "searched_best": result.searched_best}
 
 
 def _trial(spark, settings: Settings, model: str, data: SearchData) -> S.Trial:
