@@ -157,9 +157,14 @@ def distributed_epoch(args, train: Sequences, items: int, params: Gru4RecParams,
 
     from recsys.sessions.gru4rec.distributed import fit_distributed, replica_count
 
+    from recsys.spark import task_slots
+
     master = args.master or f"local[{args.replicas}]"
     spark = spark_session(master=master)
     try:
+        deadline = time.monotonic() + 60
+        while task_slots(spark) < args.replicas and time.monotonic() < deadline:   # a cluster's executors register
+            time.sleep(1)
         replicas = replica_count(spark, args.replicas)
         start = time.monotonic()
         fit_distributed(spark, train, items, params, replicas)
