@@ -165,7 +165,7 @@ def distributed_epoch(args, train: Sequences, items: int, params: Gru4RecParams,
         deadline = time.monotonic() + 60
         while task_slots(spark) < args.replicas and time.monotonic() < deadline:   # a cluster's executors register
             time.sleep(1)
-        replicas = replica_count(spark, args.replicas)
+        replicas = replica_count(args.replicas, task_slots(spark))
         start = time.monotonic()
         fit_distributed(spark, train, items, params, replicas)
         epoch = time.monotonic() - start

@@ -50,6 +50,7 @@ from recsys.sessions import sequences as S
 from recsys.sessions.folder import EMBEDDINGS, HISTORY, LAYERS, META, NEIGHBOURS
 from recsys.sessions.gru4rec.weights import Gru4RecWeights
 from recsys.sessions.settings import CooccurrenceParams
+from recsys.spark import task_slots
 
 DEFAULT_BLOCK = 64            # users scored at once: a block of dense scores is block × n_items floats
 
@@ -155,7 +156,7 @@ def fit(name: str, interactions: DataFrame, params: CooccurrenceParams | Gru4Rec
     if name == GRU4REC:
         from recsys.sessions.gru4rec.distributed import fit_distributed, replica_count
 
-        fitted["processes"] = replica_count(spark, params.processes)
+        fitted["processes"] = replica_count(params.processes, task_slots(spark))
         weights = fit_distributed(spark, data.sequences, n_items, params, fitted["processes"])
         write_embeddings(folder, weights, ids, catalogue.column(C.ITEM_ID))
     else:

@@ -420,7 +420,7 @@ def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequel
     assert set(loaded.info["feature_importance"]) <= set(Fe.FEATURES)
     phases = loaded.info["phase_seconds"]
     assert list(phases) == ["catalogue", "stage_one", "examples", "cross_fit", "ranker", "diversity", "stage_two"]
-    assert 0 < sum(phases.values()) <= loaded.info["train_seconds"]
+    assert 0 < sum(phases.values()) <= loaded.info["train_seconds"] + 0.0005 * len(phases)   # each rounded to ms
     assert [c["strength"] for c in loaded.info["diversity_curve"]] == [0.0, 0.5, 0.9]
     loaded.diversity = 0.0                             # the ranker's own order (the chosen strength is tested above)
 

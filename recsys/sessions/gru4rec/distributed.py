@@ -26,12 +26,10 @@ from recsys.sessions.gru4rec.weights import Gru4RecWeights
 log = logging.getLogger(__name__)
 
 
-def replica_count(spark, wanted: int) -> int:
-    """How many replicas train: ``wanted``, at most the cluster's task slots (a barrier stage wider than them never
-    starts)."""
-    from recsys.spark import task_slots
-
-    return min(wanted, task_slots(spark)) if wanted > 1 else 1
+def replica_count(wanted: int, task_slots: int) -> int:
+    """How many replicas train: ``wanted``, at most the cluster's ``task_slots`` (``recsys.spark.task_slots``: a
+    barrier stage wider than them never starts)."""
+    return max(1, min(wanted, task_slots))
 
 
 def fit_distributed(spark, train: Sequences, n_items: int, params: Gru4RecParams, replicas: int) -> Gru4RecWeights:
