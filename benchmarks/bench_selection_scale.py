@@ -73,7 +73,7 @@ def main() -> None:
                          "map@10": round(value, 5), "fit_seconds": round(seconds, 1)})
             print(f"{name:8s} {label:18s} λ {regularization:9.3f}  MAP@10 {value:.5f}  fit {seconds:6.1f} s",
                   flush=True)
-    save("selection_scale", {"machine": machine(), "warehouse": str(args.warehouse), "fraction": f,
+    save("selection_scale", {"machine": machine(), "fraction": f,
                              "sample_users": len(sample.truth), "results": rows})
 
 
