@@ -167,7 +167,7 @@ def distributed_epoch(args, train: Sequences, items: int, params: Gru4RecParams,
             time.sleep(1)
         replicas = replica_count(args.replicas, task_slots(spark))
         start = time.monotonic()
-        fit_distributed(spark, train, items, params, replicas)
+        fit_distributed(train, items, params, replicas)
         epoch = time.monotonic() - start
     finally:
         spark.stop()

@@ -157,7 +157,7 @@ def fit(name: str, interactions: DataFrame, params: CooccurrenceParams | Gru4Rec
         from recsys.sessions.gru4rec.distributed import fit_distributed, replica_count
 
         fitted["processes"] = replica_count(params.processes, task_slots(spark))
-        weights = fit_distributed(spark, data.sequences, n_items, params, fitted["processes"])
+        weights = fit_distributed(data.sequences, n_items, params, fitted["processes"])
         write_embeddings(folder, weights, ids, catalogue.column(C.ITEM_ID))
     else:
         write_neighbours(folder / NEIGHBOURS, cooccurrence.fit(data.sequences, n_items, params), ids,

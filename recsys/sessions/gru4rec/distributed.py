@@ -3,8 +3,8 @@ torch process per Spark task (a barrier stage, so all of them or none), and :fun
 replica over gloo — the epoch's sequences dealt out among the replicas, every mini-batch's gradients averaged
 (the item tables' sparse gradients as sparse tensors: a batch moves its rows, not the catalogue).
 
-Why gradients every mini-batch rather than weights every epoch: the replicas then train one model with a wider
-batch, the same as one process would, so the parameters chosen by model selection (in one process) carry over.
+Why gradients every mini-batch rather than weights every epoch: the replicas then train one model, as one process
+would with a batch N times wider, so the parameters model selection chose (in one process) still apply.
 
 The sequences travel inside the pickled task (numpy arrays: ~25 MB at Appliances size); the weights come back from
 replica 0, after every replica checked that their weights agree.
@@ -32,9 +32,9 @@ def replica_count(wanted: int, task_slots: int) -> int:
     return max(1, min(wanted, task_slots))
 
 
-def fit_distributed(spark, train: Sequences, n_items: int, params: Gru4RecParams, replicas: int) -> Gru4RecWeights:
-    """:func:`training.fit` in ``replicas`` Spark tasks at once (:func:`replica_count`); one trains in this
-    process, no Spark job."""
+def fit_distributed(train: Sequences, n_items: int, params: Gru4RecParams, replicas: int) -> Gru4RecWeights:
+    """:func:`training.fit` in ``replicas`` tasks of the active Spark session's cluster at once
+    (:func:`replica_count`); one trains in this process, no Spark job."""
     if replicas == 1:
         return fit(train, n_items, params)
     from pyspark.ml.torch.distributor import TorchDistributor
