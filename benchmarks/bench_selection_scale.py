@@ -46,7 +46,7 @@ def fitted_map(sample: SearchData, data: SearchData, params: dict, k: int = 10) 
     start = time.perf_counter()
     user_factors, item_factors, _ = factorize(matrix, typed, callback=lambda *_: None)   # no factor cache
     seconds = time.perf_counter() - start
-    users, items = np.unique(sample.users), np.unique(data.items)
+    users, items = sample.fitted[0], data.fitted[1]     # the sample's users, the fitted data's items
     return sample.score(users, user_factors[users], items, item_factors[items], k), seconds
 
 

@@ -89,6 +89,17 @@ class SearchData:
         return sp.csr_matrix((values.astype(np.float32), (self.users, self.items)),
                              shape=(self.n_users, self.n_items))
 
+    def score_factors(self, user_factors: np.ndarray, item_factors: np.ndarray, k: int) -> float:
+        """MAP@k on valid of whole factor tables (row = index) fitted on these train rows: only users and items
+        with a train row have factors."""
+        users, items = self.fitted
+        return self.score(users, user_factors[users], items, item_factors[items], k)
+
+    @cached_property
+    def fitted(self) -> tuple[np.ndarray, np.ndarray]:
+        """The users and the items with a train row (the ones a fit gives factors)."""
+        return np.unique(self.users), np.unique(self.items)
+
     def score(self, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,
               item_vectors: np.ndarray, k: int) -> float:
         """MAP@k on valid of the factors given (row j of ``user_vectors`` is user ``user_ids[j]``, same for items)."""

@@ -235,12 +235,8 @@ def implicit_trial(data: SearchData, k: int, report_every: int) -> Trial:
     from recsys.models.implicit_als import factorize
     from recsys.models.params import ALSParams
 
-    users_with_rows = np.unique(data.users)
-    items_with_rows = np.unique(data.items)
-
     def score(user_factors, item_factors) -> float:
-        return data.score(users_with_rows, user_factors[users_with_rows], items_with_rows,
-                          item_factors[items_with_rows], k)
+        return data.score_factors(user_factors, item_factors, k)
 
     def run(params: dict[str, Any], trial, deadline: float) -> float:
         typed = ALSParams.model_validate(params)
