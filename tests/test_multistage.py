@@ -100,6 +100,29 @@ def test_factor_retriever_is_the_brute_force_top_n_without_the_users_items():
     assert np.isnan(dots[0]) and dots[1] == pytest.approx(float(side.vectors[side.row_of[5]] @ queries[0]), rel=1e-5)
 
 
+def test_a_lone_items_query_ranks_as_the_exact_least_squares_factor_of_any_confidence():
+    """A one-item user's ALS factor solves (YᵀY + λI + (c − 1)yyᵀ)x = c·y: whatever c, x points along the item's
+    lone-item query, so that query's top N is every such user's exact top N."""
+    rng = np.random.default_rng(12)
+    ids = np.arange(2, 50)                              # items 0-1 have no vectors
+    side = R.FactorSide.of(ids, rng.normal(size=(len(ids), 6)).astype(np.float32), 50)
+    side.regularization = 3.0
+    y = side.vectors.astype(np.float64)
+    gram = y.T @ y + 3.0 * np.eye(6)
+    queries = side.lone_item_queries(np.array([7, 7, 30, 1, 60]))
+    assert not queries[3].any() and not queries[4].any()            # no vector, out of the catalogue: no query
+    item = y[side.row_of[7]]
+    for c in (0.3, 1.0, 4.0, 40.0):
+        exact = np.linalg.solve(gram + (c - 1.0) * np.outer(item, item), c * item)
+        cosine = exact @ queries[0] / np.linalg.norm(exact) / np.linalg.norm(queries[0])
+        assert cosine == pytest.approx(1.0, abs=1e-5)
+        lone = history([(0, 7)])
+        assert side.top(exact[None].astype(np.float32), lone, 10).items.tolist() == \
+            side.top(queries[:1], lone, 10).items.tolist()
+    with pytest.raises(ValueError, match="regularization"):
+        R.FactorSide.of(ids, side.vectors, 50).lone_item_queries(np.array([7]))
+
+
 def test_content_profiles_weigh_the_history_as_the_content_model_does():
     """The content retriever's profile of a user is the content candidate's (the same BM25/power weighting over the
     whole history), so the multi-stage model's content order is the content model's order, not a cousin of it."""
@@ -253,6 +276,9 @@ def test_users_of_the_same_lone_item_share_one_query_and_get_what_they_would_alo
     assert all(np.array_equal(profiles[row], profiles[shared.rows[shared.of[row]]]) for row in range(20, 60))
 
     together = stage.candidates(h, stage.user_vectors(h.users))
+    als = stage._als_proposals(h, stage.user_vectors(h.users), 8)
+    fives = [row for row in range(20, 60) if h.items[h.indptr[row]] == 5]
+    assert len(fives) > 1 and len({tuple(als.items[als.rows == row]) for row in fives}) == 1
     for row in (3, 21, 22, 23, 40, 59):
         alone = h.take(np.array([row]))
         found = stage.candidates(alone, stage.user_vectors(alone.users))

@@ -92,8 +92,10 @@ class MultiStageModel(FolderModel):
         history = spark.read.parquet(str(self.path / "user_history"))
         if users is not None:
             history = history.join(users.select(F.col(C.USER_IDX).alias("id")).distinct(), "id", "left_semi")
+        # a lone item's users in one partition, next to each other: one block, one query for them all
+        lone_key = F.when(F.size("items") == 1, F.col("items")[0]).otherwise(-1 - F.col("id"))
         rows = history.join(self.user_factors.withColumnRenamed("features", "als"), "id", "left") \
-            .sortWithinPartitions(F.size("items"), F.col("items")[0])   # a lone item's users: one block, one query
+            .repartition(lone_key).sortWithinPartitions(F.size("items"), F.col("items")[0])
         strength = self.info.get("diversity", 0.0) if self.diversity is None else self.diversity
         scorer = _Scorer.read(self.path, exclude_items or [], strength, self.score_per_retriever)
         bc = spark.sparkContext.broadcast(scorer)
@@ -597,6 +599,8 @@ class _Scorer:
         params = MultiStageParams.model_validate(self.params)
         params = params.model_copy(update={"per_retriever": min(params.per_retriever, params.score_per_retriever)})
         als = R.FactorSide.of(*self.als, self.n_items) if self.als is not None and len(self.als[0]) else None
+        if als is not None:
+            als.regularization = params.als.regularization
         if als is not None and self.index_path is not None:
             from recsys.retrieval.spark import cached_index
 

@@ -120,6 +120,8 @@ class FactorSide:
     row_of: np.ndarray         # item_idx -> row of ``vectors`` (-1: none)
     catalogue: Catalogue | None = None
     index: AnnIndex | None = None   # an approximate index over the same ids: searched instead of exact scoring
+    regularization: float | None = None    # the ALS fit's flat λ (None: not an ALS side)
+    lone_solver: np.ndarray | None = None  # (YᵀY + λI)⁻¹, made by the first :meth:`lone_item_queries`
 
     @classmethod
     def of(cls, ids: np.ndarray, vectors: np.ndarray, n_items: int) -> FactorSide:
@@ -146,6 +148,23 @@ class FactorSide:
         zero = np.abs(queries).sum(axis=1) == 0          # no vector (unknown user): no proposals
         keep = ~zero[found.rows]
         return Retrieved(found.rows[keep], found.items[keep], found.scores[keep], found.ranks[keep])
+
+    def lone_item_queries(self, items: np.ndarray) -> np.ndarray:
+        """The ALS query of a user whose whole history is ``items[r]``: (YᵀY + λI)⁻¹ y. Such a user's least-squares
+        factor, with confidence c, is c·A⁻¹y / (1 + (c − 1)·yᵀA⁻¹y) (Sherman–Morrison, A = YᵀY + λI, implicit's
+        flat λ): the same direction whatever c, so every user of that one item ranks the catalogue alike, and one
+        search answers them all. Zero for an item without a vector."""
+        if self.regularization is None:
+            raise ValueError("lone-item queries need the ALS fit's regularization")
+        if self.lone_solver is None:
+            vectors = self.vectors.astype(np.float64)
+            gram = vectors.T @ vectors + self.regularization * np.eye(vectors.shape[1])
+            self.lone_solver = np.linalg.inv(gram).astype(np.float32)
+        pos = self.row_of[np.clip(items, 0, len(self.row_of) - 1)]
+        known = (items < len(self.row_of)) & (pos >= 0)
+        out = np.zeros((len(items), self.vectors.shape[1]), dtype=np.float32)
+        out[known] = self.vectors[pos[known]] @ self.lone_solver
+        return out
 
     def dot(self, queries: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Score of each (row, item) pair; NaN where the item has no vector."""
@@ -174,17 +193,20 @@ def profiles(side: FactorSide, history: History) -> np.ndarray:
 @dataclass
 class Representatives:
     """Rows whose item-keyed retrievers must answer alike share one query: every row with a one-item history is
-    represented by the first row of the same lone item (its profile, main category and seen item are that row's);
-    every other row represents itself. Most users of a sparse catalogue have one item (87 % of an Appliances-size
-    dump), so a block of users sorted by their first item asks the content, category and trending retrievers a few
-    dozen questions instead of hundreds."""
+    represented by the first row of the same lone item (its profile, main category and seen item are that row's,
+    and its ALS query, :meth:`FactorSide.lone_item_queries`); every other row represents itself. Most users of a
+    sparse catalogue have one item (87 % of an Appliances-size dump), so a block of users grouped by their lone item
+    asks the retrievers a few dozen questions instead of hundreds."""
 
     rows: np.ndarray           # positions of the represented rows, ascending
     of: np.ndarray             # each row's index into ``rows``
 
     @classmethod
-    def of_history(cls, history: History) -> Representatives:
+    def of_history(cls, history: History, alone: np.ndarray | None = None) -> Representatives:
+        """``alone``: rows that represent themselves even with one item."""
         lone = history.lengths == 1
+        if alone is not None:
+            lone &= ~alone
         keys = -1 - np.arange(len(lone), dtype=np.int64)      # every other row: a key of its own
         keys[lone] = history.items[history.indptr[:-1][lone]]
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)

@@ -60,7 +60,7 @@ class Stage:
             return shared.expand(found) if shared.shared else found
 
         if "als" in wanted and self.als is not None:
-            proposals["als"] = self.als.top(user_vectors, history, n)
+            proposals["als"] = self._als_proposals(history, user_vectors, n)
         if "content" in wanted and content_profiles is not None:
             proposals["content"] = by_item(self.content.top(content_profiles[shared.rows], lone, n))
         recent = None
@@ -88,6 +88,23 @@ class Stage:
         x = Fe.assemble(history, self.side, proposals, scores, rows, items, where)
         return Fe.Candidates(rows, items, x)
 
+    def _als_proposals(self, history: R.History, user_vectors: np.ndarray, n: int) -> R.Retrieved:
+        """The ALS retriever's top ``n``: a user with one item asks the query of that item
+        (:meth:`~recsys.multistage.retrievers.FactorSide.lone_item_queries`), shared by every such user of the block
+        (a user with no vector asks nothing and shares nothing); the others ask their own vectors. The candidates'
+        ``als_score`` stays each user's own product (:meth:`candidates`)."""
+        if self.als.regularization is None:
+            return self.als.top(user_vectors, history, n)
+        vectorless = np.abs(user_vectors).sum(axis=1) == 0
+        shared = R.Representatives.of_history(history, alone=vectorless)
+        queries = np.array(user_vectors[shared.rows], dtype=np.float32)
+        lone = (history.lengths[shared.rows] == 1) & ~vectorless[shared.rows]
+        if lone.any():
+            queries[lone] = self.als.lone_item_queries(history.items[history.indptr[shared.rows[lone]]])
+        if not shared.shared:
+            return self.als.top(queries, history, n)
+        return shared.expand(self.als.top(queries, history.take(shared.rows), n))
+
 
 def fit_stage(history: R.History, n_items: int, params: MultiStageParams, als: ALSParams | None,
               content: R.FactorSide | None, catalogue: dict[str, np.ndarray]) -> Stage:
@@ -109,6 +126,7 @@ def fit_stage(history: R.History, n_items: int, params: MultiStageParams, als: A
         user_factors, item_factors, _ = factorize(matrix, als)
         trained = np.unique(history.items)
         als_side = R.FactorSide.of(trained, np.asarray(item_factors)[trained], n_items)
+        als_side.regularization = als.regularization
         if use_ann(len(trained), params.retrieval):
             als_side.index = AnnIndex.build(als_side.ids, als_side.vectors, params.retrieval)
         als_users = np.asarray(user_factors, dtype=np.float32)
