@@ -14,6 +14,8 @@ events by default: most sequences one item long, items ∝ a power law, planted 
 ``--replicas N [--master URL]`` times the same epoch again trained data-parallel by N Spark tasks (TorchDistributor).
 
     flock /tmp/heavy-tests.lock .venv/bin/python benchmarks/bench_gru4rec.py [--validation] [--params '{"n_sample": 256}']
+    flock /tmp/heavy-tests.lock .venv/bin/python benchmarks/bench_gru4rec.py \
+        --ratings "$RECSYS_SHARED_DATA/movielens/ml-1m-partial/ratings.users1-2999.dat.gz"
     flock /tmp/heavy-tests.lock .venv/bin/python benchmarks/bench_gru4rec.py --synthetic 1800000 94000
     make cluster-up && flock /tmp/heavy-tests.lock .venv/bin/python benchmarks/bench_gru4rec.py \
         --synthetic 1800000 94000 --replicas 2 --master spark://127.0.0.1:7077
@@ -40,10 +42,15 @@ RATINGS = SHARED_DATA / "movielens" / "ml-latest-small" / "ratings.csv"
 
 
 def user_sequences(path: Path) -> list[np.ndarray]:
-    """Each user's movieIds in time order, ties by movieId."""
+    """Each user's movieIds in time order, ties by movieId; ``path``: a ratings.csv (latest-small) or an ML-1M
+    ``UserID::MovieID::Rating::Timestamp`` file (``.dat``, maybe gzipped)."""
     import pandas as pd
 
-    ratings = pd.read_csv(path, usecols=["userId", "movieId", "timestamp"])
+    if ".dat" in path.suffixes:
+        ratings = pd.read_csv(path, sep="::", engine="python", names=["userId", "movieId", "rating", "timestamp"],
+                              usecols=["userId", "movieId", "timestamp"])
+    else:
+        ratings = pd.read_csv(path, usecols=["userId", "movieId", "timestamp"])
     ratings = ratings.sort_values(["userId", "timestamp", "movieId"], kind="stable")
     return [group.to_numpy() for _, group in ratings.groupby("userId", sort=True)["movieId"]]
 
@@ -215,10 +222,13 @@ def main() -> None:
     previous = json.loads(path.read_text()) if path.is_file() else {}
     if args.synthetic:
         result = synthetic(args)
-    elif args.validation:
-        result = {"validation": previous.get("validation", {}) | movielens(args)["results"]}
-    else:
-        result = {"movielens": movielens(args)}
+    else:   # the default ratings under "movielens" / "validation", another file under "<key> <its folder>"
+        suffix = "" if args.ratings == RATINGS else f" {args.ratings.parent.name}"
+        if args.validation:
+            key = f"validation{suffix}"
+            result = {key: previous.get(key, {}) | movielens(args)["results"]}
+        else:
+            result = {f"movielens{suffix}": movielens(args)}
     print(f"wrote {save('gru4rec', result, merge=True)}")
 
 
