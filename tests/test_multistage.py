@@ -121,6 +121,9 @@ def test_a_lone_items_query_ranks_as_the_exact_least_squares_factor_of_any_confi
             side.top(queries[:1], lone, 10).items.tolist()
     with pytest.raises(ValueError, match="regularization"):
         R.FactorSide.of(ids, side.vectors, 50).lone_item_queries(np.array([7]))
+    few = R.FactorSide.of(ids[:3], side.vectors[:3], 50)        # λ 0, 3 items, 6 factors: A is singular
+    few.regularization = 0.0
+    assert np.isfinite(few.lone_item_queries(ids[:3])).all()
 
 
 def test_content_profiles_weigh_the_history_as_the_content_model_does():

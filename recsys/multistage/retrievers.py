@@ -159,7 +159,8 @@ class FactorSide:
         if self.lone_solver is None:
             vectors = self.vectors.astype(np.float64)
             gram = vectors.T @ vectors + self.regularization * np.eye(vectors.shape[1])
-            self.lone_solver = np.linalg.inv(gram).astype(np.float32)
+            # pseudo-inverse: with λ = 0 and fewer items than factors A is singular (the min-norm solution)
+            self.lone_solver = np.linalg.pinv(gram, hermitian=True).astype(np.float32)
         pos = self.row_of[np.clip(items, 0, len(self.row_of) - 1)]
         known = (items < len(self.row_of)) & (pos >= 0)
         out = np.zeros((len(items), self.vectors.shape[1]), dtype=np.float32)
