@@ -49,6 +49,7 @@ DATASETS = {
                            "confidence": {}},
 }
 BASELINE = "popularity"
+MULTISTAGE = "multistage"
 
 
 def load_dataset(spark, spec: dict, work: Path):
@@ -74,6 +75,19 @@ def load_dataset(spark, spec: dict, work: Path):
     return settings, build_features(spark, settings.warehouse, settings.features)
 
 
+def multistage_ranking(warehouse: Path, run_id: str) -> dict:
+    """What the run's multi-stage fit decided its lists' order on: the labelled users, the order it kept (the ranker
+    or a retriever) and each order's MAP@10 on them (cross-fitted), from its ``model.json``."""
+    from recsys import ops
+
+    for candidate in ops.run_models(warehouse, run_id):
+        if candidate["model"] == MULTISTAGE:
+            info = json.loads((Path(candidate["model_path"]) / "model.json").read_text()).get("info", {})
+            return {key: info[key] for key in ("labelled_users", "users_with_a_positive", "candidate_recall", "order",
+                                               "order_map@10", "diversity") if key in info}
+    return {}
+
+
 def run(name: str, spec: dict, spark, budget: float | None) -> dict:
     from recsys import registry
     from recsys.evaluate.runner import evaluate_run
@@ -90,9 +104,12 @@ def run(name: str, spec: dict, spark, budget: float | None) -> dict:
     for model in settings.train.models:
         train(spark, settings, model, run_id)
     result = evaluate_run(spark, settings, run_id, report=False)
+    ranking = multistage_ranking(settings.warehouse, run_id)
     shutil.rmtree(work, ignore_errors=True)
     models = {m: {k: round(v, 5) for k, v in r["metrics"].items() if k.endswith("@10")} | {
         "train_seconds": r["train_seconds"], "params": r["params"]} for m, r in result["models"].items()}
+    if ranking and MULTISTAGE in models:
+        models[MULTISTAGE]["ranking"] = ranking
     searched = {m: {"valid_map@10": s["best_value"], "trials": len(s["trials"]), "rescored": len(s["rescored"]),
                     "seconds": s["seconds"], "first_trials": [first_trial(t) for t in s["trials"][:4]],
                         "confidence_map": s.get("confidence_map")}
