@@ -24,6 +24,8 @@ from pathlib import Path
 
 from common import SHARED_DATA, arguments, save, spark_session
 
+from recsys.constants import MULTISTAGE
+
 # What w carries (the task, not a tuned choice): every interaction 1, or the stars alone (w = rating/5, which the
 # search may raise to a power). Both without the features step's recency decay: the search decides that.
 BINARY = {"base_weight": 1.0, "rating_weight": 0.0, "verified_weight": 0.0, "helpful_weight": 0.0,
@@ -49,7 +51,6 @@ DATASETS = {
                            "confidence": {}},
 }
 BASELINE = "popularity"
-MULTISTAGE = "multistage"
 
 
 def load_dataset(spark, spec: dict, work: Path):
