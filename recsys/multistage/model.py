@@ -598,9 +598,8 @@ class _Scorer:
         """Stage two as it scores users: at most ``score_per_retriever`` candidates from each retriever."""
         params = MultiStageParams.model_validate(self.params)
         params = params.model_copy(update={"per_retriever": min(params.per_retriever, params.score_per_retriever)})
-        als = R.FactorSide.of(*self.als, self.n_items) if self.als is not None and len(self.als[0]) else None
-        if als is not None:
-            als.regularization = params.als.regularization
+        als = R.FactorSide.of(*self.als, self.n_items, params.als.regularization) \
+            if self.als is not None and len(self.als[0]) else None
         if als is not None and self.index_path is not None:
             from recsys.retrieval.spark import cached_index
 

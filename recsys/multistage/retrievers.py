@@ -124,12 +124,14 @@ class FactorSide:
     lone_solver: np.ndarray | None = None  # (YᵀY + λI)⁻¹, made by the first :meth:`lone_item_queries`
 
     @classmethod
-    def of(cls, ids: np.ndarray, vectors: np.ndarray, n_items: int) -> FactorSide:
+    def of(cls, ids: np.ndarray, vectors: np.ndarray, n_items: int,
+           regularization: float | None = None) -> FactorSide:
+        """``regularization``: the ALS fit's λ, for an ALS side (:meth:`lone_item_queries`)."""
         order = np.argsort(ids, kind="stable")
         ids, vectors = ids[order].astype(np.int32), np.ascontiguousarray(vectors[order], dtype=np.float32)
         row_of = np.full(max(n_items, int(ids.max(initial=-1)) + 1), -1, dtype=np.int64)
         row_of[ids] = np.arange(len(ids))
-        return cls(ids, vectors, row_of)
+        return cls(ids, vectors, row_of, regularization=regularization)
 
     def top(self, queries: np.ndarray, history: History, n: int) -> Retrieved:
         """Each row's top ``n`` by dot product, its history excluded (by the approximate index when there is one)."""
@@ -161,16 +163,20 @@ class FactorSide:
             gram = vectors.T @ vectors + self.regularization * np.eye(vectors.shape[1])
             # pseudo-inverse: with λ = 0 and fewer items than factors A is singular (the min-norm solution)
             self.lone_solver = np.linalg.pinv(gram, hermitian=True).astype(np.float32)
-        pos = self.row_of[np.clip(items, 0, len(self.row_of) - 1)]
-        known = (items < len(self.row_of)) & (pos >= 0)
+        pos = self.positions(items)
+        known = pos >= 0
         out = np.zeros((len(items), self.vectors.shape[1]), dtype=np.float32)
         out[known] = self.vectors[pos[known]] @ self.lone_solver
         return out
 
+    def positions(self, items: np.ndarray) -> np.ndarray:
+        """Each item's row of :attr:`vectors`; -1 for an item without a vector or beyond the catalogue."""
+        safe = np.clip(items, 0, len(self.row_of) - 1)
+        return np.where(items < len(self.row_of), self.row_of[safe], -1)
+
     def dot(self, queries: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Score of each (row, item) pair; NaN where the item has no vector."""
-        safe = np.clip(items, 0, len(self.row_of) - 1)
-        pos = np.where(items < len(self.row_of), self.row_of[safe], -1)
+        pos = self.positions(items)
         return _pair_dots(np.ascontiguousarray(queries, dtype=np.float32), self.vectors, rows.astype(np.int64),
                           pos.astype(np.int64))
 
@@ -182,8 +188,8 @@ def profiles(side: FactorSide, history: History) -> np.ndarray:
     one search, :class:`Representatives`)."""
     weights = history.weights if history.profile_weights is None else history.profile_weights
     weights = np.where(np.repeat(history.lengths == 1, history.lengths), np.float32(1.0), weights)
-    pos = side.row_of[np.clip(history.items, 0, len(side.row_of) - 1)]
-    known = (history.items < len(side.row_of)) & (pos >= 0)
+    pos = side.positions(history.items)
+    known = pos >= 0
     rows = np.repeat(np.arange(len(history.users)), history.lengths)[known]
     out = np.zeros((len(history.users), side.vectors.shape[1]), dtype=np.float32)
     np.add.at(out, rows, side.vectors[pos[known]] * weights[known, None])

@@ -125,8 +125,7 @@ def fit_stage(history: R.History, n_items: int, params: MultiStageParams, als: A
                                shape=(int(history.users.max()) + 1, int(history.items.max()) + 1))
         user_factors, item_factors, _ = factorize(matrix, als)
         trained = np.unique(history.items)
-        als_side = R.FactorSide.of(trained, np.asarray(item_factors)[trained], n_items)
-        als_side.regularization = als.regularization
+        als_side = R.FactorSide.of(trained, np.asarray(item_factors)[trained], n_items, als.regularization)
         if use_ann(len(trained), params.retrieval):
             als_side.index = AnnIndex.build(als_side.ids, als_side.vectors, params.retrieval)
         als_users = np.asarray(user_factors, dtype=np.float32)
