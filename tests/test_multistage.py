@@ -278,16 +278,22 @@ def test_users_of_the_same_lone_item_share_one_query_and_get_what_they_would_alo
     profiles = R.profiles(content, h)
     assert all(np.array_equal(profiles[row], profiles[shared.rows[shared.of[row]]]) for row in range(20, 60))
 
-    together = stage.candidates(h, stage.user_vectors(h.users))
-    als = stage._als_proposals(h, stage.user_vectors(h.users), 8)
+    vectors = stage.user_vectors(h.users)
+    als = stage._als_proposals(h, vectors, 8)
     fives = [row for row in range(20, 60) if h.items[h.indptr[row]] == 5]
-    assert len(fives) > 1 and len({tuple(als.items[als.rows == row]) for row in fives}) == 1
-    for row in (3, 21, 22, 23, 40, 59):
+    assert len(fives) > 2 and len({tuple(als.items[als.rows == row]) for row in fives}) == 1
+    vectors[fives[1]] = 0                      # a user the ALS never saw, among others of the same lone item
+    together = stage.candidates(h, vectors)
+    assert (np.diff(together.rows) >= 0).all()
+    for row in range(60):
         alone = h.take(np.array([row]))
-        found = stage.candidates(alone, stage.user_vectors(alone.users))
+        found = stage.candidates(alone, vectors[[row]])
         mine = together.rows == row
         assert together.items[mine].tolist() == found.items.tolist()
         np.testing.assert_array_equal(together.x[mine], found.x)
+    als_rank = Fe.FEATURES.index("als_rank")
+    assert np.isnan(together.x[together.rows == fives[1], als_rank]).all()
+    assert not np.isnan(together.x[together.rows == fives[0], als_rank]).all()
 
 
 def test_deletions_drop_erased_users_and_deleted_items_from_every_multistage_folder(tmp_path):

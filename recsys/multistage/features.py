@@ -119,10 +119,24 @@ def assemble(history: History, side: ItemSide, proposals: dict[str, Retrieved], 
     x[:, column["item_age_days"]] = np.where(known, (side.end_ms - side.first_ms[safe]) / DAY_MS, np.nan)
     lengths = history.lengths
     x[:, column["user_interactions"]] = np.log1p(lengths[rows])
-    x[:, column["user_idle_days"]] = np.where(lengths[rows] > 0, (side.end_ms - history.last_ms[rows]) / DAY_MS,
-                                              np.nan)
+    x[:, column["user_idle_days"]] = idle_days(history, side, rows)
     x[:, column["category_affinity"]] = category_affinity(history, side.category, rows, items)
     return x
+
+
+def idle_days(history: History, side: ItemSide, rows: np.ndarray) -> np.ndarray:
+    """Days from each row's latest interaction to the stage's "now" (NaN: no history)."""
+    lengths = history.lengths[rows]
+    return np.where(lengths > 0, (side.end_ms - history.last_ms[rows]) / DAY_MS, np.nan)
+
+
+def personalise(x: np.ndarray, history: History, side: ItemSide, rows: np.ndarray,
+                als_scores: np.ndarray | None) -> None:
+    """Set, in place, the two features users of the same lone item do not share: the ALS score (their factors
+    differ by a scale: a user's own confidence) and the user's idleness; ``rows`` index ``history``."""
+    if als_scores is not None:
+        x[:, FEATURES.index("als_score")] = als_scores
+    x[:, FEATURES.index("user_idle_days")] = idle_days(history, side, rows)
 
 
 def category_affinity(history: History, category: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:

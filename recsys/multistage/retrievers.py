@@ -199,11 +199,12 @@ def profiles(side: FactorSide, history: History) -> np.ndarray:
 
 @dataclass
 class Representatives:
-    """Rows whose item-keyed retrievers must answer alike share one query: every row with a one-item history is
-    represented by the first row of the same lone item (its profile, main category and seen item are that row's,
-    and its ALS query, :meth:`FactorSide.lone_item_queries`); every other row represents itself. Most users of a
-    sparse catalogue have one item (87 % of an Appliances-size dump), so a block of users grouped by their lone item
-    asks the retrievers a few dozen questions instead of hundreds."""
+    """Rows the retrievers answer alike share one answer: every row with a one-item history is represented by the
+    first row of the same lone item (its profile, main category and seen item are that row's, and its ALS query,
+    :meth:`FactorSide.lone_item_queries`); every other row represents itself. Most users of a sparse catalogue have
+    one item (87 % of an Appliances-size dump), so a block of users grouped by their lone item asks the retrievers
+    and builds the candidates' features a few dozen times instead of hundreds
+    (:meth:`~recsys.multistage.stage.Stage.candidates`)."""
 
     rows: np.ndarray           # positions of the represented rows, ascending
     of: np.ndarray             # each row's index into ``rows``
@@ -226,15 +227,14 @@ class Representatives:
     def shared(self) -> bool:
         return len(self.rows) < len(self.of)
 
-    def expand(self, found: Retrieved) -> Retrieved:
-        """Answers to the representatives (``found.rows`` index :attr:`rows`) → the same answer for each row."""
-        counts = np.bincount(self.of, minlength=len(self.rows))
-        members = np.argsort(self.of, kind="stable")
-        starts = np.cumsum(counts) - counts
-        per = counts[found.rows]
-        offsets = np.repeat(starts[found.rows] - (np.cumsum(per) - per), per) + np.arange(int(per.sum()))
-        return Retrieved(members[offsets].astype(np.int64), np.repeat(found.items, per),
-                         np.repeat(found.scores, per), np.repeat(found.ranks, per))
+    def spread(self, found_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Entries of the representatives (``found_rows``, ascending, index :attr:`rows`) → every row's copy of its
+        representative's entries: (rows, take), rows ascending, ``take`` indexing the representatives' arrays."""
+        starts = np.searchsorted(found_rows, np.arange(len(self.rows)))
+        counts = np.diff(np.append(starts, len(found_rows)))
+        per = counts[self.of]
+        take = np.repeat(starts[self.of] - (np.cumsum(per) - per), per) + np.arange(int(per.sum()))
+        return np.repeat(np.arange(len(self.of), dtype=np.int64), per), take.astype(np.int64)
 
 
 def cooccurrence_neighbours(history: History, n_items: int, keep: int) -> sp.csr_matrix:

@@ -48,21 +48,35 @@ class Stage:
         return out
 
     def candidates(self, history: R.History, user_vectors: np.ndarray) -> Fe.Candidates:
-        """Every retriever's proposals for the users of ``history`` (their items excluded), united, with features."""
+        """Every retriever's proposals for the users of ``history`` (their items excluded), united, with features.
+
+        Users of the same lone item (:class:`~recsys.multistage.retrievers.Representatives`) are proposed the same
+        items, and every feature of a pair but two is theirs alike: the candidates are found and described once per
+        lone item, then copied to each such user with its own ALS score and idleness. A user the ALS has no vector
+        for represents itself (it gets no ALS proposals, the others of its item do)."""
+        if self.als is not None and self.als.regularization is None:     # no lone-item query: no sharing
+            return self._described(history, user_vectors)
+        alone = np.abs(user_vectors).sum(axis=1) == 0 if self.als is not None else None
+        shared = R.Representatives.of_history(history, alone=alone)
+        if not shared.shared:
+            return self._described(history, user_vectors)
+        found = self._described(history.take(shared.rows), user_vectors[shared.rows])
+        rows, take = shared.spread(found.rows)
+        items, x = found.items[take], found.x[take]
+        Fe.personalise(x, history, self.side, rows,
+                       self.als.dot(user_vectors, rows, items) if self.als is not None else None)
+        return Fe.Candidates(rows, items, x)
+
+    def _described(self, history: R.History, user_vectors: np.ndarray) -> Fe.Candidates:
+        """:meth:`candidates`, each row on its own."""
         n = self.params.per_retriever
         wanted = set(self.params.retrievers)
         proposals: dict[str, R.Retrieved] = {}
         content_profiles = R.profiles(self.content, history) if self.content is not None else None
-        shared = R.Representatives.of_history(history)
-        lone = history.take(shared.rows) if shared.shared else history
-
-        def by_item(found: R.Retrieved) -> R.Retrieved:      # answers to ``lone`` → every row's
-            return shared.expand(found) if shared.shared else found
-
         if "als" in wanted and self.als is not None:
             proposals["als"] = self._als_proposals(history, user_vectors, n)
         if "content" in wanted and content_profiles is not None:
-            proposals["content"] = by_item(self.content.top(content_profiles[shared.rows], lone, n))
+            proposals["content"] = self.content.top(content_profiles, history, n)
         recent = None
         if self.neighbours is not None:
             recent = history.recent(self.neighbours.shape[0], self.params.recent_items) @ self.neighbours
@@ -70,10 +84,10 @@ class Stage:
                 proposals["cooccurrence"] = R.top_of_sparse(recent, history, n)
         if "category_popular" in wanted or not proposals:
             by_category, overall = self.popular
-            proposals["category_popular"] = by_item(R.popular_in_category(lone, self.side.category, by_category,
-                                                                          overall, n))
+            proposals["category_popular"] = R.popular_in_category(history, self.side.category, by_category,
+                                                                  overall, n)
         if "trending" in wanted:
-            proposals["trending"] = by_item(R.popular_in_category(lone, self.side.category, {}, self.trending, n))
+            proposals["trending"] = R.popular_in_category(history, self.side.category, {}, self.trending, n)
         rows, items, where = Fe.union(proposals, self.n_items)
         scores = {}
         if self.als is not None:
@@ -90,20 +104,16 @@ class Stage:
 
     def _als_proposals(self, history: R.History, user_vectors: np.ndarray, n: int) -> R.Retrieved:
         """The ALS retriever's top ``n``: a user with one item asks the query of that item
-        (:meth:`~recsys.multistage.retrievers.FactorSide.lone_item_queries`), shared by every such user of the block
-        (a user with no vector asks nothing and shares nothing); the others ask their own vectors. The candidates'
-        ``als_score`` stays each user's own product (:meth:`candidates`)."""
+        (:meth:`~recsys.multistage.retrievers.FactorSide.lone_item_queries`: the same for every user of it, so
+        users grouped by :meth:`candidates` get what they would alone); the others ask their own vectors (a user
+        with no vector asks nothing). The candidates' ``als_score`` stays each user's own product."""
         if self.als.regularization is None:
             return self.als.top(user_vectors, history, n)
-        vectorless = np.abs(user_vectors).sum(axis=1) == 0
-        shared = R.Representatives.of_history(history, alone=vectorless)
-        queries = np.array(user_vectors[shared.rows], dtype=np.float32)
-        lone = (history.lengths[shared.rows] == 1) & ~vectorless[shared.rows]
+        queries = np.array(user_vectors, dtype=np.float32)
+        lone = (history.lengths == 1) & (np.abs(user_vectors).sum(axis=1) > 0)
         if lone.any():
-            queries[lone] = self.als.lone_item_queries(history.items[history.indptr[shared.rows[lone]]])
-        if not shared.shared:
-            return self.als.top(queries, history, n)
-        return shared.expand(self.als.top(queries, history.take(shared.rows), n))
+            queries[lone] = self.als.lone_item_queries(history.items[history.indptr[:-1][lone]])
+        return self.als.top(queries, history, n)
 
 
 def fit_stage(history: R.History, n_items: int, params: MultiStageParams, als: ALSParams | None,
