@@ -18,6 +18,7 @@ import numpy as np
 
 from recsys.metrics import python_metrics as PM
 from recsys.metrics.definitions import MAP, metric_key
+from recsys.multistage.retrievers import positions
 from recsys.rerank import dpp
 
 K = 10          # the list length the strength is chosen at (the project's primary metric: MAP@10)
@@ -52,8 +53,7 @@ class Space:
 
     def rows(self, items: np.ndarray) -> np.ndarray:
         """Rows of :attr:`unit` for ``items``; the zero row for items without a vector."""
-        safe = np.clip(items, 0, len(self.row_of) - 1)
-        pos = np.where(items < len(self.row_of), self.row_of[safe], -1)
+        pos = positions(self.row_of, items)
         return np.where(pos < 0, len(self.unit) - 1, pos)
 
     def vectors_of(self, items: np.ndarray) -> np.ndarray:

@@ -171,14 +171,19 @@ class FactorSide:
 
     def positions(self, items: np.ndarray) -> np.ndarray:
         """Each item's row of :attr:`vectors`; -1 for an item without a vector or beyond the catalogue."""
-        safe = np.clip(items, 0, len(self.row_of) - 1)
-        return np.where(items < len(self.row_of), self.row_of[safe], -1)
+        return positions(self.row_of, items)
 
     def dot(self, queries: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Score of each (row, item) pair; NaN where the item has no vector."""
         pos = self.positions(items)
         return _pair_dots(np.ascontiguousarray(queries, dtype=np.float32), self.vectors, rows.astype(np.int64),
                           pos.astype(np.int64))
+
+
+def positions(row_of: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``row_of[items]`` (item_idx → a row of some item table), -1 for an item beyond ``row_of``."""
+    safe = np.clip(items, 0, len(row_of) - 1)
+    return np.where(items < len(row_of), row_of[safe], -1)
 
 
 def profiles(side: FactorSide, history: History) -> np.ndarray:
