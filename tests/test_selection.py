@@ -69,6 +69,27 @@ def test_the_fraction_is_the_share_of_the_train_rows_a_user_sample_keeps():
     assert 0 < d.fraction < 30 / 120 and 200 not in d.users
 
 
+def test_a_trials_matrix_holds_exactly_the_train_rows_over_the_users_and_items_that_have_one():
+    """The sample's users and items are sparse in the full index space (users 0..999, items 0..4999 here, a
+    handful with rows): the trial's matrix keeps only those, row r being ``users[r]`` and column c ``items[c]``."""
+    users, items, weights, stamps, splits = planted()
+    users, items = users * 7 + 3, items * 83                # ids spread out, every other index empty
+    d = SearchData.from_rows(users, items, np.arange(len(users), dtype=float), stamps, splits, max_users=40, seed=2)
+    values = np.arange(len(d.users), dtype=np.float32) + 1
+    keep = d.users % 2 == 1
+    for compact, rows in ((d.compact(values), np.ones(len(d.users), bool)), (d.compact(values, keep=keep), keep)):
+        assert compact.matrix.shape == (len(np.unique(d.users[rows])), len(np.unique(d.items[rows])))
+        coo = compact.matrix.tocoo()
+        got = sorted(zip(compact.users[coo.row].tolist(), compact.items[coo.col].tolist(), coo.data.tolist()))
+        assert got == sorted(zip(d.users[rows].tolist(), d.items[rows].tolist(), values[rows].tolist()))
+    # scoring by the compact rows' ids is scoring the same vectors by id
+    compact = d.compact(values)
+    rng = np.random.default_rng(0)
+    uf = rng.normal(size=(len(compact.users), 4)).astype(np.float32)
+    itf = rng.normal(size=(len(compact.items), 4)).astype(np.float32)
+    assert d.score_compact(compact, uf, itf, 10) == d.score(compact.users, uf, compact.items, itf, 10)
+
+
 def test_a_flat_lambda_found_on_a_sample_is_divided_by_the_root_of_the_fraction_for_the_full_fit():
     from recsys.selection import scale
 

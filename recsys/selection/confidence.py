@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from recsys.models.params import ALSParams
 from recsys.models.weighting import weigh
@@ -80,15 +79,11 @@ def spark_min_confidence(data: SearchData, implicit_best: dict[str, Any], k: int
         began = time.perf_counter()
         if began - start + cost > seconds:
             break
-        keep = kept_rows(data.users, confidence, floor)
-        users, items = data.users[keep], data.items[keep]
         # implicit multiplies by α itself: the matrix holds c / α, with c clamped to at least 1 as Spark has it
-        values = (np.maximum(confidence[keep], 1.0) / params.alpha).astype(np.float32)
-        matrix = sp.csr_matrix((values, (users, items)), shape=(data.n_users, data.n_items))
-        user_factors, item_factors, _ = factorize(matrix, params)
-        with_rows, items_with_rows = np.unique(users), np.unique(items)
-        value = data.score(with_rows, np.asarray(user_factors)[with_rows], items_with_rows,
-                           np.asarray(item_factors)[items_with_rows], k)
+        compact = data.compact((np.maximum(confidence, 1.0) / params.alpha).astype(np.float32),
+                               keep=kept_rows(data.users, confidence, floor))
+        user_factors, item_factors, _ = factorize(compact.matrix, params)
+        value = data.score_compact(compact, user_factors, item_factors, k)
         out.measured[round(floor, 6)] = round(float(value), 6)
         cost = time.perf_counter() - began
         if value > best:

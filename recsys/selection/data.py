@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,15 @@ from recsys.models.topk import Catalogue, topk_products
 
 TRAIN, VALID = "train", "valid"
 SEARCHED_SPLITS = (TRAIN, VALID)
+
+
+@dataclass(frozen=True)
+class CompactMatrix:
+    """A trial's user × item matrix in local indices: row r is user ``users[r]``, column c item ``items[c]``."""
+
+    matrix: Any
+    users: np.ndarray
+    items: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -89,16 +99,26 @@ class SearchData:
         return sp.csr_matrix((values.astype(np.float32), (self.users, self.items)),
                              shape=(self.n_users, self.n_items))
 
-    def score_factors(self, user_factors: np.ndarray, item_factors: np.ndarray, k: int) -> float:
-        """MAP@k on valid of whole factor tables (row = index) fitted on these train rows: only users and items
-        with a train row have factors."""
-        users, items = self.fitted
-        return self.score(users, user_factors[users], items, item_factors[items], k)
+    def compact(self, values: np.ndarray, keep: np.ndarray | None = None) -> CompactMatrix:
+        """The train rows (``keep`` of them) with ``values`` as a CSR over only the users and items that have one:
+        what a trial's factorization solves for. A user or item without a row gets no factor anyway (this module
+        ranks only items with factors, and a user without one has no list), but in the full index space the
+        solver still pays for each empty row: on an Appliances-size sample 3,129 users and 2,761 items instead of
+        1.8M × 94K, ~100× less per trial at 128 factors."""
+        import scipy.sparse as sp
 
-    @cached_property
-    def fitted(self) -> tuple[np.ndarray, np.ndarray]:
-        """The users and the items with a train row (the ones a fit gives factors)."""
-        return np.unique(self.users), np.unique(self.items)
+        users, items = (self.users, self.items) if keep is None else (self.users[keep], self.items[keep])
+        values = values if keep is None else values[keep]
+        user_ids, rows = np.unique(users, return_inverse=True)
+        item_ids, cols = np.unique(items, return_inverse=True)
+        matrix = sp.csr_matrix((np.asarray(values, dtype=np.float32), (rows.ravel(), cols.ravel())),
+                               shape=(len(user_ids), len(item_ids)))
+        return CompactMatrix(matrix, user_ids.astype(np.int64), item_ids.astype(np.int64))
+
+    def score_compact(self, compact: CompactMatrix, user_factors: np.ndarray, item_factors: np.ndarray,
+                      k: int) -> float:
+        """MAP@k on valid of factors fitted on ``compact`` (row r is ``compact.users[r]``, same for items)."""
+        return self.score(compact.users, np.asarray(user_factors), compact.items, np.asarray(item_factors), k)
 
     def score(self, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,
               item_vectors: np.ndarray, k: int) -> float:

@@ -235,13 +235,14 @@ def implicit_trial(data: SearchData, k: int, report_every: int) -> Trial:
     from recsys.models.implicit_als import factorize
     from recsys.models.params import ALSParams
 
-    def score(user_factors, item_factors) -> float:
-        return data.score_factors(user_factors, item_factors, k)
-
     def run(params: dict[str, Any], trial, deadline: float) -> float:
         typed = ALSParams.model_validate(params)
-        matrix = data.matrix(weigh(data.users, data.items, data.weights, data.timestamps, typed.weighting))
+        compact = data.compact(weigh(data.users, data.items, data.weights, data.timestamps, typed.weighting))
+        matrix = compact.matrix
         last: list[float] = []
+
+        def score(user_factors, item_factors) -> float:
+            return data.score_compact(compact, user_factors, item_factors, k)
 
         def after(done: int, user_factors, item_factors) -> None:
             if time.perf_counter() > deadline:
