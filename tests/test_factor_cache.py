@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from recsys import constants as C
 from recsys.models import factor_cache, fit_model
 from recsys.models.implicit_als import factorize
-from recsys.models.params import ALSParams, MultiStageParams
+from recsys.models.params import ALSParams, MultiStageParams, WeightingParams
 from recsys.multistage import retrievers as R
 from recsys.multistage.stage import fit_stage
 
@@ -118,18 +118,22 @@ def test_the_deletion_cascade_empties_it(tmp_path):
     assert entries(tmp_path) == [] and factor_cache.clear(tmp_path) is False
 
 
-@pytest.mark.parametrize("weights", ["binary", "ratings"])
+@pytest.mark.parametrize("weights", ["binary", "ratings", "decayed, BM25 at a power"])
 def test_the_multistage_als_retriever_is_the_runs_implicit_als_fit(spark, tmp_path, weights):
     rows = triples(seed=5)
+    params = PARAMS
     if weights == "binary":
         rows[:, 2] = 1.0
+    if weights.startswith("decayed"):          # gold's float64 weights, not exact in float32, and a weighting
+        rows[:, 2] = rows[:, 2] / 5 * np.random.default_rng(1).uniform(0.3, 1.0, len(rows))
+        params = PARAMS.model_copy(update={"weighting": WeightingParams(power=0.476, scheme="bm25")})
     stamps = np.arange(len(rows), dtype=np.int64) * 1000
     frame = spark.createDataFrame([(int(u), int(i), float(w), int(t)) for (u, i, w), t in zip(rows, stamps)],
                                   f"{C.USER_IDX} int, {C.ITEM_IDX} int, weight double, {C.TIMESTAMP} long")
     with factor_cache.using(tmp_path):
-        single = fit_model("implicit_als", frame, PARAMS.model_dump())
+        single = fit_model("implicit_als", frame, params.model_dump())
         history = R.History.of(rows[:, 0].astype(np.int32), rows[:, 1].astype(np.int32), rows[:, 2], stamps)
-        stage = fit_stage(history, 35, MultiStageParams(retrievers=["als"], per_retriever=5), PARAMS, None, {})
+        stage = fit_stage(history, 35, MultiStageParams(retrievers=["als"], per_retriever=5), params, None, {})
     assert len(entries(tmp_path)) == 1                                  # the second fit was a hit
     saved = {r["id"]: r["features"] for r in single.item_factors.collect()}
     np.testing.assert_allclose(stage.als.vectors, np.array([saved[i] for i in stage.als.ids.tolist()]), rtol=1e-6)

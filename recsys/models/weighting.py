@@ -18,8 +18,10 @@ _MS_PER_DAY = 86_400_000
 def weigh(users: np.ndarray, items: np.ndarray, values: np.ndarray, timestamps: np.ndarray | None,
           params: WeightingParams) -> np.ndarray:
     """The re-weighted strengths (float32, one per (users[i], items[i]) pair; pairs are unique). ``timestamps``
-    (ms) are needed only with ``half_life_days``."""
-    out = np.asarray(values, dtype=np.float64)
+    (ms) are needed only with ``half_life_days``. The strengths are taken at float32 precision first, what every
+    matrix of them holds: callers that kept them in float32 (the multi-stage history) and in float64 (gold's
+    column) then weigh the same values, and the same fit is recognised as one by the factor cache."""
+    out = np.asarray(values, dtype=np.float32).astype(np.float64)
     if params.power != 1.0:
         out = np.power(np.maximum(out, 0.0), params.power)   # 0 ** 0 = 1: power 0 is binary
     if params.scheme != "none" and len(out):
