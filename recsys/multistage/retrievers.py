@@ -147,8 +147,7 @@ class FactorSide:
                 self.catalogue = Catalogue.of(self.vectors)
             cols, scores = topk_products(queries, self.catalogue, n, seen)
         found = ranked(cols, scores, self.ids)
-        zero = np.abs(queries).sum(axis=1) == 0          # no vector (unknown user): no proposals
-        keep = ~zero[found.rows]
+        keep = has_vector(queries)[found.rows]          # no vector (unknown user): no proposals
         return Retrieved(found.rows[keep], found.items[keep], found.scores[keep], found.ranks[keep])
 
     def lone_item_queries(self, items: np.ndarray) -> np.ndarray:
@@ -178,6 +177,11 @@ class FactorSide:
         pos = self.positions(items)
         return _pair_dots(np.ascontiguousarray(queries, dtype=np.float32), self.vectors, rows.astype(np.int64),
                           pos.astype(np.int64))
+
+
+def has_vector(vectors: np.ndarray) -> np.ndarray:
+    """Rows that are not all zero (a zero row: a user the ALS never saw)."""
+    return np.abs(vectors).sum(axis=1) > 0
 
 
 def positions(row_of: np.ndarray, items: np.ndarray) -> np.ndarray:

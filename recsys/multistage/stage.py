@@ -56,7 +56,7 @@ class Stage:
         for represents itself (it gets no ALS proposals, the others of its item do)."""
         if self.als is not None and self.als.regularization is None:     # no lone-item query: no sharing
             return self._described(history, user_vectors)
-        alone = np.abs(user_vectors).sum(axis=1) == 0 if self.als is not None else None
+        alone = ~R.has_vector(user_vectors) if self.als is not None else None
         shared = R.Representatives.of_history(history, alone=alone)
         if not shared.shared:
             return self._described(history, user_vectors)
@@ -110,7 +110,7 @@ class Stage:
         if self.als.regularization is None:
             return self.als.top(user_vectors, history, n)
         queries = np.array(user_vectors, dtype=np.float32)
-        lone = (history.lengths == 1) & (np.abs(user_vectors).sum(axis=1) > 0)
+        lone = (history.lengths == 1) & R.has_vector(user_vectors)
         if lone.any():
             queries[lone] = self.als.lone_item_queries(history.items[history.indptr[:-1][lone]])
         return self.als.top(queries, history, n)
