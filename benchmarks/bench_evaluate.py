@@ -33,7 +33,7 @@ def main() -> None:
 
     from recsys import constants as C
     from recsys.config import load_settings
-    from recsys.evaluate.runner import evaluate_model
+    from recsys.evaluate.runner import EvaluationData, evaluate_model
     from recsys.models.factors import FactorModel, numpy_to_factors
 
     settings = load_settings()
@@ -68,7 +68,9 @@ def main() -> None:
                 .save(str(scratch / "recs_user_topk"))
         conf = settings.evaluate
         with timer(t, "evaluate"):
-            metrics, curves = evaluate_model(model, fit, test, conf.ks, conf.curve_max_k, args.items)
+            data = EvaluationData.of(fit, test, args.items)
+            metrics, curves = evaluate_model(model, data, conf.ks, conf.curve_max_k)
+            data.unpersist()
         ratio = t["evaluate"] / t["write_topk"]
         print(f"  write top-{k} (Delta)        {t['write_topk']:>8.1f} s")
         print(f"  evaluate (K={conf.ks}, curves to {conf.curve_max_k})  {t['evaluate']:>8.1f} s   "

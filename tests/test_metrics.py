@@ -425,6 +425,16 @@ def test_spark_beyond_accuracy_and_list_tables_match_numpy(spark):
     )
     float32 = {x: np.float32(v).astype(np.float64) for x, v in vectors.items()}  # the table stores floats
     _assert_same(got, npm.beyond_accuracy_metrics(predictions, 5, catalog_size=40, train=train, item_vectors=float32))
+    # every cut-off in one pass (one job per metric) gives what each cut-off alone gives, in the same key order
+    ks = [1, 3, 5, 8]
+    got = sm.beyond_accuracy_metrics(
+        preds, ks, catalog_size=40,
+        train=spark.createDataFrame([(x,) for x in train], "parent_asin string"),
+        item_vectors=spark.createDataFrame(list(vectors.items()), "parent_asin string, vector array<float>"),
+    )
+    want = npm.beyond_accuracy_metrics(predictions, ks, catalog_size=40, train=train, item_vectors=float32)
+    assert list(got) == list(want) == [f"{m}@{k}" for k in ks for m in ("coverage", "novelty", "diversity")]
+    _assert_same(got, want)
     preds.unpersist()
 
 
@@ -440,10 +450,13 @@ def test_spark_diversity_over_integer_ids_with_repeats_matches_numpy(spark, path
     predictions = {u: [int(x) for x in rng.choice(60, size=int(rng.integers(0, 12)))] for u in range(80)}  # repeats
     preds = spark.createDataFrame([(u, xs) for u, xs in predictions.items()], "user_idx int, items array<int>")
     table = spark.createDataFrame(list(vectors.items()), "item_idx int, vector array<double>")
+    every = sm.intra_list_diversities(preds, table, (1, 2, 5, 10), item_col="item_idx", user_col="user_idx",
+                                      broadcast_limit=limit)
     for k in (1, 2, 5, 10):
         got = sm.intra_list_diversity(preds, table, k, item_col="item_idx", user_col="user_idx",
                                       broadcast_limit=limit)
         assert got == pytest.approx(npm.intra_list_diversity(predictions, vectors, k), rel=1e-9, nan_ok=True), k
+        assert every[k] == pytest.approx(got, rel=1e-12, nan_ok=True), k
 
 
 def test_spark_diversity_of_a_sparse_id_range_joins_instead_of_allocating_it(spark):

@@ -51,10 +51,12 @@ def _renamed(metrics: Mapping[str, float], k: int) -> dict[str, float]:
     return {metric_key(new, k): float(metrics[metric_key(old, k)]) for old, new in NAMES.items()}
 
 
-def next_item_metrics(predictions: DataFrame, test: DataFrame, k: int = K) -> dict[str, float]:
+def next_item_metrics(predictions: DataFrame, test: DataFrame | None, k: int = K, *,
+                      targets: DataFrame | None = None) -> dict[str, float]:
     """``hr@k`` and ``mrr@k`` of ranked lists (user_idx, items) against the test rows (user_idx, item_idx,
-    timestamp)."""
-    metrics = SM.ranking_metrics(predictions, first_held_out(test), [k], user_col=C.USER_IDX)
+    timestamp), or against ``targets`` (:func:`first_held_out` of them, when a caller scoring several models has it)."""
+    targets = first_held_out(test) if targets is None else targets
+    metrics = SM.ranking_metrics(predictions, targets, [k], user_col=C.USER_IDX)
     return _renamed(metrics, k)
 
 

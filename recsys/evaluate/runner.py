@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -29,45 +30,73 @@ log = logging.getLogger(__name__)
 TEST = "test"
 
 
-def evaluate_model(model: FactorModel, fit: DataFrame, test: DataFrame, ks: list[int], curve_max_k: int,
-                   catalog_size: int) -> tuple[dict[str, float], list[dict]]:
+@dataclass
+class EvaluationData:
+    """What every model of a run is scored against, built and cached once for all of them: the fitted pairs
+    (user_idx, item_idx) and test rows (user_idx, item_idx, timestamp), the test lists (``truth``), each test user's
+    next item (``targets``), the fitted items' counts (novelty) and popularity percentiles, the live catalogue's
+    size."""
+
+    fit: DataFrame
+    test: DataFrame
+    truth: DataFrame
+    targets: DataFrame
+    counts: DataFrame
+    percentiles: DataFrame
+    catalog_size: int
+
+    @classmethod
+    def of(cls, fit: DataFrame, test: DataFrame, catalog_size: int) -> EvaluationData:
+        truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX).cache()
+        return cls(fit, test, truth, NI.first_held_out(test).cache(),
+                   SM.item_counts(fit, item_col=C.ITEM_IDX).cache(), popularity_percentiles(fit).cache(),
+                   catalog_size)
+
+    def unpersist(self) -> None:
+        for frame in (self.truth, self.targets, self.counts, self.percentiles):
+            frame.unpersist()
+
+
+def evaluate_model(model: FactorModel, data: EvaluationData, ks: list[int],
+                   curve_max_k: int) -> tuple[dict[str, float], list[dict]]:
     """Metrics at ``ks``, the next-item task's (:mod:`recsys.evaluate.next_item`) and curves over
-    K = 1..curve_max_k for one model (predictions cached once). ``test``: (user_idx, item_idx, timestamp)."""
+    K = 1..curve_max_k for one model (predictions cached once)."""
     kmax = max(max(ks), curve_max_k, NI.K)
     seconds: dict[str, float] = {}
-    truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX).cache()
-    preds = model.recommend_lists(users=truth.select(C.USER_IDX), k=kmax).cache()
+    preds = model.recommend_lists(users=data.truth.select(C.USER_IDX), k=kmax).cache()
     try:
         with timed(seconds, "lists"):
             lists = preds.count()
         with timed(seconds, "ranking"):
-            metrics = SM.ranking_metrics(preds, truth, ks, user_col=C.USER_IDX)
+            metrics = SM.ranking_metrics(preds, data.truth, ks, user_col=C.USER_IDX)
         with timed(seconds, "next_item"):
-            metrics.update(NI.next_item_metrics(preds, test))
+            metrics.update(NI.next_item_metrics(preds, None, targets=data.targets))
         vectors = model.item_factors.select(F.col("id").alias(C.ITEM_IDX), F.col("features").alias(SM.VECTOR))
         with timed(seconds, "beyond_accuracy"):
-            for k in ks:
-                metrics.update(SM.beyond_accuracy_metrics(preds, k, catalog_size=catalog_size, train=fit,
-                                                          item_vectors=vectors, item_col=C.ITEM_IDX,
-                                                          user_col=C.USER_IDX))
+            metrics.update(SM.beyond_accuracy_metrics(preds, ks, catalog_size=data.catalog_size, counts=data.counts,
+                                                      item_vectors=vectors, item_col=C.ITEM_IDX,
+                                                      user_col=C.USER_IDX))
         with timed(seconds, "curves"):
-            curves = SM.metrics_over_k(preds, truth, range(1, curve_max_k + 1), user_col=C.USER_IDX)
+            curves = SM.metrics_over_k(preds, data.truth, range(1, curve_max_k + 1), user_col=C.USER_IDX)
         with timed(seconds, "popularity_bias"):
-            metrics["popularity_percentile@10"] = popularity_percentile(preds, fit, 10)
+            metrics["popularity_percentile@10"] = popularity_percentile(preds, data.percentiles, 10)
     finally:
         preds.unpersist()
-        truth.unpersist()
     log.info("evaluated model=%s lists=%d k=%d seconds=%s", model.name, lists, kmax, json.dumps(seconds))
     return metrics, curves
 
 
-def popularity_percentile(preds: DataFrame, fit: DataFrame, k: int) -> float:
-    """Mean popularity percentile (0 = least, 1 = most popular item in training) of recommended items:
-    the popularity bias of a model."""
+def popularity_percentiles(fit: DataFrame) -> DataFrame:
+    """(item_idx, pct): each fitted item's popularity percentile (0 = least, 1 = most interactions)."""
     counts = fit.groupBy(C.ITEM_IDX).count()
-    ranked = counts.select(C.ITEM_IDX, F.percent_rank().over(Window.orderBy("count")).alias("pct"))
+    return counts.select(C.ITEM_IDX, F.percent_rank().over(Window.orderBy("count")).alias("pct"))
+
+
+def popularity_percentile(preds: DataFrame, percentiles: DataFrame, k: int) -> float:
+    """Mean popularity percentile (:func:`popularity_percentiles`; items never fitted count 0) of the recommended
+    top-``k`` items: the popularity bias of a model."""
     slots = preds.select(F.explode(F.slice(C.ITEMS, 1, k)).alias(C.ITEM_IDX))
-    value = slots.join(ranked, C.ITEM_IDX, "left").agg(F.avg(F.coalesce("pct", F.lit(0.0)))).first()[0]
+    value = slots.join(percentiles, C.ITEM_IDX, "left").agg(F.avg(F.coalesce("pct", F.lit(0.0)))).first()[0]
     return float(value) if value is not None else float("nan")
 
 
@@ -84,10 +113,11 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
     catalog = T.read_table(spark, warehouse, C.ITEM_INDEX).where(~F.col("deleted")).count()
     data_versions = {C.INTERACTIONS: int(T.describe_table(Path(T.table_path(warehouse, C.INTERACTIONS)))["version"])}
     results: dict[str, dict] = {}
+    data = EvaluationData.of(fit, test, catalog)
     with step("evaluate", run_id=run_id, models=[c[C.MODEL] for c in cands]) as rec:
         for cand in cands:
             model = load_model(spark, cand["model_path"], seen=fit)
-            metrics, curves = evaluate_model(model, fit, test, conf.ks, conf.curve_max_k, catalog)
+            metrics, curves = evaluate_model(model, data, conf.ks, conf.curve_max_k)
             train_seconds = model.info.get("train_seconds")
             results[cand[C.MODEL]] = {"metrics": metrics, "curves": curves, "train_seconds": train_seconds,
                                       "params": model.params, "model_path": cand["model_path"], "info": model.info}
@@ -98,6 +128,7 @@ def evaluate_run(spark: SparkSession, settings: Settings, run_id: str, report: b
         decision = promote(spark, settings, run_id, results, split=(fit, test))
         rec.update(decision=decision, **{f"{m}.{conf.primary_metric}": r["metrics"].get(conf.primary_metric)
                                          for m, r in results.items()})
+    data.unpersist()
     fit.unpersist()
     test.unpersist()
     out = {"run_id": run_id, "decision": decision,

@@ -47,6 +47,7 @@ VECTOR = "vector"  # default column of an item-embedding table (one row per item
 _HITS = "_hit_positions"  # array<int>: ascending 1-based positions (within the deduped top-kmax) of hits
 _NREL = "_n_relevant"     # int: |R_u|
 _ITEM = "_item"
+_POS = "_pos"      # 0-based position of a slot in its (deduplicated) list
 # Item vectors up to this many numbers (128 MB as float64; Appliances' 94K items × 99 content dimensions are 9.3M)
 # go to every task for intra-list diversity instead of being joined to each list slot and shuffled.
 BROADCAST_VECTOR_VALUES = 16_000_000
@@ -126,8 +127,10 @@ def _metric(name: str, k: Column, kmax: int) -> Column:
     return F.when(nrel > 0, value).otherwise(F.lit(0.0))
 
 
-def _curves(table: DataFrame, ks: tuple[int, ...], names: Iterable[str], user_col: str) -> DataFrame:
-    """Per user, one array per metric holding its value at each of ``ks`` (in order).
+def _curves(table: DataFrame, ks: tuple[int, ...], names: Iterable[str], user_col: str,
+            hits_only: bool = False) -> DataFrame:
+    """Per user, one array per metric holding its value at each of ``ks`` (in order); with ``hits_only``, null for a
+    user without a hit (every metric is 0 there), so the per-cut-off work is done only for the few users with one.
 
     One expression per metric whatever the number of cut-offs keeps the plan small: 100 cut-offs cost
     100 array elements, not 100 separate expressions for the optimizer and code generator.
@@ -135,7 +138,8 @@ def _curves(table: DataFrame, ks: tuple[int, ...], names: Iterable[str], user_co
     cutoffs = F.array(*[F.lit(k) for k in ks])
 
     def curve(name: str) -> Column:
-        return F.transform(cutoffs, lambda k: _metric(name, k, ks[-1])).alias(name)
+        values = F.transform(cutoffs, lambda k: _metric(name, k, ks[-1]))
+        return (F.when(F.size(_HITS) > 0, values) if hits_only else values).alias(name)
 
     return table.select(F.col(user_col), *[curve(name) for name in names])
 
@@ -168,23 +172,24 @@ def _means(
 ) -> tuple[int, dict[tuple[str, int], float]]:
     """The single aggregation: population size and the mean of every metric at every cut-off.
 
-    Each user's curves are exploded to one row per cut-off and averaged grouped by cut-off: the rows of one
-    user never leave their partition before the partial aggregate, and the plan (and the code Spark
-    generates for it) stays the same size for 1 or 100 cut-offs, where one ``avg`` column per metric and
-    cut-off took seconds of code generation per run.
+    Each user with a hit has its curves exploded to one row per cut-off, summed grouped by cut-off; a user without
+    one (most users: every metric is 0 there) is one row of the null group, counted and nothing else. The rows of
+    one user never leave their partition before the partial aggregate, and the plan (and the code Spark generates
+    for it) stays the same size for 1 or 100 cut-offs, where one ``avg`` column per metric and cut-off took seconds
+    of code generation per run.
     """
     index = "_k_index"
-    exploded = _curves(table, ks, names, user_col).select(
-        F.posexplode(F.arrays_zip(*[F.col(name) for name in names])).alias(index, "_m")
+    exploded = _curves(table, ks, names, user_col, hits_only=True).select(
+        F.posexplode_outer(F.arrays_zip(*[F.col(name) for name in names])).alias(index, "_m")
     )
     rows = (
         exploded.groupBy(index)
-        .agg(F.count(F.lit(1)).alias(USERS), *[F.avg(F.col("_m")[name]).alias(name) for name in names])
+        .agg(F.count(F.lit(1)).alias(USERS), *[F.sum(F.col("_m")[name]).alias(name) for name in names])
         .collect()
     )
-    users = int(rows[0][USERS]) if rows else 0
-    means = {(name, ks[row[index]]): _float(row[name]) for row in rows for name in names}
-    return users, {(name, k): means.get((name, k), math.nan) for k in ks for name in names}
+    users = sum(int(row[USERS]) for row in rows if row[index] in (None, 0))
+    sums = {(name, ks[row[index]]): _float(row[name]) for row in rows if row[index] is not None for name in names}
+    return users, {(name, k): sums.get((name, k), 0.0) / users if users else math.nan for k in ks for name in names}
 
 
 def ranking_metrics(
@@ -259,18 +264,39 @@ def to_lists(
 
 
 def _slots(predictions: DataFrame, k: int, items_col: str) -> DataFrame:
-    """One row per recommended top-K slot of every list: ``(_item)``."""
+    """One row per recommended slot of the top ``k`` of every list: ``(_pos, _item)``, ``_pos`` 0-based. The top k'
+    of a list for any k' ≤ k are its slots with ``_pos < k'``, so one explode answers every cut-off."""
     _array_type(predictions, items_col, "predictions")
     (k,) = check_ks(k)
-    return predictions.select(F.explode(_ranked(F.col(items_col), k)).alias(_ITEM))
+    return predictions.select(F.posexplode(_ranked(F.col(items_col), k)).alias(_POS, _ITEM))
 
 
 def catalog_coverage(predictions: DataFrame, k: int, catalog_size: int, *, items_col: str = ITEMS) -> float:
     """Share of the catalogue that appears in at least one top-K list (all lists given, not a population)."""
+    return catalog_coverages(predictions, [k], catalog_size, items_col=items_col)[k]
+
+
+def catalog_coverages(predictions: DataFrame, ks: int | Iterable[int], catalog_size: int, *,
+                      items_col: str = ITEMS) -> dict[int, float]:
+    """:func:`catalog_coverage` at every K of ``ks`` in one job: each recommended item's best position, then how many
+    items have one under each K."""
     if catalog_size < 1:
         raise ValueError(f"catalog_size must be >= 1, got {catalog_size}")
-    distinct = _slots(predictions, k, items_col).agg(F.countDistinct(_ITEM)).first()[0]
-    return int(distinct) / catalog_size
+    kk = check_ks(ks)
+    first = _slots(predictions, kk[-1], items_col).groupBy(_ITEM).agg(F.min(_POS).alias(_POS))
+    row = first.agg(*[F.count(F.when(F.col(_POS) < k, True)).alias(str(k)) for k in kk]).first()
+    return {k: int(row[str(k)]) / catalog_size for k in kk}
+
+
+def item_counts(train: DataFrame, *, item_col: str = ITEM_ID) -> DataFrame:
+    """``(_item, _n, _total)``: each item's interactions in ``train`` (one row per interaction) and their total, the
+    input of :func:`novelty`; model-independent, so a caller scoring several models builds (and caches) it once."""
+    counts = (
+        train.where(F.col(item_col).isNotNull())
+        .groupBy(F.col(item_col).alias(_ITEM))
+        .agg(F.count(F.lit(1)).alias("_n"))
+    )
+    return counts.crossJoin(counts.agg(F.sum("_n").alias("_total")))
 
 
 def novelty(
@@ -281,20 +307,21 @@ def novelty(
     ``train`` has one row per interaction with the item in ``item_col``. Slots whose item never occurs in
     train are skipped; NaN if none is left.
     """
-    counts = (
-        train.where(F.col(item_col).isNotNull())
-        .groupBy(F.col(item_col).alias(_ITEM))
-        .agg(F.count(F.lit(1)).alias("_n"))
-    )
-    total = counts.agg(F.sum("_n").alias("_total"))
-    value = (
-        _slots(predictions, k, items_col)
+    return novelties(predictions, item_counts(train, item_col=item_col), [k], items_col=items_col)[k]
+
+
+def novelties(predictions: DataFrame, counts: DataFrame, ks: int | Iterable[int], *,
+              items_col: str = ITEMS) -> dict[int, float]:
+    """:func:`novelty` at every K of ``ks`` in one job; ``counts``: :func:`item_counts`."""
+    kk = check_ks(ks)
+    information = -F.log2(F.col("_n") / F.col("_total"))
+    row = (
+        _slots(predictions, kk[-1], items_col)
         .join(counts, on=_ITEM)
-        .crossJoin(total)
-        .agg(F.avg(-F.log2(F.col("_n") / F.col("_total"))))
-        .first()[0]
+        .agg(*[F.avg(F.when(F.col(_POS) < k, information)).alias(str(k)) for k in kk])
+        .first()
     )
-    return _float(value)
+    return {k: _float(row[str(k)]) for k in kk}
 
 
 def intra_list_diversity(
@@ -319,17 +346,40 @@ def intra_list_diversity(
     shuffled by user (:func:`_list_diversities`) — for content's 99 dimensions over 64K lists, K = 10 and 20, that
     is 1 GB shuffled and 18–19 s against 7–12 s broadcast.
     """
+    return intra_list_diversities(predictions, item_vectors, [k], item_col=item_col, vector_col=vector_col,
+                                  user_col=user_col, items_col=items_col, broadcast_limit=broadcast_limit)[k]
+
+
+def intra_list_diversities(
+    predictions: DataFrame,
+    item_vectors: DataFrame,
+    ks: int | Iterable[int],
+    *,
+    item_col: str = ITEM_ID,
+    vector_col: str = VECTOR,
+    user_col: str = USER_ID,
+    items_col: str = ITEMS,
+    broadcast_limit: int = BROADCAST_VECTOR_VALUES,
+) -> dict[int, float]:
+    """:func:`intra_list_diversity` at every K of ``ks``: the vectors are read (and broadcast) once and, when they
+    are broadcast, one pass over the lists sums every cut-off."""
     _array_type(item_vectors, vector_col, "item_vectors")
     vectors = item_vectors.select(F.col(item_col).alias(_ITEM), F.col(vector_col).cast("array<double>").alias("_v"))
     _array_type(predictions, items_col, "predictions")
-    (k,) = check_ks(k)
+    kk = check_ks(ks)
     unit = _unit_vectors_if_small(vectors, broadcast_limit)
     if unit is not None:
-        return _broadcast_diversity(predictions.select(_ranked(F.col(items_col), k).alias("_items")), unit)
-    slots = predictions.select(F.col(user_col).alias("_user"), F.explode(_ranked(F.col(items_col), k)).alias(_ITEM))
-    joined = slots.join(vectors.where(F.col("_v").isNotNull()), on=_ITEM).select("_user", "_v").repartition("_user")
-    row = joined.mapInArrow(_list_diversities, "total double, lists long").agg(F.sum("total"), F.sum("lists")).first()
-    return float(row[0]) / row[1] if row[1] else math.nan
+        return _broadcast_diversity(predictions.select(_ranked(F.col(items_col), kk[-1]).alias("_items")), unit, kk)
+    out = {}
+    for k in kk:
+        slots = predictions.select(F.col(user_col).alias("_user"),
+                                   F.explode(_ranked(F.col(items_col), k)).alias(_ITEM))
+        joined = slots.join(vectors.where(F.col("_v").isNotNull()), on=_ITEM).select("_user", "_v") \
+            .repartition("_user")
+        row = joined.mapInArrow(_list_diversities, "total double, lists long") \
+            .agg(F.sum("total"), F.sum("lists")).first()
+        out[k] = float(row[0]) / row[1] if row[1] else math.nan
+    return out
 
 
 def _unit_vectors_if_small(vectors: DataFrame, limit: int):
@@ -361,8 +411,10 @@ def _unit_vectors_if_small(vectors: DataFrame, limit: int):
     return dense, has
 
 
-def _broadcast_diversity(lists: DataFrame, unit) -> float:
-    """Mean list diversity of ``lists`` (one array column of item ids) with ``unit`` broadcast to the tasks."""
+def _broadcast_diversity(lists: DataFrame, unit, ks: tuple[int, ...]) -> dict[int, float]:
+    """Mean list diversity at each K of ``ks`` of ``lists`` (one array column of item ids, deduplicated, at least
+    max(ks) long where there are that many) with ``unit`` broadcast to the tasks: the top K of a list are its first
+    K entries, those without a vector then left out."""
     bc = lists.sparkSession.sparkContext.broadcast(unit)
 
     def diversities(batches):
@@ -370,7 +422,7 @@ def _broadcast_diversity(lists: DataFrame, unit) -> float:
         import pyarrow as pa
 
         dense, has = bc.value
-        total, count = 0.0, 0
+        totals, counts = np.zeros(len(ks)), np.zeros(len(ks), dtype=np.int64)
         for batch in batches:
             column = batch.column(0)
             for start in range(0, len(column), 2048):          # bounded memory: ≤ 2,048 lists' vectors at once
@@ -378,17 +430,24 @@ def _broadcast_diversity(lists: DataFrame, unit) -> float:
                 lengths = chunk.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
                 items = chunk.flatten().fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
                 owner = np.repeat(np.arange(len(lengths)), lengths)
+                position = np.arange(len(items)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
                 keep = (items >= 0) & (items < len(has))
                 keep[keep] = has[items[keep]]
-                chunk_total, chunk_lists = _diversity_totals(owner[keep], dense[items[keep]])   # owner is sorted
-                total, count = total + chunk_total, count + chunk_lists
-        yield pa.RecordBatch.from_pydict({"total": [total], "lists": [count]})
+                for i, k in enumerate(ks):
+                    top = keep & (position < k)
+                    chunk_total, chunk_lists = _diversity_totals(owner[top], dense[items[top]])   # owner is sorted
+                    totals[i] += chunk_total
+                    counts[i] += chunk_lists
+        yield pa.RecordBatch.from_pydict({"k": pa.array(ks, pa.int32()), "total": pa.array(totals, pa.float64()),
+                                          "lists": pa.array(counts, pa.int64())})
 
     try:
-        row = lists.mapInArrow(diversities, "total double, lists long").agg(F.sum("total"), F.sum("lists")).first()
+        rows = lists.mapInArrow(diversities, "k int, total double, lists long") \
+            .groupBy("k").agg(F.sum("total").alias("total"), F.sum("lists").alias("lists")).collect()
     finally:
         bc.unpersist()
-    return float(row[0]) / row[1] if row[1] else math.nan
+    sums = {row["k"]: (row["total"], row["lists"]) for row in rows}
+    return {k: float(sums[k][0]) / sums[k][1] if sums.get(k, (0, 0))[1] else math.nan for k in ks}
 
 
 def _list_diversities(batches):
@@ -431,7 +490,7 @@ def _diversity_totals(keys, unit) -> tuple[float, int]:
 
 def beyond_accuracy_metrics(
     predictions: DataFrame,
-    k: int,
+    ks: int | Iterable[int],
     *,
     catalog_size: int | None = None,
     train: DataFrame | None = None,
@@ -440,16 +499,23 @@ def beyond_accuracy_metrics(
     vector_col: str = VECTOR,
     user_col: str = USER_ID,
     items_col: str = ITEMS,
+    counts: DataFrame | None = None,
 ) -> dict[str, float]:
-    """``coverage@K``, ``novelty@K``, ``diversity@K`` — each only when its input is given (one job each)."""
+    """``coverage@K``, ``novelty@K``, ``diversity@K`` at every K of ``ks`` — each only when its input is given (one
+    job each, whatever the number of cut-offs). ``counts``: :func:`item_counts` of ``train``, when the caller has
+    it already (then ``train`` may be left out)."""
+    kk = check_ks(ks)
     out: dict[str, float] = {}
     if catalog_size is not None:
-        out[metric_key(COVERAGE, k)] = catalog_coverage(predictions, k, catalog_size, items_col=items_col)
-    if train is not None:
-        out[metric_key(NOVELTY, k)] = novelty(predictions, train, k, item_col=item_col, items_col=items_col)
+        out.update({metric_key(COVERAGE, k): v
+                    for k, v in catalog_coverages(predictions, kk, catalog_size, items_col=items_col).items()})
+    if counts is None and train is not None:
+        counts = item_counts(train, item_col=item_col)
+    if counts is not None:
+        out.update({metric_key(NOVELTY, k): v for k, v in novelties(predictions, counts, kk, items_col=items_col).items()})
     if item_vectors is not None:
-        out[metric_key(DIVERSITY, k)] = intra_list_diversity(
-            predictions, item_vectors, k, item_col=item_col, vector_col=vector_col,
-            user_col=user_col, items_col=items_col,
-        )
-    return out
+        out.update({metric_key(DIVERSITY, k): v for k, v in intra_list_diversities(
+            predictions, item_vectors, kk, item_col=item_col, vector_col=vector_col, user_col=user_col,
+            items_col=items_col).items()})
+    names = (COVERAGE, NOVELTY, DIVERSITY)
+    return {key: out[key] for k in kk for name in names if (key := metric_key(name, k)) in out}

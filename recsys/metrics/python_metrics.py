@@ -217,18 +217,19 @@ def intra_list_diversity(
 
 def beyond_accuracy_metrics(
     predictions: Predictions,
-    k: int,
+    ks: int | Iterable[int],
     *,
     catalog_size: int | None = None,
     train: Iterable[Hashable] | Truth | None = None,
     item_vectors: Mapping[Hashable, Sequence[float] | np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """``coverage@K``, ``novelty@K``, ``diversity@K`` — each only when its input is given."""
+    """``coverage@K``, ``novelty@K``, ``diversity@K`` at every K of ``ks`` — each only when its input is given."""
     out: dict[str, float] = {}
-    if catalog_size is not None:
-        out[metric_key(COVERAGE, k)] = catalog_coverage(predictions, k, catalog_size)
-    if train is not None:
-        out[metric_key(NOVELTY, k)] = novelty(predictions, train, k)
-    if item_vectors is not None:
-        out[metric_key(DIVERSITY, k)] = intra_list_diversity(predictions, item_vectors, k)
+    for k in check_ks(ks):
+        if catalog_size is not None:
+            out[metric_key(COVERAGE, k)] = catalog_coverage(predictions, k, catalog_size)
+        if train is not None:
+            out[metric_key(NOVELTY, k)] = novelty(predictions, train, k)
+        if item_vectors is not None:
+            out[metric_key(DIVERSITY, k)] = intra_list_diversity(predictions, item_vectors, k)
     return out
