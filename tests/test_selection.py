@@ -372,6 +372,40 @@ def test_the_winner_is_the_best_mean_over_seeds_not_the_luckiest_draw(tmp_path, 
                                                                                     (8, [0.5, 0.5, 0.5])]
 
 
+def close_but_dearer(params, trial, deadline):
+    """A fake trial: 32 factors score 0.600, 8 factors 0.597 (0.5 % below), 16 factors 0.550, with any seed."""
+    return {32: 0.600, 8: 0.597, 16: 0.550}[params["factors"]]
+
+
+@pytest.mark.parametrize("parsimony, rescore_top, winner", [(0.01, 1, 8), (0.01, 3, 8), (0.0, 3, 32),
+                                                           (0.004, 3, 32)])
+def test_the_als_winner_is_the_cheapest_trial_within_the_parsimony_of_the_best(tmp_path, parsimony, rescore_top,
+                                                                               winner):
+    tuning = TuningSettings(max_trials=3, rescore_top=rescore_top, rescore_seeds=1, parsimony=parsimony)
+    study = S.open_study(tmp_path, "parsimony", tuning)
+    base = model_params("implicit_als", {"factors": 32}).model_dump()
+    result = S.run_search(study, "implicit_als", base, close_but_dearer, budget_seconds=60, tuning=tuning,
+                          typical_count=10.0, first=[{**base, "factors": 8}, {**base, "factors": 16}])
+    assert [t["value"] for t in result.trials] == [0.600, 0.597, 0.550]
+    assert result.best["factors"] == winner
+    assert result.best_value == pytest.approx({32: 0.600, 8: 0.597}[winner])
+    rescored = [r["params"]["factors"] for r in result.rescored]
+    # the cheap trial is re-scored even when it is not among the rescore_top best, right after the best
+    assert rescored[:2] == ([32, 8] if parsimony >= 0.005 else [32, 8][:min(2, rescore_top)])
+    assert 16 not in rescored[:2]
+
+
+def test_parsimony_needs_a_cost_measure_and_something_cheaper():
+    als = {"factors": 64, "iterations": 10}
+    assert S.cheapest_near([(0, 0.5, als), (1, 0.499, {**als, "factors": 16})], 0.01)[0] == 1
+    assert S.cheapest_near([(0, 0.5, als), (1, 0.49, {**als, "factors": 16})], 0.01) is None     # 2 % below
+    assert S.cheapest_near([(0, 0.5, {**als, "factors": 8}), (1, 0.5, als)], 0.01) is None     # the best is cheapest
+    assert S.cheapest_near([(0, 0.5, {"dims": 64}), (1, 0.5, {"dims": 8})], 0.01) is None       # no cost measure
+    rescored = [{"params": {"dims": 64}, "mean": 0.5}, {"params": {"dims": 8}, "mean": 0.499}]
+    assert S.parsimonious(rescored, 0.01)["params"] == {"dims": 64}                            # best mean
+    assert S.parsimonious([], 0.01) is None
+
+
 def test_rescoring_keeps_the_budget(tmp_path):
     tuning = TuningSettings(max_trials=2, rescore_top=2, rescore_seeds=2)
 
@@ -391,9 +425,11 @@ def test_rescoring_keeps_the_budget(tmp_path):
 
 def test_the_rescoring_reserve_is_kept_only_when_it_is_affordable():
     trials = [{"seconds": 2.0, "stopped": None}, {"seconds": 9.0, "stopped": "pruned after 5 iterations"}]
-    tuning = TuningSettings(rescore_top=3, rescore_seeds=2, rescore_share=0.3)
+    tuning = TuningSettings(rescore_top=3, rescore_seeds=2, rescore_share=0.3, parsimony=0.0)
     assert S._rescore_reserve(trials, tuning, budget_seconds=100) == pytest.approx(12.0)   # 6 fits of 2 s
     assert S._rescore_reserve(trials, tuning, budget_seconds=30) == 0.0                   # > 30 % of it: search on
+    tuning = TuningSettings(rescore_top=3, rescore_seeds=2, rescore_share=0.3, parsimony=0.01)
+    assert S._rescore_reserve(trials, tuning, budget_seconds=100) == pytest.approx(16.0)   # and the cheap trial's 2
 
 
 @pytest.mark.parametrize("graded", [True, False])

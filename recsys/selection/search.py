@@ -141,13 +141,16 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
                        "seconds": round(seconds, 3)})
     complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None),
                       key=lambda t: (-t.value, t.number))
-    candidates = [(t.number, t.value, _params(model, base, _rebuild(model, t.params), typical_count))
-                  for t in complete[:max(1, tuning.rescore_top)]]
+    finished = [(t.number, t.value, _params(model, base, _rebuild(model, t.params), typical_count)) for t in complete]
+    candidates = finished[:max(1, tuning.rescore_top)]
+    cheap = cheapest_near(finished, tuning.parsimony)
+    if cheap is not None and cheap not in candidates:
+        candidates.insert(1, cheap)             # right after the best: cheap to re-score, and not cut by the deadline
     seconds = {t["number"]: t["seconds"] for t in trials}
     rescored = rescore(candidates, trial_fn, deadline=deadline, seconds=seconds,
                        fallback=float(np.median(durations or [0.0])),
                        seeds=tuning.rescore_seeds if tuning.rescore_top else 0)
-    best = max(rescored, key=lambda r: r["mean"], default=None)
+    best = parsimonious(rescored, tuning.parsimony)
     if best is None and candidates:             # no time to re-score even the best trial: its one draw stands
         best = {"params": candidates[0][2], "mean": candidates[0][1]}
     return Search(model=model, study=study.study_name, best=best["params"] if best else None,
@@ -170,13 +173,45 @@ def _enqueue_next(study, model: str, queue: list, size: Sizer | None, trials: li
         return
 
 
+def fit_work(params: dict[str, Any]) -> float | None:
+    """What fitting ``params`` costs, relative to other trials of the same model (ALS: iterations × factors², see
+    :func:`cost.work`); None for a model without such a measure (its trials are told apart by MAP@K alone)."""
+    return cost.work(params) if "factors" in params and "iterations" in params else None
+
+
+def cheapest_near(finished: list[tuple[int, float, dict[str, Any]]],
+                  parsimony: float) -> tuple[int, float, dict[str, Any]] | None:
+    """Of (number, value, params) trials, best first, the cheapest (:func:`fit_work`) whose value is within
+    ``parsimony`` of the best one's; None when nothing is cheaper than the best or there is no cost measure."""
+    if not finished or parsimony <= 0 or fit_work(finished[0][2]) is None:
+        return None
+    floor = finished[0][1] * (1.0 - parsimony)
+    near = [t for t in finished if t[1] >= floor]
+    cheapest = min(near, key=lambda t: (fit_work(t[2]), -t[1], t[0]))
+    return cheapest if fit_work(cheapest[2]) < fit_work(finished[0][2]) else None
+
+
+def parsimonious(rescored: list[dict[str, Any]], parsimony: float) -> dict[str, Any] | None:
+    """The winner of the re-scored candidates: the cheapest (:func:`fit_work`) whose mean MAP@K is within
+    ``parsimony`` of the best mean, ties to the better mean; the best mean when ``parsimony`` is 0 or the model has no
+    cost measure. The one-standard-error rule's idea: of the models validation cannot tell apart, the simplest, and
+    here the cheapest to fit again on every user, as train, the multi-stage model and publish's refit all do."""
+    if not rescored:
+        return None
+    top = max(r["mean"] for r in rescored)
+    if parsimony <= 0 or any(fit_work(r["params"]) is None for r in rescored):
+        return max(rescored, key=lambda r: r["mean"])
+    near = [r for r in rescored if r["mean"] >= top * (1.0 - parsimony)]
+    return min(near, key=lambda r: (fit_work(r["params"]), -r["mean"]))
+
+
 def _rescore_reserve(trials: list[dict[str, Any]], tuning: TuningSettings, budget_seconds: float) -> float:
     """Seconds kept back at the end of the search for :func:`rescore`: its expected cost (a typical finished
     trial per fit), or nothing when that exceeds ``tuning.rescore_share`` of the budget (trials too dear)."""
     finished = [t["seconds"] for t in trials if t["stopped"] is None]
     if not tuning.rescore_top or not finished:
         return 0.0
-    cost = tuning.rescore_top * tuning.rescore_seeds * float(np.median(finished))
+    cost = (tuning.rescore_top + (tuning.parsimony > 0)) * tuning.rescore_seeds * float(np.median(finished))
     return cost if cost <= tuning.rescore_share * budget_seconds else 0.0
 
 

@@ -17,7 +17,11 @@ class TuningSettings(StrictModel):
     A trial's MAP@K on valid is one draw: a few hundred users, one random initialisation. So the ``rescore_top``
     best trials are fitted again with ``rescore_seeds`` other seeds and the winner is the best mean, not the luckiest
     draw; the time for it is set aside at the end of a model's search when it costs at most ``rescore_share`` of the
-    model's budget (dearer trials are not re-scored: the budget goes on searching). Spark ALS's first trials, the
+    model's budget (dearer trials are not re-scored: the budget goes on searching). The cheapest trial within
+``parsimony`` of the best value is re-scored too, and an ALS winner is the cheapest re-scored trial (iterations ×
+factors²) whose mean is within ``parsimony`` of the best mean: a fit that costs 2.5× as much for a difference the
+valid split cannot resolve is paid three more times, at full scale, by train, the multi-stage model and publish's
+refit (0 = the best mean, whatever it costs). Spark ALS's first trials, the
     dearest of all, are sized so that ``min_trials`` of their cost fit its share (:mod:`recsys.selection.cost`)."""
 
     budget_seconds: float = Field(480.0, ge=0)     # MovieLens latest-small: 8 of a 13–14 min run on 2 cores
@@ -30,6 +34,7 @@ class TuningSettings(StrictModel):
     rescore_top: int = Field(3, ge=0)              # best trials fitted again with other seeds (0: none)
     rescore_seeds: int = Field(2, ge=1)            # other seeds per re-scored trial
     rescore_share: float = Field(0.3, ge=0, le=1)  # at most this share of a model's budget goes on re-scoring
+    parsimony: float = Field(0.01, ge=0, lt=1)     # ALS: the cheapest re-scored trial within this share of the best
     min_trials: int = Field(5, ge=1)               # Spark ALS's first trials are sized for this many in its budget
     shares: dict[str, float] = Field(default_factory=lambda: {"content": 1.0, "implicit_als": 3.0, "spark_als": 4.0})
 
