@@ -457,6 +457,19 @@ def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequel
     assert list(phases) == ["catalogue", "stage_one", "examples", "cross_fit", "ranker", "diversity", "stage_two"]
     assert 0 < sum(phases.values()) <= loaded.info["train_seconds"] + 0.0005 * len(phases)   # each rounded to ms
     assert [c["strength"] for c in loaded.info["diversity_curve"]] == [0.0, 0.5, 0.9]
+    # the final ranker holds the fewest trees whose cross-fitted MAP@10 is within 1 % of the early-stopped rankers'
+    import xgboost as xgb
+
+    from recsys.multistage.model import fewest_rounds
+
+    info = loaded.info
+    mean_best = max(1, round(float(np.mean(info["crossfit_rounds"]))))
+    curve = {int(r): v for r, v in info["crossfit_rounds_map@10"].items()}
+    assert max(curve) == mean_best and len(curve) > 1
+    assert info["crossfit_rounds_chosen"] == min(mean_best, fewest_rounds(curve, info["crossfit_map@10"], 0.01))
+    booster = xgb.Booster()
+    booster.load_model(str(tmp_path / "saved" / "ranker.json"))
+    assert booster.num_boosted_rounds() == info["crossfit_rounds_chosen"] == info["ranker_rounds"]
     loaded.diversity = 0.0                             # the ranker's own order (the chosen strength is tested above)
 
     lists = {r[C.USER_IDX]: r[C.ITEMS] for r in loaded.recommend_lists(k=5, ).collect()}
@@ -513,6 +526,18 @@ def test_publishs_refit_keeps_the_evaluated_ranker_and_refits_the_retrievers_on_
     sequel = np.mean([lists[u][0] == truth[u] + 1 for u in truth])
     assert sequel > 0.5, sequel
     refit.discard_scratch()
+
+
+def test_the_fewest_trees_within_the_parsimony_of_the_early_stopped_rankers():
+    from recsys.multistage.model import fewest_rounds, round_grid
+
+    assert round_grid(72) == [9, 18, 27, 36, 45, 54, 63, 72]
+    assert round_grid(3) == [1, 2, 3] and round_grid(1) == [1]
+    curve = {9: 0.100, 18: 0.118, 27: 0.1195, 36: 0.121, 72: 0.1205}
+    assert fewest_rounds(curve, 0.1206, 0.01) == 27              # 0.1195 ≥ 0.99 × 0.1206 = 0.1194; 0.118 is not
+    assert fewest_rounds(curve, 0.1206, 0.001) == 36
+    assert fewest_rounds(curve, 0.2, 0.01) == 72                  # none near: the most trees of the grid
+    assert fewest_rounds({4: 0.0, 8: 0.0}, 0.0, 0.01) == 4        # nothing learned: the fewest
 
 
 def test_the_ranker_trains_when_an_arrow_batch_holds_no_validation_rows(spark):

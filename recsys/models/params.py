@@ -80,6 +80,9 @@ class RankerParams(StrictModel):
     min_child_weight: float = Field(1.0, ge=0)
     subsample: float = Field(0.8, gt=0, le=1)
     early_stopping_rounds: int = Field(50, ge=1)     # of the cross-fitted rankers, on their held-out fold's NDCG
+    # the final ranker's trees: the fewest whose cross-fitted MAP@10 is within this share of the early-stopped
+    # rankers' (every tree is paid for each candidate of every user scored; 0 = the folds' mean best)
+    parsimony: float = Field(0.01, ge=0, lt=1)
     seed: int = 42
 
 

@@ -124,7 +124,7 @@ def fit(interactions: DataFrame, params: MultiStageParams, items: DataFrame | No
     first = stage_one_examples(interactions, params, items, phases)
     examples, truth = first.examples, first.truth
     with timed(phases, "cross_fit"):
-        crossed = cross_fit(spark, examples, params)
+        crossed = cross_fit(spark, examples, params, truth)
         orders = order_map(examples, crossed.scores, truth)
     ranker, ranker_info = None, {}
     with timed(phases, "ranker"):
@@ -321,25 +321,57 @@ class CrossFit:
     info: dict[str, Any]
 
 
-def cross_fit(spark: SparkSession, examples: Examples, params: MultiStageParams) -> CrossFit:
+def cross_fit(spark: SparkSession, examples: Examples, params: MultiStageParams,
+              truth: dict[int, list[int]] | None = None) -> CrossFit:
     """One ranker per fold, trained on the other folds with early stopping on this one (MAP@10): honest scores for
     every labelled user, and the number of rounds the final ranker gets (the folds' mean best), so a small training
-    set is not over-fitted by the configured number of trees."""
+    set is not over-fitted by the configured number of trees. With ``truth`` (the labelled users' items), the rounds
+    are then the fewest of :func:`round_grid` whose cross-fitted MAP@10 is within ``ranker.parsimony`` of the
+    early-stopped rankers' (:func:`fewest_rounds`), and the scores are those of that many trees."""
     parts = folds(examples, params)
     if not parts:
         return CrossFit(None, None, {"crossfit_note": "too few labelled users for cross-fitting"})
-    scores = np.zeros(len(examples.qid), dtype=np.float32)
-    best = []
+    rankers, best, insides = [], [], []
     for part in parts:
         inside = np.isin(examples.qid, part)
         ranker, _ = train_ranker(spark, examples.subset(~inside & examples.has_positive), params,
                                  valid=examples.subset(inside & examples.has_positive))
         if ranker is None:
             return CrossFit(None, None, {"crossfit_note": "a fold without labelled candidates"})
-        rounds = int(getattr(ranker, "best_iteration", params.ranker.n_estimators - 1)) + 1
-        best.append(rounds)
-        scores[inside] = ranker.inplace_predict(examples.x[inside], iteration_range=(0, rounds)).astype(np.float32)
-    return CrossFit(scores, max(1, int(round(float(np.mean(best))))), {"crossfit_rounds": best})
+        rankers.append(ranker)
+        insides.append(inside)
+        best.append(int(getattr(ranker, "best_iteration", params.ranker.n_estimators - 1)) + 1)
+
+    def crossed(rounds: list[int]) -> np.ndarray:
+        scores = np.zeros(len(examples.qid), dtype=np.float32)
+        for ranker, inside, r in zip(rankers, insides, rounds):
+            scores[inside] = ranker.inplace_predict(examples.x[inside], iteration_range=(0, r)).astype(np.float32)
+        return scores
+
+    scores, mean_best = crossed(best), max(1, int(round(float(np.mean(best)))))
+    info: dict[str, Any] = {"crossfit_rounds": best}
+    if truth and params.ranker.parsimony > 0:
+        reference = order_map(examples, scores, truth, only=RANKER)[RANKER]
+        curve = {r: order_map(examples, crossed([min(r, b) for b in best]), truth, only=RANKER)[RANKER]
+                 for r in round_grid(mean_best)}
+        rounds = fewest_rounds(curve, reference, params.ranker.parsimony)
+        if rounds < mean_best:
+            scores, mean_best = crossed([min(rounds, b) for b in best]), rounds
+        info.update({"crossfit_map@10": round(reference, 6), "crossfit_rounds_map@10": curve,
+                     "crossfit_rounds_chosen": mean_best})
+    return CrossFit(scores, mean_best, info)
+
+
+def round_grid(rounds: int, points: int = 8) -> list[int]:
+    """Tree counts tried below ``rounds`` (itself included): ``points`` evenly spread, each ≥ 1."""
+    return sorted({max(1, int(round(rounds * j / points))) for j in range(1, points + 1)})
+
+
+def fewest_rounds(curve: dict[int, float], reference: float, parsimony: float) -> int:
+    """The fewest trees of ``curve`` (trees → cross-fitted MAP@10) within ``parsimony`` of ``reference``, the
+    early-stopped rankers' MAP@10; the most of them when none is."""
+    near = [r for r, value in curve.items() if value >= reference * (1.0 - parsimony)]
+    return min(near) if near else max(curve)
 
 
 def label_truth(examples: Examples, label_users: np.ndarray, label_items: np.ndarray) -> dict[int, list[int]]:
@@ -357,18 +389,20 @@ def retriever_scores(x: np.ndarray, retriever: str) -> np.ndarray:
     return np.where(np.isnan(ranks), -np.inf, -ranks).astype(np.float32)
 
 
-def order_map(examples: Examples, crossed: np.ndarray | None, truth: dict[int, list[int]]) -> dict[str, float]:
+def order_map(examples: Examples, crossed: np.ndarray | None, truth: dict[int, list[int]],
+              only: str | None = None) -> dict[str, float]:
     """MAP@10 on the labelled users of the cross-fitted ranker's order (``ranker``, when there are cross-fitted
     scores) and of each retriever's own order, on the same candidates.
 
     Why: on a small or very sparse set (a few hundred labelled users) the ranker can learn less than the best single
     signal it is given; the comparison is honest because the ranker's scores come from rankers that did not see
     the user and a retriever never sees labels. Without cross-fitted scores (too few labelled users to check it)
-    the ranker is not trusted either: the best retriever orders the lists (:func:`best_order`)."""
+    the ranker is not trusted either: the best retriever orders the lists (:func:`best_order`). ``only``: that
+    order alone."""
     users, rows = np.unique(examples.qid, return_inverse=True)
     present = [r for r in RETRIEVERS if not np.isnan(examples.x[:, Fe.FEATURES.index(f"{r}_rank")]).all()]
-    options = {name: retriever_scores(examples.x, name) for name in present}
-    if crossed is not None:
+    options = {name: retriever_scores(examples.x, name) for name in present if only in (None, name)}
+    if crossed is not None and only in (None, RANKER):
         options = {RANKER: crossed, **options}
     if not truth:
         return {}
