@@ -446,7 +446,8 @@ def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequel
 
     frame, items, truth = sequels
     params = {"per_retriever": 20, "als": {"factors": 8, "regularization": 0.1, "alpha": 5.0, "iterations": 10},
-              "content": {"dims": 8, "min_df": 1}, "ranker": {"n_estimators": 30}, "diversity_grid": [0.5, 0.9]}
+              "content": {"dims": 8, "min_df": 1}, "ranker": {"n_estimators": 30, "parsimony": 0.01},
+              "diversity_grid": [0.5, 0.9]}
     model = fit_model("multistage", frame, params, items=items)
     model.save(tmp_path / "saved")
     model.discard_scratch()

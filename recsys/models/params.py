@@ -80,9 +80,10 @@ class RankerParams(StrictModel):
     min_child_weight: float = Field(1.0, ge=0)
     subsample: float = Field(0.8, gt=0, le=1)
     early_stopping_rounds: int = Field(50, ge=1)     # of the cross-fitted rankers, on their held-out fold's NDCG
-    # the final ranker's trees: the fewest whose cross-fitted MAP@10 is within this share of the early-stopped
-    # rankers' (every tree is paid for each candidate of every user scored; 0 = the folds' mean best)
-    parsimony: float = Field(0.01, ge=0, lt=1)
+    # > 0: the final ranker's trees are the fewest whose cross-fitted MAP@10 is within this share of the early-stopped
+    # rankers' (every tree is paid for each candidate of every user scored); 0 = the folds' mean best. Off: at 0.01
+    # MovieLens' multi-stage MAP@10 fell to 0.0318 (16 trees) from 0.0334, Appliances' 0.0216 → 0.0213 (13 trees)
+    parsimony: float = Field(0.0, ge=0, lt=1)
     seed: int = 42
 
 
