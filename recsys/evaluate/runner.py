@@ -32,13 +32,11 @@ TEST = "test"
 
 @dataclass
 class EvaluationData:
-    """What every model of a run is scored against, built and cached once for all of them: the fitted pairs
-    (user_idx, item_idx) and test rows (user_idx, item_idx, timestamp), the test lists (``truth``), each test user's
+    """What every model of a run is scored against, built and cached once for all of them from the fitted pairs
+    (user_idx, item_idx) and test rows (user_idx, item_idx, timestamp): the test lists (``truth``), each test user's
     next item (``targets``), the fitted items' counts (novelty) and popularity percentiles, the live catalogue's
     size."""
 
-    fit: DataFrame
-    test: DataFrame
     truth: DataFrame
     targets: DataFrame
     counts: DataFrame
@@ -48,7 +46,7 @@ class EvaluationData:
     @classmethod
     def of(cls, fit: DataFrame, test: DataFrame, catalog_size: int) -> EvaluationData:
         truth = SM.to_lists(test, user_col=C.USER_IDX, item_col=C.ITEM_IDX).cache()
-        return cls(fit, test, truth, NI.first_held_out(test).cache(),
+        return cls(truth, NI.first_held_out(test).cache(),
                    SM.item_counts(fit, item_col=C.ITEM_IDX).cache(), popularity_percentiles(fit).cache(),
                    catalog_size)
 

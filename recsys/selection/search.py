@@ -185,9 +185,7 @@ def cheapest_near(finished: list[tuple[int, float, dict[str, Any]]],
     ``parsimony`` of the best one's; None when nothing is cheaper than the best or there is no cost measure."""
     if not finished or parsimony <= 0 or fit_work(finished[0][2]) is None:
         return None
-    floor = finished[0][1] * (1.0 - parsimony)
-    near = [t for t in finished if t[1] >= floor]
-    cheapest = min(near, key=lambda t: (fit_work(t[2]), -t[1], t[0]))
+    cheapest = _cheapest_within(finished, lambda t: t[1], lambda t: t[2], parsimony)
     return cheapest if fit_work(cheapest[2]) < fit_work(finished[0][2]) else None
 
 
@@ -198,11 +196,17 @@ def parsimonious(rescored: list[dict[str, Any]], parsimony: float) -> dict[str, 
     here the cheapest to fit again on every user, as train, the multi-stage model and publish's refit all do."""
     if not rescored:
         return None
-    top = max(r["mean"] for r in rescored)
     if parsimony <= 0 or any(fit_work(r["params"]) is None for r in rescored):
         return max(rescored, key=lambda r: r["mean"])
-    near = [r for r in rescored if r["mean"] >= top * (1.0 - parsimony)]
-    return min(near, key=lambda r: (fit_work(r["params"]), -r["mean"]))
+    return _cheapest_within(rescored, lambda r: r["mean"], lambda r: r["params"], parsimony)
+
+
+def _cheapest_within(entries: list, value, params, parsimony: float):
+    """The entry of least :func:`fit_work` among those whose ``value`` is within ``parsimony`` of the best value;
+    ties to the better value, then to the earlier entry."""
+    floor = max(value(e) for e in entries) * (1.0 - parsimony)
+    near = [(i, e) for i, e in enumerate(entries) if value(e) >= floor]
+    return min(near, key=lambda ie: (fit_work(params(ie[1])), -value(ie[1]), ie[0]))[1]
 
 
 def _rescore_reserve(trials: list[dict[str, Any]], tuning: TuningSettings, budget_seconds: float) -> float:

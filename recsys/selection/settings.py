@@ -18,11 +18,11 @@ class TuningSettings(StrictModel):
     best trials are fitted again with ``rescore_seeds`` other seeds and the winner is the best mean, not the luckiest
     draw; the time for it is set aside at the end of a model's search when it costs at most ``rescore_share`` of the
     model's budget (dearer trials are not re-scored: the budget goes on searching). The cheapest trial within
-``parsimony`` of the best value is re-scored too, and an ALS winner is the cheapest re-scored trial (iterations ×
-factors²) whose mean is within ``parsimony`` of the best mean: a fit that costs 2.5× as much for a difference the
-valid split cannot resolve is paid three more times, at full scale, by train, the multi-stage model and publish's
-refit (0 = the best mean, whatever it costs). Spark ALS's first trials, the
-    dearest of all, are sized so that ``min_trials`` of their cost fit its share (:mod:`recsys.selection.cost`)."""
+    ``parsimony`` of the best value is re-scored too, and an ALS winner is the cheapest re-scored trial (iterations ×
+    factors²) whose mean is within ``parsimony`` of the best mean: a fit that costs 2.5× as much for a difference the
+    valid split cannot resolve is paid three more times, at full scale, by train, the multi-stage model and
+    publish's refit (0 = the best mean, whatever it costs). Spark ALS's first trials, the dearest of all, are sized
+    so that ``min_trials`` of their cost fit its share (:mod:`recsys.selection.cost`)."""
 
     budget_seconds: float = Field(480.0, ge=0)     # MovieLens latest-small: 8 of a 13–14 min run on 2 cores
     max_trials: int = Field(1000, ge=1)            # per model and run
