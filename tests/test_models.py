@@ -202,6 +202,36 @@ def test_recommend_lists_hold_the_same_ranking_as_recommend(spark, planted):
         {0: [2], 1: [0, 2], 2: [1, 0]}                     # fewer unseen items than k: short, still ranked
 
 
+def test_similar_items_are_the_exact_cosine_neighbours(spark, tmp_path):
+    """Factors of very unequal norms (as ALS gives): neighbours by cosine, not dot product, an item never its own,
+    deleted items neither neighbours nor skewing the others; against brute force in numpy."""
+    from recsys.models.factors import FactorModel, numpy_to_factors
+
+    rng = np.random.default_rng(3)
+    ids = np.arange(0, 300, 2, dtype=np.int32)                     # sparse ids: columns are not ids
+    vectors = rng.normal(size=(len(ids), 6)).astype(np.float32) * rng.lognormal(0, 1.5, (len(ids), 1)).astype(
+        np.float32)
+    vectors[7] = 0                                                   # a zero vector: scores 0 with everything
+    factors = numpy_to_factors(spark, ids, vectors, tmp_path / "items")
+    model = FactorModel(name="x", params={}, user_factors=factors, item_factors=factors)
+    deleted = [int(ids[3]), int(ids[40])]
+    got = {}
+    for r in model.similar_items(k=4, exclude_items=deleted).collect():
+        got.setdefault(r[C.ITEM_IDX], []).append((r[C.RANK], r["similar_idx"], r[C.SCORE]))
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -np.inf)
+    cosine[:, [3, 40]] = -np.inf
+    assert set(got) == set(ids.tolist())
+    for row, item in enumerate(ids.tolist()):
+        ranked = sorted(got[item])
+        assert [r for r, _, _ in ranked] == [1, 2, 3, 4]
+        want = np.sort(cosine[row])[::-1][:4]
+        np.testing.assert_allclose([s for _, _, s in ranked], want, rtol=1e-4, atol=1e-5)
+        if row != 7:                                                 # (the zero vector's ties go to any item)
+            assert [i for _, i, _ in ranked] == ids[np.argsort(-cosine[row], kind="stable")[:4]].tolist()
+
+
 def test_content_model_groups_items_by_their_text(spark):
     words = {0: "kettle boil water steel", 1: "lipstick matte red shade", 2: "lego brick castle set"}
     items = spark.createDataFrame([(i, f"{words[i % 3]} item{i}") for i in range(30)],
