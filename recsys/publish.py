@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 ALS_MODELS = ("spark_als", "implicit_als")
 Gate = Callable[[str], None]          # called with the new version; raises to stop the publish
-USER_LIST_ORDER = (C.USER_ID, C.RANK)  # how a version's user lists are laid out in their files
 
 
 def new_version() -> str:
@@ -93,14 +92,16 @@ def _content_for_similar(spark: SparkSession, settings: Settings, prod: dict, mo
     return None
 
 
-def _write_version(df: DataFrame, path: str, version: str, sort_by: tuple[str, ...]) -> None:
-    """Replace the rows of ``version`` in the table at ``path``; each key's rows are written together
-    and in rank order (the serving snapshot then builds in one linear pass)."""
+def _write_version(df: DataFrame, path: str, version: str, sort_by: tuple[str, ...] | None = None) -> None:
+    """Replace the rows of ``version`` in the table at ``path``; with ``sort_by`` each key's rows are written
+    together and in rank order (the serving snapshot then builds in one linear pass); without, ``df`` comes so
+    (:func:`_user_rows`)."""
     from recsys.ingest import sql_literal
 
-    (df.repartition(max(1, df.sparkSession.sparkContext.defaultParallelism), sort_by[0])
-     .sortWithinPartitions(*sort_by)
-     .write.format("delta").mode("overwrite").option("replaceWhere", f"version = {sql_literal(version)}")
+    if sort_by:
+        df = (df.repartition(max(1, df.sparkSession.sparkContext.defaultParallelism), sort_by[0])
+              .sortWithinPartitions(*sort_by))
+    (df.write.format("delta").mode("overwrite").option("replaceWhere", f"version = {sql_literal(version)}")
      .save(path))
 
 
@@ -146,7 +147,7 @@ def write_version(spark: SparkSession, settings: Settings, version: str, *, refi
 
         with timed(seconds, "user_lists"):
             recs = _user_rows(model, version, prod[C.MODEL], users, asin, conf.k + conf.spare, deleted, ledger)
-            _write_version(recs, T.ensure_table(spark, warehouse, T.RECS_USER_TOPK), version, USER_LIST_ORDER)
+            _write_version(recs, T.ensure_table(spark, warehouse, T.RECS_USER_TOPK), version)
 
         with timed(seconds, "similar_items"):
             rec.update(similar_methods=_write_similar(spark, settings, prod, model, version, deleted, asin, ledger))
@@ -190,12 +191,22 @@ def _write_similar(spark: SparkSession, settings: Settings, prod: dict, model: F
 
 def _user_rows(model: FactorModel, version: str, model_name: str, users: DataFrame, asin: DataFrame, k: int,
                deleted: list[int], ledger: Ledger, only: DataFrame | None = None) -> DataFrame:
-    """Rows of ``gold/recs_user_topk`` for ``version``: each user's top ``k`` (``only``: those ``user_idx``)."""
-    recs = (model.recommend(users=only, k=k, exclude_items=deleted)
-            .join(users, C.USER_IDX).join(asin, C.ITEM_IDX)
+    """Rows of ``gold/recs_user_topk`` for ``version``: each user's top ``k`` (``only``: those ``user_idx``).
+
+    Users are named while each is still one row (a list): at Appliances size that join shuffles 1.8M lists, not
+    54M entries, and exploding afterwards leaves each user's rows together and in rank order, as the serving
+    snapshot reads them fastest, with no sort of the entries."""
+    lists = ledger.without_users(
+        model.recommend_lists(users=only, k=k, exclude_items=deleted, with_scores=True).join(users, C.USER_IDX),
+        C.USER_ID)
+    entry = F.posexplode(F.arrays_zip(F.col(C.ITEMS).alias(C.ITEM_IDX), F.col("scores").alias(C.SCORE)))
+    recs = (lists.select(C.USER_ID, entry.alias("pos", "entry"))
+            .select(C.USER_ID, (F.col("pos") + 1).alias(C.RANK), F.col(f"entry.{C.ITEM_IDX}").alias(C.ITEM_IDX),
+                    F.col(f"entry.{C.SCORE}").alias(C.SCORE))
+            .join(asin, C.ITEM_IDX)
             .select(F.lit(version).alias(C.VERSION), C.USER_ID, C.RANK, C.ITEM_ID,
                     F.col(C.SCORE).cast("double").alias(C.SCORE), F.lit(model_name).alias(C.MODEL)))
-    return ledger.without_users(ledger.without_items(recs, C.ITEM_ID), C.USER_ID)
+    return ledger.without_items(recs, C.ITEM_ID)
 
 
 # --- lists that item deletions cut below K -----------------------------------------------------------------------
@@ -245,7 +256,7 @@ def refill_short_lists(spark: SparkSession, settings: Settings) -> dict:
     k = conf.k + conf.spare
     if short_users > conf.rewrite_share * max(1, lists.where(F.col(C.RANK) == 1).count()):   # one row per list
         fresh = _user_rows(model, version, prod[C.MODEL], users, asin, k, deleted, ledger)
-        _write_version(fresh, path, version, USER_LIST_ORDER)
+        _write_version(fresh, path, version)
         out.update(refilled=short_users, how="rewrite")
         return out
     fresh = _user_rows(model, version, prod[C.MODEL], users, asin, k, deleted, ledger, only=short)

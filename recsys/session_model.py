@@ -40,8 +40,8 @@ from pyspark.sql import functions as F
 
 from recsys import constants as C
 from recsys.constants import COOCCURRENCE, GRU4REC
-from recsys.models.factors import (FACTOR_SCHEMA, RANKED_SCHEMA, _ranked_rows, arrow_seen_columns,
-                                   list_column_to_matrix, ranked_lists)
+from recsys.models.factors import (FACTOR_SCHEMA, RANKED_SCHEMA, arrow_seen_columns,
+                                   list_column_to_matrix, ranked_lists, shaped)
 from recsys.models.folder import FolderModel, vector_column, write_table
 from recsys.models.params import Gru4RecModelParams
 from recsys.models.topk import topk_scores
@@ -98,7 +98,7 @@ class SessionModel(FolderModel):
 
     def recommend(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
                   exclude_items: list[int] | None = None, block: int = DEFAULT_BLOCK,
-                  as_lists: bool = False) -> DataFrame:
+                  as_lists: bool = False, with_scores: bool = False) -> DataFrame:
         """Top-``k`` next items per user → (user_idx, item_idx, score, rank), or one row per user (``as_lists``).
         ``users``: a DataFrame with ``user_idx`` (default: every user with a history); others get no list."""
         history = self.user_factors
@@ -106,13 +106,13 @@ class SessionModel(FolderModel):
             history = history.join(users.select(F.col(C.USER_IDX).alias("id")).distinct(), "id", "left_semi")
         score = _score_batches(str(self.path.resolve()), sorted(set(exclude_items or [])), k, block, exclude_seen)
         ranked = history.select("id", C.ITEMS, "seen").mapInArrow(score, RANKED_SCHEMA)
-        if as_lists:
-            return ranked.select(F.col("_key").alias(C.USER_IDX), C.ITEMS)
-        return _ranked_rows(ranked, C.USER_IDX, C.ITEM_IDX)
+        return shaped(ranked, as_lists, with_scores)
 
     def recommend_lists(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
-                        block: int = DEFAULT_BLOCK) -> DataFrame:
-        return self.recommend(users, k, exclude_seen, block=block, as_lists=True)
+                        block: int = DEFAULT_BLOCK, exclude_items: list[int] | None = None,
+                        with_scores: bool = False) -> DataFrame:
+        return self.recommend(users, k, exclude_seen, exclude_items, block=block, as_lists=True,
+                              with_scores=with_scores)
 
     def similar_items(self, items: DataFrame | None = None, k: int = 10,
                       exclude_items: list[int] | None = None) -> DataFrame:

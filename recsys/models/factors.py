@@ -32,6 +32,7 @@ FACTOR_SCHEMA = "id INT, features ARRAY<FLOAT>"
 RECS_SCHEMA = f"{C.USER_IDX} INT, {C.ITEM_IDX} INT, {C.SCORE} FLOAT, {C.RANK} INT"
 SIMILAR_SCHEMA = f"{C.ITEM_IDX} INT, similar_idx INT, {C.SCORE} FLOAT, {C.RANK} INT"
 LISTS_SCHEMA = f"{C.USER_IDX} INT, {C.ITEMS} ARRAY<INT>"
+SCORED_LISTS_SCHEMA = f"{LISTS_SCHEMA}, scores ARRAY<FLOAT>"
 RANKED_SCHEMA = f"_key INT, {C.ITEMS} ARRAY<INT>, scores ARRAY<FLOAT>"   # what a scoring task emits
 DEFAULT_BLOCK = 1024
 
@@ -54,14 +55,15 @@ class FactorModel(FolderModel):
 
     def recommend(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
                   exclude_items: list[int] | None = None, block: int = DEFAULT_BLOCK,
-                  as_lists: bool = False) -> DataFrame:
+                  as_lists: bool = False, with_scores: bool = False) -> DataFrame:
         """Top-``k`` items per user → (user_idx, item_idx, score, rank). ``users``: a DataFrame with
         ``user_idx`` (default: every user with factors); users without factors get no rows.
         ``as_lists``: one row per user instead, see :meth:`recommend_lists`."""
         spark = self.user_factors.sparkSession
         ids, matrix = item_matrix(self.item_factors, exclude_items)
         if ids.size == 0:
-            return spark.createDataFrame([], LISTS_SCHEMA if as_lists else RECS_SCHEMA)
+            return spark.createDataFrame([], RECS_SCHEMA if not as_lists else
+                                         SCORED_LISTS_SCHEMA if with_scores else LISTS_SCHEMA)
         join_seen = exclude_seen and self.seen is not None
         factors = _spread(self.user_factors.select(F.col("id").alias(C.USER_IDX), "features"), C.USER_IDX,
                           joined=users is not None or join_seen)
@@ -75,18 +77,19 @@ class FactorModel(FolderModel):
         bc = spark.sparkContext.broadcast((ids, matrix))
         ranked = factors.select(C.USER_IDX, "features", "seen").mapInArrow(
             _topk_batches(bc, k, block, key=C.USER_IDX), RANKED_SCHEMA)
-        if as_lists:
-            return ranked.select(F.col("_key").alias(C.USER_IDX), C.ITEMS)
-        return _ranked_rows(ranked, C.USER_IDX, C.ITEM_IDX)
+        return shaped(ranked, as_lists, with_scores)
 
     def recommend_lists(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
-                        block: int = DEFAULT_BLOCK) -> DataFrame:
-        """Top-``k`` per user as one row ``(user_idx, items)``, best first: the list table evaluation reads.
+                        block: int = DEFAULT_BLOCK, exclude_items: list[int] | None = None,
+                        with_scores: bool = False) -> DataFrame:
+        """Top-``k`` per user as one row ``(user_idx, items)``, best first: the list table evaluation reads
+        (``with_scores``: and ``scores``, aligned with ``items``, which publish writes).
 
         Built inside the scoring task, so evaluating 1.8M users × 100 items needs no shuffle of long rows
         and no re-sort; the same ranking as :meth:`recommend` (tests check both agree).
         """
-        return self.recommend(users, k, exclude_seen, block=block, as_lists=True)
+        return self.recommend(users, k, exclude_seen, exclude_items, block=block, as_lists=True,
+                              with_scores=with_scores)
 
     def similar_items(self, items: DataFrame | None = None, k: int = 10,
                       exclude_items: list[int] | None = None, block: int = DEFAULT_BLOCK) -> DataFrame:
@@ -228,6 +231,14 @@ def _topk_batches(bc, k: int, block: int, key: str, normalize: bool = False):
                 yield ranked_lists(keys[start:stop], top_cols, top_scores, block_ids)
 
     return run
+
+
+def shaped(ranked: DataFrame, as_lists: bool, with_scores: bool) -> DataFrame:
+    """What ``recommend`` returns of a scoring task's ``RANKED_SCHEMA`` output: one row per entry, or per user
+    (``as_lists``: ``user_idx, items``, and ``scores`` ``with_scores``)."""
+    if not as_lists:
+        return _ranked_rows(ranked, C.USER_IDX, C.ITEM_IDX)
+    return ranked.select(F.col("_key").alias(C.USER_IDX), C.ITEMS, *(["scores"] if with_scores else []))
 
 
 def _ranked_rows(ranked: DataFrame, key: str, item: str) -> DataFrame:

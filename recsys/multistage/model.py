@@ -37,7 +37,7 @@ from recsys.constants import MULTISTAGE, RETRIEVERS
 from recsys.logs import timed
 from recsys.metrics import python_metrics as PM
 from recsys.metrics.definitions import MAP, metric_key
-from recsys.models.factors import RANKED_SCHEMA, _ranked_rows, list_column_to_matrix
+from recsys.models.factors import RANKED_SCHEMA, list_column_to_matrix, shaped
 from recsys.models.folder import FolderModel, vector_column, write_table
 from recsys.models.params import ALSParams, ContentParams, MultiStageParams, RankerParams
 from recsys.multistage import diversity as D
@@ -84,7 +84,8 @@ class MultiStageModel(FolderModel):
     # -- scoring ------------------------------------------------------------------------------------------------
 
     def recommend(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
-                  exclude_items: list[int] | None = None, block: int = 512, as_lists: bool = False) -> DataFrame:
+                  exclude_items: list[int] | None = None, block: int = 512, as_lists: bool = False,
+                  with_scores: bool = False) -> DataFrame:
         """Top-``k`` per user by the ranker (the user's fitted items never recommended) → (user_idx, item_idx, score,
         rank), or one row per user (``as_lists``). ``users``: a DataFrame with ``user_idx`` (default: every user the
         model was fitted on); users it has no history for get no list."""
@@ -101,13 +102,13 @@ class MultiStageModel(FolderModel):
         bc = spark.sparkContext.broadcast(scorer)
         ranked = rows.select("id", "items", "weights", "profile_weights", "last_ms", "als").mapInArrow(
             _score_batches(bc, k, block), RANKED_SCHEMA)
-        if as_lists:
-            return ranked.select(F.col("_key").alias(C.USER_IDX), C.ITEMS)
-        return _ranked_rows(ranked, C.USER_IDX, C.ITEM_IDX)
+        return shaped(ranked, as_lists, with_scores)
 
     def recommend_lists(self, users: DataFrame | None = None, k: int = 10, exclude_seen: bool = True,
-                        block: int = 512) -> DataFrame:
-        return self.recommend(users, k, exclude_seen, block=block, as_lists=True)
+                        block: int = 512, exclude_items: list[int] | None = None,
+                        with_scores: bool = False) -> DataFrame:
+        return self.recommend(users, k, exclude_seen, exclude_items, block=block, as_lists=True,
+                              with_scores=with_scores)
 
     def similar_items(self, *args, **kwargs) -> DataFrame:
         raise NotImplementedError("similar items come from the run's ALS and content models")
