@@ -395,6 +395,40 @@ def test_the_als_winner_is_the_cheapest_trial_within_the_parsimony_of_the_best(t
     assert 16 not in rescored[:2]
 
 
+@pytest.mark.parametrize("finished_at, elapsed, expected", [
+    ([(1, 0.10), (2, 0.20), (3, 0.20), (4, 0.20)], 3.9, False),        # last gain at 2 s: under half of 3.9 s ago
+    ([(1, 0.10), (2, 0.20), (3, 0.20), (4, 0.20)], 4.0, True),
+    ([(1, 0.10), (2, 0.20), (3, 0.201), (9, 0.2019)], 9.0, True),      # +0.5 % and +0.95 % over the gain: none
+    ([(1, 0.10), (2, 0.20), (3, 0.201), (9, 0.2021)], 9.0, False),     # just over 1 % of 0.20: a gain at 9 s
+    ([(1, 0.10), (2, 0.20), (3, None), (4, None)], 4.5, True),         # stopped trials gain nothing
+    ([(1, None), (2, None), (3, None), (4, None)], 9.0, False),        # nothing finished: no mark to judge by
+    ([(1, 0.10), (2, 0.20), (3, 0.20)], 9.0, False),                   # fewer than 2 × startup_trials
+])
+def test_a_search_converges_once_the_last_patience_share_of_its_time_gained_nothing(finished_at, elapsed, expected):
+    tuning = TuningSettings(startup_trials=2, parsimony=0.01, patience=0.5)
+    assert S.converged_search(finished_at, elapsed, tuning) is expected
+    assert S.converged_search(finished_at, elapsed, tuning.model_copy(update={"patience": 0.0})) is False
+
+
+def plateau(params, trial, deadline):
+    """A fake trial of 20 ms that scores 0.5 whatever it is given: nothing to gain after the first."""
+    time.sleep(0.02)
+    return 0.5
+
+
+def test_a_converged_search_stops_early_and_says_so(tmp_path):
+    tuning = TuningSettings(startup_trials=2, rescore_top=0, patience=0.5)
+    study = S.open_study(tmp_path, "plateau", tuning)
+    base = model_params("implicit_als", {"factors": 8}).model_dump()
+    result = S.run_search(study, "implicit_als", base, plateau, budget_seconds=30, tuning=tuning, typical_count=10.0)
+    assert result.converged and result.best_value == 0.5
+    assert len(result.trials) in (4, 5) and result.seconds < 5          # gain at the first trial: 2× its time
+    endless = S.run_search(S.open_study(tmp_path, "endless", tuning), "implicit_als", base, plateau,
+                           budget_seconds=30, tuning=tuning.model_copy(update={"patience": 0.0, "max_trials": 12}),
+                           typical_count=10.0)
+    assert not endless.converged and len(endless.trials) == 12
+
+
 def test_parsimony_needs_a_cost_measure_and_something_cheaper():
     als = {"factors": 64, "iterations": 10}
     assert S.cheapest_near([(0, 0.5, als), (1, 0.499, {**als, "factors": 16})], 0.01)[0] == 1

@@ -65,6 +65,7 @@ class Search:
     typical_count: float = 0.0
     confidence_map: dict[float, float] | None = None   # Spark ALS: MAP@K per threshold (recsys.selection.confidence)
     searched_best: dict[str, Any] | None = None    # ``best`` as the trials fitted it, when the full fit differs
+    converged: bool = False          # stopped by ``tuning.patience``: its unused budget goes back to the run
 
 
 def study_name(model: str, run_id: str) -> str:
@@ -119,8 +120,13 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
         queue = [(params, None) for params in first]
     durations: list[float] = []
     trials: list[dict[str, Any]] = []
+    finished_at: list[tuple[float, float | None]] = []     # (seconds into the search, value of a finished trial)
+    converged = False
     while len(trials) < tuning.max_trials:
         now = time.perf_counter()
+        if converged_search(finished_at, now - start, tuning):
+            converged = True
+            break
         expected = max(durations[-5:], default=0.0)      # the longest of the last few: trial costs vary with size
         if now >= deadline or (durations and now + expected + _rescore_reserve(trials, tuning, budget_seconds)
                                > deadline):
@@ -139,6 +145,7 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         trials.append({"number": trial.number, "params": params, "value": value, "stopped": stopped,
                        "seconds": round(seconds, 3)})
+        finished_at.append((time.perf_counter() - start, value if stopped is None else None))
     complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None),
                       key=lambda t: (-t.value, t.number))
     finished = [(t.number, t.value, _params(model, base, _rebuild(model, t.params), typical_count)) for t in complete]
@@ -155,7 +162,22 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
         best = {"params": candidates[0][2], "mean": candidates[0][1]}
     return Search(model=model, study=study.study_name, best=best["params"] if best else None,
                   best_value=best["mean"] if best else None, trials=trials, rescored=rescored,
-                  seconds=round(time.perf_counter() - start, 3), previous_trials=previous)
+                  seconds=round(time.perf_counter() - start, 3), previous_trials=previous, converged=converged)
+
+
+def converged_search(finished_at: list[tuple[float, float | None]], elapsed: float, tuning: TuningSettings) -> bool:
+    """Whether a search has stopped paying: at least 2 × ``tuning.startup_trials`` trials ran and its last gain —
+    a finished trial beating the value of the gain before by more than ``tuning.parsimony`` (the first finished
+    trial is a gain) — lies at least ``tuning.patience`` of the ``elapsed`` seconds back. ``finished_at``: (seconds
+    into the search, value; None for a stopped trial) per trial. The usual patience rule of early stopping, in time
+    rather than trials, as a model's trials cost anything from 0.1 s to a minute."""
+    if tuning.patience <= 0 or len(finished_at) < 2 * tuning.startup_trials:
+        return False
+    mark, gained = None, None
+    for at, value in finished_at:
+        if value is not None and (mark is None or value > mark * (1.0 + tuning.parsimony)):
+            mark, gained = value, at
+    return gained is not None and elapsed - gained >= tuning.patience * elapsed
 
 
 def _enqueue_next(study, model: str, queue: list, size: Sizer | None, trials: list[dict[str, Any]],

@@ -65,9 +65,12 @@ def select_models(spark, settings: Settings, run_id: str, models: Sequence[str] 
         for i, model in enumerate(chosen):
             left = chosen[i:]
             share = tuning.shares.get(model, 1.0) / sum(tuning.shares.get(m, 1.0) for m in left)
-            budget = max(0.0, deadline - time.perf_counter()) * share
+            began = time.perf_counter()
+            budget = max(0.0, deadline - began) * share
             result = search_model(spark, settings, model, run_id, data, budget_seconds=budget, searched=out["models"])
             out["models"][model] = summary(result)
+            if result.converged:                # its leftover is saved, not handed to the next model
+                deadline -= max(0.0, budget - (time.perf_counter() - began))
         out["seconds"] = round(time.perf_counter() - start, 3)
         path = ops.selection_path(settings.warehouse, run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +145,8 @@ def search_model(spark, settings: Settings, model: str, run_id: str, data: Searc
         if full != result.best:
             result.searched_best, result.best = result.best, full
         result.confidence_map = mapping.measured if mapping else None
-        rec.update(trials=len(result.trials), previous_trials=result.previous_trials, best=result.best_value,
+        rec.update(trials=len(result.trials), previous_trials=result.previous_trials, converged=result.converged,
+                   best=result.best_value,
                    rescored=[(r["number"], round(r["mean"], 5)) for r in result.rescored],
                    best_params=result.best, searched_params=result.searched_best, seconds=result.seconds)
     versions = {C.INTERACTIONS: interactions_version(settings.warehouse)}
@@ -161,7 +165,8 @@ def summary(result: S.Search) -> dict[str, Any]:
     return {"best": result.best, "best_value": result.best_value, "study": result.study,
             "previous_trials": result.previous_trials, "seconds": result.seconds, "note": result.note,
             "typical_count": result.typical_count, "rescored": result.rescored, "trials": result.trials,
-            "confidence_map": result.confidence_map, "searched_best": result.searched_best}
+            "confidence_map": result.confidence_map, "searched_best": result.searched_best,
+            "converged": result.converged}
 
 
 def _trial(spark, settings: Settings, model: str, data: SearchData) -> S.Trial:
