@@ -195,7 +195,8 @@ def _user_rows(model: FactorModel, version: str, model_name: str, users: DataFra
 
     Users are named while each is still one row (a list): at Appliances size that join shuffles 1.8M lists, not
     54M entries, and exploding afterwards leaves each user's rows together and in rank order, as the serving
-    snapshot reads them fastest, with no sort of the entries."""
+    snapshot reads them fastest, with no sort of the entries (while the item names join by broadcast, as a
+    catalogue of 10^5 items does; a larger one still loads, the snapshot then sorts)."""
     lists = ledger.without_users(
         model.recommend_lists(users=only, k=k, exclude_items=deleted, with_scores=True).join(users, C.USER_IDX),
         C.USER_ID)

@@ -10,9 +10,9 @@ from recsys.strict import StrictModel
 
 class TuningSettings(StrictModel):
     """``budget_seconds`` is the whole search of a run (every model), split between the models by ``shares`` (time a
-    model leaves unused goes to the next, unless its search converged); 0 keeps ``train.params`` as they are. A trial is not started when the
-    longest of its model's last five trials would overrun the budget, and a trial still running at the deadline
-    stops there (implicit ALS between iterations, Spark ALS by cancelling its jobs).
+    model leaves unused goes to the next, unless its search converged); 0 keeps ``train.params`` as they are. A
+    trial is not started when the longest of its model's last five trials would overrun the budget, and a trial
+    still running at the deadline stops there (implicit ALS between iterations, Spark ALS by cancelling its jobs).
 
     A trial's MAP@K on valid is one draw: a few hundred users, one random initialisation. So the ``rescore_top``
     best trials are fitted again with ``rescore_seeds`` other seeds and the winner is the best mean, not the luckiest
@@ -24,8 +24,8 @@ class TuningSettings(StrictModel):
     publish's refit (0 = the best mean, whatever it costs). A model's search stops once the last ``patience`` share
     of its time brought no trial more than ``parsimony`` better than the last gain (the first 2 × ``startup_trials``
     trials always run; 0 = search the whole share): such a search has converged, and the time it leaves is not
-    spent on the next model but saved. Spark ALS's first trials, the dearest of all, are sized
-    so that ``min_trials`` of their cost fit its share (:mod:`recsys.selection.cost`)."""
+    spent on the next model but saved. Spark ALS's first trials, the dearest of all, are sized so that
+    ``min_trials`` of their cost fit its share (:mod:`recsys.selection.cost`)."""
 
     budget_seconds: float = Field(480.0, ge=0)     # MovieLens latest-small: 8 of a 13–14 min run on 2 cores
     max_trials: int = Field(1000, ge=1)            # per model and run
