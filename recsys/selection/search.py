@@ -124,7 +124,7 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
     converged = False
     while len(trials) < tuning.max_trials:
         now = time.perf_counter()
-        if converged_search(finished_at, now - start, tuning):
+        if converged_search(finished_at, now - start, budget_seconds, tuning):
             converged = True
             break
         expected = max(durations[-5:], default=0.0)      # the longest of the last few: trial costs vary with size
@@ -165,13 +165,17 @@ def run_search(study, model: str, base: dict[str, Any], trial_fn: Trial, *, budg
                   seconds=round(time.perf_counter() - start, 3), previous_trials=previous, converged=converged)
 
 
-def converged_search(finished_at: list[tuple[float, float | None]], elapsed: float, tuning: TuningSettings) -> bool:
-    """Whether a search has stopped paying: at least 2 × ``tuning.startup_trials`` trials ran and its last gain —
-    a finished trial beating the value of the gain before by more than ``tuning.parsimony`` (the first finished
-    trial is a gain) — lies at least ``tuning.patience`` of the ``elapsed`` seconds back. ``finished_at``: (seconds
-    into the search, value; None for a stopped trial) per trial. The usual patience rule of early stopping, in time
-    rather than trials, as a model's trials cost anything from 0.1 s to a minute."""
-    if tuning.patience <= 0 or len(finished_at) < 2 * tuning.startup_trials:
+def converged_search(finished_at: list[tuple[float, float | None]], elapsed: float, budget_seconds: float,
+                     tuning: TuningSettings) -> bool:
+    """Whether a search has stopped paying: it has had ``tuning.patience`` of its ``budget_seconds`` and at least
+    2 × ``tuning.startup_trials`` trials, and its last gain — a finished trial beating the value of the gain before
+    by more than ``tuning.parsimony`` (the first finished trial is a gain) — lies at least ``tuning.patience`` of the
+    ``elapsed`` seconds back. ``finished_at``: (seconds into the search, value; None for a stopped trial) per trial.
+    The usual patience rule of early stopping, in time rather than trials, as a model's trials cost anything from
+    0.1 s to a minute; the share of the budget first, as the cheap first trials (the portfolio's) would otherwise
+    look like a plateau within seconds."""
+    if tuning.patience <= 0 or len(finished_at) < 2 * tuning.startup_trials or \
+            elapsed < tuning.patience * budget_seconds:
         return False
     mark, gained = None, None
     for at, value in finished_at:
