@@ -428,6 +428,10 @@ def test_a_converged_search_stops_early_and_says_so(tmp_path):
                            budget_seconds=30, tuning=tuning.model_copy(update={"patience": 0.0, "max_trials": 12}),
                            typical_count=10.0)
     assert not endless.converged and len(endless.trials) == 12
+    content = model_params("content", {}).model_dump()                   # no cost measure: searched to the end
+    searched = S.run_search(S.open_study(tmp_path, "content", tuning), "content", content, plateau, budget_seconds=2,
+                            tuning=tuning.model_copy(update={"max_trials": 80}), typical_count=10.0)
+    assert not searched.converged and (len(searched.trials) == 80 or searched.seconds >= 1.9)
 
 
 def test_parsimony_needs_a_cost_measure_and_something_cheaper():

@@ -21,7 +21,7 @@ class TuningSettings(StrictModel):
     ``parsimony`` of the best value is re-scored too, and an ALS winner is the cheapest re-scored trial (iterations ×
     factors²) whose mean is within ``parsimony`` of the best mean: a fit that costs 2.5× as much for a difference the
     valid split cannot resolve is paid three more times, at full scale, by train, the multi-stage model and
-    publish's refit (0 = the best mean, whatever it costs). A model's search stops once it has had ``patience`` of
+    publish's refit (0 = the best mean, whatever it costs). An ALS search stops once it has had ``patience`` of
     its share and the last ``patience`` of its time brought no trial more than ``parsimony`` better than the last
     gain (the first 2 × ``startup_trials`` trials always run; 0 = search the whole share): such a search has
     converged, and the time it leaves is not spent on the next model but saved. Spark ALS's first trials, the dearest of all, are sized so that
@@ -38,8 +38,8 @@ class TuningSettings(StrictModel):
     rescore_seeds: int = Field(2, ge=1)            # other seeds per re-scored trial
     rescore_share: float = Field(0.3, ge=0, le=1)  # at most this share of a model's budget goes on re-scoring
     parsimony: float = Field(0.01, ge=0, lt=1)     # ALS: the cheapest re-scored trial within this share of the best
-    patience: float = Field(0.5, ge=0, lt=1)       # after this share of its budget, a search stops once this share
-                                                   # of its time brought no gain > parsimony
+    patience: float = Field(0.5, ge=0, lt=1)       # after this share of its budget, an ALS search stops once this
+                                                   # share of its time brought no gain > parsimony
     min_trials: int = Field(5, ge=1)               # Spark ALS's first trials are sized for this many in its budget
     shares: dict[str, float] = Field(default_factory=lambda: {"content": 1.0, "implicit_als": 3.0, "spark_als": 4.0})
 
