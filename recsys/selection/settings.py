@@ -24,8 +24,8 @@ class TuningSettings(StrictModel):
     publish's refit (0 = the best mean, whatever it costs). An ALS search stops once it has had ``patience`` of
     its share and the last ``patience`` of its time brought no trial more than ``parsimony`` better than the last
     gain (the first 2 × ``startup_trials`` trials always run; 0 = search the whole share): such a search has
-    converged, and the time it leaves is not spent on the next model but saved. Spark ALS's first trials, the dearest of all, are sized so that
-    ``min_trials`` of their cost fit its share (:mod:`recsys.selection.cost`)."""
+    converged, and the time it leaves is not spent on the next model but saved. Spark ALS's first trials, the
+    dearest of all, are sized so that ``min_trials`` of their cost fit its share (:mod:`recsys.selection.cost`)."""
 
     budget_seconds: float = Field(480.0, ge=0)     # MovieLens latest-small: 8 of a 13–14 min run on 2 cores
     max_trials: int = Field(1000, ge=1)            # per model and run
