@@ -17,7 +17,8 @@ from recsys.models.params import ALSParams
 from recsys.multistage import diversity as D
 from recsys.multistage import features as Fe
 from recsys.multistage import retrievers as R
-from recsys.multistage.model import Examples, best_order, label_rows, order_map, retriever_scores, write_model
+from recsys.multistage.model import (Examples, best_order, folds, label_rows, label_windows, order_map,
+                                     retriever_scores, write_model)
 from recsys.models.params import MultiStageParams
 from recsys.multistage.stage import fit_stage
 
@@ -238,6 +239,55 @@ def test_the_ranker_is_labelled_by_the_latest_split_or_each_users_last_rows():
     # each user's last row; user 2 has a single row, kept for retrieval
     assert label_rows(users, np.array([3, 1, 2, 2, 1, 1]), one, 1).tolist() == [True, False, False, True, False,
                                                                                False]
+
+
+def test_earlier_label_windows_take_each_users_rows_just_before_the_later_one():
+    """Window 2 labels, per user, as many rows as the user had in window 1, right before them; a user whose rows
+    would all become labels keeps them, and windows stop once enough users are labelled."""
+    users = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
+    stamps = np.array([1, 2, 3, 4, 5, 1, 2, 3, 1, 2])
+    splits = np.array(["train"] * 3 + ["valid"] * 2 + ["train"] * 2 + ["valid"] + ["train", "valid"], dtype=object)
+    first, second = label_windows(users, stamps, splits, 1, 3, enough=100)[:2]
+    assert first.tolist() == [False, False, False, True, True, False, False, True, False, True]
+    # user 0: its two rows before valid (stamps 2, 3; stamp 1 is left to retrieve from); user 1: one; user 2: its
+    # only earlier row would leave it no history
+    assert second.tolist() == [False, True, True, False, False, False, True, False, False, False]
+    windows = label_windows(users, stamps, splits, 1, 3, enough=100)
+    assert len(windows) == 2                                      # a third window: no user has rows enough left
+    assert not (windows[0] & windows[1]).any()
+    assert len(label_windows(users, stamps, splits, 1, 3, enough=3)) == 1   # 3 users labelled: enough
+    one = np.array(["train"] * 10, dtype=object)
+    assert label_windows(users, stamps, one, 1, 1, enough=100)[0].tolist() == \
+        label_rows(users, stamps, one, 1).tolist()
+
+
+def test_a_temporal_split_keeps_one_label_window():
+    """Labels that are a period every other row precedes (a temporal split's valid) are the only window."""
+    users = np.array([0, 0, 0, 1, 1, 1])
+    stamps = np.array([1, 5, 8, 2, 3, 9])
+    splits = np.array(["train", "train", "valid", "train", "train", "valid"], dtype=object)
+    windows = label_windows(users, stamps, splits, 1, 4, enough=100)
+    assert len(windows) == 1 and windows[0].tolist() == [False, False, True, False, False, True]
+    stamps[2] = 4                                        # user 0's label before user 1's train row: per user
+    assert len(label_windows(users, stamps, splits, 1, 4, enough=100)) == 2
+
+
+def test_examples_of_several_windows_keep_a_users_queries_in_one_fold():
+    x = np.zeros((8, len(Fe.FEATURES)), np.float32)
+    part = Examples(np.array([0, 0, 1, 1]), np.arange(4, dtype=np.int32), x[:4], np.ones(4, np.float32),
+                    np.ones(4, bool), {"labelled_users": 2, "users_with_a_positive": 2})
+    earlier = Examples(np.array([10, 10, 11, 11]), np.arange(4, dtype=np.int32), x[4:], np.ones(4, np.float32),
+                       np.ones(4, bool), {"labelled_users": 2, "users_with_a_positive": 1}, np.array([0, 0, 1, 1]))
+    joined = Examples.joined([part, earlier])
+    assert joined.qid.tolist() == [0, 0, 1, 1, 10, 10, 11, 11] and joined.users.tolist() == [0, 0, 1, 1] * 2
+    assert joined.info == {"labelled_users": 2, "users_with_a_positive": 2, "label_windows": 2,
+                           "labelled_queries": 4, "queries_with_a_positive": 3}
+    many = Examples.joined([Examples(np.repeat(np.arange(40), 2) + shift, np.zeros(80, np.int32),
+                                     np.zeros((80, len(Fe.FEATURES)), np.float32), np.ones(80, np.float32),
+                                     np.ones(80, bool), {"labelled_users": 40, "users_with_a_positive": 40},
+                                     np.repeat(np.arange(40), 2)) for shift in (0, 100)])
+    parts = folds(many, MultiStageParams(folds=2))
+    assert sorted(np.concatenate(parts).tolist()) == list(range(40))   # folds of users, not of queries
 
 
 def test_cold_users_and_unbought_items_still_get_candidates():

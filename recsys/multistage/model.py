@@ -3,7 +3,8 @@
 for publish's refill), so evaluation, promotion, publish and the API treat it like any other model.
 
 Training (:func:`fit`), on the rows it is fitted on (train + valid for a run's evaluation):
-1. the latest split among them labels (``label_holdout`` last interactions per user when there is one split);
+1. the latest split among them labels (``label_holdout`` last interactions per user when there is one split), and
+   on a small set earlier windows too (:func:`label_windows`);
 2. stage one: the retrievers are fitted on the earlier rows, and their candidates for the labelled users (a seeded
    sample of at most ``max_rank_users``), with features, train XGBoost's ``SparkXGBRanker`` (lambdarank, one query
    per user) on the Spark cluster — only users with at least one labelled item among their candidates teach it;
@@ -168,7 +169,10 @@ class StageOne:
 def stage_one_examples(interactions: DataFrame, params: MultiStageParams, items: DataFrame | None,
                        phases: dict[str, float] | None = None) -> StageOne:
     """Stage one of a fit, up to the ranker's labelled examples (also what ``benchmarks/bench_ranker_trees.py``
-    tries ranker settings on); ``phases``: seconds of its catalogue, stage-one and examples phases."""
+    tries ranker settings on); ``phases``: seconds of its catalogue, stage-one and examples phases.
+
+    Each label window (:func:`label_windows`, latest first) has its own stage one, fitted on the rows before it, and
+    its own queries; ``stage`` is the latest window's."""
     if items is None:
         raise ValueError("the multi-stage model needs the catalogue: pass items=catalogue_items(...)")
     phases = {} if phases is None else phases
@@ -176,15 +180,25 @@ def stage_one_examples(interactions: DataFrame, params: MultiStageParams, items:
         users, items_, weights, stamps, splits = _columns(interactions)
         catalogue, content = _catalogue(items, params)
     n_items = _catalogue_size(items_, catalogue)
-    label = label_rows(users, stamps, splits, params.label_holdout)
-    early = ~label
-    with timed(phases, "stage_one"):
-        earlier = _history(users[early], items_[early], weights[early], stamps[early], params)
-        stage = _fit(earlier, n_items, params, catalogue, content)
-    with timed(phases, "examples"):
-        examples = training_examples(stage, earlier, users[label], items_[label], params)
-        truth = label_truth(examples, users[label], items_[label])
-    return StageOne((users, items_, weights, stamps), catalogue, content, stage, examples, truth, int(label.sum()))
+    windows = label_windows(users, stamps, splits, params.label_holdout, params.label_windows, params.label_users)
+    stride = int(users.max(initial=-1)) + 1             # window w's queries: user + w × stride
+    taken = np.zeros(len(users), dtype=bool)
+    stages, parts, truth = [], [], {}
+    for window, label in enumerate(windows):
+        taken |= label
+        early = ~taken
+        with timed(phases, "stage_one"):
+            earlier = _history(users[early], items_[early], weights[early], stamps[early], params)
+            stages.append(_fit(earlier, n_items, params, catalogue, content))
+        with timed(phases, "examples"):
+            queries = users[label].astype(np.int64) + window * stride
+            part = training_examples(stages[-1], earlier, users[label], items_[label], params,
+                                     offset=window * stride)
+            truth.update(label_truth(part, queries, items_[label]))
+            parts.append(part)
+    examples = Examples.joined(parts)
+    return StageOne((users, items_, weights, stamps), catalogue, content, stages[0], examples, truth,
+                    int(windows[0].sum()))
 
 
 def refit(candidate: Path | str, interactions: DataFrame, params: MultiStageParams,
@@ -250,13 +264,60 @@ def label_rows(users: np.ndarray, stamps: np.ndarray, splits: np.ndarray, holdou
     present = [s for s in SPLIT_ORDER if (splits == s).any()]
     if len(present) > 1:
         return splits == present[-1]
-    order = np.lexsort((stamps, users))
+    return last_rows(users, stamps, np.ones(len(users), dtype=bool), np.full(int(users.max(initial=-1)) + 1, holdout))
+
+
+def label_windows(users: np.ndarray, stamps: np.ndarray, splits: np.ndarray, holdout: int, windows: int,
+                  enough: int) -> list[np.ndarray]:
+    """The rows labelling each window, latest first: :func:`label_rows`, then, while fewer than ``enough`` users
+    are labelled (users with a row before their labels) and at most ``windows`` in all, each labelled user's rows
+    just before its labels, as many as it had there — when the labels are per user (leave-last-out), not a period
+    of time (a temporal split: one window).
+
+    Why: a ranker learns from queries, and a small set has few (MovieLens latest-small: 610 users, one query each);
+    an earlier window, with retrievers fitted on the rows before it (:func:`stage_one_examples`), is as honest a
+    query as the latest one and adds as many, while a set with ``enough`` users pays no second stage one. On a
+    temporal split the period before the labels was measured no better (All_Beauty) or worse (Subscription_Boxes):
+    what the next weeks bring is not what earlier weeks brought."""
+    masks = [label_rows(users, stamps, splits, holdout)]
+    if _is_period(stamps, masks[0]):
+        return masks
+    taken = masks[0].copy()
+    labelled = _labelled_users(users, masks[0], ~taken)
+    while len(masks) < windows and labelled < enough:
+        counts = np.bincount(users[masks[-1]], minlength=int(users.max(initial=-1)) + 1)
+        mask = last_rows(users, stamps, ~taken, counts)
+        taken |= mask
+        found = _labelled_users(users, mask, ~taken)
+        if not found:
+            break
+        masks.append(mask)
+        labelled += found
+    return masks
+
+
+def _labelled_users(users: np.ndarray, label: np.ndarray, before: np.ndarray) -> int:
+    """Users with a labelled row and a row to retrieve from (``before``)."""
+    return len(np.intersect1d(users[label], users[before]))
+
+
+def _is_period(stamps: np.ndarray, label: np.ndarray) -> bool:
+    """Whether the labels are a period of time every other row precedes (a temporal split's latest split)."""
+    return bool(label.any() and not label.all() and stamps[label].min() >= stamps[~label].max())
+
+
+def last_rows(users: np.ndarray, stamps: np.ndarray, among: np.ndarray, per_user: np.ndarray) -> np.ndarray:
+    """Of the rows ``among``, each user's latest ``per_user[user]``, for users with more rows than that there
+    (a user whose every row would be a label keeps them: nothing would retrieve for it)."""
+    rows = np.flatnonzero(among)
+    order = rows[np.lexsort((stamps[rows], users[rows]))]
     ranked_users = users[order]
     starts = np.searchsorted(ranked_users, ranked_users, side="left")
     ends = np.searchsorted(ranked_users, ranked_users, side="right")
     from_end = ends - np.arange(len(order))
+    wanted = per_user[ranked_users]
     out = np.zeros(len(users), dtype=bool)
-    out[order] = (from_end <= holdout) & (ends - starts > holdout)
+    out[order] = (from_end <= wanted) & (ends - starts > wanted)
     return out
 
 
@@ -266,8 +327,9 @@ def _fit(history: R.History, n_items, params, catalogue, content) -> Stage:
 
 @dataclass
 class Examples:
-    """Candidates of labelled users (``qid`` = user) with features, 0/1 labels and whether their user has any
-    positive among its candidates (a query without one teaches lambdarank nothing)."""
+    """Candidates of labelled queries (``qid``: one per user and label window; ``users``: whose query, default the
+    qid itself) with features, 0/1 labels and whether their query has any positive among its candidates (a query
+    without one teaches lambdarank nothing)."""
 
     qid: np.ndarray
     items: np.ndarray
@@ -275,15 +337,33 @@ class Examples:
     label: np.ndarray
     has_positive: np.ndarray
     info: dict[str, Any]
+    users: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.users is None:
+            self.users = self.qid
 
     def subset(self, keep: np.ndarray) -> Examples:
         return Examples(self.qid[keep], self.items[keep], self.x[keep], self.label[keep], self.has_positive[keep],
-                        self.info)
+                        self.info, self.users[keep])
+
+    @classmethod
+    def joined(cls, parts: list[Examples]) -> Examples:
+        """Several windows' examples as one set; ``info``: the latest window's, with every window's query counts."""
+        if len(parts) == 1:
+            return parts[0]
+        info = {**parts[0].info, "label_windows": len(parts),
+                "labelled_queries": sum(p.info["labelled_users"] for p in parts),
+                "queries_with_a_positive": sum(p.info["users_with_a_positive"] for p in parts)}
+        return cls(*(np.concatenate([getattr(p, name) for p in parts])
+                     for name in ("qid", "items", "x", "label", "has_positive")), info,
+                   np.concatenate([p.users for p in parts]))
 
 
 def training_examples(stage: Stage, history: R.History, label_users: np.ndarray, label_items: np.ndarray,
-                      params: MultiStageParams) -> Examples:
-    """Stage one's candidates for the labelled users (a seeded sample above ``max_rank_users``), labelled."""
+                      params: MultiStageParams, offset: int = 0) -> Examples:
+    """Stage one's candidates for the labelled users (a seeded sample above ``max_rank_users``), labelled; their
+    queries are ``offset`` + user."""
     wanted = np.unique(label_users)
     if len(wanted) > params.max_rank_users:
         wanted = np.sort(np.random.default_rng(params.ranker.seed).choice(wanted, params.max_rank_users,
@@ -299,12 +379,14 @@ def training_examples(stage: Stage, history: R.History, label_users: np.ndarray,
     info = {"labelled_users": len(rows), "users_with_a_positive": int((positives > 0).sum()),
             "candidates_per_user": round(len(found.rows) / max(len(rows), 1), 1),
             "candidate_recall": round(float(label.sum()) / max(labelled, 1), 4)}
-    return Examples(block.users[found.rows], found.items, found.x, label, positives[found.rows] > 0, info)
+    users = block.users[found.rows].astype(np.int64)
+    return Examples(users + offset, found.items, found.x, label, positives[found.rows] > 0, info, users)
 
 
 def folds(examples: Examples, params: MultiStageParams) -> list[np.ndarray]:
-    """The labelled users in ``folds`` seeded folds (none when a fold would hold fewer than 20)."""
-    users = np.unique(examples.qid)
+    """The labelled users in ``folds`` seeded folds (none when a fold would hold fewer than 20); a user's queries
+    of every label window fall in the same fold."""
+    users = np.unique(examples.users)
     n = params.folds
     if n < 2 or len(users) < 20 * n:
         return []
@@ -334,7 +416,7 @@ def cross_fit(spark: SparkSession, examples: Examples, params: MultiStageParams,
         return CrossFit(None, None, {"crossfit_note": "too few labelled users for cross-fitting"})
     rankers, best, insides = [], [], []
     for part in parts:
-        inside = np.isin(examples.qid, part)
+        inside = np.isin(examples.users, part)
         ranker, _ = train_ranker(spark, examples.subset(~inside & examples.has_positive), params,
                                  valid=examples.subset(inside & examples.has_positive))
         if ranker is None:
