@@ -60,7 +60,7 @@ def held_out_map(examples, truth: dict, ranker, seed: int) -> tuple[float, list[
     from recsys.multistage import diversity as D
     from recsys.multistage.model import booster_params
 
-    users = np.unique(examples.qid)
+    users = np.unique(examples.users)               # halves of users: a user's queries of every window together
     shuffled = np.random.default_rng(seed).permutation(users)
     halves = [np.sort(shuffled[: len(users) // 2]), np.sort(shuffled[len(users) // 2:])]
     params = {**booster_params(ranker), "seed": ranker.seed, "eval_metric": "ndcg", "nthread": os.cpu_count(),
@@ -73,8 +73,8 @@ def held_out_map(examples, truth: dict, ranker, seed: int) -> tuple[float, list[
 
     values, rounds = [], []
     for fit_half, score_half in ((0, 1), (1, 0)):
-        scored = np.isin(examples.qid, halves[score_half])
-        booster = xgb.train(params, matrix(np.isin(examples.qid, halves[fit_half]) & examples.has_positive),
+        scored = np.isin(examples.users, halves[score_half])
+        booster = xgb.train(params, matrix(np.isin(examples.users, halves[fit_half]) & examples.has_positive),
                             ranker.n_estimators, evals=[(matrix(scored & examples.has_positive), "held_out")],
                             early_stopping_rounds=ranker.early_stopping_rounds, verbose_eval=False)
         rounds.append(booster.best_iteration + 1)
@@ -117,7 +117,7 @@ def main() -> None:
                          "map@10_sd": round(float(np.std(maps)), 5), "rounds": round(rounds, 1),
                          "work": round(rounds * depth), "seconds": round(time.perf_counter() - started, 1)})
             print(name, rows[-1], flush=True)
-        users = len(np.unique(examples.qid))
+        users = len(np.unique(examples.users))
         saved[name] = {"labelled_users": users, "candidates": len(examples.qid), "rows": rows}
         first = rows[0]
         print(f"\n{name}: {users:,} labelled users, {len(examples.qid):,} candidates; MAP@10 on held-out halves, "
