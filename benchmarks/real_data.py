@@ -76,6 +76,20 @@ def load_dataset(spark, spec: dict, work: Path):
     return settings, build_features(spark, settings.warehouse, settings.features)
 
 
+def test_users(spark, warehouse: Path) -> dict:
+    """Test users, and those with a row in the fitted splits: no candidate lists a user it has no row of (the
+    popularity baseline included), so every model is judged on the latter and the others count 0 for all."""
+    from pyspark.sql import functions as F
+
+    from recsys import constants as C
+    from recsys import tables as T
+
+    rows = T.read_table(spark, warehouse, C.INTERACTIONS)
+    test = rows.where(F.col(C.SPLIT) == "test").select(C.USER_IDX).distinct()
+    fitted = rows.where(F.col(C.SPLIT) != "test").select(C.USER_IDX).distinct()
+    return {"test_users": test.count(), "test_users_with_history": test.join(fitted, C.USER_IDX, "left_semi").count()}
+
+
 def multistage_ranking(warehouse: Path, run_id: str) -> dict:
     """What the run's multi-stage fit decided its lists' order on: the labelled users, the order it kept (the ranker
     or a retriever) and each order's MAP@10 on them (cross-fitted), from its ``model.json``."""
@@ -101,6 +115,7 @@ def run(name: str, spec: dict, spark, budget: float | None) -> dict:
     if budget is not None:
         settings.tuning = settings.tuning.model_copy(update={"budget_seconds": budget})
     run_id = registry.new_run_id()
+    split |= test_users(spark, settings.warehouse)
     selection = select_models(spark, settings, run_id)
     for model in settings.train.models:
         train(spark, settings, model, run_id)
@@ -115,7 +130,8 @@ def run(name: str, spec: dict, spark, budget: float | None) -> dict:
                     "seconds": s["seconds"], "first_trials": [first_trial(t) for t in s["trials"][:4]],
                         "confidence_map": s.get("confidence_map")}
                 for m, s in selection["models"].items()}
-    return {"title": spec["title"], "split": {k: split[k] for k in ("strategy", "train", "valid", "test", "note")},
+    kept = ("strategy", "train", "valid", "test", "test_users", "test_users_with_history", "note")
+    return {"title": spec["title"], "split": {k: split[k] for k in kept},
             "models": models, "promoted": result["decision"].get("promoted"), "selection": searched,
             "budget_seconds": settings.tuning.budget_seconds, "note": selection.get("note"),
             "seconds": round(time.perf_counter() - start, 1)}

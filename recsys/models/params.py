@@ -92,9 +92,10 @@ class MultiStageParams(StrictModel):
 
     ``recent_items``: the user's latest items the co-occurrence retriever expands; ``neighbours``: co-occurring
     items kept per item; ``label_holdout``: when the rows fitted carry a single split, each user's last that many
-    interactions label the ranker's training (otherwise the latest split does); while fewer than ``label_users``
-    users are labelled, earlier windows (each user's rows just before the later window, up to ``label_windows``
-    windows, each with its own stage one) add queries (:func:`recsys.multistage.model.label_windows`);
+    interactions label the ranker's training (otherwise the latest split does); while there are fewer than
+    ``label_queries`` queries (one per labelled user and window), earlier windows (each user's rows just before the
+    later window, up to ``label_windows`` windows, each with its own stage one) add queries
+    (:func:`recsys.multistage.model.label_windows`);
     ``max_rank_users``: users whose candidates train the ranker (a seeded sample above it); ``recent_days``: the
     window of "recent" popularity; ``trend_half_life_days``: the half-life of the ``trending`` retriever's decayed
     counts (a week: on a temporal split the items bought in the weeks after the cut are those of the last weeks
@@ -118,7 +119,7 @@ class MultiStageParams(StrictModel):
     neighbours: int = Field(100, ge=1)
     label_holdout: int = Field(1, ge=1)
     label_windows: int = Field(4, ge=1)
-    label_users: int = Field(5_000, ge=1)
+    label_queries: int = Field(5_000, ge=1)
     max_rank_users: int = Field(50_000, ge=1)
     recent_days: float = Field(30.0, gt=0)
     trend_half_life_days: float = Field(7.0, gt=0)

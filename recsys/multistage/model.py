@@ -180,7 +180,8 @@ def stage_one_examples(interactions: DataFrame, params: MultiStageParams, items:
         users, items_, weights, stamps, splits = _columns(interactions)
         catalogue, content = _catalogue(items, params)
     n_items = _catalogue_size(items_, catalogue)
-    windows = label_windows(users, stamps, splits, params.label_holdout, params.label_windows, params.label_users)
+    windows = label_windows(users, stamps, splits, params.label_holdout, params.label_windows,
+                            params.label_queries)
     stride = int(users.max(initial=-1)) + 1             # window w's queries: user + w × stride
     taken = np.zeros(len(users), dtype=bool)
     stages, parts, truth = [], [], {}
@@ -269,14 +270,14 @@ def label_rows(users: np.ndarray, stamps: np.ndarray, splits: np.ndarray, holdou
 
 def label_windows(users: np.ndarray, stamps: np.ndarray, splits: np.ndarray, holdout: int, windows: int,
                   enough: int) -> list[np.ndarray]:
-    """The rows labelling each window, latest first: :func:`label_rows`, then, while fewer than ``enough`` users
-    are labelled (users with a row before their labels) and at most ``windows`` in all, each labelled user's rows
-    just before its labels, as many as it had there — when the labels are per user (leave-last-out), not a period
-    of time (a temporal split: one window).
+    """The rows labelling each window, latest first: :func:`label_rows`, then, while the windows hold fewer than
+    ``enough`` queries (a user with a row before its labels, per window) and at most ``windows`` in all, each
+    labelled user's rows just before its labels, as many as it had there — when the labels are per user
+    (leave-last-out), not a period of time (a temporal split: one window).
 
     Why: a ranker learns from queries, and a small set has few (MovieLens latest-small: 610 users, one query each);
     an earlier window, with retrievers fitted on the rows before it (:func:`stage_one_examples`), is as honest a
-    query as the latest one and adds as many, while a set with ``enough`` users pays no second stage one. On a
+    query as the latest one and adds as many, while a set with ``enough`` queries pays no second stage one. On a
     temporal split the period before the labels was measured no better (All_Beauty) or worse (Subscription_Boxes):
     what the next weeks bring is not what earlier weeks brought."""
     masks = [label_rows(users, stamps, splits, holdout)]
