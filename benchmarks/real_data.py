@@ -98,8 +98,9 @@ def multistage_ranking(warehouse: Path, run_id: str) -> dict:
     for candidate in ops.run_models(warehouse, run_id):
         if candidate["model"] == MULTISTAGE:
             info = json.loads((Path(candidate["model_path"]) / "model.json").read_text()).get("info", {})
-            return {key: info[key] for key in ("labelled_users", "users_with_a_positive", "candidate_recall", "order",
-                                               "order_map@10", "diversity") if key in info}
+            keys = ("labelled_users", "label_windows", "labelled_queries", "users_with_a_positive",
+                    "candidate_recall", "order", "order_map@10", "diversity")
+            return {key: info[key] for key in keys if key in info}
     return {}
 
 
