@@ -491,6 +491,27 @@ def sequels(spark):
     return frame, items, truth
 
 
+def test_a_per_user_split_labels_earlier_windows_each_with_its_own_retrievers(sequels):
+    """Users' times interleaved (user u's rows start after user u-1's end): valid is no period, so stage one labels
+    each user's 7th item, then its 6th, 5th and 4th, each window's retrievers fitted on the rows before it."""
+    from pyspark.sql import functions as F
+
+    from recsys.multistage.model import stage_one_examples
+
+    frame, items, truth = sequels
+    per_user = frame.withColumn(C.TIMESTAMP, F.col(C.TIMESTAMP) + F.col(C.USER_IDX) * 10_000_000)
+    params = MultiStageParams.model_validate({"per_retriever": 20, "content": {"dims": 8, "min_df": 1},
+                                              "als": {"factors": 8, "iterations": 5}})
+    first = stage_one_examples(per_user, params, items)
+    info, examples = first.examples.info, first.examples
+    assert (info["label_windows"], info["labelled_queries"]) == (4, 800)
+    stride = 200
+    for window in range(4):                            # window w labels item 7 − w of each user's chain of 8
+        assert all(first.truth[user + window * stride] == [truth[user] - 1 - window] for user in range(200))
+    assert np.array_equal(examples.users, examples.qid % stride)
+    assert first.label_rows == 200                     # the latest window's rows: what the model records
+
+
 def test_multistage_fits_saves_loads_and_ranks_the_next_item_first(spark, sequels, tmp_path):
     from recsys.loading import fit_model, load_model
 
