@@ -42,7 +42,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-label-windows-"))
     try:
         settings, _ = load_dataset(spark, DATASETS[args.dataset], work)
-        recorded = json.loads((RESULTS / "real_data.json").read_text())[args.dataset]["models"][C.MULTISTAGE]
+        recorded = json.loads((RESULTS / "real_data.json").read_text())[args.dataset]["models"]
         data = training_data(spark, settings.warehouse, settings.train.fit_splits).cache()
         items = model_items(spark, settings.warehouse, C.MULTISTAGE)
         truth: dict[int, list[int]] = {}
@@ -54,7 +54,7 @@ def main() -> None:
         for windows in [int(w) for w in args.windows.split(",")]:
             fits = []
             for seed in range(42, 42 + args.seeds):
-                params = MultiStageParams.model_validate(recorded["params"]).model_copy(deep=True)
+                params = MultiStageParams.model_validate(recorded[C.MULTISTAGE]["params"]).model_copy(deep=True)
                 params.label_windows, params.ranker.seed = windows, seed
                 started = time.perf_counter()
                 model = fit(data, params, items)
@@ -75,8 +75,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     first = rows[0]
     print(f"\n{args.dataset}: test MAP@10 of the multi-stage model over {args.seeds} ranker seeds "
-          f"(recorded parameters; implicit ALS's recorded test MAP@10: "
-          f"{json.loads((RESULTS / 'real_data.json').read_text())[args.dataset]['models']['implicit_als']['map@10']})")
+          f"(recorded parameters; implicit ALS's recorded test MAP@10: {recorded['implicit_als']['map@10']})")
     print(f"{'windows':>8} {'used':>5} {'queries':>8} {'MAP@10':>8} {'± sd':>7} {'vs first':>9} {'fit s':>6}")
     for row in rows:
         print(f"{row['label_windows']:>8} {row['windows_used']:>5} {row['labelled_queries']:>8} {row['map@10']:>8.5f} "

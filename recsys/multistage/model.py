@@ -192,10 +192,9 @@ def stage_one_examples(interactions: DataFrame, params: MultiStageParams, items:
             earlier = _history(users[early], items_[early], weights[early], stamps[early], params)
             stages.append(_fit(earlier, n_items, params, catalogue, content))
         with timed(phases, "examples"):
-            queries = users[label].astype(np.int64) + window * stride
-            part = training_examples(stages[-1], earlier, users[label], items_[label], params,
-                                     offset=window * stride)
-            truth.update(label_truth(part, queries, items_[label]))
+            offset = window * stride
+            part = training_examples(stages[-1], earlier, users[label], items_[label], params, offset=offset)
+            truth.update(label_truth(part, users[label].astype(np.int64) + offset, items_[label]))
             parts.append(part)
     examples = Examples.joined(parts)
     return StageOne((users, items_, weights, stamps), catalogue, content, stages[0], examples, truth,
@@ -285,8 +284,9 @@ def label_windows(users: np.ndarray, stamps: np.ndarray, splits: np.ndarray, hol
         return masks
     taken = masks[0].copy()
     labelled = _labelled_users(users, masks[0], ~taken)
+    n_users = int(users.max(initial=-1)) + 1
     while len(masks) < windows and labelled < enough:
-        counts = np.bincount(users[masks[-1]], minlength=int(users.max(initial=-1)) + 1)
+        counts = np.bincount(users[masks[-1]], minlength=n_users)
         mask = last_rows(users, stamps, ~taken, counts)
         taken |= mask
         found = _labelled_users(users, mask, ~taken)
