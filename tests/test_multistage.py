@@ -420,6 +420,53 @@ def test_the_strength_is_the_longest_run_of_strengths_within_the_loss():
     assert chosen([0], 0.99, np.ones((12, 2), dtype=np.float32))[0] == 0.0
 
 
+def test_the_loss_bound_is_the_mean_paired_loss_plus_z_standard_errors_over_the_base():
+    base, other = np.array([1.0, 0.5, 0.0, 0.5]), np.array([0.5, 0.5, 0.0, 0.5])
+    # losses 0.5, 0, 0, 0: mean 0.125, standard deviation 0.25, standard error 0.125; the base's mean 0.5
+    assert D.loss_bound(base, other, 0.5) == pytest.approx(0.25)
+    assert D.loss_bound(base, other, 0.95) == pytest.approx((0.125 + 1.6448536 * 0.125) / 0.5)
+    assert D.loss_bound(np.zeros(3), np.ones(3), 0.95) == 0.0          # no hit to lose
+    assert D.loss_bound(np.array([0.5]), np.array([0.25]), 0.95) == pytest.approx(0.5)   # one user: its loss
+
+
+def test_a_strength_that_gains_on_a_few_users_only_is_not_trusted_until_many_users_agree():
+    # the ten best candidates are near-duplicates, the two last unlike them; one kind of user took the 9th and 10th
+    # (diversity costs it), two kinds took an unlike one (diversity brings it into the top 10): a mean gain
+    vectors = np.array([[1, 0]] * 10 + [[0, 1]] * 2, dtype=np.float32)
+    space = D.Space.of(np.arange(12), vectors)
+
+    def chosen(copies, confidence):
+        truth = dict(enumerate([[8, 9], [10], [11]] * copies))
+        n = len(truth)
+        rows = np.repeat(np.arange(n), 12)
+        items = np.tile(np.arange(12, dtype=np.int32), n)
+        scores = np.tile(np.linspace(1.0, 0.5, 12), n).astype(np.float32)
+        strength, curve = D.choose_strength(rows, items, scores, np.arange(n), truth, [0.5, 0.9], 0.02, 50, space,
+                                            confidence)
+        assert curve[-1]["map@10"] > curve[0]["map@10"]          # the mean says: diversify, it gains
+        return strength
+
+    assert chosen(1, 0.5) == 0.9            # the plain mean trusts three users …
+    assert chosen(1, 0.95) == 0.0           # … the bound does not: their losses and gains spread too widely
+    assert chosen(30, 0.95) == 0.9          # ninety users of the same kinds: the bound is a gain too
+
+
+def test_the_report_shows_each_strength_with_its_loss_bound_and_marks_the_chosen_one(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recsys.evaluate.report import multistage_section
+
+    curve = [{"strength": 0.0, "map@10": 0.075, "loss_bound": 0.0, "diversity": 0.147},
+             {"strength": 0.1, "map@10": 0.088, "loss_bound": 0.068, "diversity": 0.299}]
+    page = multistage_section(tmp_path, {"diversity": 0.0, "diversity_curve": curve}, plt)
+    assert (tmp_path / "diversity.png").is_file()
+    assert "<td>0 (chosen)</td><td>0.0750</td><td>0.000</td>" in page
+    assert "<td>0.1</td><td>0.0880</td><td>0.068</td><td>0.299</td>" in page
+
+
 def test_a_large_catalogue_is_searched_by_the_saved_index_with_the_exact_answers_here(tmp_path):
     """Above ``retrieval.ann_min_items`` the ALS retriever searches an approximate index (exact head + HNSW tail),
     saved with the model and loaded by the scoring tasks; on a catalogue this small it must find the exact top."""

@@ -190,5 +190,11 @@ def multistage_section(folder: Path, info: dict, plt) -> str:
         fig.tight_layout()
         fig.savefig(folder / "diversity.png", dpi=110)
         plt.close(fig)
-        parts.append('<h3>MAP@10 against diversity</h3><img src="diversity.png">')
+        chosen = info.get("diversity")
+        rows = "".join(f"<tr><td>{c['strength']:g}{' (chosen)' if c['strength'] == chosen else ''}</td>"
+                       f"<td>{c['map@10']:.4f}</td><td>{c.get('loss_bound', float('nan')):.3f}</td>"
+                       f"<td>{c['diversity']:.3f}</td></tr>" for c in curve)
+        parts.append('<h3>MAP@10 against diversity</h3><img src="diversity.png">'
+                     "<table><tr><th>strength</th><th>MAP@10</th><th>loss bound (relative, one-sided)</th>"
+                     f"<th>diversity</th></tr>{rows}</table>")
     return "\n".join(parts)

@@ -127,6 +127,7 @@ class MultiStageParams(StrictModel):
     folds: int = Field(2, ge=0)                          # cross-fitted rankers (early stopping, diversity)
     diversity_grid: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     diversity_max_loss: float = Field(0.02, ge=0, lt=1)  # relative MAP@10 the diversity may cost on those users
+    diversity_confidence: float = Field(0.95, ge=0.5, lt=1)  # … with this confidence (one-sided; 0.5: the mean)
     diversity_pool: int = Field(50, ge=1)               # the ranker's best candidates a list is re-ranked from
     als: ALSParams = Field(default_factory=ALSParams)
     content: ContentParams = Field(default_factory=ContentParams)

@@ -512,7 +512,8 @@ def choose_diversity(examples: Examples, scores: np.ndarray | None, stage: Stage
         return {"diversity": 0.0, "diversity_note": "no cross-fitted scores or embeddings: the ranker's order"}
     users, rows = np.unique(examples.qid, return_inverse=True)
     strength, curve = D.choose_strength(rows, examples.items, scores, users, truth, params.diversity_grid,
-                                        params.diversity_max_loss, params.diversity_pool, space)
+                                        params.diversity_max_loss, params.diversity_pool, space,
+                                        params.diversity_confidence)
     return {"diversity": strength, "diversity_curve": curve, "diversity_users": len(users)}
 
 
