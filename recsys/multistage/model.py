@@ -483,6 +483,12 @@ def order_map(examples: Examples, crossed: np.ndarray | None, truth: dict[int, l
     the user and a retriever never sees labels. Without cross-fitted scores (too few labelled users to check it)
     the ranker is not trusted either: the best retriever orders the lists (:func:`best_order`). ``only``: that
     order alone."""
+    return {name: float(values.mean()) for name, values in order_values(examples, crossed, truth, only).items()}
+
+
+def order_values(examples: Examples, crossed: np.ndarray | None, truth: dict[int, list[int]],
+                 only: str | None = None) -> dict[str, np.ndarray]:
+    """Each order's MAP@10 per labelled query (:func:`order_map`'s means), in one query order for every order."""
     users, rows = np.unique(examples.qid, return_inverse=True)
     present = [r for r in RETRIEVERS if not np.isnan(examples.x[:, Fe.FEATURES.index(f"{r}_rank")]).all()]
     options = {name: retriever_scores(examples.x, name) for name in present if only in (None, name)}
@@ -494,7 +500,7 @@ def order_map(examples: Examples, crossed: np.ndarray | None, truth: dict[int, l
     for name, scores in options.items():
         lists = D.top_lists(rows, examples.items, scores, len(users), D.K, 0.0, 1, None)
         predictions = {int(u): lists.of(r).tolist() for r, u in enumerate(users)}
-        values[name] = PM.ranking_metrics(predictions, truth, [D.K])[metric_key(MAP, D.K)]
+        values[name] = PM.per_user_metrics(predictions, truth, [D.K])[metric_key(MAP, D.K)]
     return values
 
 
