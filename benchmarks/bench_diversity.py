@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from common import ROOT, arguments, pyplot, save, save_figure, spark_session
-from real_data import DATASETS
+from real_data import DATASETS, load_dataset
 
 PLOT = ROOT / "docs" / "img" / "diversity.png"
 PLOTTED = "movielens-llo5"        # the dataset of the README's plot
@@ -32,10 +32,7 @@ def measure(name: str, budget: float) -> dict:
     from deltalake import DeltaTable
 
     from recsys import registry
-    from recsys.benchmark_data import load_benchmark
-    from recsys.config import load_settings
     from recsys.constants import MULTISTAGE
-    from recsys.features import build_features
     from recsys.loading import load_model
     from recsys.metrics import python_metrics as PM
     from recsys.models.factors import list_column_to_matrix
@@ -47,13 +44,9 @@ def measure(name: str, budget: float) -> dict:
     spark = spark_session()
     work = Path(tempfile.mkdtemp(prefix=f"diversity-{name}-"))
     try:
-        settings = load_settings(warehouse=work / "wh", reports=work / "reports")
-        settings.features.split = settings.features.split.model_copy(update=spec["split"])
-        settings.features.confidence = settings.features.confidence.model_copy(update=spec["confidence"])
+        settings, _ = load_dataset(spark, spec, work)       # the raw Amazon dumps too, ingested as a run would
         settings.tuning = settings.tuning.model_copy(update={"budget_seconds": budget})
         settings.train.models = [MULTISTAGE]
-        load_benchmark(spark, spec["path"], settings.warehouse, spec["format"])
-        build_features(spark, settings.warehouse, settings.features)
         run_id = registry.new_run_id()
         start = time.perf_counter()
         select_models(spark, settings, run_id)
