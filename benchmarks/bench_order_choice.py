@@ -14,7 +14,6 @@ asked for a z of 1.645 would have decided instead. Results: ``benchmarks/results
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ def main() -> None:
 
     from recsys import constants as C
     from recsys.models.params import MultiStageParams
+    from recsys.multistage import diversity as D
     from recsys.multistage import model as M
     from recsys.train import model_items, training_data
 
@@ -51,13 +51,13 @@ def main() -> None:
             data.unpersist()
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        retrievers = {n: v for n, v in values.items() if n != M.RANKER}
-        best = max(retrievers, key=lambda n: retrievers[n].mean())
-        row = {"queries": len(values[best]), "map@10": {n: round(float(v.mean()), 4) for n, v in values.items()},
-               "best_retriever": best, "chosen": M.best_order({n: float(v.mean()) for n, v in values.items()})}
+        means = {n: float(v.mean()) for n, v in values.items()}
+        best = max((n for n in means if n != M.RANKER), key=means.get)
+        row = {"queries": len(values[best]), "map@10": {n: round(m, 4) for n, m in means.items()},
+               "best_retriever": best, "chosen": M.best_order(means)}
         if M.RANKER in values and len(values[best]) > 1:
             lead = values[M.RANKER] - values[best]
-            error = float(lead.std(ddof=1)) / math.sqrt(len(lead))
+            error = D.standard_error(lead)
             row.update(lead=round(float(lead.mean()), 4), standard_error=round(error, 4),
                        z=round(float(lead.mean()) / error, 2) if error else None)
         rows[name] = row

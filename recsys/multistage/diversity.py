@@ -133,8 +133,12 @@ def loss_bound(base: np.ndarray, other: np.ndarray, confidence: float) -> float:
     if reference <= 0:
         return 0.0
     loss = base - other
-    spread = float(loss.std(ddof=1)) / math.sqrt(len(loss)) if len(loss) > 1 else 0.0
-    return (float(loss.mean()) + NormalDist().inv_cdf(confidence) * spread) / reference
+    return (float(loss.mean()) + NormalDist().inv_cdf(confidence) * standard_error(loss)) / reference
+
+
+def standard_error(values: np.ndarray) -> float:
+    """The standard error of ``values``' mean (0 for fewer than two values: no spread to measure)."""
+    return float(values.std(ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
 def _diversity(lists: Lists, n_rows: int, space: Space) -> float:
